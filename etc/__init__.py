@@ -2,8 +2,40 @@
 
 Rewrites ONNX conv nets into equivalent plain Conv/ReLU/DepthToSpace graphs, proves the rewrite numerically
 with onnxruntime and quantizes the result to INT8 QDQ. Heavy modules load lazily so ``import etc`` stays fast.
+
+    import etc
+    plain, report = etc.optimize("model.onnx", passes="fold,rep,et")
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "optimize": "etc.api",
+    "verify": "etc.api",
+    "quantize": "etc.quant",
+    "Pass": "etc.pipeline",
+    "PassResult": "etc.pipeline",
+    "PassContext": "etc.pipeline",
+    "Options": "etc.pipeline",
+    "register_pass": "etc.pipeline",
+    "available_passes": "etc.pipeline",
+    "run_pipeline": "etc.pipeline",
+    "Rule": "etc.rules",
+    "RuleSet": "etc.rules",
+    "RulePass": "etc.rules",
+    "EtcError": "etc.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'etc' has no attribute {name!r}")

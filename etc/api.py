@@ -1,0 +1,115 @@
+"""The Python API: the same jobs as the command line, on models or paths."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import onnx
+
+from etc.pipeline import Dump, Instrument, NumericCheck, Options, Pass, PipelineResult, run_pipeline
+
+DEFAULT_PASSES = "fold,rep,et"
+
+
+@dataclass
+class OptimizeReport:
+    """What an optimization did: before/after facts, per-pass records, rule hits, declines, verification."""
+
+    before: object
+    after: object
+    pipeline: PipelineResult
+    verification: object | None = None
+    remaining: list[str] = field(default_factory=list)
+
+
+def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
+    from etc.frontends.onnx_io import load, validate
+
+    if isinstance(model_or_path, onnx.ModelProto):
+        validate(model_or_path)
+        return model_or_path
+    return load(model_or_path)
+
+
+def optimize(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    passes: str | Sequence[str | Pass] = DEFAULT_PASSES,
+    *,
+    input_ranges: Mapping[str, tuple[float, float]] | None = None,
+    align_channels: int = 1,
+    prelu_to_relu: bool = False,
+    check_each_pass: bool = True,
+    verify: bool = True,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    dump_dir: str | os.PathLike | None = None,
+    size: tuple[int, int] = (360, 640),
+    instruments: Sequence[Instrument] = (),
+    progress=None,
+) -> tuple[onnx.ModelProto, OptimizeReport]:
+    """Rewrites a model with ``passes`` and returns (model, report).
+
+    ``check_each_pass`` compares outputs after every pass (raising EquivalenceError naming the pass that broke
+    them); ``verify`` runs the final model against the input at several sizes.
+    """
+    from etc.info import model_info
+    from etc.verify import verify as verify_models
+
+    model = as_model(model_or_path)
+    options = Options(dict(input_ranges or {}), align_channels=align_channels, prelu_to_relu=prelu_to_relu)
+    tools: list[Instrument] = list(instruments)
+    if check_each_pass:
+        tools.append(NumericCheck(atol=atol, rtol=rtol))
+    if dump_dir is not None:
+        tools.append(Dump(dump_dir))
+    result = run_pipeline(model, passes, options=options, instruments=tools, progress=progress)
+    report = OptimizeReport(model_info(model, size), model_info(result.model, size), result)
+    if verify:
+        report.verification = verify_models(model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol)
+    report.remaining = remaining_ops(result.model)
+    return result.model, report
+
+
+WHY_NOT_PLAIN = {
+    "Sigmoid": "no exact ReLU form (smooth nonlinearity)",
+    "Tanh": "no exact ReLU form (smooth nonlinearity)",
+    "Mul": "product of two activations (attention/modulation) is not linear",
+    "Div": "division by an activation is not linear",
+    "MaxPool": "max over a window has no Conv/ReLU form at the same cost",
+    "AveragePool": "strided or padded pooling kept",
+    "GlobalAveragePool": "global pooling depends on image size",
+    "ReduceMean": "global statistics depend on image size",
+    "Resize": "interpolation other than nearest with integer scale kept",
+    "PRelu": "kept by default (2x channels to remove; use --prelu)",
+    "LeakyRelu": "kept by default (2x channels to remove; use --prelu)",
+    "Clip": "bounds not constant",
+    "Softmax": "no exact ReLU form",
+    "Exp": "no exact ReLU form",
+}
+
+
+def remaining_ops(model: onnx.ModelProto) -> list[str]:
+    """One line per non-plain op type left, with the reason it stays."""
+    from etc.graph import op_histogram
+    from etc.info import PLAIN_OPS
+
+    lines = []
+    for op, count in op_histogram(model).items():
+        if op in PLAIN_OPS:
+            continue
+        why = WHY_NOT_PLAIN.get(op, "no equivalent rewrite in the selected passes")
+        lines.append(f"{op} x{count}: {why}")
+    return lines
+
+
+def verify(
+    model_a: onnx.ModelProto | str | os.PathLike,
+    model_b: onnx.ModelProto | str | os.PathLike,
+    **kwargs,
+):
+    """Compares two models with onnxruntime (graph optimizations off); see etc.verify.verify."""
+    from etc.verify import verify as verify_models
+
+    return verify_models(as_model(model_a), as_model(model_b), **kwargs)

@@ -1,0 +1,88 @@
+"""Options and output helpers shared by the commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import click
+
+from etc.errors import EtcError
+
+INPUT_RANGE_HELP = (
+    "Value range of an input, NAME=LO,HI (or LO,HI for every input). Repeatable. "
+    "Default: [0, 1] for float image inputs. Rules that need a sign fact (e.g. carrying a skip through ReLU) "
+    "rely on it, and verification samples inside it."
+)
+
+
+def input_range_option(func):
+    return click.option("--input-range", "input_ranges", multiple=True, metavar="NAME=LO,HI", help=INPUT_RANGE_HELP)(
+        func
+    )
+
+
+def parse_input_ranges(values: tuple[str, ...], input_names: list[str]) -> dict[str, tuple[float, float]]:
+    """['input=0,1', '-1,1'] -> {'input': (0.0, 1.0)}; unknown names and lo > hi are errors."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for text in values:
+        name, _, bounds = text.rpartition("=")
+        parts = bounds.split(",")
+        try:
+            lo, hi = (float(p) for p in parts)
+        except ValueError:
+            raise EtcError(f"--input-range '{text}': expected NAME=LO,HI or LO,HI, e.g. input=0,1") from None
+        if not lo <= hi or math.isnan(lo) or math.isnan(hi):
+            raise EtcError(f"--input-range '{text}': LO must not exceed HI")
+        targets = [name] if name else input_names
+        for target in targets:
+            if target not in input_names:
+                raise EtcError(f"--input-range: the model has no input '{target}' (inputs: {', '.join(input_names)})")
+            ranges[target] = (lo, hi)
+    return ranges
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'360x640' -> (360, 640)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise EtcError(f"--size '{text}': expected HxW, e.g. 360x640") from None
+    if h <= 0 or w <= 0:
+        raise EtcError(f"--size '{text}': sizes must be positive")
+    return h, w
+
+
+def table(rows: list[list[object]], header: list[str]) -> str:
+    """A plain left/right aligned text table."""
+    cells = [[str(c) for c in header], *[[_fmt(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def echo_json(payload: object) -> None:
+    click.echo(json.dumps(payload, indent=2, default=_json_default))
+
+
+def _json_default(value: object):
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if isinstance(value, float) and math.isinf(value):
+        return str(value)
+    return str(value)

@@ -1,0 +1,36 @@
+"""etc info: what is in a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from etc.commands.common import echo_json, parse_size, table
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--size", default="360x640", show_default=True, help="Input HxW used to count MACs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+def info(model: Path, size: str, as_json: bool) -> None:
+    """Show inputs, outputs, opset, op histogram, parameters, MACs and plainness of MODEL.
+
+    Plainness is the share of nodes that are Conv, Relu or DepthToSpace, the ops mobile NPUs run fastest.
+    """
+    from etc.frontends.onnx_io import load
+    from etc.info import human, model_info
+
+    facts = model_info(load(model), parse_size(size))
+    if as_json:
+        echo_json(facts.as_dict())
+        return
+    for kind, values in (("input", facts.inputs), ("output", facts.outputs)):
+        for v in values:
+            click.echo(f"{kind:7s} {v['name']}: {v['dtype']} [{', '.join(str(d) for d in v['shape'])}]")
+    click.echo(f"opset   {facts.opset}")
+    click.echo(f"nodes   {facts.nodes}")
+    click.echo(f"params  {human(facts.params)} ({facts.params})")
+    click.echo(f"MACs    {human(facts.macs)} at {facts.size[0]}x{facts.size[1]}")
+    click.echo(f"plain   {facts.plain_share:.0%} of nodes are Conv/Relu/DepthToSpace")
+    click.echo(table([[op, n] for op, n in facts.ops.items()], ["op", "count"]))

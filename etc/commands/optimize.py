@@ -1,0 +1,126 @@
+"""etc optimize: run passes, print before/after, verify, write atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from etc.commands.common import echo_json, input_range_option, parse_input_ranges, parse_size, table
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the result.")
+@click.option(
+    "--passes",
+    default="fold,rep,et",
+    show_default=True,
+    help="Comma-separated pipeline, run in order and repeated until nothing changes. See `etc passes`.",
+)
+@input_range_option
+@click.option("--align-channels", type=int, default=1, show_default=True, metavar="N",
+              help="Round every Conv's output channels up to a multiple of N with zero channels (NPUs like 4).")
+@click.option("--prelu/--no-prelu", "prelu_to_relu", default=False, show_default=True,
+              help="Rewrite PRelu/LeakyRelu as ReLU on doubled channels (exact, costs 2x channels there).")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Compare the result with the input model after every pass and at the end.")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance of verification.")
+@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Tolerance relative to the output range.")
+@click.option("--dump-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write every intermediate model here as NN_pass.onnx.")
+@click.option("--explain", is_flag=True, help="List where a rule looked and declined, and why.")
+@click.option("--size", default="360x640", show_default=True, help="Input HxW for the MACs column.")
+@click.option("--in-place", is_flag=True, help="Allow -o to be the input file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def optimize(model: Path, output: Path | None, passes: str, input_ranges: tuple[str, ...], align_channels: int,
+             prelu_to_relu: bool, verify: bool, atol: float, rtol: float, dump_dir: Path | None, explain: bool,
+             size: str, in_place: bool, as_json: bool) -> None:
+    """Rewrite MODEL into an equivalent model made of plainer ops.
+
+    \b
+    Passes (run `etc passes` for the rules inside each):
+      fold  constant folding, no-op removal, BatchNorm/affine/Pad folding into Conv
+      rep   merge re-parameterizable parallel and sequential conv branches
+      et    anchors, skips, clips, dual streams, transposed convs -> Conv/ReLU/DepthToSpace
+
+    Every pass is checked numerically with onnxruntime (optimizations off); if one changes the outputs the
+    command names it, exits 1 and writes nothing. Exit codes: 0 ok, 1 not equivalent, 2 bad input.
+    """
+    from etc import api
+    from etc.errors import EquivalenceError, EtcError
+    from etc.frontends.onnx_io import load, save
+    from etc.pipeline import parse_pipeline
+    from etc.runtime import input_specs
+
+    pass_names = parse_pipeline(passes)
+    if align_channels < 1:
+        raise EtcError("--align-channels must be at least 1")
+    hw = parse_size(size)
+    if output is not None and not in_place and output.resolve() == model.resolve():
+        raise EtcError(f"{output}: -o is the input file; pass --in-place to overwrite it")
+    source = load(model)
+    ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
+    shown = ", ".join(f"{n}=[{lo:g},{hi:g}]" for n, (lo, hi) in ranges.items()) or "float image inputs in [0, 1]"
+    if not as_json:
+        click.echo(f"{model}: optimizing with passes {','.join(pass_names)}; assuming {shown}", err=True)
+    try:
+        result, report = api.optimize(
+            source, pass_names, input_ranges=ranges, align_channels=align_channels, prelu_to_relu=prelu_to_relu,
+            check_each_pass=verify, verify=verify, atol=atol, rtol=rtol, dump_dir=dump_dir, size=hw,
+            progress=None if as_json else (lambda name: click.echo(f"  running {name} ...", err=True)),
+        )
+    except EquivalenceError as exc:
+        raise EquivalenceError(f"{model}: {exc}; nothing written", exc.pass_name, exc.max_abs) from None
+    if report.verification is not None and not report.verification.equivalent:
+        worst = max(r["max_abs"] for r in report.verification.rows)
+        raise EquivalenceError(f"{model}: final verification failed (max abs {worst:.3g}); nothing written")
+    if output is not None:
+        save(result, output)
+    if as_json:
+        echo_json(_report_dict(report, output))
+    else:
+        click.echo(_report_text(report, explain, output))
+
+
+def _report_dict(report, output) -> dict:
+    return {
+        "output": str(output) if output else None,
+        "before": report.before.as_dict(),
+        "after": report.after.as_dict(),
+        "passes": [vars(r) for r in report.pipeline.records],
+        "rule_hits": report.pipeline.hits,
+        "declines": [vars(d) for d in report.pipeline.declines],
+        "remaining": report.remaining,
+        "verification": report.verification.as_dict() if report.verification else None,
+    }
+
+
+def _report_text(report, explain: bool, output) -> str:
+    from etc.info import human
+
+    before, after = report.before, report.after
+    ops = sorted(set(before.ops) | set(after.ops), key=lambda op: (-before.ops.get(op, 0), op))
+    rows = [[op, before.ops.get(op, 0), after.ops.get(op, 0)] for op in ops]
+    rows.append(["(nodes)", before.nodes, after.nodes])
+    rows.append(["(params)", human(before.params), human(after.params)])
+    rows.append([f"(MACs @{before.size[0]}x{before.size[1]})", human(before.macs), human(after.macs)])
+    rows.append(["(plain share)", f"{before.plain_share:.0%}", f"{after.plain_share:.0%}"])
+    parts = [table(rows, ["op", "before", "after"])]
+    timing = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no",
+               ", ".join(f"{k} x{v}" for k, v in r.hits.items()) or "-"] for r in report.pipeline.records]
+    parts.append(table(timing, ["pass", "time", "changed", "rule hits"]))
+    if report.verification is not None:
+        v = report.verification
+        vrows = [[r["output"], r["max_abs"], r["max_rel"], r["psnr"], "ok" if r["ok"] else "FAIL"] for r in v.rows]
+        parts.append(table(vrows, ["output", "max abs", "max rel", "PSNR dB", "verdict"]))
+        parts.append(f"verified on {len(v.probes)} inputs ({', '.join(sorted(set(v.probes)))})")
+    else:
+        parts.append("verification skipped (--no-verify)")
+    if report.remaining:
+        parts.append("not plain yet:\n" + "\n".join(f"  {line}" for line in report.remaining))
+    if explain:
+        lines = [f"  {d}" for d in report.pipeline.declines] or ["  no rule declined anywhere"]
+        parts.append("declined rewrites:\n" + "\n".join(lines))
+    parts.append(f"wrote {output}" if output else "no -o given: nothing written")
+    return "\n\n".join(parts)

@@ -1,0 +1,141 @@
+"""Loading and saving ONNX models safely.
+
+Loading checks what ETC relies on (readable protobuf, supported opset, external data inside the model's folder,
+float image-like input) and turns every failure into a one-line :class:`BadModelError`. Saving is atomic: the
+model is written to a temporary file in the destination folder and renamed over the target, so a crash never
+leaves a half-written output. The input file is never modified.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from etc.errors import BadModelError
+
+MIN_OPSET = 11
+MAX_OPSET = 23
+_TWO_GB = 2**31 - 1
+
+
+def load(path: str | os.PathLike, *, check: bool = True) -> onnx.ModelProto:
+    """Reads an ONNX model (with external data) and validates it; raises BadModelError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise BadModelError(f"{path}: no such file")
+    if path.is_dir():
+        raise BadModelError(f"{path}: is a folder, expected an .onnx file")
+    if path.stat().st_size == 0:
+        raise BadModelError(f"{path}: empty file, expected an ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise BadModelError(f"{path}: not a readable ONNX model ({_short(exc)}); re-export it") from None
+    if not model.graph.node and not model.graph.output:
+        raise BadModelError(f"{path}: not an ONNX model (no graph found); re-export it")
+    _load_external_data(model, path)
+    if check:
+        validate(model, str(path))
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    base = path.parent.resolve()
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if base not in target.parents and target != base:
+            raise BadModelError(
+                f"{path}: tensor '{tensor.name}' points to external data '{location}' outside the model's "
+                "folder; refusing to read it"
+            )
+        if not target.is_file():
+            raise BadModelError(
+                f"{path}: external data file '{location}' for tensor '{tensor.name}' is missing; "
+                "copy it next to the model"
+            )
+    try:
+        onnx.load_external_data_for_model(model, str(base))
+    except Exception as exc:
+        raise BadModelError(f"{path}: cannot read external data ({_short(exc)})") from None
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    """The default-domain opset version of the model."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise BadModelError("model imports no default-domain opset")
+
+
+def validate(model: onnx.ModelProto, where: str = "model") -> None:
+    """Checks the facts ETC relies on; raises BadModelError with one actionable line."""
+    try:
+        opset = opset_of(model)
+    except BadModelError as exc:
+        raise BadModelError(f"{where}: {exc}") from None
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BadModelError(
+            f"{where}: opset {opset} is not supported (ETC handles {MIN_OPSET}..{MAX_OPSET}); "
+            "re-export with opset 17 or 18"
+        )
+    if model.ir_version < 3 or model.ir_version > onnx.IR_VERSION:
+        raise BadModelError(f"{where}: IR version {model.ir_version} is not supported by onnx {onnx.__version__}")
+    try:
+        if model.ByteSize() < _TWO_GB:
+            onnx.checker.check_model(model)
+        else:
+            onnx.checker.check_model(model, full_check=False)
+    except Exception as exc:
+        raise BadModelError(f"{where}: invalid ONNX graph ({_short(exc)})") from None
+    inits = {i.name for i in model.graph.initializer}
+    real_inputs = [i for i in model.graph.input if i.name not in inits]
+    if not real_inputs:
+        raise BadModelError(f"{where}: the graph has no inputs; ETC expects an image-like input")
+    for value in real_inputs:
+        elem = value.type.tensor_type.elem_type
+        if elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            name = onnx.TensorProto.DataType.Name(elem)
+            raise BadModelError(
+                f"{where}: input '{value.name}' is {name}; ETC expects float image inputs (N, C, H, W)"
+            )
+        if len(value.type.tensor_type.shape.dim) != 4:
+            raise BadModelError(f"{where}: input '{value.name}' is not 4-D (N, C, H, W); no image-like input")
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike, *, overwrite_input: str | None = None) -> Path:
+    """Writes the model atomically. Models over 2 GB get one external data file next to them."""
+    path = Path(path)
+    if overwrite_input is not None and Path(overwrite_input).resolve() == path.resolve():
+        raise BadModelError(f"{path}: output is the input file; pass --in-place to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() >= _TWO_GB
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if large:
+            data_name = path.name + ".data"
+            onnx.save_model(
+                model, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
+            )
+        else:
+            with open(tmp, "wb") as handle:
+                handle.write(model.SerializeToString())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

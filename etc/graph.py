@@ -1,0 +1,284 @@
+"""The graph layer: onnx-graphsurgeon graphs plus the small vocabulary every rule speaks.
+
+Rules read the graph through :func:`producer`, :func:`consumers`, :func:`const_value` and :class:`ConvSpec`,
+and change it through :func:`make_conv`, :func:`adopt_output` and :func:`retire`. A rewrite never renames a
+surviving tensor: the replacement adopts the old output tensor, so graph outputs and downstream consumers stay
+wired without a search.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
+gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
+
+Node = gs.Node
+Tensor = gs.Tensor
+
+
+def to_gs(model: onnx.ModelProto, *, infer_shapes: bool = True) -> gs.Graph:
+    """Imports a model into a graphsurgeon graph (shapes inferred when possible)."""
+    if infer_shapes:
+        try:
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception:
+            pass
+    graph = gs.import_onnx(model)
+    return graph
+
+
+def to_onnx(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Exports a graph, keeping the ir_version, opsets and metadata of ``like``. Value infos are dropped."""
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    model = gs.export_onnx(graph, do_type_check=False)
+    del model.graph.value_info[:]
+    model.ir_version = like.ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(like.opset_import)
+    model.producer_name = like.producer_name
+    model.producer_version = like.producer_version
+    model.doc_string = like.doc_string
+    del model.metadata_props[:]
+    model.metadata_props.extend(like.metadata_props)
+    _drop_unused_opsets(model)
+    return model
+
+
+def _drop_unused_opsets(model: onnx.ModelProto) -> None:
+    used = {n.domain or "" for n in model.graph.node}
+    keep = [o for o in model.opset_import if (o.domain or "") in used or o.domain in ("", "ai.onnx")]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+def producer(tensor: Tensor) -> Node | None:
+    """The node producing ``tensor`` or None for graph inputs and constants."""
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def consumers(tensor: Tensor) -> list[Node]:
+    """Nodes reading ``tensor`` (each listed once)."""
+    seen: list[Node] = []
+    for node in tensor.outputs:
+        if not any(node is s for s in seen):
+            seen.append(node)
+    return seen
+
+
+def is_graph_output(graph: gs.Graph, tensor: Tensor) -> bool:
+    return any(tensor is out for out in graph.outputs)
+
+
+def only_consumer(graph: gs.Graph, tensor: Tensor, node: Node) -> bool:
+    """True when ``node`` is the sole reader of ``tensor`` and the tensor is not a graph output."""
+    users = consumers(tensor)
+    return len(users) == 1 and users[0] is node and not is_graph_output(graph, tensor)
+
+
+def const_value(tensor: Tensor | None) -> np.ndarray | None:
+    """The value of a constant tensor (initializer or Constant node output), else None."""
+    if tensor is None:
+        return None
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    node = producer(tensor)
+    if node is not None and node.op == "Constant":
+        for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+            if key in node.attrs:
+                value = node.attrs[key]
+                return np.asarray(value.values if isinstance(value, gs.Constant) else value)
+    return None
+
+
+def is_empty_input(tensor: Tensor | None) -> bool:
+    """ONNX optional inputs left out are empty-named variables."""
+    return tensor is None or (isinstance(tensor, gs.Variable) and tensor.name == "")
+
+
+def input_at(node: Node, index: int) -> Tensor | None:
+    if index < len(node.inputs) and not is_empty_input(node.inputs[index]):
+        return node.inputs[index]
+    return None
+
+
+def channels(tensor: Tensor) -> int | None:
+    """Static channel count (dim 1) of a 4-D tensor when known."""
+    shape = tensor.shape
+    if shape is not None and len(shape) == 4 and isinstance(shape[1], (int, np.integer)) and shape[1] > 0:
+        return int(shape[1])
+    return None
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """The attributes of a 2-D Conv, normalized (explicit pads, no auto_pad)."""
+
+    kernel: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    strides: tuple[int, int] = (1, 1)
+    dilations: tuple[int, int] = (1, 1)
+    group: int = 1
+
+    @property
+    def is_same_padded(self) -> bool:
+        """Output size equals input size at stride 1 (pads (k-1)//2 on both sides, odd kernel)."""
+        kh, kw = self.kernel
+        dh, dw = self.dilations
+        return (
+            self.strides == (1, 1)
+            and kh % 2 == 1
+            and kw % 2 == 1
+            and self.pads == ((kh - 1) * dh // 2, (kw - 1) * dw // 2, (kh - 1) * dh // 2, (kw - 1) * dw // 2)
+        )
+
+    def attrs(self) -> dict:
+        return {
+            "kernel_shape": list(self.kernel),
+            "pads": list(self.pads),
+            "strides": list(self.strides),
+            "dilations": list(self.dilations),
+            "group": self.group,
+        }
+
+
+def conv_spec(node: Node) -> ConvSpec | None:
+    """ConvSpec of a 2-D Conv with constant weights, or None (auto_pad SAME_* with unknown sizes, 1-D, 3-D)."""
+    weight = const_value(input_at(node, 1))
+    if weight is None or weight.ndim != 4:
+        return None
+    kernel = tuple(int(k) for k in node.attrs.get("kernel_shape", weight.shape[2:]))
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto_pad, bytes):
+        auto_pad = auto_pad.decode()
+    strides = tuple(int(s) for s in node.attrs.get("strides", (1, 1)))
+    dilations = tuple(int(d) for d in node.attrs.get("dilations", (1, 1)))
+    if auto_pad in ("NOTSET", "VALID"):
+        pads = tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0))) if auto_pad == "NOTSET" else (0,) * 4
+    elif strides == (1, 1):
+        total = [(k - 1) * d for k, d in zip(kernel, dilations)]
+        lo = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = (lo[0], lo[1], total[0] - lo[0], total[1] - lo[1])
+    else:
+        return None
+    return ConvSpec(kernel, pads, strides, dilations, int(node.attrs.get("group", 1)))  # type: ignore[arg-type]
+
+
+def conv_weights(node: Node) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) of a Conv/ConvTranspose with constant weights; a missing bias becomes zeros."""
+    weight = const_value(input_at(node, 1))
+    assert weight is not None, f"{node.name}: weights are not constant"
+    bias = const_value(input_at(node, 2))
+    out_ch = weight.shape[0] if node.op == "Conv" else weight.shape[1] * int(node.attrs.get("group", 1))
+    if bias is None:
+        bias = np.zeros(out_ch, dtype=weight.dtype)
+    return weight.astype(np.float64), bias.astype(np.float64)
+
+
+@dataclass
+class Namer:
+    """Hands out tensor/node names unused in the graph, deterministically."""
+
+    taken: set[str] = field(default_factory=set)
+    counter: itertools.count = field(default_factory=itertools.count)
+
+    @classmethod
+    def for_graph(cls, graph: gs.Graph) -> Namer:
+        taken = set(graph.tensors().keys()) | {n.name for n in graph.nodes}
+        return cls(taken)
+
+    def __call__(self, base: str) -> str:
+        base = base or "etc"
+        name = base
+        while name in self.taken:
+            name = f"{base}_{next(self.counter)}"
+        self.taken.add(name)
+        return name
+
+
+def constant(namer: Namer, base: str, value: np.ndarray, dtype=np.float32) -> gs.Constant:
+    return gs.Constant(namer(base), np.ascontiguousarray(np.asarray(value, dtype=dtype)))
+
+
+def make_node(
+    graph: gs.Graph,
+    namer: Namer,
+    op: str,
+    inputs: Sequence[Tensor],
+    *,
+    attrs: dict | None = None,
+    output: Tensor | None = None,
+    name: str = "",
+) -> Node:
+    """Appends a node; its single output is ``output`` (adopted) or a fresh float variable."""
+    if output is None:
+        output = gs.Variable(namer(f"{name or op.lower()}_out"), dtype=np.float32)
+    else:
+        for old in list(output.inputs):
+            old.outputs.remove(output)
+    node = gs.Node(op=op, name=namer(name or op), attrs=dict(attrs or {}), inputs=list(inputs), outputs=[output])
+    graph.nodes.append(node)
+    return node
+
+
+def make_conv(
+    graph: gs.Graph,
+    namer: Namer,
+    x: Tensor,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    spec: ConvSpec,
+    *,
+    output: Tensor | None = None,
+    name: str = "Conv",
+) -> Node:
+    """Conv(x, W, b) with ``spec``; weights stored as float32 initializers."""
+    inputs = [x, constant(namer, f"{name}.weight", weight)]
+    if bias is not None:
+        inputs.append(constant(namer, f"{name}.bias", bias))
+    attrs = spec.attrs()
+    attrs["kernel_shape"] = [int(weight.shape[2]), int(weight.shape[3])]
+    return make_node(graph, namer, "Conv", inputs, attrs=attrs, output=output, name=name)
+
+
+def adopt_output(old: Node, new: Node, index: int = 0) -> None:
+    """Makes ``new`` produce ``old``'s output tensor in place of its own (first output)."""
+    target = old.outputs[index]
+    mine = new.outputs[0]
+    old.outputs.remove(target)
+    new.outputs[0] = target
+    mine.inputs.clear()
+
+
+def retire(nodes: Iterable[Node]) -> None:
+    """Disconnects nodes whose work has been taken over; cleanup removes them."""
+    for node in nodes:
+        node.inputs.clear()
+        node.outputs.clear()
+
+
+def is_retired(node: Node) -> bool:
+    return not node.outputs
+
+
+def cleanup(graph: gs.Graph) -> gs.Graph:
+    """Removes dead nodes and unused initializers and sorts topologically."""
+    graph.nodes = [n for n in graph.nodes if n.outputs]
+    graph.cleanup(remove_unused_graph_inputs=False)
+    graph.toposort()
+    return graph
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    """Counts of node op types, most common first, ties by name."""
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -1,0 +1,134 @@
+"""Model facts: inputs/outputs, opset, op histogram, parameters, MACs at a given size, plainness."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from etc.graph import op_histogram
+from etc.runtime import concrete_shape, input_specs
+
+PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
+
+
+@dataclass
+class ModelInfo:
+    inputs: list[dict]
+    outputs: list[dict]
+    opset: int
+    ops: dict[str, int]
+    nodes: int
+    params: int
+    macs: int | None
+    size: tuple[int, int]
+    plain_share: float
+    non_plain: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _value_info(values) -> list[dict]:
+    out = []
+    for v in values:
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in v.type.tensor_type.shape.dim]
+        dtype = onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)
+        out.append({"name": v.name, "shape": dims, "dtype": dtype})
+    return out
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Elements of float initializers and Constant tensors (weights, biases)."""
+    total = 0
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,
+              onnx.TensorProto.UINT8}
+    for init in model.graph.initializer:
+        if init.data_type in floats:
+            total += int(np.prod(init.dims)) if init.dims else 1
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type in floats:
+                    total += int(np.prod(attr.t.dims)) if attr.t.dims else 1
+    return total
+
+
+def count_macs(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> int | None:
+    """Multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm for one input of H x W = ``size``."""
+    static = onnx.ModelProto()
+    static.CopyFrom(model)
+    specs = {s.name: s for s in input_specs(model)}
+    for value in static.graph.input:
+        if value.name in specs:
+            shape = concrete_shape(specs[value.name], size)
+            for dim, n in zip(value.type.tensor_type.shape.dim, shape):
+                dim.Clear()
+                dim.dim_value = n
+    del static.graph.value_info[:]
+    for out in static.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    try:
+        static = onnx.shape_inference.infer_shapes(static, data_prop=True)
+    except Exception:
+        return None
+    shapes = {}
+    for v in [*static.graph.value_info, *static.graph.input, *static.graph.output]:
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+        shapes[v.name] = dims
+    inits = {i.name: list(i.dims) for i in static.graph.initializer}
+    total = 0
+    for node in static.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+            continue
+        w = inits.get(node.input[1]) or shapes.get(node.input[1])
+        if not w:
+            return None
+        if node.op_type == "Conv":
+            out = shapes.get(node.output[0])
+            if not out or 0 in out:
+                return None
+            total += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type == "ConvTranspose":
+            x = shapes.get(node.input[0])
+            if not x or 0 in x:
+                return None
+            total += int(np.prod(x)) * int(np.prod(w[1:]))
+        else:
+            out = shapes.get(node.output[0])
+            if not out or 0 in out:
+                return None
+            total += int(np.prod(out)) * int(w[0])
+    return total
+
+
+def model_info(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelInfo:
+    from etc.frontends.onnx_io import opset_of
+
+    ops = op_histogram(model)
+    nodes = sum(ops.values())
+    plain = sum(n for op, n in ops.items() if op in PLAIN_OPS)
+    inits = {i.name for i in model.graph.initializer}
+    return ModelInfo(
+        inputs=_value_info([v for v in model.graph.input if v.name not in inits]),
+        outputs=_value_info(model.graph.output),
+        opset=opset_of(model),
+        ops=ops,
+        nodes=nodes,
+        params=count_params(model),
+        macs=count_macs(model, size),
+        size=size,
+        plain_share=plain / nodes if nodes else 1.0,
+        non_plain={op: n for op, n in ops.items() if op not in PLAIN_OPS},
+    )
+
+
+def human(n: float | None) -> str:
+    """12345678 -> '12.35M'."""
+    if n is None:
+        return "?"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))

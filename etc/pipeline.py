@@ -1,0 +1,343 @@
+"""Passes, their registry and the pipeline that runs them to a fixed point under instruments.
+
+A pass maps a model to a model and reports honestly: ``modified=False`` means the returned model is the input
+object, byte-identical. The pipeline repeats its pass list until a whole round changes nothing and stops with
+:class:`OscillationError` when a model it already produced comes back. Instruments (numeric check, timing,
+dumping) wrap every pass instead of living inside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from etc.errors import EquivalenceError, OscillationError, UnknownPassError
+
+
+@dataclass
+class Decline:
+    """A rule that looked at a node and refused, with the reason (shown by ``--explain``)."""
+
+    pass_name: str
+    rule: str
+    node: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.pass_name}/{self.rule} declined at {self.node}: {self.reason}"
+
+
+@dataclass
+class Options:
+    """What the user declared; passes read it, never mutate it."""
+
+    input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    align_channels: int = 1
+    prelu_to_relu: bool = False
+    allow_border_inexact: bool = False
+
+
+@dataclass
+class PassContext:
+    """Shared by every pass of one pipeline run."""
+
+    options: Options = field(default_factory=Options)
+    declines: list[Decline] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def decline(self, pass_name: str, rule: str, node: str, reason: str) -> None:
+        entry = Decline(pass_name, rule, node, reason)
+        if not any(vars(d) == vars(entry) for d in self.declines[-50:]):
+            self.declines.append(entry)
+
+
+@dataclass
+class PassResult:
+    model: onnx.ModelProto
+    modified: bool
+    hits: dict[str, int] = field(default_factory=dict)
+
+
+class Pass:
+    """A model-to-model transformation. Subclasses set ``name`` and ``summary`` and implement ``run``."""
+
+    name: str = ""
+    summary: str = ""
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<pass {self.name}>"
+
+
+# ---------------------------------------------------------------- registry
+
+_BUILTIN: dict[str, str] = {
+    "fold": "etc.passes.fold:FoldPass",
+    "sim": "etc.passes.sim:SimPass",
+    "rep": "etc.passes.rep:RepPass",
+    "et": "etc.passes.et:EtPass",
+    "align": "etc.passes.align:AlignPass",
+    "prelu": "etc.passes.prelu:PReluPass",
+    "equalize": "etc.passes.equalize:EqualizePass",
+}
+_REGISTERED: dict[str, type[Pass] | Callable[[], Pass]] = {}
+ENTRY_POINT_GROUP = "etc.passes"
+
+
+def register_pass(name: str | None = None):
+    """Class decorator (or call) registering a pass under a short lowercase name."""
+
+    def decorate(cls):
+        key = (name or cls.name).strip().lower()
+        if not key or not key.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"pass name {key!r} must be short, lowercase, alphanumeric")
+        if not getattr(cls, "name", ""):
+            cls.name = key
+        _REGISTERED[key] = cls
+        return cls
+
+    return decorate
+
+
+def _entry_points() -> dict[str, object]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_passes() -> list[str]:
+    """Every pass name: built in, registered at run time and from the ``etc.passes`` entry points."""
+    return sorted(set(_BUILTIN) | set(_REGISTERED) | set(_entry_points()))
+
+
+def get_pass(name: str) -> Pass:
+    key = name.strip().lower()
+    if key in _REGISTERED:
+        return _instantiate(_REGISTERED[key], key)
+    if key in _BUILTIN:
+        module, attr = _BUILTIN[key].split(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("etc."):
+                raise UnknownPassError(f"pass '{key}' is not built into this version of etc") from None
+            raise UnknownPassError(
+                f"pass '{key}' needs the package '{exc.name}'; install it (pip install {exc.name})"
+            ) from None
+        return _instantiate(cls, key)
+    eps = _entry_points()
+    if key in eps:
+        return _instantiate(eps[key].load(), key)  # type: ignore[attr-defined]
+    raise UnknownPassError(f"unknown pass '{name}'; available: {', '.join(available_passes())}")
+
+
+def _instantiate(factory, key: str) -> Pass:
+    obj = factory() if callable(factory) else factory
+    if not isinstance(obj, Pass) and not hasattr(obj, "run"):
+        raise UnknownPassError(f"pass '{key}' does not provide run(model, ctx)")
+    if not getattr(obj, "name", ""):
+        obj.name = key
+    return obj
+
+
+def parse_pipeline(text: str | Sequence[str]) -> list[str]:
+    """'fold,rep,et' -> ['fold', 'rep', 'et']; validates every name."""
+    names = [p.strip().lower() for p in text.split(",")] if isinstance(text, str) else [p.lower() for p in text]
+    names = [n for n in names if n]
+    if not names:
+        raise UnknownPassError("empty pass list; try --passes fold,rep,et")
+    known = available_passes()
+    for name in names:
+        if name not in known:
+            raise UnknownPassError(f"unknown pass '{name}'; available: {', '.join(known)}")
+    return names
+
+
+# ---------------------------------------------------------------- instruments
+
+
+class Instrument:
+    """Hooks around the pipeline and every pass."""
+
+    def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None: ...
+
+    def before_pass(self, pass_name: str, model: onnx.ModelProto) -> None: ...
+
+    def after_pass(self, pass_name: str, result: PassResult, step: int) -> None: ...
+
+
+@dataclass
+class PassRecord:
+    name: str
+    seconds: float
+    modified: bool
+    hits: dict[str, int]
+
+
+class Timing(Instrument):
+    """Wall time of every pass run."""
+
+    def __init__(self) -> None:
+        self.records: list[PassRecord] = []
+        self._start = 0.0
+
+    def before_pass(self, pass_name: str, model: onnx.ModelProto) -> None:
+        self._start = time.perf_counter()
+
+    def after_pass(self, pass_name: str, result: PassResult, step: int) -> None:
+        self.records.append(
+            PassRecord(pass_name, time.perf_counter() - self._start, result.modified, dict(result.hits))
+        )
+
+
+class Dump(Instrument):
+    """Writes each intermediate model to ``folder`` as NN_pass.onnx."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None:
+        from etc.frontends.onnx_io import save
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save(model, self.folder / "00_input.onnx")
+
+    def after_pass(self, pass_name: str, result: PassResult, step: int) -> None:
+        from etc.frontends.onnx_io import save
+
+        if result.modified:
+            save(result.model, self.folder / f"{step:02d}_{pass_name}.onnx")
+
+
+class NumericCheck(Instrument):
+    """Compares outputs after every modifying pass with the input model's, computed once.
+
+    Inputs are seeded, inside the declared ranges, at several spatial sizes (odd ones included) when H/W are
+    dynamic. The error names the first pass that broke equivalence.
+    """
+
+    def __init__(self, atol: float = 1e-5, rtol: float = 1e-5, sizes=None, seed: int = 0) -> None:
+        self.atol, self.rtol, self.seed = atol, rtol, seed
+        self.sizes = sizes
+        self.feeds: list[dict] = []
+        self.reference: list[dict] = []
+        self.worst: dict[str, float] = {}
+
+    def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None:
+        from etc import runtime
+
+        kwargs = {"sizes": self.sizes} if self.sizes else {}
+        self.feeds = runtime.input_sets(model, ctx.options.input_ranges, seed=self.seed, **kwargs)
+        sess = runtime.session(model)
+        self.reference = [runtime.run(sess, feed) for feed in self.feeds]
+
+    def after_pass(self, pass_name: str, result: PassResult, step: int) -> None:
+        from etc import runtime
+
+        if not result.modified:
+            return
+        try:
+            sess = runtime.session(result.model)
+        except Exception as exc:
+            raise EquivalenceError(
+                f"pass '{pass_name}' produced a model onnxruntime cannot load: {str(exc).splitlines()[0][:300]}",
+                pass_name,
+            ) from None
+        for feed, ref in zip(self.feeds, self.reference):
+            got = runtime.run(sess, feed)
+            for name, want in ref.items():
+                if name not in got:
+                    raise EquivalenceError(f"pass '{pass_name}' lost the output '{name}'", pass_name)
+                diff = runtime.compare(want, got[name], name)
+                self.worst[name] = max(self.worst.get(name, 0.0), diff.max_abs)
+                if not diff.within(self.atol, self.rtol):
+                    shape = "x".join(str(d) for d in next(iter(feed.values())).shape)
+                    raise EquivalenceError(
+                        f"pass '{pass_name}' broke equivalence: output '{name}' differs by max abs "
+                        f"{diff.max_abs:.3g} (tolerance {self.atol:g} + {self.rtol:g}*range) on input {shape}",
+                        pass_name,
+                        diff.max_abs,
+                    )
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+def fingerprint(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+@dataclass
+class PipelineResult:
+    model: onnx.ModelProto
+    records: list[PassRecord]
+    declines: list[Decline]
+    hits: dict[str, int]
+    rounds: int
+
+
+def run_pipeline(
+    model: onnx.ModelProto,
+    passes: str | Sequence[str | Pass],
+    *,
+    options: Options | None = None,
+    instruments: Iterable[Instrument] = (),
+    max_rounds: int = 8,
+    progress: Callable[[str], None] | None = None,
+) -> PipelineResult:
+    """Runs the passes in order, repeating the list until a round changes nothing."""
+    ctx = PassContext(options or Options())
+    resolved = [get_pass(p) if isinstance(p, str) else p for p in _names_or_passes(passes)]
+    timing = Timing()
+    tools = [timing, *instruments]
+    for tool in tools:
+        tool.before_pipeline(model, ctx)
+    seen = {fingerprint(model)}
+    hits: dict[str, int] = {}
+    step = 0
+    rounds = 0
+    for rounds in range(1, max_rounds + 1):  # noqa: B007
+        changed = False
+        for p in resolved:
+            step += 1
+            if progress:
+                progress(p.name)
+            for tool in tools:
+                tool.before_pass(p.name, model)
+            result = p.run(model, ctx)
+            for tool in tools:
+                tool.after_pass(p.name, result, step)
+            if not result.modified:
+                continue
+            for rule, count in result.hits.items():
+                key = f"{p.name}/{rule}"
+                hits[key] = hits.get(key, 0) + count
+            digest = fingerprint(result.model)
+            if digest in seen:
+                raise OscillationError(
+                    f"pass '{p.name}' reproduced a model the pipeline had already produced; "
+                    "two rules undo each other (report this with the model)"
+                )
+            seen.add(digest)
+            model = result.model
+            changed = True
+        if not changed:
+            break
+    return PipelineResult(model, timing.records, ctx.declines, hits, rounds)
+
+
+def _names_or_passes(passes: str | Sequence[str | Pass]) -> list[str | Pass]:
+    if isinstance(passes, str):
+        return list(parse_pipeline(passes))
+    out: list[str | Pass] = []
+    for p in passes:
+        out.extend(parse_pipeline(p) if isinstance(p, str) else [p])
+    return out

@@ -1,0 +1,142 @@
+"""Rewrite rules and the pass that applies a family of them to a fixed point.
+
+A rule is a small object: ``match`` only reads the graph and returns a :class:`Match`, a :class:`NoMatch`
+carrying the reason an exactness condition failed (reported by ``--explain``), or None when the node is not its
+business; ``rewrite`` builds the replacement. A family file ends with ``rules = RuleSet([...])`` and a
+:class:`RulePass` exposes it under a short name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from etc.graph import Namer, cleanup, is_retired, to_gs, to_onnx
+from etc.pipeline import Options, Pass, PassContext, PassResult
+
+
+@dataclass
+class Match:
+    """What a rule found: the nodes it will replace and anything it computed while checking."""
+
+    nodes: list[gs.Node]
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NoMatch:
+    """The node has the rule's shape but an exactness condition fails; ``reason`` says which."""
+
+    reason: str
+
+
+class RewriteContext:
+    """What a rule sees: the graph, a namer, the user's options and (lazily) value ranges."""
+
+    def __init__(self, graph: gs.Graph, options: Options, pass_ctx: PassContext | None = None) -> None:
+        self.graph = graph
+        self.options = options
+        self.pass_ctx = pass_ctx
+        self.namer = Namer.for_graph(graph)
+        self._ranges = None
+
+    @property
+    def ranges(self):
+        """Interval facts per tensor (see etc.ranges); rewrites preserve values so facts stay true."""
+        if self._ranges is None:
+            from etc.ranges import ValueRanges
+
+            self._ranges = ValueRanges(self.graph, self.options.input_ranges)
+        return self._ranges
+
+
+class Rule:
+    """Replaces one pattern with an equivalent one. Subclasses set ``ops`` (root op types) and a docstring."""
+
+    name: ClassVar[str] = ""
+    ops: ClassVar[tuple[str, ...]] = ()
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        raise NotImplementedError
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        raise NotImplementedError
+
+    @property
+    def rule_name(self) -> str:
+        return self.name or type(self).__name__
+
+
+class RuleSet:
+    """An ordered family of rules, indexed by root op type."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = list(rules)
+        self.by_op: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            for op in rule.ops:
+                self.by_op.setdefault(op, []).append(rule)
+
+    def __add__(self, other: RuleSet) -> RuleSet:
+        return RuleSet([*self.rules, *other.rules])
+
+    def __iter__(self):
+        return iter(self.rules)
+
+
+def apply_rules(
+    graph: gs.Graph,
+    rules: RuleSet,
+    options: Options,
+    *,
+    pass_ctx: PassContext | None = None,
+    pass_name: str = "",
+    max_sweeps: int = 50,
+) -> dict[str, int]:
+    """Sweeps the graph in topological order applying the first matching rule per node, until nothing matches.
+
+    Returns hit counts per rule. Retired nodes are skipped within a sweep; cleanup runs between sweeps.
+    """
+    hits: dict[str, int] = {}
+    ctx = RewriteContext(graph, options, pass_ctx)
+    for _ in range(max_sweeps):
+        changed = False
+        for node in list(graph.nodes):
+            if is_retired(node):
+                continue
+            for rule in rules.by_op.get(node.op, ()):
+                found = rule.match(ctx, node)
+                if isinstance(found, Match):
+                    rule.rewrite(ctx, found)
+                    hits[rule.rule_name] = hits.get(rule.rule_name, 0) + 1
+                    changed = True
+                    break
+                if isinstance(found, NoMatch) and pass_ctx is not None:
+                    pass_ctx.decline(pass_name, rule.rule_name, node.name, found.reason)
+        if not changed:
+            break
+        cleanup(graph)
+    return hits
+
+
+class RulePass(Pass):
+    """A pass made of one or more rule families."""
+
+    rules: RuleSet = RuleSet([])
+
+    def rule_sets(self) -> Sequence[RuleSet]:
+        return [self.rules]
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        graph = to_gs(model)
+        hits: dict[str, int] = {}
+        for family in self.rule_sets():
+            for rule, count in apply_rules(graph, family, ctx.options, pass_ctx=ctx, pass_name=self.name).items():
+                hits[rule] = hits.get(rule, 0) + count
+        if not hits:
+            return PassResult(model, False)
+        return PassResult(to_onnx(graph, model), True, hits)

@@ -1,0 +1,105 @@
+"""Equivalence of two models, judged by onnxruntime with graph optimizations disabled."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from etc import runtime
+from etc.errors import BadModelError
+
+VERIFY_SIZES: tuple[tuple[int, int], ...] = ((17, 23), (32, 32), (9, 40))
+
+
+@dataclass
+class VerifyReport:
+    """Worst differences per output over all probes, and the verdict."""
+
+    equivalent: bool
+    atol: float
+    rtol: float
+    rows: list[dict] = field(default_factory=list)
+    probes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"equivalent": self.equivalent, "atol": self.atol, "rtol": self.rtol, "outputs": self.rows,
+                "probes": self.probes}
+
+
+def _check_interfaces(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
+    ia, ib = runtime.input_specs(a), runtime.input_specs(b)
+    if [s.name for s in ia] != [s.name for s in ib]:
+        raise BadModelError(
+            f"the models take different inputs ({[s.name for s in ia]} vs {[s.name for s in ib]}); nothing to compare"
+        )
+    oa = [o.name for o in a.graph.output]
+    ob = [o.name for o in b.graph.output]
+    if len(oa) != len(ob):
+        raise BadModelError(f"the models have different numbers of outputs ({len(oa)} vs {len(ob)})")
+
+
+def image_feeds(model: onnx.ModelProto, folder: str | Path, limit: int = 8) -> list[dict[str, np.ndarray]]:
+    """Feeds from the images in ``folder`` (RGB in [0, 1]), resized to the model's static H/W when fixed."""
+    from PIL import Image
+
+    specs = runtime.input_specs(model)
+    if len(specs) != 1:
+        raise BadModelError("--images needs a model with exactly one input")
+    spec = specs[0]
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+    if not paths:
+        raise BadModelError(f"{folder}: no .png/.jpg/.bmp images found")
+    feeds = []
+    for path in paths[:limit]:
+        img = Image.open(path).convert("RGB")
+        if spec.shape[2] and spec.shape[3]:
+            img = img.resize((spec.shape[3], spec.shape[2]), Image.BICUBIC)
+        arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0
+        feeds.append({spec.name: arr.astype(spec.dtype)})
+    return feeds
+
+
+def verify(
+    model_a: onnx.ModelProto,
+    model_b: onnx.ModelProto,
+    *,
+    input_ranges: Mapping[str, tuple[float, float]] | None = None,
+    sizes: Sequence[tuple[int, int]] = VERIFY_SIZES,
+    seeds: int = 2,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    images: str | Path | None = None,
+) -> VerifyReport:
+    """Runs both models on seeded inputs (several sizes, odd ones included) and optional images."""
+    _check_interfaces(model_a, model_b)
+    feeds: list[dict] = []
+    probes: list[str] = []
+    for seed in range(seeds):
+        for feed in runtime.input_sets(model_a, input_ranges, sizes=sizes, seed=100 * seed):
+            feeds.append(feed)
+            probes.append("random " + "x".join(str(d) for d in next(iter(feed.values())).shape))
+    if images is not None:
+        for feed in image_feeds(model_a, images):
+            feeds.append(feed)
+            probes.append("image " + "x".join(str(d) for d in next(iter(feed.values())).shape))
+    sess_a, sess_b = runtime.session(model_a), runtime.session(model_b)
+    names_b = [o.name for o in sess_b.get_outputs()]
+    worst: dict[str, runtime.Difference] = {}
+    for feed in feeds:
+        out_a = runtime.run(sess_a, feed)
+        out_b = dict(zip(names_b, sess_b.run(names_b, feed)))
+        for (name, ref), cand in zip(out_a.items(), out_b.values()):
+            diff = runtime.compare(ref, cand, name)
+            prev = worst.get(name)
+            if prev is None or diff.max_abs > prev.max_abs or (diff.max_abs == prev.max_abs and diff.psnr < prev.psnr):
+                worst[name] = diff
+    rows = [
+        {"output": d.output, "max_abs": d.max_abs, "max_rel": d.max_rel, "psnr": d.psnr, "range": d.ref_range,
+         "ok": d.within(atol, rtol)}
+        for d in worst.values()
+    ]
+    return VerifyReport(all(r["ok"] for r in rows), atol, rtol, rows, probes)
