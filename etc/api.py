@@ -67,7 +67,9 @@ def optimize(
     result = run_pipeline(model, passes, options=options, instruments=tools, progress=progress)
     report = OptimizeReport(model_info(model, size), model_info(result.model, size), result)
     if verify:
-        report.verification = verify_models(model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol)
+        report.verification = verify_models(
+            model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol
+        )
     report.remaining = remaining_ops(result.model)
     return result.model, report
 

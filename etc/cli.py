@@ -12,14 +12,20 @@ from etc import __version__
 
 # name -> (module:function, one-line help shown by `etc --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "optimize": ("etc.commands.optimize:optimize", "Rewrite a model into an equivalent plainer one and verify it."),
+    "optimize": (
+        "etc.commands.optimize:optimize",
+        "Rewrite a model into an equivalent plainer one and verify it.",
+    ),
     "verify": ("etc.commands.verify:verify", "Check that two models compute the same function."),
     "info": ("etc.commands.info:info", "Show inputs, ops, params, MACs and plainness of a model."),
     "export": ("etc.commands.export:export", "Export a PyTorch model factory (FILE.py:Factory) to ONNX."),
     "passes": ("etc.commands.passes:passes", "List the available passes and their rules."),
     "quantize": ("etc.commands.quantize:quantize", "Quantize a model to INT8 QDQ with image calibration."),
     "eval": ("etc.commands.evaluate:evaluate", "PSNR/SSIM of a super-resolution model on an image set."),
-    "demo": ("etc.commands.demo:demo", "Run the whole job on a small built-in model: export, optimize, quantize."),
+    "demo": (
+        "etc.commands.demo:demo",
+        "Run the whole job on a small built-in model: export, optimize, quantize.",
+    ),
 }
 
 
@@ -47,7 +53,9 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(__version__, prog_name="etc")
 def cli() -> None:
     """ETC, the Equivalent Transformation Compiler.
@@ -88,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("ETC_DEBUG"):
             raise
         msg = str(exc).splitlines()[0][:300] if str(exc) else ""
-        click.echo(f"etc: internal error: {type(exc).__name__}: {msg} (set ETC_DEBUG=1 for a traceback)", err=True)
+        click.echo(
+            f"etc: internal error: {type(exc).__name__}: {msg} (set ETC_DEBUG=1 for a traceback)", err=True
+        )
         sys.exit(3)
     else:
         sys.exit(0)

@@ -8,6 +8,7 @@ wired without a search.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Iterable, Sequence
@@ -27,10 +28,8 @@ Tensor = gs.Tensor
 def to_gs(model: onnx.ModelProto, *, infer_shapes: bool = True) -> gs.Graph:
     """Imports a model into a graphsurgeon graph (shapes inferred when possible)."""
     if infer_shapes:
-        try:
+        with contextlib.suppress(Exception):
             model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-        except Exception:
-            pass
     graph = gs.import_onnx(model)
     return graph
 
@@ -161,7 +160,9 @@ def conv_spec(node: Node) -> ConvSpec | None:
     strides = tuple(int(s) for s in node.attrs.get("strides", (1, 1)))
     dilations = tuple(int(d) for d in node.attrs.get("dilations", (1, 1)))
     if auto_pad in ("NOTSET", "VALID"):
-        pads = tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0))) if auto_pad == "NOTSET" else (0,) * 4
+        pads = (
+            tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0))) if auto_pad == "NOTSET" else (0,) * 4
+        )
     elif strides == (1, 1):
         total = [(k - 1) * d for k, d in zip(kernel, dilations)]
         lo = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
@@ -223,7 +224,9 @@ def make_node(
     else:
         for old in list(output.inputs):
             old.outputs.remove(output)
-    node = gs.Node(op=op, name=namer(name or op), attrs=dict(attrs or {}), inputs=list(inputs), outputs=[output])
+    node = gs.Node(
+        op=op, name=namer(name or op), attrs=dict(attrs or {}), inputs=list(inputs), outputs=[output]
+    )
     graph.nodes.append(node)
     return node
 

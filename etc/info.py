@@ -33,7 +33,10 @@ class ModelInfo:
 def _value_info(values) -> list[dict]:
     out = []
     for v in values:
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in v.type.tensor_type.shape.dim]
+        dims = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in v.type.tensor_type.shape.dim
+        ]
         dtype = onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)
         out.append({"name": v.name, "shape": dims, "dtype": dtype})
     return out
@@ -42,8 +45,13 @@ def _value_info(values) -> list[dict]:
 def count_params(model: onnx.ModelProto) -> int:
     """Elements of float initializers and Constant tensors (weights, biases)."""
     total = 0
-    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,
-              onnx.TensorProto.UINT8}
+    floats = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+    }
     for init in model.graph.initializer:
         if init.data_type in floats:
             total += int(np.prod(init.dims)) if init.dims else 1

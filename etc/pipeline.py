@@ -150,7 +150,9 @@ def _instantiate(factory, key: str) -> Pass:
 
 def parse_pipeline(text: str | Sequence[str]) -> list[str]:
     """'fold,rep,et' -> ['fold', 'rep', 'et']; validates every name."""
-    names = [p.strip().lower() for p in text.split(",")] if isinstance(text, str) else [p.lower() for p in text]
+    names = (
+        [p.strip().lower() for p in text.split(",")] if isinstance(text, str) else [p.lower() for p in text]
+    )
     names = [n for n in names if n]
     if not names:
         raise UnknownPassError("empty pass list; try --passes fold,rep,et")

@@ -109,7 +109,9 @@ def const_interval(value: np.ndarray) -> Interval:
 class ValueRanges:
     """Intervals for every tensor of a graph; tensors added later are computed on first request."""
 
-    def __init__(self, graph: gs.Graph, input_ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
+    def __init__(
+        self, graph: gs.Graph, input_ranges: Mapping[str, tuple[float, float]] | None = None
+    ) -> None:
         self.graph = graph
         self.input_ranges = dict(input_ranges or {})
         self._memo: dict[int, Interval] = {}
@@ -268,8 +270,10 @@ class ValueRanges:
     def _prelu(x: Interval, slope: np.ndarray) -> Interval:
         if slope.size > 1:
             x = x.channels(slope.size)
+
         def f(v):
             return np.where(v >= 0, v, v * slope)
+
         a, b = f(x.lo), f(x.hi)
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         spans_zero = (x.lo < 0) & (x.hi > 0)

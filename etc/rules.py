@@ -135,7 +135,9 @@ class RulePass(Pass):
         graph = to_gs(model)
         hits: dict[str, int] = {}
         for family in self.rule_sets():
-            for rule, count in apply_rules(graph, family, ctx.options, pass_ctx=ctx, pass_name=self.name).items():
+            for rule, count in apply_rules(
+                graph, family, ctx.options, pass_ctx=ctx, pass_name=self.name
+            ).items():
                 hits[rule] = hits.get(rule, 0) + count
         if not hits:
             return PassResult(model, False)

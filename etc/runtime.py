@@ -32,7 +32,9 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         if value.name in inits:
             continue
         ttype = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim)
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim
+        )
         dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type)
         specs.append(InputSpec(value.name, dims, np.dtype(dtype)))
     return specs

@@ -26,8 +26,13 @@ class VerifyReport:
     probes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"equivalent": self.equivalent, "atol": self.atol, "rtol": self.rtol, "outputs": self.rows,
-                "probes": self.probes}
+        return {
+            "equivalent": self.equivalent,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "outputs": self.rows,
+            "probes": self.probes,
+        }
 
 
 def _check_interfaces(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
@@ -95,11 +100,21 @@ def verify(
         for (name, ref), cand in zip(out_a.items(), out_b.values()):
             diff = runtime.compare(ref, cand, name)
             prev = worst.get(name)
-            if prev is None or diff.max_abs > prev.max_abs or (diff.max_abs == prev.max_abs and diff.psnr < prev.psnr):
+            if (
+                prev is None
+                or diff.max_abs > prev.max_abs
+                or (diff.max_abs == prev.max_abs and diff.psnr < prev.psnr)
+            ):
                 worst[name] = diff
     rows = [
-        {"output": d.output, "max_abs": d.max_abs, "max_rel": d.max_rel, "psnr": d.psnr, "range": d.ref_range,
-         "ok": d.within(atol, rtol)}
+        {
+            "output": d.output,
+            "max_abs": d.max_abs,
+            "max_rel": d.max_rel,
+            "psnr": d.psnr,
+            "range": d.ref_range,
+            "ok": d.within(atol, rtol),
+        }
         for d in worst.values()
     ]
     return VerifyReport(all(r["ok"] for r in rows), atol, rtol, rows, probes)

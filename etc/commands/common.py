@@ -17,9 +17,9 @@ INPUT_RANGE_HELP = (
 
 
 def input_range_option(func):
-    return click.option("--input-range", "input_ranges", multiple=True, metavar="NAME=LO,HI", help=INPUT_RANGE_HELP)(
-        func
-    )
+    return click.option(
+        "--input-range", "input_ranges", multiple=True, metavar="NAME=LO,HI", help=INPUT_RANGE_HELP
+    )(func)
 
 
 def parse_input_ranges(values: tuple[str, ...], input_names: list[str]) -> dict[str, tuple[float, float]]:
@@ -37,7 +37,9 @@ def parse_input_ranges(values: tuple[str, ...], input_names: list[str]) -> dict[
         targets = [name] if name else input_names
         for target in targets:
             if target not in input_names:
-                raise EtcError(f"--input-range: the model has no input '{target}' (inputs: {', '.join(input_names)})")
+                raise EtcError(
+                    f"--input-range: the model has no input '{target}' (inputs: {', '.join(input_names)})"
+                )
             ranges[target] = (lo, hi)
     return ranges
 

@@ -9,17 +9,35 @@ import click
 
 @click.command()
 @click.argument("factory")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The .onnx file to write.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The .onnx file to write.",
+)
 @click.option("--scale", type=int, default=None, help="Passed to the factory as scale=S when given.")
-@click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), default="dynamo", show_default=True,
-              help="torch.onnx exporter.")
+@click.option(
+    "--exporter",
+    type=click.Choice(["dynamo", "legacy"]),
+    default="dynamo",
+    show_default=True,
+    help="torch.onnx exporter.",
+)
 @click.option("--opset", type=int, default=None, help="Opset (default 18 for dynamo, 17 for legacy).")
 @click.option("--static", "static_hw", is_flag=True, help="Fix H/W to the example size instead of dynamic.")
 @click.option("--channels", type=int, default=3, show_default=True, help="Input channels of the example.")
 @click.option("--size", default="32x32", show_default=True, help="Example input HxW.")
-def export(factory: str, output: Path, scale: int | None, exporter: str, opset: int | None, static_hw: bool,
-           channels: int, size: str) -> None:
+def export(
+    factory: str,
+    output: Path,
+    scale: int | None,
+    exporter: str,
+    opset: int | None,
+    static_hw: bool,
+    channels: int,
+    size: str,
+) -> None:
     """Export FACTORY (FILE.py:Name or package.module:Name) to ONNX with dynamic H/W.
 
     The factory is called with no arguments (or scale=S) and must return a torch.nn.Module taking one
@@ -45,6 +63,8 @@ def export(factory: str, output: Path, scale: int | None, exporter: str, opset: 
     h, w = parse_size(size)
     example = torch.rand(1, channels, h, w, generator=torch.Generator().manual_seed(0))
     kwargs = {"opset": opset} if opset else {}
-    model = torch_frontend.export(module.eval(), example, dynamic_hw=not static_hw, exporter=exporter, **kwargs)
+    model = torch_frontend.export(
+        module.eval(), example, dynamic_hw=not static_hw, exporter=exporter, **kwargs
+    )
     save(model, output)
     click.echo(f"wrote {output} ({exporter} exporter, opset {model.opset_import[0].version})")

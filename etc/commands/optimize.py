@@ -11,7 +11,9 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the result.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the result."
+)
 @click.option(
     "--passes",
     default="fold,rep,et",
@@ -19,23 +21,58 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
     help="Comma-separated pipeline, run in order and repeated until nothing changes. See `etc passes`.",
 )
 @input_range_option
-@click.option("--align-channels", type=int, default=1, show_default=True, metavar="N",
-              help="Round every Conv's output channels up to a multiple of N with zero channels (NPUs like 4).")
-@click.option("--prelu/--no-prelu", "prelu_to_relu", default=False, show_default=True,
-              help="Rewrite PRelu/LeakyRelu as ReLU on doubled channels (exact, costs 2x channels there).")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Compare the result with the input model after every pass and at the end.")
-@click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance of verification.")
-@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Tolerance relative to the output range.")
-@click.option("--dump-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write every intermediate model here as NN_pass.onnx.")
+@click.option(
+    "--align-channels",
+    type=int,
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Round every Conv's output channels up to a multiple of N with zero channels (NPUs like 4).",
+)
+@click.option(
+    "--prelu/--no-prelu",
+    "prelu_to_relu",
+    default=False,
+    show_default=True,
+    help="Rewrite PRelu/LeakyRelu as ReLU on doubled channels (exact, costs 2x channels there).",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Compare the result with the input model after every pass and at the end.",
+)
+@click.option(
+    "--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance of verification."
+)
+@click.option(
+    "--rtol", type=float, default=1e-5, show_default=True, help="Tolerance relative to the output range."
+)
+@click.option(
+    "--dump-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write every intermediate model here as NN_pass.onnx.",
+)
 @click.option("--explain", is_flag=True, help="List where a rule looked and declined, and why.")
 @click.option("--size", default="360x640", show_default=True, help="Input HxW for the MACs column.")
 @click.option("--in-place", is_flag=True, help="Allow -o to be the input file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def optimize(model: Path, output: Path | None, passes: str, input_ranges: tuple[str, ...], align_channels: int,
-             prelu_to_relu: bool, verify: bool, atol: float, rtol: float, dump_dir: Path | None, explain: bool,
-             size: str, in_place: bool, as_json: bool) -> None:
+def optimize(
+    model: Path,
+    output: Path | None,
+    passes: str,
+    input_ranges: tuple[str, ...],
+    align_channels: int,
+    prelu_to_relu: bool,
+    verify: bool,
+    atol: float,
+    rtol: float,
+    dump_dir: Path | None,
+    explain: bool,
+    size: str,
+    in_place: bool,
+    as_json: bool,
+) -> None:
     """Rewrite MODEL into an equivalent model made of plainer ops.
 
     \b
@@ -61,13 +98,24 @@ def optimize(model: Path, output: Path | None, passes: str, input_ranges: tuple[
         raise EtcError(f"{output}: -o is the input file; pass --in-place to overwrite it")
     source = load(model)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
-    shown = ", ".join(f"{n}=[{lo:g},{hi:g}]" for n, (lo, hi) in ranges.items()) or "float image inputs in [0, 1]"
+    shown = (
+        ", ".join(f"{n}=[{lo:g},{hi:g}]" for n, (lo, hi) in ranges.items()) or "float image inputs in [0, 1]"
+    )
     if not as_json:
         click.echo(f"{model}: optimizing with passes {','.join(pass_names)}; assuming {shown}", err=True)
     try:
         result, report = api.optimize(
-            source, pass_names, input_ranges=ranges, align_channels=align_channels, prelu_to_relu=prelu_to_relu,
-            check_each_pass=verify, verify=verify, atol=atol, rtol=rtol, dump_dir=dump_dir, size=hw,
+            source,
+            pass_names,
+            input_ranges=ranges,
+            align_channels=align_channels,
+            prelu_to_relu=prelu_to_relu,
+            check_each_pass=verify,
+            verify=verify,
+            atol=atol,
+            rtol=rtol,
+            dump_dir=dump_dir,
+            size=hw,
             progress=None if as_json else (lambda name: click.echo(f"  running {name} ...", err=True)),
         )
     except EquivalenceError as exc:
@@ -107,12 +155,21 @@ def _report_text(report, explain: bool, output) -> str:
     rows.append([f"(MACs @{before.size[0]}x{before.size[1]})", human(before.macs), human(after.macs)])
     rows.append(["(plain share)", f"{before.plain_share:.0%}", f"{after.plain_share:.0%}"])
     parts = [table(rows, ["op", "before", "after"])]
-    timing = [[r.name, f"{r.seconds * 1000:.1f} ms", "yes" if r.modified else "no",
-               ", ".join(f"{k} x{v}" for k, v in r.hits.items()) or "-"] for r in report.pipeline.records]
+    timing = [
+        [
+            r.name,
+            f"{r.seconds * 1000:.1f} ms",
+            "yes" if r.modified else "no",
+            ", ".join(f"{k} x{v}" for k, v in r.hits.items()) or "-",
+        ]
+        for r in report.pipeline.records
+    ]
     parts.append(table(timing, ["pass", "time", "changed", "rule hits"]))
     if report.verification is not None:
         v = report.verification
-        vrows = [[r["output"], r["max_abs"], r["max_rel"], r["psnr"], "ok" if r["ok"] else "FAIL"] for r in v.rows]
+        vrows = [
+            [r["output"], r["max_abs"], r["max_rel"], r["psnr"], "ok" if r["ok"] else "FAIL"] for r in v.rows
+        ]
         parts.append(table(vrows, ["output", "max abs", "max rel", "PSNR dB", "verdict"]))
         parts.append(f"verified on {len(v.probes)} inputs ({', '.join(sorted(set(v.probes)))})")
     else:

@@ -15,13 +15,26 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
 @click.argument("candidate", type=click.Path(dir_okay=False, path_type=Path))
 @input_range_option
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance.")
-@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Tolerance relative to the output range.")
-@click.option("--images", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Also compare on the images in this folder (RGB scaled to [0, 1]).")
+@click.option(
+    "--rtol", type=float, default=1e-5, show_default=True, help="Tolerance relative to the output range."
+)
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Also compare on the images in this folder (RGB scaled to [0, 1]).",
+)
 @click.option("--seeds", type=int, default=2, show_default=True, help="Random input sets per spatial size.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(reference: Path, candidate: Path, input_ranges: tuple[str, ...], atol: float, rtol: float,
-           images: Path | None, seeds: int, as_json: bool) -> None:
+def verify(
+    reference: Path,
+    candidate: Path,
+    input_ranges: tuple[str, ...],
+    atol: float,
+    rtol: float,
+    images: Path | None,
+    seeds: int,
+    as_json: bool,
+) -> None:
     """Check that CANDIDATE computes the same function as REFERENCE.
 
     Both run in onnxruntime with graph optimizations disabled, on seeded random inputs inside the declared
@@ -38,7 +51,10 @@ def verify(reference: Path, candidate: Path, input_ranges: tuple[str, ...], atol
     if as_json:
         echo_json(report.as_dict())
     else:
-        rows = [[r["output"], r["max_abs"], r["max_rel"], r["psnr"], "ok" if r["ok"] else "FAIL"] for r in report.rows]
+        rows = [
+            [r["output"], r["max_abs"], r["max_rel"], r["psnr"], "ok" if r["ok"] else "FAIL"]
+            for r in report.rows
+        ]
         click.echo(table(rows, ["output", "max abs", "max rel", "PSNR dB", "verdict"]))
         click.echo(f"{len(report.probes)} probes: {', '.join(sorted(set(report.probes)))}")
         click.echo("equivalent" if report.equivalent else f"NOT equivalent (atol {atol:g}, rtol {rtol:g})")

@@ -88,7 +88,9 @@ def validate(model: onnx.ModelProto, where: str = "model") -> None:
             "re-export with opset 17 or 18"
         )
     if model.ir_version < 3 or model.ir_version > onnx.IR_VERSION:
-        raise BadModelError(f"{where}: IR version {model.ir_version} is not supported by onnx {onnx.__version__}")
+        raise BadModelError(
+            f"{where}: IR version {model.ir_version} is not supported by onnx {onnx.__version__}"
+        )
     try:
         if model.ByteSize() < _TWO_GB:
             onnx.checker.check_model(model)
