@@ -1,0 +1,64 @@
+"""Helpers for testing rules and passes (used by the test suite and by plugin authors).
+
+    model = model_from_text('''<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1,3,H,W] input) => (float[1,3,H,W] output) { output = Relu(input) }''')
+    result = apply_pass(model, "fold")
+    assert op_types(result.model) == ["Relu"]
+    assert_equivalent(model, result.model)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from etc.pipeline import Options, PassContext, PassResult, get_pass
+from etc.runtime import DEFAULT_SIZES
+
+
+def model_from_text(text: str, initializers: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """Parses ONNX textual syntax and attaches float32 initializers; the result passes onnx.checker."""
+    model = onnx.parser.parse_model(text)
+    for name, value in (initializers or {}).items():
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(value), name))
+    onnx.checker.check_model(model)
+    return model
+
+
+def op_types(model: onnx.ModelProto) -> list[str]:
+    return [node.op_type for node in model.graph.node]
+
+
+def apply_pass(model: onnx.ModelProto, name: str, ctx: PassContext | None = None, **options) -> PassResult:
+    """Runs one registered pass once with the given Options fields."""
+    ctx = ctx or PassContext(Options(**options))
+    return get_pass(name).run(model, ctx)
+
+
+def assert_equivalent(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    *,
+    input_ranges: Mapping[str, tuple[float, float]] | None = None,
+    sizes: Sequence[tuple[int, int]] = (*DEFAULT_SIZES, (5, 7)),
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> float:
+    """Asserts equal outputs in onnxruntime (optimizations off) at several sizes; returns the worst max abs."""
+    from etc.verify import verify
+
+    onnx.checker.check_model(candidate)
+    report = verify(reference, candidate, input_ranges=input_ranges, sizes=sizes, atol=atol, rtol=rtol)
+    worst = max(r["max_abs"] for r in report.rows)
+    assert report.equivalent, f"not equivalent: {report.rows}"
+    return worst
+
+
+def random_conv_weights(rng: np.random.Generator, out_ch: int, in_ch: int, kh: int, kw: int, bias: bool = True):
+    """Float32 (W, b) with a realistic scale."""
+    scale = 1.0 / np.sqrt(in_ch * kh * kw)
+    w = rng.normal(0, scale, size=(out_ch, in_ch, kh, kw)).astype(np.float32)
+    b = rng.normal(0, 0.1, size=out_ch).astype(np.float32) if bias else None
+    return w, b
