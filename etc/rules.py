@@ -142,3 +142,16 @@ class RulePass(Pass):
         if not hits:
             return PassResult(model, False)
         return PassResult(to_onnx(graph, model), True, hits)
+
+
+def load_families(modules: Sequence[str]) -> list[RuleSet]:
+    """The ``rules`` RuleSet of each family module, in order (modules not present in this build are skipped)."""
+    import importlib
+    import importlib.util
+
+    families = []
+    for name in modules:
+        if importlib.util.find_spec(name) is None:
+            continue
+        families.append(importlib.import_module(name).rules)
+    return families

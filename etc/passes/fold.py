@@ -1,0 +1,33 @@
+"""``fold``: constant folding, no-op removal and folding of affine ops into Conv.
+
+Families, run in this order (see each module for its rules and their exactness conditions):
+  fold_constants  evaluate nodes whose inputs are all constant, shape arithmetic on static shapes
+  fold_noop       Identity, Dropout, infinite Clip, zero Pad, full Slice, same-shape Reshape/Expand, x*1, x+0
+  fold_relu       Relu(Relu(x)), Max(x, 0), Clip(x, 0, inf) -> Relu
+  fold_pad        zero Pad -> Conv pads
+  fold_bn         BatchNormalization into Conv/ConvTranspose (or a 1x1 depthwise Conv when alone)
+  fold_affine     per-channel Mul/Add/Sub/Div constants into Conv weights and bias
+"""
+
+from __future__ import annotations
+
+from etc.rules import RulePass, RuleSet, load_families
+
+FAMILIES = (
+    "etc.passes.fold_constants",
+    "etc.passes.fold_noop",
+    "etc.passes.fold_relu",
+    "etc.passes.fold_pad",
+    "etc.passes.fold_bn",
+    "etc.passes.fold_affine",
+)
+
+
+class FoldPass(RulePass):
+    """Constant folding, no-op elimination, BatchNorm/affine/Pad folding into Conv."""
+
+    name = "fold"
+    summary = "constant folding, no-op removal, BatchNorm/affine/Pad folding into Conv"
+
+    def rule_sets(self) -> list[RuleSet]:
+        return [RuleSet([rule for family in load_families(FAMILIES) for rule in family])]

@@ -1,0 +1,24 @@
+"""``rep``: merge re-parameterizable parallel and sequential linear conv branches (ECB, RepVGG, ACNet, DBB, SESR).
+
+Families (see each module for its rules and exactness conditions): rep_parallel, rep_sequential, rep_concat.
+"""
+
+from __future__ import annotations
+
+from etc.rules import RulePass, RuleSet, load_families
+
+FAMILIES = (
+    "etc.passes.rep_parallel",
+    "etc.passes.rep_sequential",
+    "etc.passes.rep_concat",
+)
+
+
+class RepPass(RulePass):
+    """Merges re-parameterizable conv branches into single convs."""
+
+    name = "rep"
+    summary = "merge parallel/sequential linear conv branches (ECB, RepVGG, ACNet, DBB, SESR)"
+
+    def rule_sets(self) -> list[RuleSet]:
+        return [RuleSet([rule for family in load_families(FAMILIES) for rule in family])]
