@@ -285,3 +285,54 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def replace_uses(graph: gs.Graph, old: Tensor, new: Tensor) -> None:
+    """Every node reading ``old`` reads ``new`` instead (graph outputs are not touched)."""
+    for node in consumers(old):
+        for i, tensor in enumerate(node.inputs):
+            if tensor is old:
+                node.inputs[i] = new
+
+
+def bypass(graph: gs.Graph, node: Node, index: int = 0) -> bool:
+    """Removes a node computing y = x (input ``index`` -> output 0), keeping graph output names.
+
+    Returns False when it cannot: the output is a graph output and the input is a graph input or constant.
+    """
+    src, dst = node.inputs[index], node.outputs[0]
+    if not is_graph_output(graph, dst):
+        replace_uses(graph, dst, src)
+        retire([node])
+        return True
+    upstream = producer(src)
+    if upstream is None or is_graph_output(graph, src) or any(t is src for t in graph.inputs):
+        return False
+    # the upstream node takes over the graph output name; other readers of src follow it
+    replace_uses(graph, src, dst)
+    retire([node])
+    slot = next(i for i, t in enumerate(upstream.outputs) if t is src)
+    upstream.outputs[slot] = dst
+    return True
+
+
+def static_shape(tensor: Tensor) -> tuple[int, ...] | None:
+    """The fully static shape of a tensor, or None when any dim is symbolic/unknown."""
+    value = const_value(tensor)
+    if value is not None:
+        return tuple(value.shape)
+    shape = tensor.shape
+    if shape is None or any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
+
+
+def per_channel_constant(value: np.ndarray, rank: int = 4) -> np.ndarray | None:
+    """A constant that broadcasts along axis 1 of a rank-``rank`` tensor only, as a flat (C,) array (or (1,))."""
+    value = np.asarray(value)
+    if value.ndim > rank:
+        return None
+    shape = (1,) * (rank - value.ndim) + value.shape
+    if any(d != 1 for i, d in enumerate(shape) if i != 1):
+        return None
+    return value.reshape(-1)

@@ -71,6 +71,9 @@ class Rule:
         return self.name or type(self).__name__
 
 
+ANY_OP = "*"  # a rule with ops = (ANY_OP,) is offered every node
+
+
 class RuleSet:
     """An ordered family of rules, indexed by root op type."""
 
@@ -108,7 +111,7 @@ def apply_rules(
         for node in list(graph.nodes):
             if is_retired(node):
                 continue
-            for rule in rules.by_op.get(node.op, ()):
+            for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
                 found = rule.match(ctx, node)
                 if isinstance(found, Match):
                     rule.rewrite(ctx, found)

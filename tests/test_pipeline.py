@@ -21,7 +21,8 @@ g (float[1,3,H,W] input) => (float[1,4,H,W] output) {
 def model() -> onnx.ModelProto:
     rng = np.random.default_rng(1)
     return model_from_text(
-        TEXT, {"w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)}
+        TEXT,
+        {"w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)},
     )
 
 

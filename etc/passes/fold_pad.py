@@ -1,0 +1,94 @@
+"""A zero Pad in front of Conv becomes Conv padding.
+
+    x ─► Pad(constant 0, H/W only) ─► Conv(pads p)      becomes      x ─► Conv(pads p + pad)
+
+Exact when the Pad is constant mode with value 0, pads only the spatial axes, pads are non-negative, and every
+reader of the padded tensor is a Conv (each gets the padding). Reflect/edge padding or a non-zero value differs
+from a Conv's zero padding at the border and is refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from etc.graph import const_value, consumers, conv_spec, input_at, is_graph_output, producer
+from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+
+
+def spatial_pads(node: gs.Node) -> tuple[int, int, int, int] | NoMatch | None:
+    """(top, left, bottom, right) of a 4-D zero Pad, a NoMatch saying why not, or None if not a Pad we read."""
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        return NoMatch(f"Pad mode '{mode}' differs from Conv zero padding at the border")
+    pads_t = input_at(node, 1)
+    pads = const_value(pads_t) if pads_t is not None else node.attrs.get("pads")
+    if pads is None:
+        return None
+    value_t = input_at(node, 2)
+    if value_t is not None:
+        value = const_value(value_t)
+        if value is None:
+            return NoMatch("Pad value is not constant")
+        if value.size and float(np.asarray(value).reshape(-1)[0]) != 0.0:
+            return NoMatch("Pad value is not 0; Conv pads with zeros")
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    rank = len(pads) // 2
+    axes_t = input_at(node, 3)
+    if axes_t is not None:
+        axes = const_value(axes_t)
+        if axes is None:
+            return None
+        full = [0] * 8
+        for k, axis in enumerate(int(a) % 4 for a in axes):
+            full[axis], full[axis + 4] = pads[k], pads[k + rank]
+        pads, rank = full, 4
+    if rank != 4:
+        return None
+    if any(p < 0 for p in pads):
+        return NoMatch("negative Pad (a crop) cannot become Conv padding")
+    if pads[0] or pads[1] or pads[4] or pads[5]:
+        return NoMatch("Pad touches the batch or channel axis")
+    return pads[2], pads[3], pads[6], pads[7]
+
+
+class PadIntoConv(Rule):
+    """Replaces zero Pad -> Conv with Conv carrying the extra padding."""
+
+    name = "pad_into_conv"
+    ops = ("Conv",)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        pad = producer(node.inputs[0])
+        if pad is None or pad.op != "Pad":
+            return None
+        extra = spatial_pads(pad)
+        if not isinstance(extra, tuple):
+            return extra
+        padded = pad.outputs[0]
+        readers = consumers(padded)
+        if is_graph_output(ctx.graph, padded):
+            return NoMatch("the padded tensor is a graph output")
+        if any(r.op != "Conv" or r.inputs[0] is not padded or conv_spec(r) is None for r in readers):
+            return NoMatch("the padded tensor is also read by something other than a Conv's data input")
+        if any(r.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET") for r in readers):
+            return NoMatch("Conv uses auto_pad")
+        return Match([pad, *readers], {"extra": extra})
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        pad, *convs = match.nodes
+        extra = match.data["extra"]
+        source = pad.inputs[0]
+        for conv in convs:
+            pads = list(conv_spec(conv).pads)
+            conv.attrs["pads"] = [
+                pads[0] + extra[0],
+                pads[1] + extra[1],
+                pads[2] + extra[2],
+                pads[3] + extra[3],
+            ]
+            conv.inputs[0] = source
+
+
+rules = RuleSet([PadIntoConv()])
