@@ -108,7 +108,7 @@ def test_missing_external_data_is_named(tmp_path, model):
         model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="gone.data", size_threshold=0
     )
     os.remove(tmp_path / "gone.data")
-    with pytest.raises(BadModelError, match="gone.data"):
+    with pytest.raises(BadModelError, match=r"gone\.data"):
         load(tmp_path / "ext.onnx")
 
 
