@@ -1,0 +1,114 @@
+"""Convs of one input concatenated along channels become one Conv with stacked output channels.
+
+    x ─┬─► Conv_a (k, pads p) ─┐
+       └─► Conv_b (k, pads p) ─┴─► Concat(axis=1) ─► y      becomes      x ─► Conv([W_a; W_b], [b_a; b_b]) ─► y
+
+Weight algebra: output rows are stacked in Concat order; biases likewise.
+
+Exact when the convs read the same input (a zero Pad in front counts as padding), have equal strides and
+dilations and align on the same output pixels (etc.passes.rep_parallel.align), and are dense (group 1; the
+stacked rows of grouped convs are not a grouped conv). Only adjacent Concat inputs are stacked, so the channel
+order is kept. Convs whose windows differ (3x3 next to 1x1) are left alone: stacking them would zero-pad the
+small kernels and raise the multiply-adds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from etc.convmath import embed_kernel
+from etc.graph import consumers, is_graph_output, make_conv, make_node, producer, retire
+from etc.passes.rep_parallel import Branch, align, conv_branch
+from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+
+
+def _channel_axis(node: gs.Node) -> bool:
+    axis = int(node.attrs.get("axis", 0))
+    rank = next((len(t.shape) for t in node.inputs if t.shape is not None), None)
+    return axis == 1 or (axis == -3 and rank == 4)
+
+
+def _stackable(ctx: RewriteContext, node: gs.Node, tensor: gs.Tensor) -> Branch | None:
+    conv = producer(tensor)
+    if conv is None or conv.op != "Conv" or is_graph_output(ctx.graph, tensor) or len(consumers(tensor)) != 1:
+        return None
+    if sum(t is tensor for t in node.inputs) != 1:
+        return None
+    return conv_branch(conv)
+
+
+def _joinable(run: list[Branch], branch: Branch) -> str:
+    """Empty when ``branch`` can be stacked under ``run``, else why not."""
+    if branch.x is not run[0].x:
+        return "different inputs"
+    if branch.spec.group != 1 or run[0].spec.group != 1:
+        return "grouped convs cannot be stacked into one grouped conv"
+    aligned = align([*run, branch])
+    if isinstance(aligned, str):
+        return aligned
+    if aligned.spec.kernel != branch.kernel or any(b.kernel != branch.kernel for b in run):
+        return f"kernels differ ({run[0].kernel} vs {branch.kernel}); stacking would raise multiply-adds"
+    return ""
+
+
+class StackConcatConvs(Rule):
+    """Replaces a channel Concat of convs of one input with one Conv producing all their channels."""
+
+    name = "stack_concat"
+    ops = ("Concat",)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        if not _channel_axis(node):
+            return None
+        branches = [_stackable(ctx, node, t) for t in node.inputs]
+        reason = ""
+        for start, first in enumerate(branches):
+            if first is None:
+                continue
+            run = [first]
+            for nxt in branches[start + 1 :]:
+                why = "not a conv" if nxt is None else _joinable(run, nxt)
+                if why:
+                    if nxt is not None and nxt.x is first.x:
+                        reason = reason or why
+                    break
+                run.append(nxt)  # type: ignore[arg-type]
+            if len(run) > 1:
+                return Match([node], {"start": start, "run": run})
+        return NoMatch(reason) if reason else None
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        node = match.nodes[0]
+        start, run = match.data["start"], match.data["run"]
+        aligned = align(run)
+        assert not isinstance(aligned, str)
+        kh, kw = aligned.spec.kernel
+        weight = np.concatenate(
+            [embed_kernel(b.weight, kh, kw, *off) for b, off in zip(run, aligned.offsets)]
+        )
+        bias = np.concatenate([b.bias for b in run])
+        inputs = list(node.inputs)
+        whole = len(run) == len(inputs)
+        output = node.outputs[0] if whole else None
+        conv = make_conv(
+            ctx.graph, ctx.namer, run[0].x, weight, bias, aligned.spec, output=output, name="rep_conv"
+        )
+        retire([n for b in run for n in b.nodes])
+        if whole:
+            retire([node])
+            return
+        inputs[start : start + len(run)] = [conv.outputs[0]]
+        make_node(
+            ctx.graph,
+            ctx.namer,
+            "Concat",
+            inputs,
+            attrs=dict(node.attrs),
+            output=node.outputs[0],
+            name="rep_concat",
+        )
+        retire([node])
+
+
+rules = RuleSet([StackConcatConvs()])

@@ -1,0 +1,546 @@
+"""Parallel linear branches on one input, summed, become one Conv (RepVGG, ACNet, ECB, DBB).
+
+    x ─┬─► Conv 3x3 (pad 1) ────────┐
+       ├─► Conv 1x3 (pads 0,1,0,1) ─┤
+       ├─► BatchNorm ───────────────┼─► Add/Sum tree ─► y        becomes      x ─► Conv 3x3 (pad 1) ─► y
+       ├─► DWConv 3x3 (group C) ────┤
+       └────────────────────────────┘ (bare x)
+
+Every summand is read as a conv of the same input x: a Conv (a zero Pad in front of it counts as its padding),
+a per-channel affine op (BatchNormalization, Mul/Add/Sub/Div by a per-channel constant: a diagonal 1x1
+kernel with bias), an AvgPool (a depthwise kernel of 1/(kh·kw)) or x itself (the identity kernel).
+
+Weight algebra: branch i puts its tap j at input offset stride·o - pad_i + d·j. With a common top/left pad
+P = max pad_i, branch i's kernel sits at tap offset (P - pad_i)/d inside the union window; kernels are summed
+there and biases added. Grouped branches are re-expressed with G = gcd of their groups (diagonal branches fit
+any grouping), so a depthwise branch joins a dense sum as a dense kernel (etc.convmath.grouped_to_dense).
+
+Exact (every pixel, borders included) when: one input; equal strides; equal dilation on every axis where a
+branch has more than one tap; equal output-size formula per axis (pad_begin + pad_end - d·(k-1) equal), which
+holds for "same"-padded branches (pad k//2, asymmetric 1x3 -> (0,1,0,1)); tap offsets on the dilation grid;
+equal channel counts. Zero padding of x is then what every branch saw. An AvgPool with pads and
+count_include_pad=0 divides by fewer taps at the border and is refused. The merge is also declined when the
+union window would cost more multiply-adds than the branches themselves (misaligned windows).
+
+This module also holds the linear views shared by the sequential and concat families (etc.passes.rep_*).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from etc.convmath import embed_kernel, grouped_to_dense, regroup
+from etc.graph import (
+    ConvSpec,
+    const_value,
+    consumers,
+    conv_spec,
+    conv_weights,
+    input_at,
+    is_graph_output,
+    make_conv,
+    make_node,
+    producer,
+    retire,
+)
+from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+
+AFFINE_OPS = ("BatchNormalization", "Mul", "Add", "Sub", "Div")
+IDENTITY_SPEC = ConvSpec((1, 1), (0, 0, 0, 0))
+
+
+# ---------------------------------------------------------------- linear views
+
+
+@dataclass(eq=False)
+class Branch:
+    """A linear map of one input read as a Conv: out = Conv(x, kernel, bias) with ``spec`` (pads relative to x).
+
+    ``weight`` is (out, in/group, kh, kw) for a Conv. Depthwise branches with a kernel shared by every channel
+    (per-channel affine, AvgPool, identity) keep ``weight`` None and store the shared ``taps`` (kh, kw), a
+    per-channel ``scale`` and ``bias`` (length C, or 1 to broadcast); they fit any channel count and grouping.
+    """
+
+    x: gs.Tensor
+    spec: ConvSpec
+    bias: np.ndarray
+    weight: np.ndarray | None = None
+    taps: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    nodes: list[gs.Node] = field(default_factory=list)
+    kind: str = "conv"  # conv | affine | pool | identity
+
+    @property
+    def is_conv(self) -> bool:
+        return self.weight is not None
+
+    @property
+    def out_channels(self) -> int | None:
+        if self.weight is not None:
+            return int(self.weight.shape[0])
+        sizes = {len(a) for a in (self.scale, self.bias) if a is not None and len(a) > 1}
+        return sizes.pop() if sizes else None
+
+    @property
+    def in_channels(self) -> int | None:
+        if self.weight is not None:
+            return int(self.weight.shape[1]) * self.spec.group
+        return self.out_channels
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        if self.weight is not None:
+            return int(self.weight.shape[2]), int(self.weight.shape[3])
+        assert self.taps is not None
+        return int(self.taps.shape[0]), int(self.taps.shape[1])
+
+    def kernel_at(self, channels: int, group: int) -> np.ndarray:
+        """The kernel as (channels, channels/group, kh, kw) with ``group`` groups."""
+        if self.weight is not None:
+            return regroup(self.weight, self.spec.group, group)
+        assert self.taps is not None
+        per = channels // group
+        scale = np.broadcast_to(self.scale if self.scale is not None else 1.0, (channels,))
+        out = np.zeros((channels, per, *self.taps.shape), dtype=np.float64)
+        for o in range(channels):
+            out[o, o % per] = scale[o] * self.taps
+        return out
+
+    def dense(self, channels: int) -> np.ndarray:
+        return grouped_to_dense(self.kernel_at(channels, self.groups_or(1)), self.groups_or(1))
+
+    def groups_or(self, default: int) -> int:
+        """The branch's groups (a shared-tap branch takes any grouping: ``default``)."""
+        return self.spec.group if self.weight is not None else default
+
+    def bias_at(self, channels: int) -> np.ndarray:
+        return np.broadcast_to(np.asarray(self.bias, dtype=np.float64), (channels,)).copy()
+
+    def macs(self, channels: int | None) -> int:
+        """Multiply-adds per output pixel."""
+        kh, kw = self.kernel
+        if self.weight is not None:
+            return int(self.weight.shape[0] * self.weight.shape[1] * kh * kw)
+        return int((channels or 1) * kh * kw)
+
+
+def zero_pad_amounts(node: gs.Node) -> tuple[int, int, int, int] | str:
+    """(top, left, bottom, right) of a constant-zero Pad of H/W of a 4-D tensor, else the reason it is not."""
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        return f"Pad mode '{mode}' is not zero padding"
+    pads_t = input_at(node, 1)
+    pads = const_value(pads_t) if pads_t is not None else node.attrs.get("pads")
+    if pads is None:
+        return "Pad amounts are computed at run time (run fold first)"
+    value_t = input_at(node, 2)
+    if value_t is not None:
+        value = const_value(value_t)
+        if value is None or (value.size and float(np.asarray(value).reshape(-1)[0]) != 0.0):
+            return "Pad value is not a constant 0"
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    axes_t = input_at(node, 3)
+    if axes_t is not None:
+        axes = const_value(axes_t)
+        if axes is None:
+            return "Pad axes are computed at run time"
+        half = len(pads) // 2
+        full = [0] * 8
+        for k, axis in enumerate(int(a) % 4 for a in np.asarray(axes).reshape(-1)):
+            full[axis], full[axis + 4] = pads[k], pads[k + half]
+        pads = full
+    if len(pads) != 8 or any(p < 0 for p in pads) or pads[0] or pads[1] or pads[4] or pads[5]:
+        return "Pad is not a non-negative padding of H and W of a 4-D tensor"
+    return pads[2], pads[3], pads[6], pads[7]
+
+
+def through_zero_pad(x: gs.Tensor) -> tuple[gs.Tensor, tuple[int, int, int, int]]:
+    """The tensor before a zero Pad producing ``x`` and the Pad amounts (x itself and zeros otherwise)."""
+    pad = producer(x)
+    if pad is not None and pad.op == "Pad":
+        amounts = zero_pad_amounts(pad)
+        if isinstance(amounts, tuple):
+            return pad.inputs[0], amounts
+    return x, (0, 0, 0, 0)
+
+
+def _add_pads(spec: ConvSpec, extra: tuple[int, int, int, int]) -> ConvSpec:
+    return replace(spec, pads=tuple(p + e for p, e in zip(spec.pads, extra)))  # type: ignore[arg-type]
+
+
+def conv_branch(node: gs.Node) -> Branch | None:
+    """A 2-D Conv with constant weights as a Branch of the tensor before any zero Pad feeding it."""
+    if node.op != "Conv" or len(node.outputs) != 1:
+        return None
+    spec = conv_spec(node)
+    if spec is None or (input_at(node, 2) is not None and const_value(input_at(node, 2)) is None):
+        return None
+    weight, bias = conv_weights(node)
+    x, extra = through_zero_pad(node.inputs[0])
+    return Branch(x, _add_pads(spec, extra), bias, weight=weight, nodes=[node])
+
+
+def _per_channel(value: np.ndarray) -> np.ndarray | None:
+    """A constant broadcasting along the channel axis of a 4-D tensor only, as a vector (length C or 1)."""
+    value = np.asarray(value, dtype=np.float64)
+    if value.ndim == 0 or value.size == 1:
+        return value.reshape(1)
+    if (
+        value.ndim in (3, 4)
+        and all(d == 1 for d in value.shape[value.ndim - 2 :])
+        and (value.ndim == 3 or value.shape[0] == 1)
+    ):
+        return value.reshape(-1)
+    return None
+
+
+def _is_4d(tensor: gs.Tensor) -> bool | None:
+    shape = tensor.shape
+    return None if shape is None else len(shape) == 4
+
+
+def affine_branch(node: gs.Node) -> Branch | None:
+    """BatchNormalization (inference) or Mul/Add/Sub/Div by a per-channel constant as a diagonal 1x1 Branch."""
+    if len(node.outputs) < 1 or any(o.outputs for o in node.outputs[1:]):
+        return None
+    if node.op == "BatchNormalization":
+        params = [const_value(input_at(node, i)) for i in range(1, 5)]
+        if any(p is None for p in params) or int(node.attrs.get("training_mode", 0)):
+            return None
+        gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)  # type: ignore[arg-type]
+        scale = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+        x, scale, bias = node.inputs[0], scale, beta - mean * scale
+    elif node.op in ("Mul", "Add", "Sub", "Div") and len(node.inputs) == 2:
+        consts = [const_value(t) for t in node.inputs]
+        if (consts[0] is None) == (consts[1] is None):
+            return None
+        k = 0 if consts[0] is None else 1
+        x, c = node.inputs[k], _per_channel(consts[1 - k])  # type: ignore[arg-type]
+        if c is None or _is_4d(x) is False:
+            return None
+        one, zero = np.ones_like(c), np.zeros_like(c)
+        if node.op == "Mul":
+            scale, bias = c, zero
+        elif node.op == "Add":
+            scale, bias = one, c
+        elif node.op == "Sub":
+            scale, bias = (one, -c) if k == 0 else (-one, c)
+        elif k == 0 and np.all(c != 0):
+            scale, bias = 1.0 / c, zero
+        else:
+            return None
+    else:
+        return None
+    if _is_4d(x) is False:
+        return None
+    return Branch(x, IDENTITY_SPEC, bias, taps=np.ones((1, 1)), scale=scale, nodes=[node], kind="affine")
+
+
+def pool_branch(node: gs.Node) -> Branch | str | None:
+    """AvgPool 2-D as a depthwise Branch (1/(kh·kw) taps), or the reason it differs from a zero-padded conv."""
+    if node.op != "AveragePool" or len(node.outputs) != 1:
+        return None
+    kernel = [int(k) for k in node.attrs.get("kernel_shape", ())]
+    if len(kernel) != 2:
+        return None
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in ("NOTSET", "VALID"):
+        return "AvgPool uses auto_pad SAME"
+    pads = tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0))) if auto_pad == "NOTSET" else (0,) * 4
+    strides = tuple(int(s) for s in node.attrs.get("strides", (1, 1)))
+    dilations = tuple(int(d) for d in node.attrs.get("dilations", (1, 1)))
+    if any(pads) and not int(node.attrs.get("count_include_pad", 0)):
+        return "AvgPool with pads and count_include_pad=0 divides by fewer taps at the border than a conv"
+    if int(node.attrs.get("ceil_mode", 0)) and strides != (1, 1):
+        return "AvgPool ceil_mode changes the output size"
+    x, extra = through_zero_pad(node.inputs[0])
+    spec = _add_pads(ConvSpec(tuple(kernel), pads, strides, dilations), extra)  # type: ignore[arg-type]
+    taps = np.full(kernel, 1.0 / (kernel[0] * kernel[1]))
+    return Branch(x, spec, np.zeros(1), taps=taps, scale=np.ones(1), nodes=[node], kind="pool")
+
+
+def linear_branch(node: gs.Node | None) -> Branch | str | None:
+    """Any node ``rep`` reads as a conv of its input (Conv, per-channel affine, AvgPool)."""
+    if node is None:
+        return None
+    if node.op == "Conv":
+        return conv_branch(node)
+    if node.op == "AveragePool":
+        return pool_branch(node)
+    if node.op in AFFINE_OPS:
+        return affine_branch(node)
+    return None
+
+
+def identity_branch(x: gs.Tensor) -> Branch:
+    return Branch(x, IDENTITY_SPEC, np.zeros(1), taps=np.ones((1, 1)), scale=np.ones(1), kind="identity")
+
+
+# ---------------------------------------------------------------- alignment
+
+
+@dataclass
+class Alignment:
+    """The union window of several branches: the merged spec (group 1) and each branch's tap offset."""
+
+    spec: ConvSpec
+    offsets: list[tuple[int, int]]
+
+
+def align(branches: Sequence[Branch]) -> Alignment | str:
+    """Common window for branches read at the same output pixels, or the reason they are not aligned."""
+    strides = {b.spec.strides for b in branches}
+    if len(strides) > 1:
+        return f"strides differ ({', '.join(str(s) for s in sorted(strides))})"
+    kernel, dil, begin, end = [], [], [], []
+    offsets = [[0, 0] for _ in branches]
+    for axis in (0, 1):
+        taps = [b.kernel[axis] for b in branches]
+        dils = {b.spec.dilations[axis] for b, k in zip(branches, taps) if k > 1}
+        if len(dils) > 1:
+            return f"dilations differ ({sorted(dils)})"
+        d = dils.pop() if dils else 1
+        deltas = {b.spec.pads[axis] + b.spec.pads[axis + 2] - d * (k - 1) for b, k in zip(branches, taps)}
+        if len(deltas) > 1:
+            pads = ", ".join(f"{b.kernel[0]}x{b.kernel[1]} pads {list(b.spec.pads)}" for b in branches)
+            return f"padding mismatch: the branches' output sizes differ ({pads})"
+        top = max(b.spec.pads[axis] for b in branches)
+        for i, b in enumerate(branches):
+            shift = top - b.spec.pads[axis]
+            if shift % d:
+                return f"padding mismatch: taps fall off the dilation-{d} grid"
+            offsets[i][axis] = shift // d
+        size = max(off[axis] + k for off, k in zip(offsets, taps))
+        kernel.append(size)
+        dil.append(d)
+        begin.append(top)
+        end.append(deltas.pop() + d * (size - 1) - top)
+    spec = ConvSpec(
+        (kernel[0], kernel[1]), (begin[0], begin[1], end[0], end[1]), strides.pop(), (dil[0], dil[1]), 1
+    )
+    return Alignment(spec, [(o[0], o[1]) for o in offsets])
+
+
+def channel_count(branches: Sequence[Branch], x: gs.Tensor) -> int | str:
+    """The common channel count of branches summed together (identity-like branches need in == out)."""
+    outs = {b.out_channels for b in branches} - {None}
+    ins = {b.in_channels for b in branches if b.is_conv}
+    shape = x.shape
+    if shape is not None and len(shape) == 4 and isinstance(shape[1], (int, np.integer)) and shape[1] > 0:
+        ins.add(int(shape[1]))
+    if len(outs) > 1:
+        return f"output channels differ ({sorted(outs)})"
+    if not outs:
+        return "channel count unknown"
+    count = outs.pop()
+    if any(not b.is_conv for b in branches) and ins and ins != {count}:
+        return f"an identity/affine branch needs in == out channels ({sorted(ins)} vs {count})"
+    return count
+
+
+def merged_group(branches: Sequence[Branch]) -> int:
+    groups = [b.spec.group for b in branches if b.is_conv]
+    return math.gcd(*groups) if groups else 1
+
+
+def merge_branches(
+    branches: Sequence[Branch], channels: int
+) -> tuple[np.ndarray, np.ndarray, ConvSpec] | str:
+    """Sum of aligned branches as one kernel, bias and spec, or the reason they cannot be merged."""
+    aligned = align(branches)
+    if isinstance(aligned, str):
+        return aligned
+    group = merged_group(branches)
+    kh, kw = aligned.spec.kernel
+    weight = None
+    bias = np.zeros(channels)
+    for branch, (top, left) in zip(branches, aligned.offsets):
+        kernel = embed_kernel(branch.kernel_at(channels, group), kh, kw, top, left)
+        weight = kernel if weight is None else weight + kernel
+        bias = bias + branch.bias_at(channels)
+    assert weight is not None
+    return weight, bias, replace(aligned.spec, group=group)
+
+
+# ---------------------------------------------------------------- sums
+
+
+def is_sum(node: gs.Node | None) -> bool:
+    """Add/Sum of non-constant tensors (a node of a summation tree)."""
+    if node is None or node.op not in ("Add", "Sum") or len(node.outputs) != 1:
+        return False
+    return len(node.inputs) >= (2 if node.op == "Add" else 1) and all(
+        const_value(t) is None for t in node.inputs
+    )
+
+
+def sum_parent(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
+    """The Add/Sum that is the only reader of ``tensor`` (once), if any."""
+    users = consumers(tensor)
+    if len(users) != 1 or is_graph_output(graph, tensor) or not is_sum(users[0]):
+        return None
+    if sum(t is tensor for t in users[0].inputs) != 1:
+        return None
+    return users[0]
+
+
+def sum_tree(graph: gs.Graph, root: gs.Node) -> tuple[list[gs.Node], list[gs.Tensor]]:
+    """The Add/Sum nodes of the tree under ``root`` and its leaves in order."""
+    nodes: list[gs.Node] = [root]
+    leaves: list[gs.Tensor] = []
+
+    def visit(tensor: gs.Tensor) -> None:
+        node = producer(tensor)
+        if is_sum(node) and sum_parent(graph, tensor) is not None:
+            nodes.append(node)
+            for t in node.inputs:
+                visit(t)
+        else:
+            leaves.append(tensor)
+
+    for t in root.inputs:
+        visit(t)
+    return nodes, leaves
+
+
+def leaf_branch(graph: gs.Graph, leaf: gs.Tensor) -> Branch:
+    """A summand read as a branch: the linear node producing it when it feeds only the sum, else identity."""
+    node = producer(leaf)
+    if node is not None and len(consumers(leaf)) == 1 and not is_graph_output(graph, leaf):
+        branch = linear_branch(node)
+        if isinstance(branch, Branch):
+            return branch
+    return identity_branch(leaf)
+
+
+def reads(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor, depth: int = 4) -> bool:
+    """True when ``tensor`` is ``x`` or a chain of at most ``depth`` linear nodes computes it from ``x``."""
+    for _ in range(depth + 1):
+        if tensor is x:
+            return True
+        branch = linear_branch(producer(tensor))
+        if not isinstance(branch, Branch):
+            return False
+        tensor = branch.x
+    return False
+
+
+def joins_sum_with(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor) -> bool:
+    """True when ``tensor`` (through per-channel affine ops) is a summand next to another summand computed from x."""
+    path = tensor
+    while True:
+        users = consumers(path)
+        if len(users) != 1 or is_graph_output(graph, path):
+            return False
+        branch = affine_branch(users[0]) if users[0].op in AFFINE_OPS else None
+        if branch is None or branch.x is not path:
+            break
+        path = users[0].outputs[0]
+    root = sum_parent(graph, path)
+    if root is None:
+        return False
+    while (parent := sum_parent(graph, root.outputs[0])) is not None:
+        root = parent
+    _, leaves = sum_tree(graph, root)
+    return any(leaf is not path and reads(graph, leaf, x) for leaf in leaves)
+
+
+# ---------------------------------------------------------------- the rule
+
+
+def _partition(branches: list[Branch], channels_of) -> tuple[list[list[Branch]], str]:
+    """Greedy classes of branches that align with each other; the first reason a branch did not join."""
+    classes: list[list[Branch]] = []
+    reason = ""
+    for b in branches:
+        for cls in classes:
+            attempt = [*cls, b]
+            why = align(attempt)
+            if isinstance(why, str):
+                reason = reason or why
+                continue
+            count = channels_of(attempt)
+            if isinstance(count, str):
+                reason = reason or count
+                continue
+            cls.append(b)
+            break
+        else:
+            classes.append([b])
+    return classes, reason
+
+
+class MergeParallelConvs(Rule):
+    """Replaces a sum of linear branches of one input (Conv, BN, affine, identity) with one Conv."""
+
+    name = "merge_parallel"
+    ops = ("Add", "Sum")
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        if not is_sum(node) or sum_parent(ctx.graph, node.outputs[0]) is not None:
+            return None
+        tree, leaves = sum_tree(ctx.graph, node)
+        branches = [leaf_branch(ctx.graph, leaf) for leaf in leaves]
+        bases: list[gs.Tensor] = []
+        for b in branches:
+            if not any(b.x is t for t in bases):
+                bases.append(b.x)
+        reason = ""
+        for x in bases:
+            group = [b for b in branches if b.x is x]
+            if len(group) < 2 or not any(b.is_conv for b in group):
+                continue
+            classes, why = _partition(group, lambda bs, x=x: channel_count(bs, x))
+            reason = reason or why
+            for cls in sorted(classes, key=len, reverse=True):
+                if len(cls) < 2 or not any(b.is_conv for b in cls):
+                    continue
+                channels = channel_count(cls, x)
+                assert isinstance(channels, int)
+                merged = merge_branches(cls, channels)
+                if isinstance(merged, str):
+                    reason = reason or merged
+                    continue
+                weight, _, spec = merged
+                cost = weight.shape[0] * weight.shape[1] * spec.kernel[0] * spec.kernel[1]
+                parts = sum(b.macs(channels) for b in cls if b.is_conv)
+                if cost > parts:
+                    reason = reason or (
+                        f"merging would raise multiply-adds per pixel from {parts} to {cost} (misaligned windows)"
+                    )
+                    continue
+                return Match(
+                    tree, {"x": x, "members": cls, "leaves": leaves, "branches": branches, "merged": merged}
+                )
+        return NoMatch(reason) if reason else None
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        root = match.nodes[0]
+        members: list[Branch] = match.data["members"]
+        weight, bias, spec = match.data["merged"]
+        rest = [
+            leaf
+            for leaf, b in zip(match.data["leaves"], match.data["branches"])
+            if not any(b is m for m in members)
+        ]
+        output = root.outputs[0] if not rest else None
+        conv = make_conv(
+            ctx.graph, ctx.namer, match.data["x"], weight, bias, spec, output=output, name="rep_conv"
+        )
+        terms = [conv.outputs[0], *rest]
+        while len(terms) > 1:
+            out = root.outputs[0] if len(terms) == 2 else None
+            add = make_node(ctx.graph, ctx.namer, "Add", terms[:2], output=out, name="rep_add")
+            terms = [add.outputs[0], *terms[2:]]
+        retire([n for b in members for n in b.nodes])
+        retire(match.nodes)
+
+
+rules = RuleSet([MergeParallelConvs()])

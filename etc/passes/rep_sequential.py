@@ -1,0 +1,139 @@
+"""Two linear convs in a row become one Conv (ECB 1x1->3x3 and mask branches, SESR, DBB, Conv->BN).
+
+    x ─► A: Conv/BN/affine/AvgPool ─► [zero Pad] ─► B: Conv/BN/affine/AvgPool ─► y
+    becomes
+    x ─► Conv(W, b) ─► y                                                       (at least one of A, B is a Conv)
+
+Weight algebra (etc.convmath.compose_kernels): cross-correlations compose, so with A = (K0, b0) and
+B = (K1, b1), W[o, i, u] = Σ_m Σ_{s+t=u} K1[o, m, s]·K0[m, i, t] (kernel k0 + k1 - 1; with a 1x1 on either
+side it is the per-tap product K1·K0) and b = b1 + Σ_{m,s} K1[o, m, s]·b0[m]. BatchNormalization and
+per-channel Mul/Add/Sub/Div are diagonal 1x1 convs; AvgPool k x k is a depthwise conv with taps 1/k².
+
+Exact (borders included) when B's input is A's true output at every position B reads:
+  * B does not pad (pads 0): the merged conv takes A's pads. This covers kxk -> 1x1 (always exact), Conv->BN,
+    and ECB's 1x1 written as zero-Pad(x) -> Conv1x1(bias) -> Conv kxk (pad 0): the 1x1 output border holds
+    its bias b0, which is exactly what the merged kxk conv over the zero-padded x produces.
+  * B pads and A is a 1x1, stride 1, with zero bias: zero-padding A's output equals zero-padding x, so the
+    pads add up.
+Refused, with the reason: B zero-pads the output of a biased 1x1 (the border would hold 0 instead of b0);
+B zero-pads the output of a kxk conv (not exact at borders); A is strided and B is not a plain 1x1; both are
+dilated kxk; an AvgPool with count_include_pad=0 and pads. A merge that raises the multiply-adds per pixel
+(e.g. 1x1 -> depthwise mask) is only done when the result is a summand next to another branch of the same
+input, where the parallel merge absorbs it for free.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from etc.convmath import compose_kernels, dense_to_grouped
+from etc.graph import ConvSpec, consumers, is_graph_output, make_conv, producer, retire
+from etc.passes.rep_parallel import AFFINE_OPS, Branch, joins_sum_with, linear_branch
+from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+
+
+def _exclusive_path(graph: gs.Graph, first: gs.Node, second: gs.Node) -> bool:
+    """True when ``first``'s output reaches only ``second`` (directly or through one Pad read only by it)."""
+    tensor = first.outputs[0]
+    while True:
+        users = consumers(tensor)
+        if len(users) != 1 or is_graph_output(graph, tensor):
+            return False
+        if users[0] is second:
+            return True
+        if users[0].op != "Pad" or users[0].inputs[0] is not tensor:
+            return False
+        tensor = users[0].outputs[0]
+
+
+def compose(first: Branch, second: Branch) -> tuple[np.ndarray, np.ndarray, ConvSpec] | str:
+    """One conv computing ``second(first(x))``, or the exactness condition that fails."""
+    mid = first.out_channels or second.in_channels
+    if mid is None:
+        return "channel count unknown"
+    if second.in_channels not in (None, mid):
+        return f"channel counts differ ({mid} -> {second.in_channels})"
+    out = second.out_channels or mid
+    a, b = first.spec, second.spec
+    plain_1x1 = second.kernel == (1, 1) and b.strides == (1, 1) and not any(b.pads)
+    if a.strides != (1, 1) and not plain_1x1:
+        return "the first conv is strided; only a 1x1 conv without pads and stride may follow it exactly"
+    first_is_1x1 = first.kernel == (1, 1) and a.strides == (1, 1)
+    if not any(b.pads):
+        pads = a.pads
+    elif first_is_1x1 and not np.any(first.bias_at(mid)):
+        pads = tuple(p + q for p, q in zip(a.pads, b.pads))
+    elif first_is_1x1:
+        return (
+            "the next conv zero-pads the output of a 1x1 with a bias: its border would hold 0 instead of the "
+            "bias (exact only if the 1x1's input is padded instead, as ECB does)"
+        )
+    else:
+        return f"zero padding between a {first.kernel[0]}x{first.kernel[1]} and a {second.kernel[0]}x{second.kernel[1]} conv is not exact at borders"
+    dilations = []
+    for axis in (0, 1):
+        ka, kb = first.kernel[axis], second.kernel[axis]
+        if ka > 1 and kb > 1 and (a.dilations[axis] != 1 or b.dilations[axis] != 1):
+            return "both convs are dilated kxk"
+        dilations.append(a.dilations[axis] if ka > 1 else b.dilations[axis] if kb > 1 else 1)
+    strides = b.strides if a.strides == (1, 1) else a.strides
+    ga, gb = first.groups_or(0), second.groups_or(0)
+    group = gb if ga == 0 else ga if gb in (0, ga) else 1
+    weight, bias = compose_kernels(
+        first.dense(mid), first.bias_at(mid), second.dense(mid), second.bias_at(out)
+    )
+    if weight.shape[0] != out:
+        return "channel counts differ"
+    try:
+        weight = dense_to_grouped(weight, max(group, 1))
+    except ValueError:
+        group = 1
+    spec = ConvSpec(weight.shape[2:], pads, strides, (dilations[0], dilations[1]), max(group, 1))  # type: ignore[arg-type]
+    return weight, bias, spec
+
+
+class ComposeLinear(Rule):
+    """Replaces a Conv/BN/affine/AvgPool followed by another one (one of them a Conv) with one Conv."""
+
+    name = "compose_sequential"
+    ops = ("Conv", "AveragePool", *AFFINE_OPS)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        second = linear_branch(node)
+        if second is None:
+            return None
+        if isinstance(second, str):
+            feeding = producer(node.inputs[0])
+            return NoMatch(second) if feeding is not None and feeding.op == "Conv" else None
+        first_node = producer(second.x)
+        first = linear_branch(first_node)
+        if not isinstance(first, Branch) or first_node is None:
+            return None
+        if "Conv" not in (first_node.op, node.op):
+            return None
+        if not _exclusive_path(ctx.graph, first_node, node):
+            return NoMatch(f"the output of {first_node.name} is also read elsewhere")
+        merged = compose(first, second)
+        if isinstance(merged, str):
+            return NoMatch(merged)
+        weight, _, _ = merged
+        cost = int(np.prod(weight.shape))
+        parts = first.macs(first.out_channels or weight.shape[0]) + second.macs(weight.shape[0])
+        if cost > parts and not joins_sum_with(ctx.graph, node.outputs[0], first.x):
+            return NoMatch(
+                f"merging would raise multiply-adds per pixel from {parts} to {cost} and the result joins no "
+                "parallel sum of the same input"
+            )
+        return Match([first_node, node], {"x": first.x, "merged": merged})
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        first_node, node = match.nodes
+        weight, bias, spec = match.data["merged"]
+        make_conv(
+            ctx.graph, ctx.namer, match.data["x"], weight, bias, spec, output=node.outputs[0], name="rep_conv"
+        )
+        retire([first_node, node])
+
+
+rules = RuleSet([ComposeLinear()])

@@ -1,0 +1,235 @@
+"""rep_sequential: two linear convs in a row become one Conv when exact at every pixel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_rep_parallel import Net, reasons, rep
+
+from etc.testing import assert_equivalent, op_types
+
+SOBEL = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float32)
+
+
+def test_kxk_then_1x1_is_one_kxk():
+    net = Net(3)
+    y = net.conv(net.conv("x", 3, 8, (3, 3)), 8, 4, (1, 1))
+    model = net.model(y)
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"] and result.hits == {"compose_sequential": 1}
+    assert_equivalent(model, result.model)
+
+
+def test_conv_then_batchnorm_when_rep_runs_alone():
+    net = Net(3)
+    model = net.model(net.bn(net.conv("x", 3, 5, (3, 3), bias=False), 5))
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model)
+
+
+def test_ecb_padded_1x1_with_bias_then_valid_3x3():
+    """Pad(x) -> Conv1x1(bias) -> Conv3x3(pad 0): the 1x1 output border holds its bias; merged pads 1."""
+    net = Net(4)
+    y = net.conv(net.conv(net.pad("x", 1, 1, 1, 1), 4, 8, (1, 1)), 8, 4, (3, 3), pads=(0, 0, 0, 0))
+    model = net.model(y)
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model)
+
+
+def test_dynamo_form_1x1_with_pads_then_valid_3x3():
+    net = Net(4)
+    y = net.conv(net.conv("x", 4, 8, (1, 1), pads=(1, 1, 1, 1)), 8, 4, (3, 3), pads=(0, 0, 0, 0))
+    model = net.model(y)
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model)
+
+
+def test_bias_free_1x1_then_padded_kxk():
+    net = Net(4)
+    y = net.conv(net.conv("x", 4, 4, (1, 1), bias=False), 4, 4, (5, 5))
+    model = net.model(y)
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model)
+
+
+def test_valid_kxk_then_valid_kxk_composes_to_a_larger_kernel():
+    net = Net(2)
+    y = net.conv(net.conv("x", 2, 2, (3, 3), pads=(1, 1, 1, 1)), 2, 2, (3, 3), pads=(0, 0, 0, 0))
+    model = net.model(y)
+    result, _ = rep(model)
+    assert not result.modified  # a 5x5 (100 MACs) costs more than 3x3 + 3x3 (72) and joins no sum
+    y2 = net.op("Add", [y, net.conv("x", 2, 2, (3, 3), pads=(0, 0, 0, 0))])
+    model = net.model(y2)
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model)
+
+
+def test_ecb_mask_branch_merges_inside_a_sum():
+    """Conv1x1 -> depthwise Sobel -> Mul -> Add: raises MACs alone, but the sum absorbs it."""
+    net = Net(4)
+    mask = np.broadcast_to(SOBEL, (4, 1, 3, 3)).copy()
+    dw = net.conv(
+        net.conv("x", 4, 4, (1, 1), pads=(1, 1, 1, 1)), 4, 4, (3, 3), (0, 0, 0, 0), group=4, weight=mask
+    )
+    dw = net.op(
+        "Add",
+        [net.op("Mul", [dw, net.const(net.rng.normal(size=(1, 4, 1, 1)))]), net.const(np.ones((1, 4, 1, 1)))],
+    )
+    model = net.model(net.op("Add", [net.conv("x", 4, 4, (3, 3)), dw]))
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model)
+
+
+def test_dbb_1x1_then_avgpool():
+    net = Net(3)
+    avg = net.op("AveragePool", [net.conv("x", 3, 3, (1, 1), pads=(1, 1, 1, 1))], kernel_shape=[3, 3])
+    model = net.model(net.op("Add", [net.conv("x", 3, 3, (3, 3)), avg]))
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model)
+
+
+def test_avgpool_counting_pads_is_a_zero_padded_conv():
+    net = Net(3)
+    avg = net.op(
+        "AveragePool",
+        [net.conv("x", 3, 3, (1, 1), bias=False)],
+        kernel_shape=[3, 3],
+        pads=[1] * 4,
+        count_include_pad=1,
+    )
+    model = net.model(net.op("Add", [net.conv("x", 3, 3, (3, 3)), avg]))
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model)
+
+
+def test_depthwise_then_batchnorm_stays_depthwise():
+    net = Net(4)
+    model = net.model(net.bn(net.conv("x", 4, 4, (3, 3), group=4), 4))
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    group = next(a.i for a in result.model.graph.node[0].attribute if a.name == "group")
+    assert group == 4
+    assert_equivalent(model, result.model)
+
+
+# ---------------------------------------------------------------- negative: one per exactness condition
+
+
+def test_refuses_zero_padding_the_output_of_a_biased_1x1():
+    net = Net(4)
+    model = net.model(net.conv(net.conv("x", 4, 8, (1, 1)), 8, 4, (3, 3)))
+    result, ctx = rep(model)
+    assert not result.modified
+    assert "1x1 with a bias" in reasons(ctx)
+
+
+def test_refuses_kxk_then_padded_kxk():
+    net = Net(2)
+    y = net.conv(net.conv("x", 2, 2, (3, 3)), 2, 2, (3, 3))
+    model = net.model(net.op("Add", [y, net.conv("x", 2, 2, (5, 5))]))
+    result, ctx = rep(model)
+    assert op_types(result.model) == op_types(model)
+    assert "not exact at borders" in reasons(ctx)
+
+
+def test_refuses_strided_first_conv_before_kxk():
+    net = Net(2)
+    model = net.model(net.conv(net.conv("x", 2, 4, (3, 3), strides=(2, 2)), 4, 2, (3, 3), pads=(0, 0, 0, 0)))
+    result, ctx = rep(model)
+    assert not result.modified
+    assert "strided" in reasons(ctx)
+
+
+def test_refuses_two_dilated_kxk():
+    net = Net(2)
+    inner = net.conv("x", 2, 2, (3, 3), dilations=(2, 2))
+    model = net.model(net.conv(inner, 2, 2, (3, 3), pads=(0, 0, 0, 0), dilations=(2, 2)))
+    result, ctx = rep(model)
+    assert not result.modified
+    assert "dilated" in reasons(ctx)
+
+
+def test_refuses_avgpool_excluding_pads():
+    net = Net(3)
+    avg = net.op("AveragePool", [net.conv("x", 3, 3, (1, 1))], kernel_shape=[3, 3], pads=[1] * 4)
+    model = net.model(net.op("Add", [net.conv("x", 3, 3, (3, 3)), avg]))
+    result, ctx = rep(model)
+    assert "AveragePool" in op_types(result.model)
+    assert "count_include_pad=0" in reasons(ctx)
+
+
+def test_refuses_a_shared_intermediate():
+    net = Net(3)
+    mid = net.conv("x", 3, 4, (3, 3))
+    model = net.model(net.op("Add", [net.conv(mid, 4, 4, (1, 1)), mid]))
+    result, ctx = rep(model)
+    assert "also read elsewhere" in reasons(ctx)
+    assert_equivalent(model, result.model)
+
+
+def test_refuses_a_merge_that_costs_more_outside_a_sum():
+    net = Net(8)
+    model = net.model(net.conv(net.conv("x", 8, 2, (1, 1), bias=False), 2, 8, (3, 3)))  # a bottleneck
+    result, ctx = rep(model)
+    assert not result.modified
+    assert "multiply-adds" in reasons(ctx)
+
+
+# ---------------------------------------------------------------- property-based
+
+
+@settings(max_examples=35, deadline=None)
+@given(
+    cin=st.integers(1, 4),
+    mid=st.integers(1, 6),
+    k0=st.sampled_from([(1, 1), (3, 3), (1, 3), (5, 5)]),
+    k1=st.sampled_from([(1, 1), (3, 3), (3, 1)]),
+    pad0=st.sampled_from(["same", "none", "pad1"]),
+    pad1=st.sampled_from(["same", "none"]),
+    stride=st.sampled_from([1, 2]),
+    depthwise=st.booleans(),
+    bias0=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_sequential_property(cin, mid, k0, k1, pad0, pad1, stride, depthwise, bias0, seed):
+    """Whatever the rule decides, the result is equivalent; it fires exactly when the conditions hold."""
+    net = Net(cin, np.random.default_rng(seed))
+    pads0 = {"same": None, "none": (0, 0, 0, 0), "pad1": (1, 1, 1, 1)}[pad0]
+    group = cin if depthwise and mid % cin == 0 else 1
+    first = net.conv("x", cin, mid, k0, pads=pads0, group=group, bias=bias0)
+    pads1 = None if pad1 == "same" else (0, 0, 0, 0)
+    second = net.conv(first, mid, mid, k1, pads=pads1, strides=(stride, stride))
+    # a sibling branch of the same input makes cost-raising merges worth it
+    y = net.op("Relu", [second])
+    model = net.model(y)
+    result, ctx = rep(model)
+    padded_second = pad1 == "same" and k1 != (1, 1)
+    exact = not padded_second or (k0 == (1, 1) and not bias0)
+    if result.modified:
+        assert exact
+        assert op_types(result.model) == ["Conv", "Relu"]
+        assert_equivalent(model, result.model, sizes=((9, 11), (6, 7)))
+    else:
+        why = reasons(ctx)
+        assert not exact or "multiply-adds" in why, why
+
+
+@pytest.mark.parametrize("scalar", [True, False])
+def test_affine_constants_after_conv(scalar):
+    net = Net(3)
+    c = np.float32(0.5) if scalar else net.rng.normal(size=(3, 1, 1)).astype(np.float32)
+    y = net.op("Sub", [net.op("Div", [net.conv("x", 3, 3, (3, 3)), net.const(c + 2)]), net.const(c)])
+    model = net.model(y)
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model)
