@@ -219,3 +219,12 @@ def test_fires_exactly_when_the_output_is_a_multiple_of_the_stride(kernel, strid
     assert result.modified == divisible
     if divisible:
         assert_equivalent(model, result.model, sizes=SIZES)
+
+
+def test_opset_10_uses_dcr_depth_to_space(rng):
+    model = convtranspose_model(rng, 4, 6, 4, 2, (1, 1, 1, 1), group=2)
+    model.opset_import[0].version = 10
+    result, _ = run(model)
+    assert op_types(result.model) == ["Conv", "DepthToSpace"]
+    assert [a.name for a in result.model.graph.node[1].attribute] == ["blocksize"]
+    assert_equivalent(model, result.model, sizes=SIZES)

@@ -17,7 +17,8 @@ pad_lo = -t_lo >= 0 and pad_hi = m + t_hi >= 0, where c = k - s - pad_begin - pa
 Rows of x outside [0, H) are zeros in both forms (ConvTranspose scatters nothing from them; Conv pads with 0),
 so the result is exact at every pixel, border and output_padding rows included. Channel (o, r_h, r_w) of the
 Conv is o·s² + r_h·s + r_w, the CRD order, so DepthToSpace(s, CRD) interleaves the phases. Groups carry over
-(channels of one group stay contiguous). With s = 1 no DepthToSpace is needed.
+(channels of one group stay contiguous). With s = 1 no DepthToSpace is needed. Below opset 11 DepthToSpace
+has no mode attribute and is DCR; the channels are then ordered r·Cout + o (and groups made dense).
 
 Exact when: 2-D, constant weights, equal strides on both axes, dilation 1, auto_pad NOTSET/VALID, no
 output_shape attribute, and c divisible by s on both axes (otherwise the output is not s times any conv
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from etc.convmath import grouped_to_dense
 from etc.graph import ConvSpec, const_value, conv_weights, input_at, make_conv, make_node, retire
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
@@ -83,6 +85,15 @@ def phase_kernel(weight: np.ndarray, group: int, plan_h: PhasePlan, plan_w: Phas
     gathered = gathered.reshape(group, cin // group, cout_g, s, s, th.shape[1], tw.shape[1])
     kernel = gathered.transpose(0, 2, 3, 4, 1, 5, 6)
     return kernel.reshape(group * cout_g * s * s, cin // group, th.shape[1], tw.shape[1])
+
+
+def _to_dcr(kernel: np.ndarray, bias: np.ndarray | None, spec: ConvSpec, s: int):
+    """Reorders a CRD phase conv (channel o·s² + r) to DCR (channel r·Cout + o); groups become dense."""
+    dense = grouped_to_dense(kernel, spec.group)
+    cout = dense.shape[0] // (s * s)
+    order = np.arange(cout * s * s).reshape(cout, s * s).T.reshape(-1)
+    dcr_spec = ConvSpec(spec.kernel, spec.pads, spec.strides, spec.dilations, 1)
+    return dense[order], None if bias is None else bias[order], dcr_spec
 
 
 def _ints(node: gs.Node, key: str, default: list[int]) -> list[int]:
@@ -143,9 +154,12 @@ class ConvTransposeToConvD2S(Rule):
             retire([node])
             make_conv(ctx.graph, ctx.namer, x, kernel, conv_bias, spec, output=out, name=f"{base}_conv")
             return
+        crd = int(getattr(ctx.graph, "opset", None) or 11) >= 11
+        if not crd:  # DepthToSpace-1 has no mode attribute and is DCR: channel r·Cout + o
+            kernel, conv_bias, spec = _to_dcr(kernel, conv_bias, spec, s)
         conv = make_conv(ctx.graph, ctx.namer, x, kernel, conv_bias, spec, name=f"{base}_phases")
         retire([node])
-        attrs = {"blocksize": s, "mode": "CRD"}
+        attrs = {"blocksize": s, "mode": "CRD"} if crd else {"blocksize": s}
         make_node(
             ctx.graph, ctx.namer, "DepthToSpace", conv.outputs, attrs=attrs, output=out, name=f"{base}_d2s"
         )
