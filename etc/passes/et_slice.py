@@ -1,0 +1,232 @@
+"""Channel Slice/Split as convs: rows of the producing Conv, or a 1x1 selection Conv.
+
+    x ── Conv(W, b) ── z ── Slice(axis 1, start:end:step) ──► y
+becomes (the Conv feeds nothing else)
+    x ── Conv(W[idx], b[idx]) ──► y                           idx = the selected channels, in order
+otherwise
+    z ── Conv1x1(S) ──► y                                      S[o, i] = 1 when i = idx[o]
+
+Split on axis 1 is the same per output: each used output gets its own row-selected Conv (reading the
+producer's input; together they cost what the producer cost) or its own selection Conv.
+
+Always exact: selecting rows of a conv is selecting its output channels, and a 0/1 1x1 kernel copies
+values. Conditions checked: constant starts/ends/steps/axes (Slice) or split sizes (Split), axis 1 of a 4-D
+tensor, no other axis cut (start 0, end past the last element, step 1), a known channel count. A grouped
+producer Conv is not cut (its groups would break); a selection Conv is used instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from etc.convmath import selection_kernel
+from etc.graph import (
+    ConvSpec,
+    channels,
+    const_value,
+    consumers,
+    conv_spec,
+    conv_weights,
+    input_at,
+    is_graph_output,
+    make_conv,
+    only_consumer,
+    producer,
+    retire,
+)
+from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+
+INT_LIMIT = 2**31 - 1
+
+
+def onnx_slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
+    """Indices ONNX Slice selects along an axis of length ``dim`` (negative indices and clamping as in the spec)."""
+    if step == 0:
+        raise ValueError("step 0")
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    if step > 0:
+        start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+    else:
+        start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+    return list(range(start, end, step))
+
+
+def channel_count(tensor: gs.Tensor) -> int | None:
+    """Static channels of a 4-D tensor, from its shape or its producing Conv."""
+    known = channels(tensor)
+    if known is not None:
+        return known
+    node = producer(tensor)
+    if node is not None and node.op == "Conv" and conv_spec(node) is not None:
+        return int(const_value(input_at(node, 1)).shape[0])
+    return None
+
+
+def _rank(tensor: gs.Tensor) -> int | None:
+    if tensor.shape is not None:
+        return len(tensor.shape)
+    node = producer(tensor)
+    return 4 if node is not None and node.op == "Conv" and conv_spec(node) is not None else None
+
+
+def _slice_args(node: gs.Node) -> tuple[np.ndarray, ...] | str:
+    """(starts, ends, axes, steps) as int arrays, or why they are unknown."""
+    if "starts" in node.attrs:  # Slice-1
+        starts = np.asarray(node.attrs["starts"])
+        ends = np.asarray(node.attrs["ends"])
+        axes = np.asarray(node.attrs.get("axes", range(len(starts))))
+        return starts, ends, axes, np.ones_like(starts)
+    values = [const_value(input_at(node, i)) for i in range(1, 5)]
+    for i, value in enumerate(values):
+        if value is None and input_at(node, i + 1) is not None:
+            return f"{('starts', 'ends', 'axes', 'steps')[i]} are not constant"
+    starts, ends, axes, steps = values
+    if starts is None or ends is None:
+        return "starts/ends are missing"
+    axes = np.arange(len(starts)) if axes is None else axes
+    steps = np.ones(len(starts), dtype=np.int64) if steps is None else steps
+    return tuple(np.asarray(v, dtype=np.int64).reshape(-1) for v in (starts, ends, axes, steps))
+
+
+def _row_source(ctx: RewriteContext, data: gs.Tensor, node: gs.Node) -> gs.Node | None:
+    """The producing Conv whose rows can be cut: ungrouped, constant weights, ``node`` its only reader."""
+    conv = producer(data)
+    if conv is None or conv.op != "Conv":
+        return None
+    spec = conv_spec(conv)
+    if spec is None or spec.group != 1:
+        return None
+    if input_at(conv, 2) is not None and const_value(input_at(conv, 2)) is None:
+        return None
+    return conv if only_consumer(ctx.graph, data, node) else None
+
+
+def _emit(ctx: RewriteContext, data: gs.Tensor, conv: gs.Node | None, pieces, count: int, base: str) -> None:
+    """One Conv per (indices, output tensor): rows of ``conv`` when given, else a selection 1x1 Conv."""
+    for idx, out in pieces:
+        idx = np.asarray(idx, dtype=np.int64)
+        if conv is not None:
+            weight, bias = conv_weights(conv)
+            has_bias = input_at(conv, 2) is not None
+            make_conv(
+                ctx.graph,
+                ctx.namer,
+                conv.inputs[0],
+                weight[idx],
+                bias[idx] if has_bias else None,
+                conv_spec(conv),
+                output=out,
+                name=f"{conv.name or 'conv'}_rows",
+            )
+        else:
+            spec = ConvSpec(kernel=(1, 1), pads=(0, 0, 0, 0))
+            make_conv(
+                ctx.graph,
+                ctx.namer,
+                data,
+                selection_kernel(idx, count),
+                None,
+                spec,
+                output=out,
+                name=f"{base}_select",
+            )
+
+
+class ChannelSliceToConv(Rule):
+    """Replaces a channel Slice with the producer Conv's selected rows or a 1x1 selection Conv."""
+
+    name = "channel_slice_to_conv"
+    ops = ("Slice",)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        data = node.inputs[0]
+        if _rank(data) != 4:
+            return None
+        args = _slice_args(node)
+        if isinstance(args, str):
+            return NoMatch(args)
+        starts, ends, axes, steps = args
+        axes = [int(a) + 4 if a < 0 else int(a) for a in axes]
+        if 1 not in axes:
+            return None
+        if 0 in steps:
+            return NoMatch("step 0")
+        for start, end, axis, step in zip(starts, ends, axes, steps):
+            if axis != 1 and not (start == 0 and step == 1 and end >= INT_LIMIT):
+                dim = (data.shape or [None] * 4)[axis]
+                if not (start == 0 and step == 1 and isinstance(dim, (int, np.integer)) and end >= dim):
+                    return NoMatch(f"the Slice also cuts axis {axis}")
+        count = channel_count(data)
+        if count is None:
+            return NoMatch("channel count of the input is unknown")
+        k = axes.index(1)
+        idx = onnx_slice_indices(count, int(starts[k]), int(ends[k]), int(steps[k]))
+        if not idx:
+            return NoMatch("the Slice selects no channel")
+        if idx == list(range(count)):
+            return None  # a full slice is a no-op (fold removes it)
+        return Match([node], {"idx": idx, "count": count, "conv": _row_source(ctx, data, node)})
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        (node,) = match.nodes
+        data, out, conv = node.inputs[0], node.outputs[0], match.data["conv"]
+        retire([node])
+        _emit(ctx, data, conv, [(match.data["idx"], out)], match.data["count"], node.name or "slice")
+        if conv is not None:
+            retire([conv])
+
+
+def _split_sizes(node: gs.Node, count: int) -> list[int] | str:
+    sizes_in = input_at(node, 1)
+    sizes = const_value(sizes_in)
+    if sizes_in is not None and sizes is None:
+        return "split sizes are not constant"
+    if sizes is None and "split" in node.attrs:
+        sizes = np.asarray(node.attrs["split"])
+    parts = len(node.outputs)
+    if sizes is None:
+        chunk = -(-count // parts)
+        sizes = [chunk] * (parts - 1) + [count - chunk * (parts - 1)]
+    sizes = [int(s) for s in np.asarray(sizes).reshape(-1)]
+    if len(sizes) != parts or sum(sizes) != count or min(sizes) < 0:
+        return f"split sizes {sizes} do not cover {count} channels in {parts} outputs"
+    return sizes
+
+
+class ChannelSplitToConvs(Rule):
+    """Replaces a channel Split with one row-selected (or 1x1 selection) Conv per used output."""
+
+    name = "channel_split_to_convs"
+    ops = ("Split",)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        data = node.inputs[0]
+        if _rank(data) != 4 or int(node.attrs.get("axis", 0)) not in (1, -3):
+            return None
+        count = channel_count(data)
+        if count is None:
+            return NoMatch("channel count of the input is unknown")
+        sizes = _split_sizes(node, count)
+        if isinstance(sizes, str):
+            return NoMatch(sizes)
+        pieces, start = [], 0
+        for size, out in zip(sizes, node.outputs):
+            if size and (consumers(out) or is_graph_output(ctx.graph, out)):
+                pieces.append((list(range(start, start + size)), out))
+            elif size == 0 and (consumers(out) or is_graph_output(ctx.graph, out)):
+                return NoMatch("an empty split output is used")
+            start += size
+        return Match([node], {"pieces": pieces, "count": count, "conv": _row_source(ctx, data, node)})
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        (node,) = match.nodes
+        data, conv = node.inputs[0], match.data["conv"]
+        retire([node])
+        _emit(ctx, data, conv, match.data["pieces"], match.data["count"], node.name or "split")
+        if conv is not None:
+            retire([conv])
+
+
+rules = RuleSet([ChannelSliceToConv(), ChannelSplitToConvs()])
