@@ -5,6 +5,19 @@ selection convs), et_add (adds of convs as one conv over concatenated inputs), e
 through DepthToSpace), et_carry (skips carried through Conv+ReLU as identity channels), et_dual (dual streams as
 block-triangular convs), et_clip (Clip as two Conv+ReLU), et_prelu (PRelu/LeakyRelu as ReLU on doubled
 channels, only with --prelu), et_convtranspose, et_resize, et_slice, et_align (--align-channels).
+
+The families run as rule sets in three phases, each to a fixed point: first everything but et_carry (so ETDS's
+streams merge from the last block upward while their tensors become single-reader, instead of being carried as
+skips), then everything including et_carry, then et_align on the finished graph, so widths are rounded once, after
+every merge has settled the channel counts.
+
+ABPN + clamp, as exported:                         after et:
+    x ─> Conv ─> Relu ─> ... ─> Conv_h ─> Relu ─> Conv_l ─┐      x ─> Conv(3 -> C+3) ─> Relu ─> ...
+    x ─> Unsqueeze ─> Tile|Expand ─> Reshape ────────────> Add       ─> Conv_h(-> 3s²+3) ─> Relu
+                                     ─> DepthToSpace ─> Clip(0, 1)   ─> Conv(-[W_l | S], 1 - b) ─> Relu
+                                                                     ─> Conv1x1(-I, 1) ─> Relu ─> DepthToSpace
+(repeat -> 1x1 selection conv S; Add -> conv over Concat(h, x); Concat carried up to the first conv; Clip moved
+before DepthToSpace and split into two Conv+ReLU.)
 """
 
 from __future__ import annotations
@@ -22,8 +35,9 @@ FAMILIES = (
     "etc.passes.et_carry",
     "etc.passes.et_dual",
     "etc.passes.et_clip",
-    "etc.passes.et_align",
 )
+CARRY = "etc.passes.et_carry"
+FINISHING = ("etc.passes.et_align",)
 
 
 class EtPass(RulePass):
@@ -33,4 +47,9 @@ class EtPass(RulePass):
     summary = "anchors, skips, dual streams, clips, PReLU, transposed convs -> Conv/ReLU/DepthToSpace"
 
     def rule_sets(self) -> list[RuleSet]:
-        return [RuleSet([rule for family in load_families(FAMILIES) for rule in family])]
+        merge = RuleSet(
+            [rule for family in load_families([f for f in FAMILIES if f != CARRY]) for rule in family]
+        )
+        main = RuleSet([rule for family in load_families(FAMILIES) for rule in family])
+        finishing = RuleSet([rule for family in load_families(FINISHING) for rule in family])
+        return [merge, main, finishing]

@@ -1,0 +1,106 @@
+"""Adds of convs become one conv over the concatenated inputs.
+
+    a ──> Conv_a ──┐                                  Concat(a, b) ──> Conv([W_a | W_b], b_a + b_b)
+                   ├─> Add          ==>
+    b ──> Conv_b ──┘                 (a bare operand s enters as the identity kernel: Conv_a(a) + s -> [W_a | I])
+
+When both convs read the same tensor (or the same channels through a Concat) the columns add up, so this also
+merges parallel branches. Kernels are centred in the largest one; ABPN's ``body(x) + anchor(x)``, once the anchor is
+a 1x1 selection conv (et_repeat), becomes one conv over Concat(h, x) that et_carry then pushes up the body.
+
+Exact when both operands have the same shape (no broadcasting: equal channel counts and equal spatial dims) and
+every conv is stride 1, dilation 1, same-padded (see et_dual): each conv's zero padding of its own input equals the
+merged conv's padding of the union, and the identity kernel reads only the centre tap. A conv is absorbed only
+when the Add is its sole reader.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from etc.graph import const_value, conv_spec, make_conv, producer, retire
+from etc.passes.et_dual import branch_of, channels_of, merge_kernels, merged_spec, union_input, union_sources
+from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+
+SIZE_PRESERVING = frozenset({"Relu", "PRelu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Neg"})
+
+
+def spatial_root(tensor: gs.Tensor) -> gs.Tensor:
+    """The earliest tensor with provably the same H and W, through same-padded stride-1 convs, elementwise
+    activations and channel Concats."""
+    while True:
+        node = producer(tensor)
+        if node is None:
+            return tensor
+        if node.op == "Conv":
+            spec = conv_spec(node)
+            if spec is None or not spec.is_same_padded:
+                return tensor
+        elif node.op == "Concat":
+            if int(node.attrs.get("axis", 0)) != 1:
+                return tensor
+        elif node.op not in SIZE_PRESERVING:
+            return tensor
+        tensor = node.inputs[0]
+
+
+def same_spatial(a: gs.Tensor, b: gs.Tensor) -> bool | None:
+    """True when H/W provably agree (equal static or named dims, or a common spatial root), False when static
+    dims differ, None when unknown."""
+    sa, sb = a.shape, b.shape
+    if sa is not None and sb is not None and len(sa) == 4 and len(sb) == 4:
+        pairs = list(zip(sa[2:], sb[2:]))
+        if all(isinstance(x, (int, np.integer)) and isinstance(y, (int, np.integer)) for x, y in pairs):
+            return all(x == y for x, y in pairs)
+        if all(x == y and isinstance(x, str) and x and not x.startswith("unk__") for x, y in pairs):
+            return True
+    if spatial_root(a) is spatial_root(b):
+        return True
+    return None
+
+
+class AddToConv(Rule):
+    """Replaces Add(Conv_a(a), Conv_b(b)) (or Add(Conv(a), s)) with one Conv over Concat(a, b)."""
+
+    name = "add_to_conv"
+    ops = ("Add",)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        if len(node.inputs) != 2 or any(const_value(t) is not None for t in node.inputs):
+            return None
+        a, b = node.inputs
+        ca, cb = channels_of(a), channels_of(b)
+        if ca is None or cb is None or ca != cb:
+            return None
+        same = same_spatial(a, b)
+        if same is not True:
+            why = "differ" if same is False else "cannot be proved equal"
+            return NoMatch(f"the operands' spatial sizes {why} (Add may broadcast)")
+        branches = []
+        for part in node.inputs:
+            found = branch_of(ctx, part, node, activations=False)
+            if isinstance(found, str):
+                return NoMatch(found)
+            branches.append(found)
+        if not any(b.has_conv for b in branches):
+            return None
+        sources = union_sources(branches)
+        if any(channels_of(t) is None for t in sources):
+            return NoMatch("channel count of an input is unknown")
+        return Match([node], {"branches": branches, "sources": sources})
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        node = match.nodes[0]
+        branches, sources = match.data["branches"], match.data["sources"]
+        kernels, kh, kw = merge_kernels(branches, sources)
+        weight = np.sum(kernels, axis=0)
+        bias = np.sum([b.bias for b in branches], axis=0)
+        x = union_input(ctx, branches, sources)
+        make_conv(
+            ctx.graph, ctx.namer, x, weight, bias, merged_spec(kh, kw), output=node.outputs[0], name="Conv"
+        )
+        retire([node, *[n for b in branches for n in b.nodes]])
+
+
+rules = RuleSet([AddToConv()])
