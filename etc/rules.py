@@ -8,7 +8,9 @@ business; ``rewrite`` builds the replacement. A family file ends with ``rules = 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,6 +34,30 @@ class NoMatch:
     """The node has the rule's shape but an exactness condition fails; ``reason`` says which."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class HitSite:
+    """Where a rule fired: the pass, the rule, and the name and op type of the node it matched at."""
+
+    pass_name: str
+    rule: str
+    node: str
+    op: str
+
+
+_HIT_SITES: ContextVar[list[HitSite] | None] = ContextVar("etc_hit_sites", default=None)
+
+
+@contextmanager
+def recording_hits() -> Iterator[list[HitSite]]:
+    """Collects a :class:`HitSite` for every rule applied inside the block (nothing is recorded otherwise)."""
+    sites: list[HitSite] = []
+    token = _HIT_SITES.set(sites)
+    try:
+        yield sites
+    finally:
+        _HIT_SITES.reset(token)
 
 
 class RewriteContext:
@@ -106,6 +132,7 @@ def apply_rules(
     """
     hits: dict[str, int] = {}
     ctx = RewriteContext(graph, options, pass_ctx)
+    sites = _HIT_SITES.get()
     for _ in range(max_sweeps):
         changed = False
         for node in list(graph.nodes):
@@ -114,6 +141,9 @@ def apply_rules(
             for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
                 found = rule.match(ctx, node)
                 if isinstance(found, Match):
+                    if sites is not None:
+                        where = node.name or (node.outputs[0].name if node.outputs else "")
+                        sites.append(HitSite(pass_name, rule.rule_name, where, node.op))
                     rule.rewrite(ctx, found)
                     hits[rule.rule_name] = hits.get(rule.rule_name, 0) + 1
                     changed = True
