@@ -1,0 +1,25 @@
+"""INT8 quantization and evaluation of super-resolution models.
+
+    import etc
+    int8 = etc.quantize("plain.onnx", calib="samples")            # onnx.ModelProto, QDQ
+    rows = etc.quant.evaluate.evaluate_models({"int8": int8}, "samples", scale=4)
+
+Modules: :mod:`calib` (image folders and bundled photos), :mod:`equalize` (FP32-exact rescaling),
+:mod:`observe` (calibration statistics, range methods), :mod:`rounding` (GPTQ weight rounding), :mod:`qdq`
+(placement and int8/int32 tensors), :mod:`quantizer` (the whole flow), :mod:`metrics` (PSNR/SSIM on Y),
+:mod:`evaluate` (model evaluation on image sets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["quantize", "quantize_with_report"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from etc.quant import quantizer
+
+        return getattr(quantizer, name)
+    raise AttributeError(f"module 'etc.quant' has no attribute {name!r}")

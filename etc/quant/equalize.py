@@ -1,0 +1,240 @@
+"""Cross-layer equalization: exact per-channel rescaling across Conv -> (ReLU | PReLU | none) -> Conv.
+
+::
+
+    before:  x ─> Conv(W1, b1) ─> Relu ─> t ─> Conv(W2, b2) ─> y
+    after:   x ─> Conv(a·W1, a·b1) ─> Relu ─> t' = a·t ─> Conv(W2 / a, b2) ─> y        (a_c > 0 per channel)
+
+ReLU, PReLU and LeakyReLU are positively homogeneous (f(a z) = a f(z) for a > 0, any slope), zero padding of
+the second Conv stays zero after scaling, so y is unchanged at every pixel, borders included. Each row c of
+W1 (and b1[c], e.g. the constant 1 of a clip conv Conv(-W, 1-b)) is multiplied by a_c and each input column c
+of W2 divided by a_c (for a grouped W2: column c mod C/g of the rows of c's group).
+
+Exactness conditions (checked by :func:`find_pairs`): the first Conv has constant weights; its output is read
+only by the activation (or directly only by Convs); the activation is Relu, PRelu with a constant slope, or
+LeakyRelu; every reader of t is a Conv with constant weights taking t as its data input; neither tensor is a
+graph output. Scales are positive and finite.
+
+Choosing a: quantization puts one uint8 scale on t and one int8 scale on each row of W2. Scaling channel c up
+spends activation range on it and shrinks its weight column. :func:`choose_scales` tries
+a_c = (R_max / R_c)^α for α in a small grid (R_c = calibrated range of channel c; α = 0 is no change) and keeps
+the α with the lowest estimated output noise: S²/12·Σ(W2/a)² for activation rounding plus
+Σ_o T_o²/12·Σ_c a_c² E[t_c²]·k for weight rounding (S the tensor step, T_o the row step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+HOMOGENEOUS = frozenset({"Relu", "PRelu", "LeakyRelu"})
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+MIN_GAIN = 0.05  # rescale only when the estimated noise drops by at least 5 % (keeps the pass idempotent)
+MAX_SCALE = 64.0
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A tensor ``tensor`` between ``producer`` (a Conv, through ``activation``) and the Convs ``consumers``."""
+
+    tensor: str
+    producer: str
+    activation: str | None
+    consumers: tuple[str, ...]
+
+
+def _const_names(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.initializer}
+
+
+def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in dict.fromkeys(node.input):
+            if name:
+                readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _is_const_conv(node: onnx.NodeProto, consts: set[str]) -> bool:
+    return (
+        node.op_type == "Conv"
+        and len(node.input) >= 2
+        and node.input[1] in consts
+        and (len(node.input) < 3 or not node.input[2] or node.input[2] in consts)
+    )
+
+
+def find_pairs(model: onnx.ModelProto) -> list[Pair]:
+    """Every Conv -> [homogeneous activation] -> Conv(s) site where rescaling is exact (see module doc)."""
+    consts = _const_names(model)
+    readers = _readers(model)
+    outputs = {o.name for o in model.graph.output}
+    pairs = []
+    for node in model.graph.node:
+        if not _is_const_conv(node, consts) or node.output[0] in outputs:
+            continue
+        tensor, act = node.output[0], None
+        users = readers.get(tensor, [])
+        if len(users) == 1 and users[0].op_type in HOMOGENEOUS:
+            act = users[0]
+            if act.op_type == "PRelu" and act.input[1] not in consts:
+                continue
+            tensor = act.output[0]
+            if tensor in outputs:
+                continue
+            users = readers.get(tensor, [])
+        if not users or not all(_is_const_conv(u, consts) and u.input[0] == tensor for u in users):
+            continue
+        if any(tensor in u.input[1:] for u in users):
+            continue
+        pairs.append(
+            Pair(tensor, node.name, act.name if act is not None else None, tuple(u.name for u in users))
+        )
+    return pairs
+
+
+def _column_view(weight: np.ndarray, group: int) -> np.ndarray:
+    """Dense (O, C, kh, kw) view of a grouped kernel (zeros outside the groups)."""
+    if group == 1:
+        return weight
+    from etc.convmath import grouped_to_dense
+
+    return grouped_to_dense(weight, group)
+
+
+def estimated_noise(
+    weights: list[np.ndarray], ch_range: np.ndarray, ch_sq: np.ndarray, scales: np.ndarray
+) -> float:
+    """Output noise energy of quantizing t (one uint8 step) and W2 (int8 per row) after scaling by ``scales``."""
+    step = float((ch_range * scales).max()) / 255.0
+    total = 0.0
+    for w in weights:
+        ws = w / scales.reshape(1, -1, 1, 1)
+        taps = w.shape[2] * w.shape[3]
+        act = step**2 / 12.0 * float((ws**2).sum())
+        row_step = np.abs(ws).reshape(ws.shape[0], -1).max(1) / 127.0
+        wt = float((row_step**2 / 12.0).sum() * (scales**2 * ch_sq).sum() * taps)
+        total += act + wt
+    return total
+
+
+def choose_scales(
+    weights: list[np.ndarray], ch_range: np.ndarray, ch_sq: np.ndarray, alphas=ALPHAS
+) -> tuple[np.ndarray, float]:
+    """Per-channel scales a_c > 0 (and the chosen α) minimising :func:`estimated_noise`."""
+    ch_range = np.asarray(ch_range, dtype=np.float64)
+    alive = ch_range > 1e-6 * max(float(ch_range.max()), 1e-12)
+    if not alive.any():
+        return np.ones_like(ch_range), 0.0
+    ratio = np.where(alive, ch_range.max() / np.where(alive, ch_range, 1.0), 1.0)
+    best, best_alpha = np.ones_like(ch_range), 0.0
+    best_noise = estimated_noise(weights, ch_range, ch_sq, best) * (1 - MIN_GAIN)
+    for alpha in alphas:
+        if alpha == 0.0:
+            continue
+        scales = np.minimum(ratio**alpha, MAX_SCALE)
+        noise = estimated_noise(weights, ch_range, ch_sq, scales)
+        if noise < best_noise:
+            best, best_alpha, best_noise = scales, alpha, noise
+    return best, best_alpha
+
+
+def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx.ModelProto:
+    """A copy of ``model`` with rows of the producer multiplied and columns of the consumers divided by scales."""
+    scales = np.asarray(scales, dtype=np.float64)
+    if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
+        raise ValueError("equalization scales must be positive and finite")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    nodes = {n.name: n for n in out.graph.node}
+
+    def update(name: str, fn) -> None:
+        # a fresh initializer so shared weights elsewhere stay untouched
+        value = numpy_helper.to_array(inits[name]).astype(np.float64)
+        new_name = _fresh(out, name + "_eq")
+        out.graph.initializer.append(numpy_helper.from_array(fn(value).astype(np.float32), new_name))
+        return new_name
+
+    prod = nodes[pair.producer]
+    prod.input[1] = update(prod.input[1], lambda w: w * scales.reshape(-1, 1, 1, 1))
+    if len(prod.input) > 2 and prod.input[2]:
+        prod.input[2] = update(prod.input[2], lambda b: b * scales)
+    for name in pair.consumers:
+        cons = nodes[name]
+        group = next((a.i for a in cons.attribute if a.name == "group"), 1)
+
+        def divide(w, group=group):
+            cpg = w.shape[1]
+            out_w = w.copy()
+            per_out = w.shape[0] // group
+            for c, a in enumerate(scales):
+                g = c // cpg
+                out_w[g * per_out : (g + 1) * per_out, c % cpg] /= a
+            return out_w
+
+        cons.input[1] = update(cons.input[1], divide)
+    _drop_unused(out)
+    return out
+
+
+def _fresh(model: onnx.ModelProto, base: str) -> str:
+    taken = {i.name for i in model.graph.initializer} | {
+        t for n in model.graph.node for t in [*n.input, *n.output]
+    }
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}{k}"
+    return name
+
+
+def _drop_unused(model: onnx.ModelProto) -> None:
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [i for i in model.graph.initializer if i.name in read]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+@dataclass
+class EqualizeRecord:
+    tensor: str
+    alpha: float
+    max_scale: float
+
+
+def equalize(
+    model: onnx.ModelProto,
+    stats: Mapping[str, object],
+    *,
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> tuple[onnx.ModelProto, list[EqualizeRecord]]:
+    """Rescales every pair whose tensor has statistics (``TensorStats`` by name) and is not in ``skip``."""
+    records = []
+    for pair in find_pairs(model):
+        st = stats.get(pair.tensor)
+        if st is None or pair.tensor in skip:
+            continue
+        inits = {i.name: i for i in model.graph.initializer}
+        nodes = {n.name: n for n in model.graph.node}
+        weights = []
+        for name in pair.consumers:
+            cons = nodes[name]
+            group = next((a.i for a in cons.attribute if a.name == "group"), 1)
+            weights.append(
+                _column_view(numpy_helper.to_array(inits[cons.input[1]]).astype(np.float64), group)
+            )
+        ch_range = np.asarray(st.ch_max, dtype=np.float64) - np.minimum(
+            np.asarray(st.ch_min, np.float64), 0.0
+        )
+        scales, alpha = choose_scales(weights, ch_range, np.asarray(st.ch_sq, dtype=np.float64))
+        if alpha == 0.0:
+            continue
+        model = apply_scales(model, pair, scales)
+        records.append(EqualizeRecord(pair.tensor, alpha, float(scales.max())))
+    return model, records

@@ -1,0 +1,372 @@
+"""QDQ placement for plain super-resolution nets, and the weight/bias quantizers.
+
+Placement (one QuantizeLinear -> DequantizeLinear pair per quantized tensor, shared by all its readers)::
+
+    x ─Q─DQ─> Conv ─> Relu ─Q─DQ─> Conv ─> Relu ─Q─DQ─> ... ─> DepthToSpace ─Q─DQ─> y
+              ^ W: int8 per output channel (DQ axis 0), bias: int32 with scale s_x·s_w
+
+* Conv followed by its only reader Relu is fused: only the Relu output is quantized (uint8, zero point 0),
+  which onnxruntime turns into one QLinearConv.
+* Data-movement ops (DepthToSpace, Slice, Reshape, Transpose, ...) reuse their input's scale and zero point,
+  so the pair around them is exact and onnxruntime runs them on uint8.
+* Other float ops on the whitelist (Add, PRelu, Clip, Concat, ...) get their own output range; anything else
+  stays float. Graph inputs use their declared range (default [0, 1], i.e. scale 1/255: exact on 8-bit images).
+
+u8s8 safety: x86 CPUs without VNNI multiply uint8 activations by int8 weights with ``vpmaddubsw``, which adds
+two products in saturating int16. ``safe_u8s8`` picks each output channel's weight scale so that any two
+same-signed quantized weights sum to at most 128 in magnitude (255·128 < 32767), so the fused kernel computes
+exactly what the QDQ graph says. A single dominant weight (e.g. the -I of a clip conv) keeps full 8 bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from etc.errors import BadModelError
+
+TIED_OPS = frozenset(
+    {
+        "DepthToSpace",
+        "SpaceToDepth",
+        "Slice",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Expand",
+        "Tile",
+        "Identity",
+        "MaxPool",
+    }
+)
+OWN_OPS = frozenset(
+    {
+        "Conv",
+        "Relu",
+        "PRelu",
+        "LeakyRelu",
+        "Clip",
+        "Add",
+        "Sub",
+        "Mul",
+        "Concat",
+        "Sigmoid",
+        "Resize",
+        "AveragePool",
+        "GlobalAveragePool",
+    }
+)
+QMAX = 255  # uint8 activations
+
+
+@dataclass
+class Plan:
+    """Which tensors get a Q/DQ pair and how the parameters are shared."""
+
+    own: list[str] = field(default_factory=list)  # tensors with their own calibrated range, topological
+    tied: dict[str, str] = field(
+        default_factory=dict
+    )  # data-movement output -> tensor whose params it reuses
+    inputs: list[str] = field(default_factory=list)  # graph inputs quantized with their declared range
+    fused: dict[str, str] = field(default_factory=dict)  # Conv output -> the Relu output quantized instead
+    convs: list[str] = field(default_factory=list)  # Conv node names whose weights are quantized
+
+    @property
+    def tensors(self) -> list[str]:
+        return [*self.inputs, *self.own, *self.tied]
+
+    def root(self, tensor: str) -> str:
+        while tensor in self.tied:
+            tensor = self.tied[tensor]
+        return tensor
+
+
+def constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs by name."""
+    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return out
+
+
+def float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of float tensors (graph inputs, outputs and inferred value infos)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:
+        inferred = model
+    out = set()
+    for vi in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]:
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            out.add(vi.name)
+    return out
+
+
+def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in dict.fromkeys(node.input):
+            if name:
+                readers.setdefault(name, []).append(node)
+    return readers
+
+
+def is_quantizable_conv(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> bool:
+    return (
+        node.op_type == "Conv"
+        and len(node.input) >= 2
+        and node.input[1] in consts
+        and consts[node.input[1]].ndim == 4
+        and (len(node.input) < 3 or not node.input[2] or node.input[2] in consts)
+    )
+
+
+def plan_qdq(model: onnx.ModelProto) -> Plan:
+    """Decides the Q/DQ placement described in the module docstring (model nodes in topological order)."""
+    consts = constants(model)
+    floats = float_tensors(model)
+    readers = _readers(model)
+    outputs = {o.name for o in model.graph.output}
+    plan = Plan()
+    init_names = {i.name for i in model.graph.initializer}
+    quantized: set[str] = set()
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if (
+            value.name not in init_names
+            and value.type.tensor_type.elem_type == TensorProto.FLOAT
+            and len(dims) == 4
+        ):
+            plan.inputs.append(value.name)
+            quantized.add(value.name)
+    skip: set[str] = set()
+    for node in model.graph.node:
+        if id(node) in skip or not node.output:
+            continue
+        out = node.output[0]
+        if node.op_type == "Conv":
+            if not is_quantizable_conv(node, consts):
+                continue
+            plan.convs.append(node.name)
+            users = readers.get(out, [])
+            if len(users) == 1 and users[0].op_type == "Relu" and out not in outputs:
+                relu = users[0]
+                plan.fused[out] = relu.output[0]
+                skip.add(id(relu))
+                out = relu.output[0]
+            plan.own.append(out)
+            quantized.add(out)
+        elif node.op_type in TIED_OPS and node.input and node.input[0] in quantized and len(node.output) == 1:
+            plan.tied[out] = node.input[0]
+            quantized.add(out)
+        elif node.op_type in OWN_OPS and out in floats | outputs and len(node.output) == 1:
+            plan.own.append(out)
+            quantized.add(out)
+    return plan
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def act_params(lo: float, hi: float) -> tuple[np.float32, np.uint8]:
+    """uint8 scale and zero point covering [lo, hi] (lo <= 0 <= hi enforced); zero is exact."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo <= 0:
+        return np.float32(1.0), np.uint8(0)
+    scale = np.float32((hi - lo) / QMAX)
+    zp = int(np.clip(np.round(-lo / float(scale)), 0, QMAX))
+    return scale, np.uint8(zp)
+
+
+def weight_scales(weight: np.ndarray, per_channel: bool = True, safe_u8s8: bool = True) -> np.ndarray:
+    """Symmetric int8 scales, one per output channel (or one shared), see the module docstring."""
+    w = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    if not per_channel:
+        w = w.reshape(1, -1)
+    need = np.abs(w).max(1) / 127.0
+    if safe_u8s8:
+        for sign in (1.0, -1.0):
+            part = np.sort(np.maximum(sign * w, 0.0), axis=1)
+            top2 = part[:, -1] + (part[:, -2] if part.shape[1] > 1 else 0.0)
+            need = np.maximum(need, top2 / 127.0)
+    need = np.where(need > 0, need, 1.0)
+    if not per_channel:
+        need = np.repeat(need, weight.shape[0])
+    return need.astype(np.float32)
+
+
+def u8s8_safe(q: np.ndarray) -> bool:
+    """True when any two same-signed int8 weights of every output channel sum to at most 128 in magnitude."""
+    w = q.reshape(q.shape[0], -1).astype(np.int32)
+    for sign in (1, -1):
+        part = np.sort(np.maximum(sign * w, 0), axis=1)
+        top2 = part[:, -1] + (part[:, -2] if part.shape[1] > 1 else 0)
+        if np.any(top2 > 128):
+            return False
+    return True
+
+
+def quantize_weight(weight: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    q = np.round(weight.astype(np.float64) / scales.astype(np.float64).reshape(-1, 1, 1, 1))
+    return np.clip(q, -127, 127).astype(np.int8)
+
+
+def quantize_bias(bias: np.ndarray, act_scale: float, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    bscale = (np.float64(act_scale) * scales.astype(np.float64)).astype(np.float32)
+    q = np.round(bias.astype(np.float64) / bscale.astype(np.float64))
+    return np.clip(q, -(2**31) + 1, 2**31 - 1).astype(np.int32), bscale
+
+
+# ---------------------------------------------------------------- graph construction
+
+
+def build_qdq(
+    model: onnx.ModelProto,
+    plan: Plan,
+    ranges: Mapping[str, tuple[float, float]],
+    *,
+    per_channel: bool = True,
+    safe_u8s8: bool = True,
+    grids: Mapping[str, np.ndarray] | None = None,
+) -> onnx.ModelProto:
+    """The QDQ model: ``ranges`` gives (lo, hi) for every tensor of ``plan.inputs`` and ``plan.own``.
+
+    ``grids`` fixes the weight scales of some Convs (by node name), e.g. after error-compensating rounding put
+    their float weights on that grid already."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise BadModelError(
+            f"opset {opset}: per-channel QDQ needs opset 13 or later; re-export with opset 17"
+        )
+    consts = constants(model)
+    params: dict[str, tuple[np.float32, np.uint8]] = {}
+    for name in [*plan.inputs, *plan.own]:
+        if name not in ranges:
+            raise KeyError(f"no calibrated range for tensor '{name}'")
+        params[name] = act_params(*ranges[name])
+    for name in plan.tied:
+        params[name] = params[plan.root(name)]
+    graph_outputs = {o.name for o in model.graph.output}
+    conv_names = set(plan.convs)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    dq_of: dict[str, str] = {}  # float tensor -> the DQ output readers use
+    used = {n for node in model.graph.node for n in [*node.input, *node.output]} | {
+        i.name for i in model.graph.initializer
+    }
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        return name
+
+    def add_init(base: str, value: np.ndarray) -> str:
+        name = fresh(base)
+        inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    def add_pair(src: str, dst: str, name: str) -> None:
+        scale, zp = params[name]
+        s = add_init(f"{name}_scale", np.asarray(scale, dtype=np.float32))
+        z = add_init(f"{name}_zero_point", np.asarray(zp, dtype=np.uint8))
+        q = fresh(f"{name}_quantized")
+        nodes.append(helper.make_node("QuantizeLinear", [src, s, z], [q], name=fresh(f"{name}_Q")))
+        nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [dst], name=fresh(f"{name}_DQ")))
+
+    quantized = set(plan.tensors)
+    for name in plan.inputs:
+        dq = fresh(f"{name}_dq")
+        add_pair(name, dq, name)
+        dq_of[name] = dq
+    for node in model.graph.node:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        for i, name in enumerate(new.input):
+            if name in dq_of:
+                new.input[i] = dq_of[name]
+        if node.name in conv_names and node.input[0] in params:
+            _quantize_conv_inputs(
+                new,
+                node,
+                consts,
+                params[node.input[0]][0],
+                per_channel,
+                safe_u8s8,
+                add_init,
+                fresh,
+                nodes,
+                (grids or {}).get(node.name),
+            )
+        renamed = {}
+        for i, name in enumerate(new.output):
+            if name in quantized and name in graph_outputs:
+                renamed[name] = fresh(f"{name}_float")
+                new.output[i] = renamed[name]
+        nodes.append(new)
+        for name in node.output:
+            if name not in quantized:
+                continue
+            if name in renamed:
+                add_pair(renamed[name], name, name)
+            else:
+                dq = fresh(f"{name}_dq")
+                add_pair(name, dq, name)
+                dq_of[name] = dq
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    out.graph.initializer.extend(inits)
+    del out.graph.value_info[:]
+    _drop_unused_initializers(out)
+    return out
+
+
+def _quantize_conv_inputs(
+    new, node, consts, act_scale, per_channel, safe_u8s8, add_init, fresh, nodes, grid=None
+) -> None:
+    """Rewires a Conv's weight and bias through int8/int32 DequantizeLinear nodes."""
+    weight = consts[node.input[1]]
+    scales = weight_scales(weight, per_channel, safe_u8s8) if grid is None else np.asarray(grid, np.float32)
+    qw = quantize_weight(weight, scales)
+    wq = add_init(f"{node.name}_weight_quantized", qw)
+    ws = add_init(f"{node.name}_weight_scale", scales)
+    wz = add_init(f"{node.name}_weight_zero_point", np.zeros(len(scales), dtype=np.int8))
+    wd = fresh(f"{node.name}_weight_dq")
+    nodes.append(
+        helper.make_node("DequantizeLinear", [wq, ws, wz], [wd], axis=0, name=fresh(f"{node.name}_weight_DQ"))
+    )
+    new.input[1] = wd
+    if len(node.input) > 2 and node.input[2]:
+        bias = consts[node.input[2]]
+        qb, bscale = quantize_bias(bias, float(act_scale), scales)
+        bq = add_init(f"{node.name}_bias_quantized", qb)
+        bs = add_init(f"{node.name}_bias_scale", bscale)
+        bz = add_init(f"{node.name}_bias_zero_point", np.zeros(len(bscale), dtype=np.int32))
+        bd = fresh(f"{node.name}_bias_dq")
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear", [bq, bs, bz], [bd], axis=0, name=fresh(f"{node.name}_bias_DQ")
+            )
+        )
+        new.input[2] = bd
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [i for i in model.graph.initializer if i.name in read]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    dead = [n for n in model.graph.node if n.op_type == "Constant" and not (set(n.output) & read)]
+    for n in dead:
+        model.graph.node.remove(n)

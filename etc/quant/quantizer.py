@@ -1,0 +1,348 @@
+"""``etc.quantize``: FP32-exact equalization, calibration, error-compensating rounding, bias correction, QDQ.
+
+Steps, each on the float model unless said otherwise:
+
+1. calibration patches from DIV2K-style folders or the bundled photos (:mod:`etc.quant.calib`);
+2. clip structures: a ReLU output read only by a 1x1 Conv whose rows are ``relu(b_o - w_o·t_c)`` (the clamp of
+   ETDS/ABPN_ET/ECBSR_ET, Conv1x1(-I, 1)+ReLU) cannot tell values above ``b_o / w_o`` apart, so its range is
+   capped there exactly, and that Conv's output range is exactly [0, max b_o];
+3. equalization (:mod:`etc.quant.equalize`), run as the ``equalize`` pass under the pipeline's NumericCheck
+   instrument, so a transform that changed the FP32 function stops the run;
+4. per-tensor ranges (``--method``; ``auto`` picks per tensor), QDQ placement (:mod:`etc.quant.qdq`);
+5. weights rounded to the int8 grid with GPTQ error compensation (:mod:`etc.quant.rounding`);
+6. bias correction: Conv by Conv in topological order, the mean output error of the QDQ model against the float
+   model on the calibration patches is added back to the bias.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from etc.errors import BadModelError
+from etc.quant import observe, qdq
+
+
+@dataclass
+class QuantReport:
+    """What quantization decided, for the CLI and the benchmarks."""
+
+    scale: int
+    calib: str
+    patches: int
+    method: str
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    methods: dict[str, str] = field(default_factory=dict)
+    capped: dict[str, float] = field(default_factory=dict)
+    equalized: list = field(default_factory=list)
+    equalize_max_abs: float = 0.0
+    bias_corrected: int = 0
+    rounding: str = "gptq"
+    ops: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "scale": self.scale,
+            "calib": self.calib,
+            "patches": self.patches,
+            "method": self.method,
+            "ranges": {k: list(v) for k, v in self.ranges.items()},
+            "methods": self.methods,
+            "capped": self.capped,
+            "equalized": [vars(r) for r in self.equalized],
+            "equalize_max_abs": self.equalize_max_abs,
+            "bias_corrected": self.bias_corrected,
+            "rounding": self.rounding,
+            "ops": self.ops,
+        }
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def infer_scale(model: onnx.ModelProto) -> int:
+    """Upscaling factor: output H / input H on a 16x16 probe."""
+    from etc import runtime
+
+    specs = runtime.input_specs(model)
+    if len(specs) != 1:
+        raise BadModelError("quantize/eval need a model with one image input")
+    feed = runtime.make_inputs(specs, size=(16, 16))
+    out = next(iter(runtime.run(model, feed).values()))
+    inp = next(iter(feed.values()))
+    if out.ndim != 4 or out.shape[2] % inp.shape[2] or out.shape[3] % inp.shape[3]:
+        raise BadModelError(
+            f"output {out.shape} is not an integer upscaling of input {inp.shape}; pass --scale"
+        )
+    return int(out.shape[2] // inp.shape[2])
+
+
+def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in dict.fromkeys(node.input):
+            if name:
+                readers.setdefault(name, []).append(node)
+    return readers
+
+
+def clip_structures(model: onnx.ModelProto) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """({tensor: exact cap}, {conv output tensor: exact range}) for the clip structures (module doc, step 2)."""
+    consts = qdq.constants(model)
+    readers = _readers(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    outputs = {o.name for o in model.graph.output}
+    caps: dict[str, float] = {}
+    exact: dict[str, tuple[float, float]] = {}
+    for node in model.graph.node:
+        if not qdq.is_quantizable_conv(node, consts):
+            continue
+        t = node.input[0]
+        src = producers.get(t)
+        users = readers.get(node.output[0], [])
+        if src is None or src.op_type != "Relu" or len(readers.get(t, [])) != 1 or t in outputs:
+            continue
+        if len(users) != 1 or users[0].op_type != "Relu" or node.output[0] in outputs:
+            continue
+        w = consts[node.input[1]].astype(np.float64)
+        if w.shape[2:] != (1, 1) or any(a.name == "group" and a.i != 1 for a in node.attribute):
+            continue
+        b = (
+            consts[node.input[2]].astype(np.float64)
+            if len(node.input) > 2 and node.input[2]
+            else np.zeros(len(w))
+        )
+        m = w[:, :, 0, 0]
+        if np.any(m > 0) or np.any((m != 0).sum(1) > 1):
+            continue
+        rows = (m != 0).any(1)
+        if not rows.any():
+            continue
+        bounds = np.maximum(b[rows], 0.0) / np.abs(m[rows]).sum(1)
+        caps[t] = float(bounds.max())
+        exact[users[0].output[0]] = (0.0, float(max(np.maximum(b, 0.0).max(), 0.0)))
+    return caps, exact
+
+
+def _conv_nodes(model: onnx.ModelProto, names: Sequence[str]) -> list[onnx.NodeProto]:
+    by_name = {n.name: n for n in model.graph.node}
+    return [by_name[n] for n in names]
+
+
+def _set_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
+    for init in model.graph.initializer:
+        if init.name == name:
+            init.CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+            return
+    raise KeyError(name)
+
+
+def _ensure_named(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy with every node named and every Conv bias present (zeros), so passes can address them."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = {n.name for n in out.graph.node if n.name}
+    inits = {i.name: i for i in out.graph.initializer}
+    for k, node in enumerate(out.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{k}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+        is_conv = node.op_type == "Conv" and len(node.input) >= 2 and node.input[1] in inits
+        if is_conv and (len(node.input) < 3 or not node.input[2]):
+            out_ch = inits[node.input[1]].dims[0]
+            bname = f"{node.name}_zero_bias"
+            out.graph.initializer.append(numpy_helper.from_array(np.zeros(out_ch, np.float32), bname))
+            if len(node.input) < 3:
+                node.input.append(bname)
+            else:
+                node.input[2] = bname
+    return out
+
+
+def _constant_nodes_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = []
+    for node in out.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(node.attribute[0].t)
+            t.name = node.output[0]
+            out.graph.initializer.append(t)
+        else:
+            keep.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    return out
+
+
+# ---------------------------------------------------------------- main entry
+
+
+def quantize_with_report(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    calib: str | os.PathLike | Sequence[np.ndarray] = "samples",
+    *,
+    scale: int | None = None,
+    method: str = "auto",
+    num: int = 32,
+    patch: int = 64,
+    per_channel: bool = True,
+    equalize: bool = True,
+    rounding: str = "gptq",
+    bias_correction: bool = True,
+    safe_u8s8: bool = True,
+    input_ranges: Mapping[str, tuple[float, float]] | None = None,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[onnx.ModelProto, QuantReport]:
+    """The INT8 QDQ model and what was decided. ``calib`` is a dataset spec or a list of (1, 3, h, w) arrays."""
+    from etc.api import as_model
+    from etc.quant.calib import calibration_patches
+
+    if method not in observe.METHODS:
+        raise BadModelError(
+            f"unknown calibration method '{method}'; choose from {', '.join(observe.METHODS)}"
+        )
+    if rounding not in ("gptq", "nearest"):
+        raise BadModelError(f"unknown rounding '{rounding}'; choose gptq or nearest")
+    model = _ensure_named(_constant_nodes_to_initializers(as_model(model_or_path)))
+    scale = scale or infer_scale(model)
+    if isinstance(calib, (str, os.PathLike)):
+        patches = calibration_patches(calib, scale, num=num, patch=patch, seed=seed)
+        calib_name = str(calib)
+    else:
+        patches, calib_name = [np.asarray(p, dtype=np.float32) for p in calib], "arrays"
+    from etc.runtime import input_specs
+
+    in_name = input_specs(model)[0].name
+    feeds = [{in_name: p} for p in patches]
+    report = QuantReport(scale, calib_name, len(feeds), method, rounding=rounding)
+
+    caps, exact = clip_structures(model)
+    if equalize:
+        model, report.equalized, report.equalize_max_abs = _equalize(
+            model, feeds, caps, input_ranges, progress
+        )
+        caps, exact = clip_structures(model)
+    plan = qdq.plan_qdq(model)
+    stats = observe.collect(model, feeds, plan.own, progress)
+    ranges: dict[str, tuple[float, float]] = {}
+    for name in plan.own:
+        if name in exact:
+            ranges[name], report.methods[name] = exact[name], "exact"
+            continue
+        lo, hi = observe.choose_range(stats[name], method)
+        report.methods[name] = method if method != "auto" else _which(stats[name], (lo, hi))
+        if name in caps and caps[name] < hi:
+            hi, report.methods[name] = caps[name], "cap"
+            report.capped[name] = hi
+        ranges[name] = (lo, hi)
+    for name in plan.inputs:
+        ranges[name] = tuple((input_ranges or {}).get(name, (0.0, 1.0)))  # type: ignore[assignment]
+    report.ranges = ranges
+    grids: dict[str, np.ndarray] = {}
+    if rounding == "gptq":
+        model, grids = _gptq(model, plan, feeds, per_channel, safe_u8s8)
+    build = dict(per_channel=per_channel, safe_u8s8=safe_u8s8, grids=grids)
+    if bias_correction:
+        model, report.bias_corrected = _bias_correct(model, plan, ranges, feeds, caps, build)
+    qmodel = qdq.build_qdq(model, plan, ranges, **build)
+    report.ops = {}
+    for node in qmodel.graph.node:
+        report.ops[node.op_type] = report.ops.get(node.op_type, 0) + 1
+    return qmodel, report
+
+
+def quantize(model_or_path, calib="samples", **kwargs) -> onnx.ModelProto:
+    """INT8 QDQ model of ``model_or_path`` calibrated on ``calib`` (see :func:`quantize_with_report`)."""
+    return quantize_with_report(model_or_path, calib, **kwargs)[0]
+
+
+def _which(stats: observe.TensorStats, chosen: tuple[float, float]) -> str:
+    for name in ("minmax", "percentile", "entropy"):
+        if np.allclose(observe.choose_range(stats, name), chosen):
+            return f"auto:{name}"
+    return "auto:percentile"
+
+
+def _equalize(model, feeds, caps, input_ranges, progress):
+    from etc.passes.equalize import EqualizePass
+    from etc.pipeline import NumericCheck, Options, run_pipeline
+
+    check = NumericCheck(atol=1e-5, rtol=1e-5)
+    eq = EqualizePass(feeds=feeds, skip=frozenset(caps), progress=progress)
+    result = run_pipeline(
+        model,
+        [eq],
+        options=Options(input_ranges=dict(input_ranges or {})),
+        instruments=[check],
+        max_rounds=1,
+    )
+    worst = max(check.worst.values(), default=0.0)
+    return result.model, list(eq.records), worst
+
+
+def _gptq(model, plan, feeds, per_channel, safe_u8s8):
+    """Each quantized Conv's float weights replaced by their GPTQ-rounded dequantized values, and the grids."""
+    from etc.quant import rounding
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    consts = qdq.constants(out)
+    convs = _conv_nodes(out, plan.convs)
+    grids: dict[str, np.ndarray] = {}
+    inputs = [n.input[0] for n in convs]
+    values = list(observe.run_tensors(out, feeds, inputs))
+    for node in convs:
+        attrs = {a.name: a for a in node.attribute}
+        strides = tuple(attrs["strides"].ints) if "strides" in attrs else (1, 1)
+        dil = tuple(attrs["dilations"].ints) if "dilations" in attrs else (1, 1)
+        group = attrs["group"].i if "group" in attrs else 1
+        pads = tuple(attrs["pads"].ints) if "pads" in attrs else (0, 0, 0, 0)
+        auto = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+        if strides != (1, 1) or dil != (1, 1) or group != 1 or auto not in ("NOTSET", "") or len(pads) != 4:
+            continue
+        w = consts[node.input[1]]
+        scales = qdq.weight_scales(w, per_channel, safe_u8s8)
+        h = rounding.hessian([v[node.input[0]] for v in values], tuple(w.shape[2:]), pads)  # type: ignore[arg-type]
+        q = rounding.gptq_round(w, scales, h)
+        if safe_u8s8 and not qdq.u8s8_safe(q):
+            continue
+        _set_initializer(out, node.input[1], q.astype(np.float64) * scales.reshape(-1, 1, 1, 1))
+        grids[node.name] = scales
+    return out, grids
+
+
+def _bias_correct(model, plan, ranges, feeds, caps, build):
+    """Adds the mean float-minus-QDQ error of every Conv's output (before its activation) to its bias."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    convs = [n for n in _conv_nodes(out, plan.convs) if n.input[0] not in caps and len(n.input) > 2]
+    names = [n.output[0] for n in convs]
+    want = {n: np.zeros(0) for n in names}
+    for values in observe.run_tensors(out, feeds, names):
+        for name, v in values.items():
+            m = observe._per_channel(v).mean(1)
+            want[name] = m if want[name].size == 0 else want[name] + m
+    corrected = 0
+    for node in convs:
+        name = node.output[0]
+        q = qdq.build_qdq(out, plan, ranges, **build)
+        got = np.zeros(0)
+        for values in observe.run_tensors(q, feeds, [name]):
+            m = observe._per_channel(values[name]).mean(1)
+            got = m if got.size == 0 else got + m
+        delta = (want[name] - got) / len(feeds)
+        bias = qdq.constants(out)[node.input[2]].astype(np.float64)
+        _set_initializer(out, node.input[2], bias + delta)
+        corrected += 1
+    return out, corrected
