@@ -8,6 +8,13 @@ Both exporters are supported and quiet:
   the result keeps ``Constant`` nodes and ``Shape``/``Slice``/``Concat`` chains.
 
 With ``dynamic_hw`` the input's dims 2 and 3 are symbolic (``height``, ``width``); the batch dim stays static.
+
+What the rules see (torch 2.13), e.g. for the anchor ``repeat_interleave(x, s², dim=1)``:
+
+    dynamo:  Unsqueeze(x, [2]) -> Expand([1,1,s²,1,1]) ; Shape(x, start=2) ; Concat([1], [-1], shape)
+             -> Reshape                                                   (constants are initializers)
+    legacy:  Unsqueeze(x, Constant [2]) -> Tile(Constant [1,1,s²,1,1]) -> Shape -> Slice[0:1], Slice[3:5]
+             -> Concat(., Constant [-1], .) -> Reshape
 """
 
 from __future__ import annotations

@@ -63,7 +63,10 @@ class ABPN(nn.Module):
 
 
 class ABPN_ET(nn.Module):
-    """Official plain form of ABPN + clamp (``ABPN_ET_M{b}C{c}_x{s}``); keys ``backbone.{i}``."""
+    """Official plain form of ABPN + clamp (``ABPN_ET_M{b}C{c}_x{s}``); keys ``backbone.{i}``.
+
+    A random model (``seed``) is ``from_abpn(ABPN(M, C, scale, seed=seed))``.
+    """
 
     @keep_global_rng
     def __init__(self, M: int = 4, C: int = 28, scale: int = 4, *, seed: int | None = 0) -> None:

@@ -196,7 +196,11 @@ def _randomize(branch: nn.Module, gen: torch.Generator) -> None:
 
 
 class ECBSRTrain(nn.Module):
-    """ECBSR before re-parameterization: every conv is an ECB block (``backbone.{i}`` are ECB modules)."""
+    """ECBSR before re-parameterization: every conv is an ECB block (``backbone.{i}`` are ECB modules).
+
+    A random model (``seed``) is ``from_deploy(ECBSR(M, C, scale, clamp, seed=seed), seed)``, so its
+    ``reparameterize()`` is ``ECBSR(..., seed=seed)`` up to rounding.
+    """
 
     @keep_global_rng
     def __init__(
@@ -244,7 +248,10 @@ class ECBSRTrain(nn.Module):
 
 
 class ECBSR_ET(nn.Module):
-    """Official plain form of ECBSR + clamp (``ECBSR_ET_M{b}C{c}_x{s}``); PReLU kept, width C+4."""
+    """Official plain form of ECBSR + clamp (``ECBSR_ET_M{b}C{c}_x{s}``); PReLU kept, width C+4.
+
+    A random model (``seed``) is ``from_ecbsr(ECBSR(M, C, scale, seed=seed))``.
+    """
 
     @keep_global_rng
     def __init__(self, M: int = 4, C: int = 16, scale: int = 4, *, seed: int | None = 0) -> None:

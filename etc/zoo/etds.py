@@ -34,7 +34,10 @@ from etc.zoo.common import (
 
 class ETDSPlain(nn.Module):
     """ETDS plain form (= ``ETDSForInference``); keys ``conv_first``, ``backbone_convs.{i}``, ``conv_last``,
-    ``conv_clip``. C counts all channels (backbone plus the 3 residual ones)."""
+    ``conv_clip``. C counts all channels (backbone plus the 3 residual ones).
+
+    A random model (``seed``) is ``ETDSDual(M, C, scale, seed=seed).to_plain()``, so it has the ETDS structure.
+    """
 
     @keep_global_rng
     def __init__(self, M: int = 5, C: int = 16, scale: int = 4, *, seed: int | None = 0) -> None:
