@@ -73,10 +73,6 @@ class AddToConv(Rule):
         ca, cb = channels_of(a), channels_of(b)
         if ca is None or cb is None or ca != cb:
             return None
-        same = same_spatial(a, b)
-        if same is not True:
-            why = "differ" if same is False else "cannot be proved equal"
-            return NoMatch(f"the operands' spatial sizes {why} (Add may broadcast)")
         branches = []
         for part in node.inputs:
             found = branch_of(ctx, part, node, activations=False)
@@ -85,6 +81,10 @@ class AddToConv(Rule):
             branches.append(found)
         if not any(b.has_conv for b in branches):
             return None
+        same = same_spatial(a, b)
+        if same is not True:
+            why = "differ" if same is False else "cannot be proved equal"
+            return NoMatch(f"the operands' spatial sizes {why} (Add may broadcast)")
         sources = union_sources(branches)
         if any(channels_of(t) is None for t in sources):
             return NoMatch("channel count of an input is unknown")
