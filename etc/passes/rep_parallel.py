@@ -433,14 +433,14 @@ def reads(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor, depth: int = 4) -> b
 
 
 def joins_sum_with(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor) -> bool:
-    """True when ``tensor`` (through per-channel affine ops) is a summand next to another summand computed from x."""
+    """True when ``tensor`` (through linear nodes) is a summand next to another summand computed from ``x``."""
     path = tensor
     while True:
         users = consumers(path)
         if len(users) != 1 or is_graph_output(graph, path):
             return False
-        branch = affine_branch(users[0]) if users[0].op in AFFINE_OPS else None
-        if branch is None or branch.x is not path:
+        branch = linear_branch(users[0])
+        if not isinstance(branch, Branch) or branch.x is not path:
             break
         path = users[0].outputs[0]
     root = sum_parent(graph, path)
