@@ -242,3 +242,59 @@ def test_exact_for_any_channel_slice(c, start, end, step, shared, bias, seed):
         return
     assert op_types(result.model) == (["Conv", "Conv"] if shared else ["Conv"])
     assert_equivalent(model, result.model, sizes=((5, 7),))
+
+
+def test_slice_after_pointwise_ops_cuts_the_conv_rows(rng):
+    # the x3 tail of ABPN/ETDS: Conv -> Relu (-> Clip) -> y[:, :-1]
+    inits = {
+        "w": rng.normal(0, 0.5, (7, 3, 3, 3)),
+        "b": rng.normal(0, 0.5, 7),
+        "lo": np.array(0.0),
+        "hi": np.array(0.5),
+        "starts": np.array([0]),
+        "ends": np.array([-1]),
+        "axes": np.array([1]),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["z"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["z"], ["r"]),
+        helper.make_node("Clip", ["r", "lo", "hi"], ["c"]),
+        helper.make_node("Slice", ["c", "starts", "ends", "axes"], ["y"]),
+    ]
+    model = build(nodes, inits)
+    result, _ = run(model)
+    assert op_types(result.model) == ["Conv", "Relu", "Clip"]
+    assert weight_shape(result.model, 0) == (6, 3, 3, 3)
+    assert_equivalent(model, result.model)
+
+
+def test_pointwise_op_read_elsewhere_keeps_a_selection_conv(rng):
+    inits = {
+        "w": rng.normal(0, 0.5, (5, 3, 3, 3)),
+        "s": np.array([1]),
+        "e": np.array([3]),
+        "a": np.array([1]),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["z"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["z"], ["r"]),
+        helper.make_node("Slice", ["r", "s", "e", "a"], ["y"]),
+    ]
+    model = build(nodes, inits, ("y", "r"))
+    result, _ = run(model)
+    assert op_types(result.model) == ["Conv", "Relu", "Conv"]
+    assert weight_shape(result.model, 2) == (2, 5, 1, 1)
+    assert_equivalent(model, result.model)
+
+
+def test_split_after_relu_gives_each_output_its_rows_and_relu(rng):
+    inits = {"w": rng.normal(0, 0.5, (6, 3, 3, 3)), "split": np.array([2, 4])}
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["z"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["z"], ["r"]),
+        helper.make_node("Split", ["r", "split"], ["a", "b"], axis=1),
+    ]
+    model = build(nodes, inits, ("a", "b"))
+    result, _ = run(model)
+    assert sorted(op_types(result.model)) == ["Conv", "Conv", "Relu", "Relu"]
+    assert_equivalent(model, result.model)

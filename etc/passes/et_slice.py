@@ -1,21 +1,24 @@
 """Channel Slice/Split as convs: rows of the producing Conv, or a 1x1 selection Conv.
 
-    x ── Conv(W, b) ── z ── Slice(axis 1, start:end:step) ──► y
-becomes (the Conv feeds nothing else)
-    x ── Conv(W[idx], b[idx]) ──► y                           idx = the selected channels, in order
+    x ── Conv(W, b) ── [pointwise ops] ── z ── Slice(axis 1, start:end:step) ──► y
+becomes (the Conv and the pointwise ops feed nothing else)
+    x ── Conv(W[idx], b[idx]) ── [pointwise ops] ──► y        idx = the selected channels, in order
 otherwise
     z ── Conv1x1(S) ──► y                                      S[o, i] = 1 when i = idx[o]
 
 Split on axis 1 is the same per output: each used output gets its own row-selected Conv (reading the
 producer's input; together they cost what the producer cost) or its own selection Conv.
 
-Always exact: selecting rows of a conv is selecting its output channels, and a 0/1 1x1 kernel copies
+Always exact: selecting rows of a conv is selecting its output channels, a pointwise op (Relu, LeakyRelu,
+Clip with scalar bounds, Sigmoid, Tanh, ...) commutes with selecting channels, and a 0/1 1x1 kernel copies
 values. Conditions checked: constant starts/ends/steps/axes (Slice) or split sizes (Split), axis 1 of a 4-D
 tensor, no other axis cut (start 0, end past the last element, step 1), a known channel count. A grouped
 producer Conv is not cut (its groups would break); a selection Conv is used instead.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -29,8 +32,10 @@ from etc.graph import (
     conv_spec,
     conv_weights,
     input_at,
+    is_empty_input,
     is_graph_output,
     make_conv,
+    make_node,
     only_consumer,
     producer,
     retire,
@@ -90,47 +95,85 @@ def _slice_args(node: gs.Node) -> tuple[np.ndarray, ...] | str:
     return tuple(np.asarray(v, dtype=np.int64).reshape(-1) for v in (starts, ends, axes, steps))
 
 
-def _row_source(ctx: RewriteContext, data: gs.Tensor, node: gs.Node) -> gs.Node | None:
-    """The producing Conv whose rows can be cut: ungrouped, constant weights, ``node`` its only reader."""
-    conv = producer(data)
-    if conv is None or conv.op != "Conv":
-        return None
-    spec = conv_spec(conv)
+ELEMENTWISE = frozenset(
+    {"Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "HardSigmoid", "Softplus", "Clip", "Identity"}
+)
+
+
+@dataclass
+class RowSource:
+    """A Conv whose output rows can be cut, and the channel-wise ops between it and the sliced tensor."""
+
+    conv: gs.Node
+    chain: list[gs.Node]  # from the conv's output towards the sliced tensor
+
+
+def _pointwise(node: gs.Node) -> bool:
+    """A unary op acting on each value alone (Clip only with constant scalar bounds)."""
+    if node.op not in ELEMENTWISE or len(node.outputs) != 1:
+        return False
+    extra = [t for t in node.inputs[1:] if not is_empty_input(t)]
+    return all(const_value(t) is not None and const_value(t).size == 1 for t in extra)
+
+
+def _row_source(ctx: RewriteContext, data: gs.Tensor, node: gs.Node) -> RowSource | None:
+    """The producing Conv (through owned pointwise ops) whose rows can be cut: ungrouped, constant weights."""
+    chain: list[gs.Node] = []
+    reader, tensor = node, data
+    while True:
+        if not only_consumer(ctx.graph, tensor, reader):
+            return None
+        source = producer(tensor)
+        if source is None:
+            return None
+        if source.op == "Conv":
+            break
+        if not _pointwise(source):
+            return None
+        chain.insert(0, source)
+        reader, tensor = source, source.inputs[0]
+    spec = conv_spec(source)
     if spec is None or spec.group != 1:
         return None
-    if input_at(conv, 2) is not None and const_value(input_at(conv, 2)) is None:
+    if input_at(source, 2) is not None and const_value(input_at(source, 2)) is None:
         return None
-    return conv if only_consumer(ctx.graph, data, node) else None
+    return RowSource(source, chain)
 
 
-def _emit(ctx: RewriteContext, data: gs.Tensor, conv: gs.Node | None, pieces, count: int, base: str) -> None:
-    """One Conv per (indices, output tensor): rows of ``conv`` when given, else a selection 1x1 Conv."""
+def _emit(
+    ctx: RewriteContext, data: gs.Tensor, rows: RowSource | None, pieces, count: int, base: str
+) -> None:
+    """One Conv per (indices, output tensor): rows of the source conv (then its pointwise ops), else a 1x1
+    selection Conv."""
     for idx, out in pieces:
         idx = np.asarray(idx, dtype=np.int64)
-        if conv is not None:
-            weight, bias = conv_weights(conv)
-            has_bias = input_at(conv, 2) is not None
-            make_conv(
-                ctx.graph,
-                ctx.namer,
-                conv.inputs[0],
-                weight[idx],
-                bias[idx] if has_bias else None,
-                conv_spec(conv),
-                output=out,
-                name=f"{conv.name or 'conv'}_rows",
-            )
-        else:
+        if rows is None:
             spec = ConvSpec(kernel=(1, 1), pads=(0, 0, 0, 0))
-            make_conv(
+            kernel = selection_kernel(idx, count)
+            make_conv(ctx.graph, ctx.namer, data, kernel, None, spec, output=out, name=f"{base}_select")
+            continue
+        conv = rows.conv
+        weight, bias = conv_weights(conv)
+        has_bias = input_at(conv, 2) is not None
+        last = make_conv(
+            ctx.graph,
+            ctx.namer,
+            conv.inputs[0],
+            weight[idx],
+            bias[idx] if has_bias else None,
+            conv_spec(conv),
+            output=None if rows.chain else out,
+            name=f"{conv.name or 'conv'}_rows",
+        )
+        for i, op in enumerate(rows.chain):
+            last = make_node(
                 ctx.graph,
                 ctx.namer,
-                data,
-                selection_kernel(idx, count),
-                None,
-                spec,
-                output=out,
-                name=f"{base}_select",
+                op.op,
+                [last.outputs[0], *op.inputs[1:]],
+                attrs=dict(op.attrs),
+                output=out if i == len(rows.chain) - 1 else None,
+                name=op.name or op.op,
             )
 
 
@@ -167,15 +210,15 @@ class ChannelSliceToConv(Rule):
             return NoMatch("the Slice selects no channel")
         if idx == list(range(count)):
             return None  # a full slice is a no-op (fold removes it)
-        return Match([node], {"idx": idx, "count": count, "conv": _row_source(ctx, data, node)})
+        return Match([node], {"idx": idx, "count": count, "rows": _row_source(ctx, data, node)})
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes
-        data, out, conv = node.inputs[0], node.outputs[0], match.data["conv"]
+        data, out, rows = node.inputs[0], node.outputs[0], match.data["rows"]
         retire([node])
-        _emit(ctx, data, conv, [(match.data["idx"], out)], match.data["count"], node.name or "slice")
-        if conv is not None:
-            retire([conv])
+        _emit(ctx, data, rows, [(match.data["idx"], out)], match.data["count"], node.name or "slice")
+        if rows is not None:
+            retire([rows.conv, *rows.chain])
 
 
 def _split_sizes(node: gs.Node, count: int) -> list[int] | str:
@@ -218,15 +261,15 @@ class ChannelSplitToConvs(Rule):
             elif size == 0 and (consumers(out) or is_graph_output(ctx.graph, out)):
                 return NoMatch("an empty split output is used")
             start += size
-        return Match([node], {"pieces": pieces, "count": count, "conv": _row_source(ctx, data, node)})
+        return Match([node], {"pieces": pieces, "count": count, "rows": _row_source(ctx, data, node)})
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes
-        data, conv = node.inputs[0], match.data["conv"]
+        data, rows = node.inputs[0], match.data["rows"]
         retire([node])
-        _emit(ctx, data, conv, match.data["pieces"], match.data["count"], node.name or "split")
-        if conv is not None:
-            retire([conv])
+        _emit(ctx, data, rows, match.data["pieces"], match.data["count"], node.name or "split")
+        if rows is not None:
+            retire([rows.conv, *rows.chain])
 
 
 rules = RuleSet([ChannelSliceToConv(), ChannelSplitToConvs()])
