@@ -18,11 +18,15 @@ from typing import Any
 from torch import nn
 
 from etc.zoo.abpn import ABPN, ABPN_ET
+from etc.zoo.acnet import ACNetSR
+from etc.zoo.dbb import DBBSR
 from etc.zoo.ecbsr import ECB, ECBSR, ECBSR_ET, ECBSRTrain
 from etc.zoo.espcn import ESPCN
 from etc.zoo.etds import ETDSDual, ETDSPlain
 from etc.zoo.fsrcnn import FSRCNN
 from etc.zoo.plain import Plain
+from etc.zoo.repvgg import RepVGGSR
+from etc.zoo.sesr import SESR
 from etc.zoo.weights import load_state_dict, pretrained_dir, pretrained_path, resolve
 
 __all__ = [
@@ -94,6 +98,10 @@ def _load_etds_dual(sd: Any, scale: int, seed: int) -> nn.Module:
     return ETDSDual.from_plain(ETDSPlain.from_state_dict(sd))
 
 
+def _no_weights(sd: Any, scale: int, seed: int, **kw: Any) -> nn.Module:
+    raise ValueError("no published weights for this re-parameterizable net; use pretrained=False")
+
+
 _ABPN = {"M": 4, "C": 28}
 _ECBSR = {"M": 4, "C": 16}
 _ETDS = {"M": 5, "C": 16}
@@ -118,6 +126,10 @@ _ENTRIES: dict[str, _Entry] = {
         _sized(ETDSPlain), _loader(ETDSPlain.from_state_dict), "ETDS", "ETDS_M{M}C{C}_x{scale}", _ETDS
     ),
     "etds_dual": _Entry(_sized(ETDSDual), _load_etds_dual, "ETDS", "ETDS_M{M}C{C}_x{scale}", _ETDS),
+    "repvgg": _Entry(_sized(RepVGGSR), _no_weights, "RepVGG", "RepVGGSR_M{M}C{C}_x{scale}", _ECBSR),
+    "acnet": _Entry(_sized(ACNetSR), _no_weights, "ACNet", "ACNetSR_M{M}C{C}_x{scale}", _ECBSR),
+    "dbb": _Entry(_sized(DBBSR), _no_weights, "DBB", "DBBSR_M{M}C{C}_x{scale}", _ECBSR),
+    "sesr": _Entry(_sized(SESR), _no_weights, "SESR", "SESR_M{M}C{C}_x{scale}", {"M": 5, "C": 16}),
 }
 
 
