@@ -56,6 +56,12 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
 @click.option("--explain", is_flag=True, help="List where a rule looked and declined, and why.")
 @click.option("--size", default="360x640", show_default=True, help="Input HxW for the MACs column.")
 @click.option("--in-place", is_flag=True, help="Allow -o to be the input file.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write an HTML report: graphs before/after, op histograms, rule hits and where, verification, latency.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def optimize(
     model: Path,
@@ -71,6 +77,7 @@ def optimize(
     explain: bool,
     size: str,
     in_place: bool,
+    report_path: Path | None,
     as_json: bool,
 ) -> None:
     """Rewrite MODEL into an equivalent model made of plainer ops.
@@ -96,6 +103,8 @@ def optimize(
     hw = parse_size(size)
     if output is not None and not in_place and output.resolve() == model.resolve():
         raise EtcError(f"{output}: -o is the input file; pass --in-place to overwrite it")
+    if report_path is not None and report_path.resolve() in (model.resolve(), output and output.resolve()):
+        raise EtcError(f"{report_path}: --report would overwrite a model; choose another path")
     source = load(model)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
     shown = (
@@ -103,6 +112,11 @@ def optimize(
     )
     if not as_json:
         click.echo(f"{model}: optimizing with passes {','.join(pass_names)}; assuming {shown}", err=True)
+    recorder = None
+    if report_path is not None:
+        from etc.report import HitRecorder
+
+        recorder = HitRecorder()
     try:
         result, report = api.optimize(
             source,
@@ -116,6 +130,7 @@ def optimize(
             rtol=rtol,
             dump_dir=dump_dir,
             size=hw,
+            instruments=[recorder] if recorder is not None else (),
             progress=None if as_json else (lambda name: click.echo(f"  running {name} ...", err=True)),
         )
     except EquivalenceError as exc:
@@ -125,8 +140,14 @@ def optimize(
         raise EquivalenceError(f"{model}: final verification failed (max abs {worst:.3g}); nothing written")
     if output is not None:
         save(result, output)
+    if report_path is not None:
+        from etc.report import write_report
+
+        write_report(report_path, source, result, report, sites=recorder.sites, title=model.name)
+        if not as_json:
+            click.echo(f"wrote report {report_path}", err=True)
     if as_json:
-        echo_json(_report_dict(report, output))
+        echo_json({**_report_dict(report, output), "report": str(report_path) if report_path else None})
     else:
         click.echo(_report_text(report, explain, output))
 
