@@ -1,0 +1,883 @@
+"""Differential fuzzing of the pass pipeline: random conv graphs, optimized and compared in onnxruntime.
+
+A graph is described by a :class:`GraphSpec`, plain data: opset, input channels and size, whether H/W are
+dynamic, the declared input range, a weight seed and a list of :class:`Layer` s. Each layer names an op (or a
+motif: parallel branches, an ABPN-style anchor, an ETDS-style dual stream) and carries a tuple of small integers
+the builder reads as choices, so that 0 is always the simplest one. The builder adapts every layer to the shapes
+it meets (groups that divide, channels that fit DepthToSpace, operands of equal size) and skips what cannot fit,
+so any spec, including any shrunk spec, builds a valid model.
+
+    spec ──build──> model ──fold,rep,et──> optimized
+                      │                       │
+                      └── onnxruntime (graph optimizations off), seeded inputs in the declared range
+                                      max |a - b| <= 1e-5 · max(1, range(a))  per output
+
+:func:`check` classifies one model: ``ok``, ``refused`` (a clean EtcError that is not a failure), ``miscompile``
+(outputs differ, or a pass produced a model onnxruntime or the checker rejects), ``oscillation``, ``crash`` (any
+other exception) or ``invalid`` (the generated model itself does not run: a generator bug). :func:`shrink`
+reduces a failing spec greedily while it keeps failing the same way. ``graph_specs()`` is the hypothesis
+strategy used by tests/test_fuzz.py and ``python -m bench.fuzz``.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+INT64_MAX = 2**63 - 1
+OPSETS = (17, 18, 13, 11)
+RANGES = ((0.0, 1.0), (-1.0, 1.0), (-0.5, 2.0))
+N_ARGS = 12
+ARG_MAX = 2**16
+
+# ops and motifs, simplest first (hypothesis shrinks towards the front)
+OPS = (
+    "relu",
+    "conv",
+    "add",
+    "mul_add",
+    "bn",
+    "concat",
+    "repeat",
+    "prelu",
+    "leaky",
+    "clip",
+    "max",
+    "d2s",
+    "convt",
+    "slice",
+    "pad",
+    "identity",
+    "resize",
+    "split",
+    "chain",
+    "stack",
+    "branches",
+    "anchor",
+    "dual",
+)
+OP_WEIGHTS = {"conv": 3, "chain": 3, "branches": 2, "anchor": 2, "add": 2, "relu": 2}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One step: ``op``, which earlier tensor it reads (counted back from the newest) and its choice integers."""
+
+    op: str
+    src: int = 0
+    args: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Everything needed to rebuild one random graph."""
+
+    layers: tuple[Layer, ...]
+    channels: int = 3
+    height: int = 7
+    width: int = 9
+    dynamic: bool = False
+    opset: int = 17
+    input_range: tuple[float, float] = (0.0, 1.0)
+    seed: int = 0
+    extra_output: int = 0  # 0: one output; k > 0: also output the k-th newest tensor before the last
+    prelu: bool = False  # Options.prelu_to_relu
+    align: int = 1  # Options.align_channels
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """The spatial sizes the graph must be valid at (two when H/W are dynamic)."""
+        base = (self.height, self.width)
+        return [base, (self.height + 3, self.width + 2)] if self.dynamic else [base]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GraphSpec:
+        data = json.loads(text)
+        data["layers"] = tuple(Layer(l["op"], l["src"], tuple(l["args"])) for l in data["layers"])
+        data["input_range"] = tuple(data["input_range"])
+        return cls(**data)
+
+
+# ---------------------------------------------------------------- building
+
+
+@dataclass
+class _T:
+    """A tensor being built: name, channels and (h, w) at every tracked size."""
+
+    name: str
+    c: int
+    hw: tuple[tuple[int, int], ...]
+
+
+class _Args:
+    """Reads a layer's choice integers in order; exhausted or absent choices read as 0 (the simplest)."""
+
+    def __init__(self, values: Sequence[int]) -> None:
+        self.values = list(values)
+        self.i = 0
+
+    def int(self, n: int) -> int:
+        v = self.values[self.i] if self.i < len(self.values) else 0
+        self.i += 1
+        return v % n if n > 0 else 0
+
+    def pick(self, options: Sequence):
+        return options[self.int(len(options))]
+
+    def chance(self, one_in: int) -> bool:
+        """True with probability about 1/one_in; False for the simplest choice."""
+        return self.int(one_in) == one_in - 1
+
+
+class _Skip(Exception):
+    """The layer does not fit the shapes it meets."""
+
+
+class _Builder:
+    def __init__(self, spec: GraphSpec) -> None:
+        self.spec = spec
+        self.rng = np.random.default_rng(spec.seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+        self.tensors = [_T("input", spec.channels, tuple(spec.sizes()))]
+
+    # names, constants, nodes
+    def name(self, base: str) -> str:
+        self.count += 1
+        return f"{base}_{self.count}"
+
+    def const(self, base: str, value: np.ndarray) -> str:
+        name = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def const_node(self, base: str, value: np.ndarray) -> str:
+        out = self.name(base)
+        self.nodes.append(
+            helper.make_node(
+                "Constant", [], [out], value=numpy_helper.from_array(np.asarray(value), out + "_v")
+            )
+        )
+        return out
+
+    def node(self, op: str, inputs: Sequence[str], c: int, hw, **attrs) -> _T:
+        out = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out + "_node", **attrs))
+        t = _T(out, c, tuple(hw))
+        return t
+
+    def weights(self, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+        return self.rng.normal(0, 1 / np.sqrt(max(fan_in, 1)), size=shape).astype(np.float32)
+
+    def floats(self, shape, lo: float, hi: float) -> np.ndarray:
+        return self.rng.uniform(lo, hi, size=shape).astype(np.float32)
+
+    # tensor selection
+    def pick(self, src: int) -> _T:
+        return self.tensors[-1 - (src % len(self.tensors))]
+
+    def partner(self, a: _T, args: _Args, same_c: bool) -> _T | None:
+        """Another tensor with a's spatial sizes (a itself when nothing else fits)."""
+        fits = [t for t in self.tensors if t.hw == a.hw and (not same_c or t.c == a.c)]
+        return fits[-1 - args.int(len(fits))] if fits else None
+
+    def adapt(self, t: _T, c: int) -> _T:
+        """t with exactly c channels (a plain 1x1 Conv when it has not)."""
+        if t.c == c:
+            return t
+        return self.conv(t, c, _Args([]))
+
+    # ops
+    def conv(self, x: _T, c_out: int, a: _Args, same: bool = False) -> _T:
+        kh = a.pick((1, 3, 3, 5, 2, 1, 3))
+        kw = kh if not a.chance(4) else a.pick((1, 3, 2, 5))
+        if same:  # size-preserving: odd kernels padded (k - 1) / 2 on both sides
+            kh, kw = kh | 1, kw | 1
+        stride = 1 if same or not a.chance(4) else a.pick((2, 3))
+        dil = 1 if not a.chance(5) else 2
+        groups_all = [g for g in range(1, min(x.c, c_out) + 1) if x.c % g == 0 and c_out % g == 0]
+        group = 1 if not a.chance(3) else a.pick(groups_all)
+        bias = not a.chance(3)
+        auto_pad = "NOTSET"
+        ekh, ekw = (kh - 1) * dil + 1, (kw - 1) * dil + 1
+        if same or (kh % 2 and kw % 2 and not a.chance(4)):
+            pads = [(ekh - 1) // 2, (ekw - 1) // 2, (ekh - 1) // 2, (ekw - 1) // 2]
+        else:
+            mode = a.int(4)
+            if mode == 3 and not same:
+                auto_pad = a.pick(("SAME_UPPER", "SAME_LOWER", "VALID")) if dil == 1 else "VALID"
+                pads = [0, 0, 0, 0]
+            else:
+                pads = [a.int(ekh), a.int(ekw), a.int(ekh), a.int(ekw)]
+        hw = []
+        for h, w in x.hw:
+            if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+                oh, ow = -(-h // stride), -(-w // stride)
+            else:
+                oh = (h + pads[0] + pads[2] - ekh) // stride + 1
+                ow = (w + pads[1] + pads[3] - ekw) // stride + 1
+            if oh < 1 or ow < 1:
+                if same:
+                    raise _Skip
+                return self.conv(x, c_out, _Args([]), same=True)
+            hw.append((oh, ow))
+        cin_g = x.c // group
+        w = self.weights((c_out, cin_g, kh, kw), cin_g * kh * kw)
+        inputs = [x.name, self.const("w", w)]
+        if bias:
+            inputs.append(self.const("b", self.floats((c_out,), -0.2, 0.2)))
+        attrs: dict = {"kernel_shape": [kh, kw], "group": group}
+        if auto_pad == "NOTSET":
+            attrs["pads"] = pads
+        else:
+            attrs["auto_pad"] = auto_pad
+        if stride != 1 or a.chance(6):
+            attrs["strides"] = [stride, stride]
+        if dil != 1:
+            attrs["dilations"] = [dil, dil]
+        return self.node("Conv", inputs, c_out, hw, **attrs)
+
+    def convt(self, x: _T, a: _Args) -> _T:
+        stride = a.pick((2, 1, 3))
+        k = a.pick((stride, 2 * stride, 3, 1, 4, stride + 1))
+        groups = [g for g in (1, 2, 3, 4) if x.c % g == 0]
+        group = 1 if not a.chance(4) else a.pick(groups)
+        c_out = group * a.pick((1, 2, 3, 4))
+        pad = [a.int(k), a.int(k), a.int(k), a.int(k)] if a.chance(2) else [0, 0, 0, 0]
+        out_pad = [a.int(stride), a.int(stride)] if a.chance(3) else [0, 0]
+        hw = []
+        for h, w in x.hw:
+            oh = (h - 1) * stride + out_pad[0] + k - pad[0] - pad[2]
+            ow = (w - 1) * stride + out_pad[1] + k - pad[1] - pad[3]
+            if oh < 1 or ow < 1:
+                raise _Skip
+            hw.append((oh, ow))
+        w = self.weights((x.c, c_out // group, k, k), x.c // group * k)
+        inputs = [x.name, self.const("wt", w)]
+        if not a.chance(3):
+            inputs.append(self.const("bt", self.floats((c_out,), -0.2, 0.2)))
+        attrs: dict = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": pad}
+        if group != 1:
+            attrs["group"] = group
+        if out_pad != [0, 0]:
+            attrs["output_padding"] = out_pad
+        return self.node("ConvTranspose", inputs, c_out, hw, **attrs)
+
+    def channel_const(self, x: _T, a: _Args, lo: float, hi: float) -> str:
+        shape = a.pick(((x.c, 1, 1), (1, x.c, 1, 1), (1,), ()))
+        return self.const("k", self.floats(shape, lo, hi))
+
+    def mul_add(self, x: _T, a: _Args) -> _T:
+        op = a.pick(("Mul", "Add", "Sub", "Div"))
+        lo, hi = (0.5, 2.0) if op in ("Mul", "Div") else (-0.5, 0.5)
+        if op == "Mul" and a.chance(3):
+            lo = -2.0
+        k = self.channel_const(x, a, lo, hi)
+        inputs = [k, x.name] if op in ("Mul", "Add", "Sub") and a.chance(2) else [x.name, k]
+        return self.node(op, inputs, x.c, x.hw)
+
+    def bn(self, x: _T, a: _Args) -> _T:
+        c = x.c
+        params = [
+            self.const("scale", self.floats((c,), 0.5, 1.5) * (-1 if a.chance(4) else 1)),
+            self.const("shift", self.floats((c,), -0.3, 0.3)),
+            self.const("mean", self.floats((c,), -0.3, 0.3)),
+            self.const("var", self.floats((c,), 0.5, 2.0)),
+        ]
+        eps = a.pick((1e-5, 1e-3, 0.1))
+        return self.node("BatchNormalization", [x.name, *params], c, x.hw, epsilon=eps)
+
+    def prelu(self, x: _T, a: _Args) -> _T:
+        shape = a.pick(((x.c, 1, 1), (1,), (1, x.c, 1, 1), (1, 1, 1)))
+        slope = self.floats(shape, -0.5, 0.5)
+        return self.node("PRelu", [x.name, self.const("slope", slope)], x.c, x.hw)
+
+    def leaky(self, x: _T, a: _Args) -> _T:
+        alpha = a.pick((0.01, 0.2, 0.1, -0.3, 1.5))
+        return self.node("LeakyRelu", [x.name], x.c, x.hw, alpha=alpha)
+
+    def clip(self, x: _T, a: _Args) -> _T:
+        lo, hi = a.pick(((0.0, 1.0), (0.0, None), (None, 0.5), (0.2, 0.8), (-0.5, 2.0), (0.0, 6.0)))
+        form = a.pick(("init", "const", "inf"))
+        names = []
+        for bound, default in ((lo, -np.inf), (hi, np.inf)):
+            if bound is None and form != "inf":
+                names.append("")
+                continue
+            value = np.float32(default if bound is None else bound)
+            names.append(self.const("clipb", value) if form != "const" else self.const_node("clipb", value))
+        while names and names[-1] == "":
+            names.pop()
+        return self.node("Clip", [x.name, *names], x.c, x.hw)
+
+    def max_op(self, x: _T, a: _Args) -> _T:
+        kind = a.int(4)
+        if kind == 3:
+            other = self.partner(x, a, same_c=True)
+            assert other is not None
+            return self.node(a.pick(("Max", "Min")), [x.name, other.name], x.c, x.hw)
+        c = np.float32(a.pick((0.0, 0.1, -0.3)) if kind else 0.0)
+        k = self.const("m", c) if not a.chance(2) else self.const_node("m", c)
+        op = "Max" if kind < 2 else "Min"
+        return self.node(op, [x.name, k] if not a.chance(2) else [k, x.name], x.c, x.hw)
+
+    def d2s(self, x: _T, a: _Args) -> _T:
+        b = a.pick((2, 3))
+        x = self.adapt(x, b * b * max(1, -(-x.c // (b * b))) if x.c % (b * b) else x.c)
+        mode = a.pick(("CRD", "DCR", None))
+        attrs = {"blocksize": b} | ({"mode": mode} if mode else {})
+        hw = [(h * b, w * b) for h, w in x.hw]
+        return self.node("DepthToSpace", [x.name], x.c // (b * b), hw, **attrs)
+
+    def add(self, x: _T, a: _Args) -> _T:
+        other = self.partner(x, a, same_c=False)
+        assert other is not None
+        if other.c != x.c and not (other.c == 1 and a.chance(2)):
+            other = self.adapt(other, x.c)
+        inputs = [x.name, other.name] if not a.chance(2) else [other.name, x.name]
+        return self.node(a.pick(("Add", "Add", "Sum")), inputs, x.c, x.hw)
+
+    def concat(self, x: _T, a: _Args) -> _T:
+        parts = [x]
+        for _ in range(1 + a.int(2)):
+            other = self.partner(x, a, same_c=False)
+            assert other is not None
+            parts.append(other)
+        c = sum(p.c for p in parts)
+        if c > 16:
+            raise _Skip
+        return self.node("Concat", [p.name for p in parts], c, x.hw, axis=a.pick((1, -3)))
+
+    def repeat(self, x: _T, a: _Args, n: int | None = None, kind: str | None = None) -> _T:
+        n = n or a.pick((2, 3, 4))
+        kind = kind or a.pick(("tile", "concat", "interleave_tile", "interleave_expand"))
+        if x.c * n > 36:
+            raise _Skip
+        c = x.c * n
+        if kind == "tile":
+            return self.node("Tile", [x.name, self.const("reps", np.array([1, n, 1, 1], np.int64))], c, x.hw)
+        if kind == "concat":
+            return self.node("Concat", [x.name] * n, c, x.hw, axis=1)
+        axes = np.array([2], np.int64)
+        five = [(x.c, n, h, w) for h, w in x.hw]
+        if self.spec.opset >= 13:
+            u = self.node("Unsqueeze", [x.name, self.const("axes", axes)], x.c, x.hw)
+        else:
+            u = self.node("Unsqueeze", [x.name], x.c, x.hw, axes=[2])
+        if kind == "interleave_tile":
+            r = self.node("Tile", [u.name, self.const("reps", np.array([1, 1, n, 1, 1], np.int64))], 0, five)
+        else:
+            r = self.node(
+                "Expand", [u.name, self.const("shape", np.array([1, x.c, n, 1, 1], np.int64))], 0, five
+            )
+        if self.spec.dynamic:
+            shape = self.node("Shape", [x.name], 0, x.hw)
+            hw = self.node(
+                "Slice",
+                [
+                    shape.name,
+                    self.const("s", np.array([2], np.int64)),
+                    self.const("e", np.array([4], np.int64)),
+                ],
+                0,
+                x.hw,
+            )
+            target = self.node(
+                "Concat", [self.const("nc", np.array([1, c], np.int64)), hw.name], 0, x.hw, axis=0
+            )
+            return self.node("Reshape", [r.name, target.name], c, x.hw)
+        h, w = x.hw[0]
+        return self.node("Reshape", [r.name, self.const("shape", np.array([1, c, h, w], np.int64))], c, x.hw)
+
+    def slice(self, x: _T, a: _Args) -> _T:
+        axis = a.pick((1, 1, 2, 3))
+        step = a.pick((1, 1, 2, -1))
+        if axis == 1:
+            dims = [x.c] * len(x.hw)
+        else:
+            dims = [hw[axis - 2] for hw in x.hw]
+        d0 = dims[0]
+        if step > 0:
+            start = a.pick((0, 1, -1, 2, -INT64_MAX))
+            end = a.pick((INT64_MAX, d0, -1, 2, 1))
+        else:
+            start = a.pick((-1, INT64_MAX, d0 - 1, 2))
+            end = a.pick((-INT64_MAX, 0, -(d0 + 5)))
+        lengths = [len(range(d)[slice(start, end, step)]) for d in dims]
+        if min(lengths) < 1 or (axis == 1 and len(set(lengths)) > 1):
+            raise _Skip
+        inputs = [
+            x.name,
+            self.const("st", np.array([start], np.int64)),
+            self.const("en", np.array([end], np.int64)),
+            self.const("ax", np.array([axis if not a.chance(3) else axis - 4], np.int64)),
+        ]
+        if step != 1 or a.chance(2):
+            inputs.append(self.const("sp", np.array([step], np.int64)))
+        if axis == 1:
+            return self.node("Slice", inputs, lengths[0], x.hw)
+        hw = [(n, w) if axis == 2 else (h, n) for (h, w), n in zip(x.hw, lengths)]
+        return self.node("Slice", inputs, x.c, hw)
+
+    def pad(self, x: _T, a: _Args) -> _T:
+        p = [0, 0, a.int(3), a.int(3), 0, 0, a.int(3), a.int(3)]
+        hw = [(h + p[2] + p[6], w + p[3] + p[7]) for h, w in x.hw]
+        value = np.float32(a.pick((0.0, 0.0, 0.5)))
+        inputs = [x.name, self.const("pads", np.array(p, np.int64))]
+        if value or a.chance(2):
+            inputs.append(self.const("pv", value))
+        mode = a.pick(("constant", "constant", "reflect", "edge"))
+        if mode == "reflect" and min(min(hw_) for hw_ in x.hw) <= max(p):
+            mode = "constant"
+        return self.node("Pad", inputs, x.c, hw, mode=mode)
+
+    def resize(self, x: _T, a: _Args) -> _T:
+        """Resize, mostly nearest by an integer factor (rewritable), sometimes not."""
+        sh, sw = a.pick((2, 3, 1)), a.pick((None, 2, 1, 3))
+        sw = sw or sh
+        mode = a.pick(("nearest", "nearest", "linear"))
+        attrs: dict = {"mode": mode}
+        if mode == "nearest":
+            nearest = a.pick((None, "floor", "round_prefer_floor", "ceil"))
+            if nearest:
+                attrs["nearest_mode"] = nearest
+            ctm = a.pick((None, "asymmetric", "half_pixel", "align_corners"))
+            if ctm:
+                attrs["coordinate_transformation_mode"] = ctm
+        scales = self.const("scales", np.array([1, 1, sh, sw], np.float32))
+        roi = "" if self.spec.opset >= 13 else self.const("roi", np.zeros(0, np.float32))
+        hw = [(h * sh, w * sw) for h, w in x.hw]
+        return self.node("Resize", [x.name, roi, scales], x.c, hw, **attrs)
+
+    def split(self, x: _T, a: _Args) -> _T:
+        """Channel Split into 2-3 parts; one part (or a Concat of parts) goes on."""
+        n = min(x.c, 2 + a.int(2))
+        if n < 2:
+            raise _Skip
+        sizes = [x.c // n] * n
+        sizes[-1] += x.c - sum(sizes)
+        if a.chance(2) and x.c > n:
+            sizes = [1] * (n - 1) + [x.c - (n - 1)]
+        outs = [self.name("split") for _ in range(n)]
+        inputs = [x.name]
+        attrs: dict = {"axis": 1}
+        if self.spec.opset >= 18 and sizes == [x.c // n] * n and a.chance(2):
+            attrs["num_outputs"] = n
+        elif self.spec.opset >= 13:
+            inputs.append(self.const("split", np.array(sizes, np.int64)))
+        else:
+            attrs["split"] = sizes
+        self.nodes.append(helper.make_node("Split", inputs, outs, name=outs[0] + "_node", **attrs))
+        parts = [_T(o, c, x.hw) for o, c in zip(outs, sizes)]
+        for part in parts:
+            self.tensors.append(part)
+        if a.chance(2):
+            keep = [parts[i] for i in sorted({a.int(n), a.int(n)})]
+            return self.node("Concat", [p.name for p in keep], sum(p.c for p in keep), x.hw, axis=1)
+        return parts[a.int(n)]
+
+    # motifs
+    def chain(self, x: _T, a: _Args) -> _T:
+        """[Pad ->] Conv [-> BN | Mul/Add/Sub/Div] [-> activation]: what exporters emit for a conv block."""
+        if a.chance(4):
+            x = self.pad(x, a)
+        y = self.conv(x, a.pick((x.c, 4, 8, 2)), a)
+        post = a.int(4)
+        if post == 1:
+            y = self.bn(y, a)
+        elif post >= 2:
+            y = self.mul_add(y, a)
+        act = a.int(6)
+        if act == 1:
+            y = self.node("Relu", [y.name], y.c, y.hw)
+        elif act == 2:
+            y = self.prelu(y, a)
+        elif act == 3:
+            y = self.leaky(y, a)
+        elif act == 4:
+            y = self.clip(y, a)
+        return y
+
+    def stack(self, x: _T, a: _Args) -> _T:
+        """Concat of 2-3 convs of one input (Inception-like), sometimes each activated."""
+        act = a.pick((None, "Relu", "PRelu"))
+        outs = []
+        for _ in range(2 + a.int(2)):
+            sub = _Args([a.int(ARG_MAX) for _ in range(10)])
+            y = self.conv(x, a.pick((2, 4, 1, 3)), sub, same=not a.chance(4))
+            if act == "Relu":
+                y = self.node("Relu", [y.name], y.c, y.hw)
+            elif act == "PRelu":
+                y = self.prelu(y, sub)
+            outs.append(y)
+        outs = [o for o in outs if o.hw == outs[0].hw]
+        return self.node("Concat", [o.name for o in outs], sum(o.c for o in outs), outs[0].hw, axis=1)
+
+    def branches(self, x: _T, a: _Args) -> _T:
+        """Add of 2-4 parallel convs of x (RepVGG/ECB), sometimes with x itself and a BN branch."""
+        c_out = a.pick((x.c, 4, 8, 2))
+        outs = []
+        for _ in range(2 + a.int(3)):
+            sub = _Args([a.int(ARG_MAX) for _ in range(10)])
+            y = self.conv(x, c_out, sub, same=not a.chance(4))
+            if a.chance(4):
+                y = self.bn(y, sub)
+            outs.append(y)
+        if c_out == x.c and a.chance(2):
+            outs.append(x)
+        outs = [o for o in outs if o.hw == outs[0].hw]
+        if len(outs) == 1:
+            return outs[0]
+        if a.chance(3):
+            return self.node("Sum", [o.name for o in outs], c_out, outs[0].hw)
+        acc = outs[0]
+        for o in outs[1:]:
+            acc = self.node("Add", [acc.name, o.name], c_out, acc.hw)
+        return acc
+
+    def anchor(self, x: _T, a: _Args) -> _T:
+        """ABPN: Conv(x) + repeat(x, s²) -> DepthToSpace(s) [-> Clip(0, 1)]."""
+        s = a.pick((2, 3))
+        body = self.conv(x, a.pick((4, 8, x.c)), a, same=True)
+        body = self.node("Relu", [body.name], body.c, body.hw)
+        body = self.conv(body, x.c * s * s, a, same=True)
+        rep = self.repeat(x, a, s * s, a.pick(("interleave_tile", "interleave_expand", "tile", "concat")))
+        y = self.node("Add", [body.name, rep.name] if not a.chance(3) else [rep.name, body.name], rep.c, x.hw)
+        mode = a.pick(("CRD", "DCR", None))
+        attrs = {"blocksize": s} | ({"mode": mode} if mode else {})
+        out = self.node("DepthToSpace", [y.name], x.c, [(h * s, w * s) for h, w in x.hw], **attrs)
+        if not a.chance(3):
+            zero, one = self.const("lo", np.float32(0)), self.const("hi", np.float32(1))
+            out = self.node("Clip", [out.name, zero, one], out.c, out.hw)
+        return out
+
+    def dual(self, x: _T, a: _Args) -> _T:
+        """ETDS: base and residual streams with a cross add, both through Conv+ReLU."""
+        c = a.pick((4, 2, 3))
+        base = self.node("Relu", [self.conv(x, c, a, same=True).name], c, x.hw)
+        res = self.node("Relu", [self.conv(x, c, a, same=True).name], c, x.hw)
+        for _ in range(1 + a.int(2)):
+            cross = self.node(
+                "Add", [self.conv(base, c, a, same=True).name, self.conv(res, c, a, same=True).name], c, x.hw
+            )
+            res = self.node("Relu", [self.conv(res, c, a, same=True).name], c, x.hw)
+            base = self.node("Relu", [cross.name], c, x.hw)
+        return self.node("Add", [base.name, res.name], c, x.hw)
+
+    def layer(self, layer: Layer) -> None:
+        a = _Args(layer.args)
+        x = self.pick(layer.src)
+        op = layer.op
+        if op == "relu":
+            y = self.node("Relu", [x.name], x.c, x.hw)
+        elif op == "conv":
+            y = self.conv(x, a.pick((x.c, 4, 8, 1, 2, 3, 6)), a)
+        elif op == "convt":
+            y = self.convt(x, a)
+        elif op == "identity":
+            y = self.node(a.pick(("Identity", "Dropout")), [x.name], x.c, x.hw)
+        elif op == "max":
+            y = self.max_op(x, a)
+        else:
+            y = getattr(self, op)(x, a)
+        if any(h > 64 or w > 64 for h, w in y.hw) or y.c > 48:
+            raise _Skip
+        self.tensors.append(y)
+
+    def build(self) -> onnx.ModelProto:
+        for layer in self.spec.layers:
+            mark = (len(self.nodes), len(self.inits), len(self.tensors))
+            try:
+                self.layer(layer)
+            except _Skip:
+                del self.nodes[mark[0] :], self.inits[mark[1] :], self.tensors[mark[2] :]
+        if len(self.tensors) == 1:
+            x = self.tensors[0]
+            self.tensors.append(self.node("Relu", [x.name], x.c, x.hw))
+        outs = [self.tensors[-1]]
+        k = self.spec.extra_output
+        if k and len(self.tensors) > 2:
+            extra = self.tensors[-1 - (1 + (k - 1) % (len(self.tensors) - 2))]
+            if extra.name != "input":
+                outs.append(extra)
+        dims = ["H", "W"] if self.spec.dynamic else list(self.spec.sizes()[0])
+        graph = helper.make_graph(
+            self.nodes,
+            "fuzz",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, self.spec.channels, *dims])],
+            [self._out_info(t, i) for i, t in enumerate(outs)],
+            self.inits,
+        )
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", self.spec.opset)],
+            ir_version=8,
+            producer_name="etc.fuzz",
+        )
+        helper.set_model_props(model, {"etc.fuzz.spec": self.spec.to_json()})
+        return model
+
+    def _out_info(self, t: _T, i: int) -> onnx.ValueInfoProto:
+        # rename through Identity so outputs have stable, distinct names
+        name = f"output{i}" if i else "output"
+        self.nodes.append(helper.make_node("Identity", [t.name], [name], name=f"{name}_node"))
+        shape = [1, t.c, *t.hw[0]] if not self.spec.dynamic else [1, t.c, None, None]
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def build(spec: GraphSpec) -> onnx.ModelProto:
+    """The ONNX model a spec describes (always valid; layers that do not fit are skipped)."""
+    return _Builder(spec).build()
+
+
+def spec_of(model: onnx.ModelProto) -> GraphSpec | None:
+    """The spec a fuzz model was built from (kept in its metadata), if any."""
+    for prop in model.metadata_props:
+        if prop.key == "etc.fuzz.spec":
+            return GraphSpec.from_json(prop.value)
+    return None
+
+
+# ---------------------------------------------------------------- hypothesis strategies
+
+
+def graph_specs(
+    max_layers: int = 6,
+    max_size: int = 12,
+    max_channels: int = 8,
+    ops: Sequence[str] = OPS,
+):
+    """Hypothesis strategy of GraphSpecs (small: spatial sizes <= max_size, channels <= max_channels)."""
+    from hypothesis import strategies as st
+
+    weighted = [op for op in ops for _ in range(OP_WEIGHTS.get(op, 1))]
+    layer = st.builds(
+        Layer,
+        op=st.sampled_from(weighted),
+        src=st.integers(0, 3),
+        args=st.tuples(*[st.integers(0, ARG_MAX)] * N_ARGS),
+    )
+    return st.builds(
+        GraphSpec,
+        layers=st.lists(layer, min_size=1, max_size=max_layers).map(tuple),
+        channels=st.integers(1, max_channels),
+        height=st.integers(1, max_size),
+        width=st.integers(1, max_size),
+        dynamic=st.booleans(),
+        opset=st.sampled_from(OPSETS),
+        input_range=st.sampled_from(RANGES),
+        seed=st.integers(0, 2**32 - 1),
+        extra_output=st.integers(0, 3),
+        prelu=st.booleans(),
+        align=st.sampled_from((1, 4, 3)),
+    )
+
+
+# ---------------------------------------------------------------- checking
+
+FAILURES = ("miscompile", "oscillation", "crash", "invalid")
+
+
+@dataclass
+class Outcome:
+    """How the pipeline fared on one model."""
+
+    kind: str  # ok | refused | miscompile | oscillation | crash | invalid
+    message: str = ""
+    pass_name: str | None = None
+    where: str = ""  # file:line of a crash
+    hits: dict[str, int] = field(default_factory=dict)  # rule hits of a successful run
+    optimized: onnx.ModelProto | None = field(default=None, repr=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.kind in FAILURES
+
+    @property
+    def signature(self) -> tuple[str, str | None, str]:
+        """What must stay the same while shrinking: kind, pass and (for crashes) the exception type and place."""
+        if self.kind == "crash":
+            detail = self.where
+        elif "cannot load" in self.message:
+            detail = "unloadable"
+        elif "checker" in self.message:
+            detail = "checker"
+        else:
+            detail = ""
+        return self.kind, self.pass_name, detail
+
+
+def check(
+    model: onnx.ModelProto,
+    passes: str = "fold,rep,et",
+    *,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    sizes: Sequence[tuple[int, int]] | None = None,
+    rtol: float = 1e-5,
+    prelu: bool = False,
+    align: int = 1,
+) -> Outcome:
+    """Runs ``passes`` on ``model`` with a numeric check after every pass and classifies the result.
+
+    Tolerance: max abs <= rtol · max(1, output range), onnxruntime with graph optimizations off, seeded inputs
+    uniform in ``input_range`` at ``sizes`` (the model's own static size when H/W are fixed).
+    """
+    from etc import runtime
+    from etc.errors import EquivalenceError, EtcError, OscillationError
+    from etc.frontends.onnx_io import validate
+    from etc.pipeline import NumericCheck, Options, run_pipeline
+
+    try:
+        validate(model)
+        ranges = {spec.name: input_range for spec in runtime.input_specs(model)}
+        sess = runtime.session(model)
+        runtime.run(sess, runtime.input_sets(model, ranges, sizes=list(sizes or [(9, 11)]))[0])
+    except Exception as exc:
+        return Outcome("invalid", _first_line(exc), where=_where(exc))
+    numeric = NumericCheck(atol=0.0, rtol=rtol, sizes=list(sizes) if sizes else None, seed=1)
+    try:
+        options = Options(input_ranges=ranges, prelu_to_relu=prelu, align_channels=align)
+        result = run_pipeline(model, passes, options=options, instruments=[numeric])
+    except EquivalenceError as exc:
+        return Outcome("miscompile", str(exc), exc.pass_name)
+    except OscillationError as exc:
+        return Outcome("oscillation", str(exc))
+    except EtcError as exc:
+        return Outcome("refused", str(exc))
+    except Exception as exc:
+        return Outcome("crash", f"{type(exc).__name__}: {_first_line(exc)}", where=_where(exc))
+    try:
+        onnx.checker.check_model(result.model, full_check=True)
+    except Exception as exc:
+        return Outcome("miscompile", f"output fails onnx.checker: {_first_line(exc)}", optimized=result.model)
+    return Outcome("ok", optimized=result.model, hits=dict(result.hits))
+
+
+def check_spec(spec: GraphSpec, passes: str = "fold,rep,et") -> Outcome:
+    return check(build(spec), passes, **_check_args(spec))
+
+
+def _check_args(spec: GraphSpec) -> dict:
+    return {"input_range": spec.input_range, "sizes": spec.sizes(), "prelu": spec.prelu, "align": spec.align}
+
+
+def check_file(path: str | Path, passes: str = "fold,rep,et") -> Outcome:
+    """Replays a saved regression model: its spec metadata gives the input range and sizes."""
+    model = onnx.load(str(path))
+    spec = spec_of(model)
+    if spec is None:
+        return check(model, passes)
+    return check(model, passes, **_check_args(spec))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if "/etc/" in f.filename.replace("\\", "/")] or frames
+    if not inside:
+        return type(exc).__name__
+    f = inside[-1]
+    return f"{type(exc).__name__} at {Path(f.filename).name}:{f.lineno}"
+
+
+# ---------------------------------------------------------------- shrinking
+
+
+def _candidates(spec: GraphSpec):
+    """Smaller variants of a spec, most aggressive first."""
+    layers = spec.layers
+    for i in range(len(layers)):
+        if len(layers) > 1:
+            yield replace(spec, layers=layers[:i] + layers[i + 1 :])
+    for i, layer in enumerate(layers):
+        if layer.op not in ("relu", "identity"):
+            yield replace(spec, layers=(*layers[:i], replace(layer, op="relu"), *layers[i + 1 :]))
+    if spec.extra_output:
+        yield replace(spec, extra_output=0)
+    if spec.dynamic:
+        yield replace(spec, dynamic=False)
+    for c in range(1, spec.channels):
+        yield replace(spec, channels=c)
+    for h in range(1, spec.height):
+        yield replace(spec, height=h)
+    for w in range(1, spec.width):
+        yield replace(spec, width=w)
+    if spec.opset != 17:
+        yield replace(spec, opset=17)
+    if spec.input_range != (0.0, 1.0):
+        yield replace(spec, input_range=(0.0, 1.0))
+    if spec.seed:
+        yield replace(spec, seed=0)
+    if spec.prelu:
+        yield replace(spec, prelu=False)
+    if spec.align != 1:
+        yield replace(spec, align=1)
+    for i, layer in enumerate(layers):
+        if layer.src:
+            yield replace(spec, layers=(*layers[:i], replace(layer, src=0), *layers[i + 1 :]))
+        for j, v in enumerate(layer.args):
+            for smaller in sorted({0, v // 2, v - 1} - {v}):
+                if 0 <= smaller < v:
+                    args = (*layer.args[:j], smaller, *layer.args[j + 1 :])
+                    yield replace(spec, layers=(*layers[:i], replace(layer, args=args), *layers[i + 1 :]))
+
+
+def shrink(
+    spec: GraphSpec,
+    still_fails: Callable[[GraphSpec], bool],
+    budget: int = 600,
+) -> GraphSpec:
+    """Greedy shrinking: keeps the first smaller variant that still fails, until none does or budget runs out."""
+    tries = 0
+    improved = True
+    while improved and tries < budget:
+        improved = False
+        for candidate in _candidates(spec):
+            tries += 1
+            if still_fails(candidate):
+                spec = candidate
+                improved = True
+                break
+            if tries >= budget:
+                break
+    return spec
+
+
+def shrink_failure(
+    spec: GraphSpec, outcome: Outcome, passes: str = "fold,rep,et", budget: int = 600
+) -> GraphSpec:
+    """The smallest spec found that fails with the same signature as ``outcome``."""
+    want = outcome.signature
+    return shrink(spec, lambda s: check_spec(s, passes).signature == want, budget)
+
+
+def save_regression(spec: GraphSpec, outcome: Outcome, folder: str | Path) -> Path:
+    """Writes the model of ``spec`` as folder/<kind>_<pass>_<hash>.onnx (spec kept in its metadata)."""
+    import hashlib
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(spec.to_json().encode()).hexdigest()[:10]
+    tag = outcome.pass_name or outcome.where.split(" at ")[-1].split(":")[0].removesuffix(".py") or "x"
+    path = folder / f"{outcome.kind}_{tag}_{digest}.onnx"
+    model = build(spec)
+    helper.set_model_props(
+        model, {"etc.fuzz.spec": spec.to_json(), "etc.fuzz.failure": f"{outcome.kind}: {outcome.message}"}
+    )
+    path.write_bytes(model.SerializeToString())
+    return path
