@@ -279,3 +279,17 @@ def test_write_report_from_the_python_api(etds_path, tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "the temporary file is renamed into place"
     for hit in recorder.sites:
         assert hit.site.node in page
+
+
+def test_public_api_names_stay_functions_after_their_namesake_submodules_load():
+    import importlib
+
+    importlib.import_module(
+        "etc.verify"
+    )  # binds etc.verify to the module unless the package keeps the function
+    importlib.import_module("etc.report")
+    model = conv_bn_relu()
+    plain, report = etc.optimize(model, passes="fold", verify=False)
+    assert callable(etc.verify) and etc.verify(model, plain).equivalent
+    assert isinstance(report, etc.OptimizeReport)
+    assert etc.write_report is write_report and etc.HitRecorder is HitRecorder
