@@ -787,11 +787,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _where(exc: BaseException) -> str:
+    """The deepest frame of the traceback that is project code (not the standard library or site-packages)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    inside = [f for f in frames if "/etc/" in f.filename.replace("\\", "/")] or frames
-    if not inside:
+    ours = [f for f in frames if "site-packages" not in f.filename and "/lib/python" not in f.filename]
+    f = (ours or frames or [None])[-1]
+    if f is None:
         return type(exc).__name__
-    f = inside[-1]
     return f"{type(exc).__name__} at {Path(f.filename).name}:{f.lineno}"
 
 
