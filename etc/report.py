@@ -257,6 +257,7 @@ def layout(model: onnx.ModelProto, sweeps: int = 6) -> Layout:
     for key in topo:
         box = boxes[key]
         box.layer = max((boxes[p].layer + 1 for p in preds[key]), default=0)
+    _sink_constant_chains(boxes, topo, edges)
     last = max((b.layer for b in boxes.values() if b.kind != "output"), default=0)
     for box in boxes.values():
         if box.kind == "output":
@@ -293,6 +294,23 @@ def layout(model: onnx.ModelProto, sweeps: int = 6) -> Layout:
         result.width = max(b.x + b.width / 2 for b in boxes.values()) + MARGIN
         result.height = count * (BOX_H + LAYER_GAP) - LAYER_GAP + 2 * MARGIN
     return result
+
+
+def _sink_constant_chains(
+    boxes: dict[str, Box], topo: Sequence[str], edges: Sequence[tuple[str, str]]
+) -> None:
+    """Nodes no graph input reaches (shape arithmetic on constants) move down to just above their first reader,
+    instead of sitting in the top layer with long edges; their predecessors are unreachable too, so order holds."""
+    succ: dict[str, list[str]] = {k: [] for k in boxes}
+    for a, b in edges:
+        succ[a].append(b)
+    reached = {k for k, b in boxes.items() if b.kind == "input"}
+    for key in topo:
+        if key in reached:
+            reached.update(succ[key])
+    for key in reversed(topo):
+        if key not in reached and succ[key]:
+            boxes[key].layer = max(boxes[key].layer, min(boxes[s].layer for s in succ[key]) - 1)
 
 
 def _box_width(box: Box) -> float:
