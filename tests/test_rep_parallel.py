@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import pytest
@@ -273,11 +275,13 @@ def test_parallel_merge_property(channels, kernels, stride, depthwise, bias, ext
         assert_equivalent(model, result.model, sizes=((9, 11), (5, 7)))
     else:
         assert "multiply-adds" in reasons(ctx)
-    groups = {channels if dw else 1 for dw, _ in zip(depthwise, kernels)} | (
-        {1} if len(kernels) == 1 else set()
-    )
-    if len(groups) == 1:
-        assert result.modified
+    convs = [(k, channels if dw else 1) for k, dw in zip(kernels, depthwise)]
+    if len(terms) > len(kernels) + (stride == 1 and extra != "none"):
+        convs.append(((1, 1), 1))
+    group = math.gcd(*(g for _, g in convs))
+    union = max(k[0] for k, _ in convs) * max(k[1] for k, _ in convs)
+    parts = sum(channels * (channels // g) * k[0] * k[1] for k, g in convs)
+    assert result.modified == (channels * (channels // group) * union <= parts)
 
 
 @pytest.mark.parametrize("opset", [17, 18])

@@ -18,8 +18,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.convmath import embed_kernel
-from etc.graph import consumers, is_graph_output, make_conv, make_node, producer, retire
-from etc.passes.rep_parallel import Branch, align, conv_branch
+from etc.graph import is_graph_output, make_conv, make_node, producer, retire
+from etc.passes.rep_parallel import Branch, align, conv_branch, readers
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 
@@ -31,7 +31,7 @@ def _channel_axis(node: gs.Node) -> bool:
 
 def _stackable(ctx: RewriteContext, node: gs.Node, tensor: gs.Tensor) -> Branch | None:
     conv = producer(tensor)
-    if conv is None or conv.op != "Conv" or is_graph_output(ctx.graph, tensor) or len(consumers(tensor)) != 1:
+    if conv is None or conv.op != "Conv" or is_graph_output(ctx.graph, tensor) or len(readers(tensor)) != 1:
         return None
     if sum(t is tensor for t in node.inputs) != 1:
         return None

@@ -57,6 +57,11 @@ IDENTITY_SPEC = ConvSpec((1, 1), (0, 0, 0, 0))
 # ---------------------------------------------------------------- linear views
 
 
+def readers(tensor: gs.Tensor) -> list[gs.Node]:
+    """Live nodes reading ``tensor`` (a node dropped from the graph without being disconnected has no outputs)."""
+    return [n for n in consumers(tensor) if n.outputs]
+
+
 @dataclass(eq=False)
 class Branch:
     """A linear map of one input read as a Conv: out = Conv(x, kernel, bias) with ``spec`` (pads relative to x).
@@ -383,7 +388,7 @@ def is_sum(node: gs.Node | None) -> bool:
 
 def sum_parent(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
     """The Add/Sum that is the only reader of ``tensor`` (once), if any."""
-    users = consumers(tensor)
+    users = readers(tensor)
     if len(users) != 1 or is_graph_output(graph, tensor) or not is_sum(users[0]):
         return None
     if sum(t is tensor for t in users[0].inputs) != 1:
@@ -413,7 +418,7 @@ def sum_tree(graph: gs.Graph, root: gs.Node) -> tuple[list[gs.Node], list[gs.Ten
 def leaf_branch(graph: gs.Graph, leaf: gs.Tensor) -> Branch:
     """A summand read as a branch: the linear node producing it when it feeds only the sum, else identity."""
     node = producer(leaf)
-    if node is not None and len(consumers(leaf)) == 1 and not is_graph_output(graph, leaf):
+    if node is not None and len(readers(leaf)) == 1 and not is_graph_output(graph, leaf):
         branch = linear_branch(node)
         if isinstance(branch, Branch):
             return branch
@@ -436,7 +441,7 @@ def joins_sum_with(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor) -> bool:
     """True when ``tensor`` (through linear nodes) is a summand next to another summand computed from ``x``."""
     path = tensor
     while True:
-        users = consumers(path)
+        users = readers(path)
         if len(users) != 1 or is_graph_output(graph, path):
             return False
         branch = linear_branch(users[0])

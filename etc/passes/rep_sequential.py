@@ -28,8 +28,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.convmath import compose_kernels, dense_to_grouped
-from etc.graph import ConvSpec, consumers, is_graph_output, make_conv, producer, retire
-from etc.passes.rep_parallel import AFFINE_OPS, Branch, joins_sum_with, linear_branch
+from etc.graph import ConvSpec, is_graph_output, make_conv, producer, retire
+from etc.passes.rep_parallel import AFFINE_OPS, Branch, joins_sum_with, linear_branch, readers
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 
@@ -37,7 +37,7 @@ def _exclusive_path(graph: gs.Graph, first: gs.Node, second: gs.Node) -> bool:
     """True when ``first``'s output reaches only ``second`` (directly or through one Pad read only by it)."""
     tensor = first.outputs[0]
     while True:
-        users = consumers(tensor)
+        users = readers(tensor)
         if len(users) != 1 or is_graph_output(graph, tensor):
             return False
         if users[0] is second:
