@@ -50,6 +50,7 @@ class PassContext:
     options: Options = field(default_factory=Options)
     declines: list[Decline] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cache: dict[str, object] = field(default_factory=dict)  # state passes share within one run (e.g. a graph)
 
     def decline(self, pass_name: str, rule: str, node: str, reason: str) -> None:
         entry = Decline(pass_name, rule, node, reason)

@@ -165,7 +165,7 @@ class RulePass(Pass):
         return [self.rules]
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        graph = to_gs(model)
+        graph = _graph_for(model, ctx)
         hits: dict[str, int] = {}
         for family in self.rule_sets():
             for rule, count in apply_rules(
@@ -174,7 +174,53 @@ class RulePass(Pass):
                 hits[rule] = hits.get(rule, 0) + count
         if not hits:
             return PassResult(model, False)
-        return PassResult(to_onnx(graph, model), True, hits)
+        result = to_onnx(graph, model)
+        _remember_graph(result, graph, ctx)
+        return PassResult(result, True, hits)
+
+
+_GRAPH_KEY = "rules.graph"
+
+
+def _graph_for(model: onnx.ModelProto, ctx: PassContext) -> gs.Graph:
+    """The graph of ``model``: the one a previous rule pass of this run left, or a fresh import.
+
+    Importing dominates compile time on large models; consecutive rule passes hand the graph on instead. The
+    cache holds the model object itself, so any other pass that returns a new model invalidates it.
+    """
+    cached = ctx.cache.get(_GRAPH_KEY)
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    graph = to_gs(model)
+    ctx.cache[_GRAPH_KEY] = (model, graph)
+    return graph
+
+
+def _remember_graph(model: onnx.ModelProto, graph: gs.Graph, ctx: PassContext) -> None:
+    """Caches ``graph`` as the graph of ``model``, with tensor shapes re-inferred as a fresh import would see."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:
+        ctx.cache.pop(_GRAPH_KEY, None)
+        return
+    infos = {v.name: v for v in inferred.graph.value_info}
+    outputs = {t.name for t in graph.outputs}
+    for name, tensor in graph.tensors().items():
+        if isinstance(tensor, gs.Constant) or name in outputs or any(t is tensor for t in graph.inputs):
+            continue
+        info = infos.get(name)
+        if info is None:
+            tensor.shape = None
+            continue
+        ttype = info.type.tensor_type
+        tensor.shape = (
+            [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim]
+            if ttype.HasField("shape")
+            else None
+        )
+        if ttype.elem_type:
+            tensor.dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type)
+    ctx.cache[_GRAPH_KEY] = (model, graph)
 
 
 def load_families(modules: Sequence[str]) -> list[RuleSet]:
