@@ -9,8 +9,6 @@ with onnxruntime and quantizes the result to INT8 QDQ. Heavy modules load lazily
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -36,20 +34,6 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
-
-
-class _Package(types.ModuleType):
-    """The ``etc`` package object. Loading the submodule etc.verify would normally bind ``etc.verify`` to that
-    module and hide the API function of the same name; this keeps the function. The module stays importable
-    (``from etc.verify import verify``), but ``import etc.verify as m`` yields the function."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -55,7 +55,7 @@ def optimize(
     them); ``verify`` runs the final model against the input at several sizes.
     """
     from etc.info import model_info
-    from etc.verify import verify as verify_models
+    from etc.verification import verify as verify_models
 
     model = as_model(model_or_path)
     options = Options(dict(input_ranges or {}), align_channels=align_channels, prelu_to_relu=prelu_to_relu)
@@ -111,7 +111,7 @@ def verify(
     model_b: onnx.ModelProto | str | os.PathLike,
     **kwargs,
 ):
-    """Compares two models with onnxruntime (graph optimizations off); see etc.verify.verify."""
-    from etc.verify import verify as verify_models
+    """Compares two models with onnxruntime (graph optimizations off); see etc.verification.verify."""
+    from etc.verification import verify as verify_models
 
     return verify_models(as_model(model_a), as_model(model_b), **kwargs)

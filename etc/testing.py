@@ -47,7 +47,7 @@ def assert_equivalent(
     rtol: float = 1e-5,
 ) -> float:
     """Asserts equal outputs in onnxruntime (optimizations off) at several sizes; returns the worst max abs."""
-    from etc.verify import verify
+    from etc.verification import verify
 
     onnx.checker.check_model(candidate)
     report = verify(reference, candidate, input_ranges=input_ranges, sizes=sizes, atol=atol, rtol=rtol)

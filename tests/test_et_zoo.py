@@ -12,7 +12,7 @@ from etc import zoo
 from etc.frontends.torch import export
 from etc.graph import op_histogram
 from etc.pipeline import NumericCheck, Options, run_pipeline
-from etc.verify import verify
+from etc.verification import verify
 
 CASES = [
     # (source, official, M, C, scale, exporter, dynamic H/W)

@@ -284,9 +284,7 @@ def test_write_report_from_the_python_api(etds_path, tmp_path):
 def test_public_api_names_stay_functions_after_their_namesake_submodules_load():
     import importlib
 
-    importlib.import_module(
-        "etc.verify"
-    )  # binds etc.verify to the module unless the package keeps the function
+    importlib.import_module("etc.verification")
     importlib.import_module("etc.report")
     model = conv_bn_relu()
     plain, report = etc.optimize(model, passes="fold", verify=False)

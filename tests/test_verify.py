@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from etc.verify import verify
+from etc.verification import verify
 from tests.fold_helpers import graph
 
 

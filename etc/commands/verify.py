@@ -11,8 +11,8 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
 
 
 @click.command()
-@click.argument("reference", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("candidate", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
 @input_range_option
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance.")
 @click.option(
@@ -43,7 +43,7 @@ def verify(
     """
     from etc.frontends.onnx_io import load
     from etc.runtime import input_specs
-    from etc.verify import verify as verify_models
+    from etc.verification import verify as verify_models
 
     a, b = load(reference), load(candidate)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(a)])
