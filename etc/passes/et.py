@@ -25,8 +25,8 @@ from __future__ import annotations
 from etc.rules import RulePass, RuleSet, load_families
 
 FAMILIES = (
+    "etc.passes.et_slice",  # before et_repeat: a channel Slice folds into its producer when it can
     "etc.passes.et_repeat",
-    "etc.passes.et_slice",
     "etc.passes.et_convtranspose",
     "etc.passes.et_resize",
     "etc.passes.et_prelu",
