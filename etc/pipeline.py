@@ -85,7 +85,6 @@ _BUILTIN: dict[str, str] = {
     "sim": "etc.passes.sim:SimPass",
     "rep": "etc.passes.rep:RepPass",
     "et": "etc.passes.et:EtPass",
-    "align": "etc.passes.align:AlignPass",
     "prelu": "etc.passes.prelu:PReluPass",
     "equalize": "etc.passes.equalize:EqualizePass",
 }
