@@ -21,11 +21,14 @@ from etc.zoo.abpn import ABPN, ABPN_ET
 from etc.zoo.acnet import ACNetSR
 from etc.zoo.dbb import DBBSR
 from etc.zoo.ecbsr import ECB, ECBSR, ECBSR_ET, ECBSRTrain
+from etc.zoo.eimn import EIMN
 from etc.zoo.espcn import ESPCN
 from etc.zoo.etds import ETDSDual, ETDSPlain
 from etc.zoo.fsrcnn import FSRCNN
+from etc.zoo.imdn import IMDN
 from etc.zoo.plain import Plain
 from etc.zoo.repvgg import RepVGGSR
+from etc.zoo.rfdn import RFDN
 from etc.zoo.sesr import SESR
 from etc.zoo.weights import load_state_dict, pretrained_dir, pretrained_path, resolve
 
@@ -130,6 +133,9 @@ _ENTRIES: dict[str, _Entry] = {
     "acnet": _Entry(_sized(ACNetSR), _no_weights, "ACNet", "ACNetSR_M{M}C{C}_x{scale}", _ECBSR),
     "dbb": _Entry(_sized(DBBSR), _no_weights, "DBB", "DBBSR_M{M}C{C}_x{scale}", _ECBSR),
     "sesr": _Entry(_sized(SESR), _no_weights, "SESR", "SESR_M{M}C{C}_x{scale}", {"M": 5, "C": 16}),
+    "imdn": _Entry(_sized(IMDN), _no_weights, "IMDN", "IMDN_M{M}C{C}_x{scale}", {"M": 3, "C": 32}),
+    "rfdn": _Entry(_sized(RFDN), _no_weights, "RFDN", "RFDN_M{M}C{C}_x{scale}", {"M": 4, "C": 32}),
+    "eimn": _Entry(_sized(EIMN), _no_weights, "EIMN", "EIMN_M{M}C{C}_x{scale}", {"M": 3, "C": 32}),
 }
 
 
