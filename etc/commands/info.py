@@ -10,7 +10,7 @@ from etc.commands.common import echo_json, parse_size, table
 
 
 @click.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option("--size", default="360x640", show_default=True, help="Input HxW used to count MACs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
 def info(model: Path, size: str, as_json: bool) -> None:

@@ -10,7 +10,7 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
 
 
 @click.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the result."
 )

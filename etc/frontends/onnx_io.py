@@ -19,6 +19,7 @@ from etc.errors import BadModelError
 MIN_OPSET = 11
 MAX_OPSET = 23
 _TWO_GB = 2**31 - 1
+_MAX_INPUT_ELEMENTS = 2**28  # 1 GB of float32: far beyond any real image batch
 
 
 def load(path: str | os.PathLike, *, check: bool = True) -> onnx.ModelProto:
@@ -43,9 +44,11 @@ def load(path: str | os.PathLike, *, check: bool = True) -> onnx.ModelProto:
 
 
 def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Checks every external tensor (inside the folder, present, within its file, under 2 GB in all), then reads."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     base = path.parent.resolve()
+    total = 0
     for tensor in _get_all_tensors(model):
         if not uses_external_data(tensor):
             continue
@@ -62,10 +65,58 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
                 f"{path}: external data file '{location}' for tensor '{tensor.name}' is missing; "
                 "copy it next to the model"
             )
+        declared = _declared_bytes(tensor)
+        if declared is not None and declared >= _TWO_GB:
+            raise BadModelError(
+                f"{path}: tensor '{tensor.name}' declares {_gb(declared)} of data; ETC handles models up to 2 GB"
+            )
+        try:
+            offset = int(info.get("offset", "0"))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise BadModelError(
+                f"{path}: tensor '{tensor.name}' has a malformed external data offset/length; re-export it"
+            ) from None
+        size = target.stat().st_size
+        needed = length if length is not None else (declared if declared is not None else size - offset)
+        if offset < 0 or needed < 0 or offset + needed > size:
+            raise BadModelError(
+                f"{path}: tensor '{tensor.name}' reads bytes {offset}..{offset + needed} of external data "
+                f"'{location}', which has only {size}; the file is truncated or the model is corrupt"
+            )
+        if declared is not None and length is not None and length != declared:
+            raise BadModelError(
+                f"{path}: tensor '{tensor.name}' declares {declared} bytes but its external data length is "
+                f"{length}; the model is corrupt"
+            )
+        total += needed
+        if total >= _TWO_GB:
+            raise BadModelError(
+                f"{path}: external data totals over {_gb(total)}; ETC handles models up to 2 GB "
+                "(super-resolution nets are far smaller: is this the right file?)"
+            )
     try:
         onnx.load_external_data_for_model(model, str(base))
     except Exception as exc:
         raise BadModelError(f"{path}: cannot read external data ({_short(exc)})") from None
+
+
+def _declared_bytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes the tensor's dims and type call for (None for strings/unknown types)."""
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:
+        return None
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return None
+    count = 1
+    for d in tensor.dims:
+        count *= int(d)
+    return count * itemsize
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.1f} GB"
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -98,6 +149,13 @@ def validate(model: onnx.ModelProto, where: str = "model") -> None:
             onnx.checker.check_model(model, full_check=False)
     except Exception as exc:
         raise BadModelError(f"{where}: invalid ONNX graph ({_short(exc)})") from None
+    try:  # types and shapes must agree (an int weight, an Add of 3 and 4 channels, ...)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:
+        raise BadModelError(
+            f"{where}: invalid ONNX graph, types or shapes disagree ({_short(exc)})"
+        ) from None
+    _check_conv_channels(inferred, where)
     inits = {i.name for i in model.graph.initializer}
     real_inputs = [i for i in model.graph.input if i.name not in inits]
     if not real_inputs:
@@ -109,8 +167,43 @@ def validate(model: onnx.ModelProto, where: str = "model") -> None:
             raise BadModelError(
                 f"{where}: input '{value.name}' is {name}; ETC expects float image inputs (N, C, H, W)"
             )
-        if len(value.type.tensor_type.shape.dim) != 4:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != 4:
             raise BadModelError(f"{where}: input '{value.name}' is not 4-D (N, C, H, W); no image-like input")
+        static = [int(d.dim_value) for d in dims if d.HasField("dim_value")]
+        if any(d < 0 for d in static):
+            raise BadModelError(f"{where}: input '{value.name}' declares a negative dimension; re-export it")
+        elements = 1
+        for d in static:
+            elements *= max(d, 1)
+        if elements > _MAX_INPUT_ELEMENTS:
+            shape = "x".join(str(d.dim_value) if d.HasField("dim_value") else "?" for d in dims)
+            raise BadModelError(
+                f"{where}: input '{value.name}' declares shape {shape}, too large for an image "
+                f"(over {_MAX_INPUT_ELEMENTS:.0e} elements); re-export with dynamic or smaller H/W"
+            )
+
+
+def _check_conv_channels(model: onnx.ModelProto, where: str) -> None:
+    """Conv input channels must equal weight channels x group (onnx's shape inference does not check it)."""
+    graph = model.graph
+    channels: dict[str, int] = {}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) >= 2 and dims[1].HasField("dim_value"):
+            channels[value.name] = int(dims[1].dim_value)
+    weights = {i.name: tuple(i.dims) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        shape = weights[node.input[1]]
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        c = channels.get(node.input[0])
+        if len(shape) >= 2 and c is not None and c != shape[1] * group:
+            raise BadModelError(
+                f"{where}: invalid ONNX graph, types or shapes disagree: Conv '{node.name or node.output[0]}' "
+                f"reads {c} channels but its weights expect {shape[1]} x group {group}"
+            )
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike, *, overwrite_input: str | None = None) -> Path:
