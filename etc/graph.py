@@ -273,8 +273,11 @@ def is_retired(node: Node) -> bool:
 
 def cleanup(graph: gs.Graph) -> gs.Graph:
     """Removes dead nodes and unused initializers and sorts topologically."""
-    graph.nodes = [n for n in graph.nodes if n.outputs]
+    before = list(graph.nodes)
+    graph.nodes = [n for n in before if n.outputs]
     graph.cleanup(remove_unused_graph_inputs=False)
+    kept = {id(n) for n in graph.nodes}
+    retire(n for n in before if id(n) not in kept)  # dead nodes must not linger as readers of live tensors
     graph.toposort()
     return graph
 
