@@ -43,9 +43,14 @@ def require_pretrained() -> Path:
     return root
 
 
+WITH_WEIGHTS = frozenset(
+    {"plain", "espcn", "fsrcnn", "abpn", "abpn_et", "ecbsr", "ecbsr_train", "ecbsr_et", "etds", "etds_dual"}
+)
+
+
 def has_weights(name: str, scale: int) -> bool:
-    """Whether the default pretrained file of a zoo name exists (Plain ships x4 only)."""
-    return not (name == "plain" and scale != 4)
+    """Whether the default pretrained file of a zoo name exists (seed families only; Plain ships x4 only)."""
+    return name in WITH_WEIGHTS and not (name == "plain" and scale != 4)
 
 
 def rand_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
