@@ -49,12 +49,16 @@ def _assert_clean(spec: fuzz.GraphSpec) -> None:
 
 @pytest.mark.parametrize("focus", sorted(FOCUS))
 def test_pipeline_preserves_random_graphs(focus):
+    tried = []
+
     @_settings()
     @given(fuzz.graph_specs(max_layers=6, max_size=12, max_channels=8, ops=FOCUS[focus]))
     def run(spec):
+        tried.append(spec)
         _assert_clean(spec)
 
     run()
+    assert len(tried) >= EXAMPLES  # 4 focuses x 80 = 320 graphs per CI run
 
 
 @_settings(60)
