@@ -96,7 +96,7 @@ def test_equalize_picks_scales_and_passes_numeric_check(rng):
     eq = EqualizePass(feeds=_feeds(rng))
     result = run_pipeline(model, [eq], instruments=[check], max_rounds=1)
     assert eq.records and result.hits == {"equalize/equalize": len(eq.records)}
-    assert all(r.max_scale > 1.0 for r in eq.records)
+    assert all(r.max_scale > 1.0 or r.min_scale < 1.0 for r in eq.records)
     assert max(check.worst.values()) < 1e-5
     assert_equivalent(model, result.model)
 
@@ -130,3 +130,22 @@ def test_choose_scales_leaves_balanced_tensors_alone(rng):
     w = rng.normal(size=(4, 4, 3, 3))
     scales, alpha = equalize.choose_scales([w], np.ones(4), np.ones(4))
     assert alpha == 0.0 and np.all(scales == 1.0)
+
+
+def test_choose_scales_brings_a_single_outlier_channel_down(rng):
+    w = rng.normal(size=(6, 6, 3, 3))
+    ranges = np.array([11.5, 3.0, 2.8, 2.5, 1.0, 0.7])
+    sq = (ranges / 3) ** 2
+    scales, _ = equalize.choose_scales([w], ranges, sq)
+    assert scales[0] < np.median(scales[1:])
+    noise = equalize.estimated_noise([w], ranges, sq, scales)
+    assert noise < equalize.estimated_noise([w], ranges, sq, np.ones(6)) * (1 - equalize.MIN_GAIN)
+    assert np.all(scales >= 1 / equalize.MAX_SCALE) and np.all(scales <= equalize.MAX_SCALE)
+
+
+def test_candidate_scales_keep_dead_channels_and_cover_the_classic_family():
+    ranges = np.array([4.0, 2.0, 1.0, 0.0])
+    cands = list(equalize.candidate_scales(ranges))
+    assert all(s[3] == 1.0 for s, _, _ in cands)
+    classic = [s for s, a, t in cands if t == 4.0 and a == 1.0]
+    assert np.allclose(classic[0][:3], [1.0, 2.0, 4.0])

@@ -16,10 +16,18 @@ LeakyRelu; every reader of t is a Conv with constant weights taking t as its dat
 graph output. Scales are positive and finite.
 
 Choosing a: quantization puts one uint8 scale on t and one int8 scale on each row of W2. Scaling channel c up
-spends activation range on it and shrinks its weight column. :func:`choose_scales` tries
-a_c = (R_max / R_c)^α for α in a small grid (R_c = calibrated range of channel c; α = 0 is no change) and keeps
-the α with the lowest estimated output noise: S²/12·Σ(W2/a)² for activation rounding plus
-Σ_o T_o²/12·Σ_c a_c² E[t_c²]·k for weight rounding (S the tensor step, T_o the row step).
+spends activation range on it and shrinks its weight column. :func:`choose_scales` searches a two-parameter
+family (R_c = calibrated range of channel c, T a target range taken from the sorted channel ranges, α in a
+small grid)::
+
+    a_c = T / R_c          if R_c > T     (wide channels brought down to T)
+    a_c = (T / R_c)^α      otherwise      (narrow channels raised towards T; α = 0 leaves them)
+
+T = R_max is the classic family (R_max / R_c)^α; smaller T also tames single outlier channels, e.g. the one
+feature channel of ECBSR_ET's third layer that reaches 11.5 while the rest stay below 4.6. Scales are kept in
+[1/MAX_SCALE, MAX_SCALE]. The candidate with the lowest estimated output noise wins (no change unless it gains
+MIN_GAIN): S²/12·Σ(W2/a)² for activation rounding plus Σ_o T_o²/12·Σ_c a_c² E[t_c²]·k for weight rounding
+(S the tensor step, T_o the row step).
 """
 
 from __future__ import annotations
@@ -123,24 +131,34 @@ def estimated_noise(
     return total
 
 
+def candidate_scales(ch_range: np.ndarray, alphas=ALPHAS):
+    """Yields (scales, α, T) over the family of the module docstring; dead channels keep scale 1."""
+    alive = ch_range > 1e-6 * max(float(ch_range.max()), 1e-12)
+    safe = np.where(alive, ch_range, 1.0)
+    for target in np.unique(ch_range[alive])[::-1]:
+        for alpha in alphas:
+            scales = np.where(safe > target, target / safe, (target / safe) ** alpha)
+            scales = np.where(alive, np.clip(scales, 1.0 / MAX_SCALE, MAX_SCALE), 1.0)
+            if not np.all(scales == 1.0):
+                yield scales, float(alpha), float(target)
+
+
 def choose_scales(
     weights: list[np.ndarray], ch_range: np.ndarray, ch_sq: np.ndarray, alphas=ALPHAS
 ) -> tuple[np.ndarray, float]:
-    """Per-channel scales a_c > 0 (and the chosen α) minimising :func:`estimated_noise`."""
+    """Per-channel scales a_c > 0 (and the chosen α) minimising :func:`estimated_noise`; α = 0 and all
+    scales 1 when no candidate gains MIN_GAIN."""
     ch_range = np.asarray(ch_range, dtype=np.float64)
-    alive = ch_range > 1e-6 * max(float(ch_range.max()), 1e-12)
-    if not alive.any():
-        return np.ones_like(ch_range), 0.0
-    ratio = np.where(alive, ch_range.max() / np.where(alive, ch_range, 1.0), 1.0)
     best, best_alpha = np.ones_like(ch_range), 0.0
+    if not np.any(ch_range > 0):
+        return best, best_alpha
     best_noise = estimated_noise(weights, ch_range, ch_sq, best) * (1 - MIN_GAIN)
-    for alpha in alphas:
-        if alpha == 0.0:
-            continue
-        scales = np.minimum(ratio**alpha, MAX_SCALE)
+    for scales, alpha, _ in candidate_scales(ch_range, alphas):
         noise = estimated_noise(weights, ch_range, ch_sq, scales)
         if noise < best_noise:
             best, best_alpha, best_noise = scales, alpha, noise
+    if np.all(best == 1.0):
+        return best, 0.0
     return best, best_alpha
 
 
@@ -206,6 +224,7 @@ class EqualizeRecord:
     tensor: str
     alpha: float
     max_scale: float
+    min_scale: float = 1.0
 
 
 def equalize(
@@ -233,8 +252,8 @@ def equalize(
             np.asarray(st.ch_min, np.float64), 0.0
         )
         scales, alpha = choose_scales(weights, ch_range, np.asarray(st.ch_sq, dtype=np.float64))
-        if alpha == 0.0:
+        if np.all(scales == 1.0):
             continue
         model = apply_scales(model, pair, scales)
-        records.append(EqualizeRecord(pair.tensor, alpha, float(scales.max())))
+        records.append(EqualizeRecord(pair.tensor, alpha, float(scales.max()), float(scales.min())))
     return model, records
