@@ -4,13 +4,14 @@ python -m bench.bench_et              # writes the "et: latency" section of benc
 python -m bench.bench_et --rounds 5   # quicker, noisier
 
 onnxruntime CPU, FP32, input 1x3x360x640, default graph optimizations (what a deployment uses). The five models of
-one network are timed interleaved (one run each per round, median over rounds) so machine load hits them alike.
+one network are timed interleaved (one run each per round) so machine load hits them alike; the table reports the
+fastest round (the least disturbed by other processes) and the load average after the runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import time
 import warnings
 
@@ -59,7 +60,7 @@ def latencies(models: dict, rounds: int, threads: int) -> dict[str, float]:
             start = time.perf_counter()
             s.run(None, feeds[k])
             times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}
 
 
 def ops_summary(model) -> str:
@@ -87,7 +88,7 @@ def run(rounds: int, threads: int, exporter: str) -> str:
         f"Command: `python -m bench.bench_et --rounds {rounds} --threads {threads}` ({machine()}). "
         f"onnxruntime CPU FP32, 1x3x{SIZE[0]}x{SIZE[1]}, graph optimizations on, {threads} intra-op threads; "
         f"{exporter} exports with dynamic H/W and real pretrained weights; etc = `fold,rep,et --align-channels 4`; "
-        "median over interleaved rounds.\n\n"
+        f"fastest of interleaved rounds; load average {os.getloadavg()[0]:.1f} after the runs.\n\n"
         + markdown_table(header, rows)
         + "\n\nOps after conversion:\n"
         + "\n".join(notes)
