@@ -86,7 +86,9 @@ WHY_NOT_PLAIN = {
     "Resize": "interpolation other than nearest with integer scale kept",
     "PRelu": "kept by default (2x channels to remove; use --prelu)",
     "LeakyRelu": "kept by default (2x channels to remove; use --prelu)",
-    "Clip": "bounds not constant",
+    "Clip": "bounds not constant, lower bound not 0, or no conv before it to absorb it",
+    "Concat": "channel concat whose branches cannot merge (non-conv, strided or shared branches; see --explain)",
+    "Add": "add with no conv to absorb it, or a broadcasting add",
     "Softmax": "no exact ReLU form",
     "Exp": "no exact ReLU form",
 }
