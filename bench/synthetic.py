@@ -8,6 +8,7 @@
     x_n ─► Conv3x3(C->3s²) ─► Add(Concat([input] * s²)) ─► DepthToSpace(s, CRD) = output
                               (repeat -> conv: et; the image carried through every layer: et carry)
 
+With ``anchor=False`` the tail is only Conv3x3 -> DepthToSpace (no carried image): every rule then acts locally.
 ``synthetic(nodes)`` chooses the number of cells so that the graph has about ``nodes`` nodes (within one cell,
 9 nodes). Weights are seeded; every row of every kernel is L1-normalised so that a cell cannot amplify its input
 (|x_k| <= |x_{k-1}| + small biases), which keeps 1,000 cells finite and verifiable in float32.
@@ -19,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-FIXED = 6  # first Conv, Relu, last Conv, Concat, Add, DepthToSpace
+FIXED = 6  # first Conv, Relu, last Conv, Concat, Add, DepthToSpace (4 without the anchor)
 CELL = 9
 
 
@@ -59,19 +60,23 @@ class _Builder:
         return self.node("BatchNormalization", [x, *args], epsilon=1e-5)
 
 
-def cells_for(nodes: int) -> int:
+def cells_for(nodes: int, anchor: bool = True) -> int:
     """Number of cells giving about ``nodes`` nodes (at least one)."""
-    return max(1, round((nodes - FIXED) / CELL))
+    return max(1, round((nodes - fixed_nodes(anchor)) / CELL))
+
+
+def fixed_nodes(anchor: bool = True) -> int:
+    return FIXED if anchor else FIXED - 2
 
 
 def synthetic(
-    nodes: int, channels: int = 8, scale: int = 2, seed: int = 0, opset: int = 17
+    nodes: int, channels: int = 8, scale: int = 2, seed: int = 0, opset: int = 17, anchor: bool = True
 ) -> onnx.ModelProto:
     """A dynamic-H/W super-resolution-shaped graph of about ``nodes`` nodes, built from rule-exercising cells."""
     b = _Builder(np.random.default_rng(seed))
     x = b.node("Relu", [b.conv("input", 3, channels, 3, 1.0)])
     merge, tail = 0.4, 0.95 / np.sqrt(1.4)  # branch rows sum to 0.4 (+ identity 1); then 3x3 and 1x1 shrink
-    for _ in range(cells_for(nodes)):
+    for _ in range(cells_for(nodes, anchor)):
         s = b.node(
             "Add", [b.conv(x, channels, channels, 3, merge / 2), b.conv(x, channels, channels, 1, merge / 2)]
         )
@@ -79,12 +84,11 @@ def synthetic(
         y = b.conv(b.batchnorm(b.conv(r, channels, channels, 3, tail), channels), channels, channels, 1, tail)
         x = b.node("Relu", [y])
     out = b.conv(x, channels, 3 * scale * scale, 3, 1.0)
-    anchor = b.node("Concat", ["input"] * (scale * scale), axis=1)
-    y = b.node("Add", [out, anchor])
+    y = b.node("Add", [out, b.node("Concat", ["input"] * (scale * scale), axis=1)]) if anchor else out
     b.nodes.append(helper.make_node("DepthToSpace", [y], ["output"], blocksize=scale, mode="CRD", name="d2s"))
     graph = helper.make_graph(
         b.nodes,
-        f"synthetic_{nodes}",
+        f"synthetic_{nodes}{'' if anchor else '_no_anchor'}",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "height", "width"])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "out_height", "out_width"])],
         b.inits,
