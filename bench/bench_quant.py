@@ -125,6 +125,8 @@ def bench_one(name, m, c, s, runs):
     t = time.perf_counter()
     ours, report = quantize_with_report(model, patches, scale=s)
     t_ours = time.perf_counter() - t
+    if report.prelu_to_relu:
+        note += f"; quantizer: {report.prelu_to_relu} PReLU -> ReLU"
     theirs = ort_default(model, patches)
     pairs = load_pairs("samples", s)
     rows = evaluate_models({"fp32": model, "ort": theirs, "etc": ours}, pairs, s, reference="fp32")

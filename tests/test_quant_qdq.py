@@ -8,6 +8,7 @@ import pytest
 
 from etc import runtime
 from etc.quant import qdq, quantizer
+from etc.testing import assert_equivalent
 from tests.test_quant_equalize import _chain
 
 
@@ -102,3 +103,27 @@ def test_quantizer_end_to_end_on_tiny_chain(rng):
     got = runtime.run(runtime.session(qmodel, optimize=True), feeds[0])["y"]
     assert np.abs(ref - got).max() < 0.05
     assert set(report.ops) == {"QuantizeLinear", "DequantizeLinear", "Conv", "Relu"}
+
+
+def test_prelu_becomes_relu_before_quantizing(rng):
+    """The exact PReLU -> ReLU rewrite runs first: no float PReLU left, every Conv fused with a Relu."""
+    model = _chain(rng, act="PRelu")
+    feeds = _feeds(rng)
+    relu, count = quantizer.relu_form(model)
+    assert count == 1 and "PRelu" not in [n.op_type for n in relu.graph.node]
+    assert_equivalent(model, relu)
+    images = [f["x"] for f in feeds]
+    qmodel, report = quantizer.quantize_with_report(model, images, scale=1, num=4)
+    assert report.prelu_to_relu == 1 and "PRelu" not in report.ops
+    plan = qdq.plan_qdq(relu)
+    assert len(plan.fused) == 2 and len(plan.convs) == 3  # both hidden Convs fuse with a Relu
+    ref = runtime.run(model, feeds[0])["c3"]
+    got = runtime.run(runtime.session(qmodel, optimize=True), feeds[0])["c3"]
+    assert np.abs(ref - got).max() < 0.05 * np.abs(ref).max()
+    _, report = quantizer.quantize_with_report(model, images, scale=1, num=4, prelu_to_relu=False)
+    assert report.prelu_to_relu == 0 and report.ops["PRelu"] == 1
+
+
+def test_relu_form_leaves_models_without_prelu_alone(rng):
+    model = _chain(rng)
+    assert quantizer.relu_form(model) == (model, 0)

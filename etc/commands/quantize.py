@@ -59,6 +59,12 @@ def progress_bar(desc: str, enabled: bool):
     show_default=True,
     help="Keep int8 weights small enough that x86 CPUs without VNNI cannot saturate (see docs).",
 )
+@click.option(
+    "--prelu-to-relu/--keep-prelu",
+    default=True,
+    show_default=True,
+    help="Rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact), so every Conv fuses with a ReLU.",
+)
 @input_range_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patch crops.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -75,6 +81,7 @@ def quantize(
     rounding: str,
     bias_correction: bool,
     safe_u8s8: bool,
+    prelu_to_relu: bool,
     input_ranges: tuple[str, ...],
     seed: int,
     as_json: bool,
@@ -112,6 +119,7 @@ def quantize(
             rounding=rounding,
             bias_correction=bias_correction,
             safe_u8s8=safe_u8s8,
+            prelu_to_relu=prelu_to_relu,
             input_ranges=ranges,
             seed=seed,
             progress=bar.update if bar is not None else None,
@@ -131,9 +139,11 @@ def quantize(
         for name, (lo, hi) in report.ranges.items()
     ]
     click.echo(table(rows, ["tensor", "lo", "hi", "method"]))
+    if report.prelu_to_relu:
+        click.echo(f"PReLU/LeakyReLU rewritten as ReLU on doubled channels: {report.prelu_to_relu}")
     if report.equalized:
-        eq = [[r.tensor, r.alpha, f"{r.max_scale:.3g}"] for r in report.equalized]
-        click.echo(table(eq, ["equalized tensor", "alpha", "max scale"]))
+        eq = [[r.tensor, r.alpha, f"{r.min_scale:.3g}", f"{r.max_scale:.3g}"] for r in report.equalized]
+        click.echo(table(eq, ["equalized tensor", "alpha", "min scale", "max scale"]))
         click.echo(f"equalization FP32 max abs difference: {report.equalize_max_abs:.2e}")
     ops = ", ".join(f"{k} x{v}" for k, v in report.ops.items())
     click.echo(f"rounding {report.rounding}, bias corrected convs: {report.bias_corrected}; ops: {ops}")

@@ -2,6 +2,11 @@
 
 Steps, each on the float model unless said otherwise:
 
+0. PReLU/LeakyReLU become ReLU on doubled channels (the ``prelu`` pass, exact: prelu(z) = relu(z) -
+   α·relu(-z), checked in onnxruntime like every pass), so every Conv fuses with a ReLU into one int8 kernel
+   whose output is non-negative and spends the whole uint8 range, instead of a float PReLU between two
+   quantized tensors (a signed tensor before the PReLU, the layer quantized twice; ECBSR_ET figures in
+   bench/RESULTS.md); ``prelu_to_relu=False`` keeps them;
 1. calibration patches from DIV2K-style folders or the bundled photos (:mod:`etc.quant.calib`);
 2. clip structures: a ReLU output read only by a 1x1 Conv whose rows are ``relu(b_o - w_o·t_c)`` (the clamp of
    ETDS/ABPN_ET/ECBSR_ET, Conv1x1(-I, 1)+ReLU) cannot tell values above ``b_o / w_o`` apart, so its range is
@@ -43,6 +48,7 @@ class QuantReport:
     equalize_max_abs: float = 0.0
     bias_corrected: int = 0
     rounding: str = "gptq"
+    prelu_to_relu: int = 0  # PReLU/LeakyReLU nodes rewritten as ReLU before quantizing
     ops: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -58,6 +64,7 @@ class QuantReport:
             "equalize_max_abs": self.equalize_max_abs,
             "bias_corrected": self.bias_corrected,
             "rounding": self.rounding,
+            "prelu_to_relu": self.prelu_to_relu,
             "ops": self.ops,
         }
 
@@ -200,6 +207,7 @@ def quantize_with_report(
     rounding: str = "gptq",
     bias_correction: bool = True,
     safe_u8s8: bool = True,
+    prelu_to_relu: bool = True,
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
@@ -214,7 +222,11 @@ def quantize_with_report(
         )
     if rounding not in ("gptq", "nearest"):
         raise BadModelError(f"unknown rounding '{rounding}'; choose gptq or nearest")
-    model = _ensure_named(_constant_nodes_to_initializers(as_model(model_or_path)))
+    model = as_model(model_or_path)
+    rewritten = 0
+    if prelu_to_relu:
+        model, rewritten = relu_form(model, input_ranges)
+    model = _ensure_named(_constant_nodes_to_initializers(model))
     scale = scale or infer_scale(model)
     if isinstance(calib, (str, os.PathLike)):
         patches = calibration_patches(calib, scale, num=num, patch=patch, seed=seed)
@@ -225,7 +237,7 @@ def quantize_with_report(
 
     in_name = input_specs(model)[0].name
     feeds = [{in_name: p} for p in patches]
-    report = QuantReport(scale, calib_name, len(feeds), method, rounding=rounding)
+    report = QuantReport(scale, calib_name, len(feeds), method, rounding=rounding, prelu_to_relu=rewritten)
 
     caps, exact = clip_structures(model)
     if equalize:
@@ -265,6 +277,25 @@ def quantize_with_report(
 def quantize(model_or_path, calib="samples", **kwargs) -> onnx.ModelProto:
     """INT8 QDQ model of ``model_or_path`` calibrated on ``calib`` (see :func:`quantize_with_report`)."""
     return quantize_with_report(model_or_path, calib, **kwargs)[0]
+
+
+PRELU_OPS = ("PRelu", "LeakyRelu")
+
+
+def relu_form(
+    model: onnx.ModelProto, input_ranges: Mapping[str, tuple[float, float]] | None = None
+) -> tuple[onnx.ModelProto, int]:
+    """(model with its PReLU/LeakyReLU rewritten by the exact ``prelu`` pass, how many disappeared).
+
+    The pass runs under etc.optimize's per-pass numeric check and final verification (odd sizes), so a rewrite
+    that changed the FP32 function raises EquivalenceError. A model without them is returned unchanged."""
+    before = sum(n.op_type in PRELU_OPS for n in model.graph.node)
+    if not before:
+        return model, 0
+    from etc.api import optimize
+
+    out, _ = optimize(model, "prelu", input_ranges=input_ranges, size=(48, 40))
+    return out, before - sum(n.op_type in PRELU_OPS for n in out.graph.node)
 
 
 def _which(stats: observe.TensorStats, chosen: tuple[float, float]) -> str:
