@@ -494,7 +494,7 @@ def stage_psnr(args: argparse.Namespace, results: dict) -> str:
     results["psnr"] = data
     table = []
     for label, by in data.items():
-        keys = [k.split("|")[0] for k in by if k.endswith("|fp32")]
+        keys = [k for k in results["latency"]["data"][label] if f"{k}|fp32" in by]
         for k in keys:
             p32, p8 = by.get(f"{k}|fp32"), by.get(f"{k}|int8")
             table.append(
@@ -565,6 +565,8 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, dict], str]] = {
 
 def _save_stage(stage: str, results: dict) -> None:
     """Writes this stage's results into the cache, keeping what other (concurrent) runs stored there."""
+    if stage not in results:
+        return
     stored = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     stored[stage] = results[stage]
     CACHE.write_text(json.dumps(stored, indent=1))
