@@ -30,7 +30,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +221,15 @@ class DemoResult:
             if row["psnr"] is not None and self.bicubic_psnr is not None:
                 row["psnr_vs_bicubic"] = row["psnr"] - self.bicubic_psnr
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DemoResult:
+        """The inverse of :meth:`as_dict` (e.g. for ``etc demo --json`` output read back)."""
+        names = {f.name for f in fields(GraphRow)}
+        rows = [GraphRow(**{k: v for k, v in r.items() if k in names}) for r in data["rows"]]
+        kept = {f.name: data[f.name] for f in fields(cls) if f.name not in ("out_dir", "rows")}
+        kept["eval_photos"], kept["latency_size"] = tuple(kept["eval_photos"]), tuple(kept["latency_size"])
+        return cls(out_dir=Path(data["out_dir"]), rows=rows, **kept)
 
     def table(self) -> str:
         """The final summary: one table, then the facts it rests on."""

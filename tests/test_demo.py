@@ -8,21 +8,35 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from filelock import FileLock
 
 from etc import demo
 
 PLAIN = {"Conv", "Relu", "DepthToSpace"}
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
+@pytest.fixture(scope="session")
+def run(tmp_path_factory, worker_id):
+    """One real demo run per test session, shared by the xdist workers through a JSON file under a lock."""
+    if worker_id == "master":
+        return _run_demo(tmp_path_factory.mktemp("demo"))
+    root = tmp_path_factory.getbasetemp().parent
+    cache = root / "etc-demo-run.json"
+    with FileLock(str(cache) + ".lock"):
+        if not cache.is_file():
+            result, lines = _run_demo(root / "etc-demo")
+            cache.write_text(json.dumps({"result": result.as_dict(), "lines": lines}))
+    data = json.loads(cache.read_text())
+    return demo.DemoResult.from_dict(data["result"]), data["lines"]
+
+
+def _run_demo(out):
     lines: list[str] = []
     res = demo.run_demo(out, latency_size=(24, 40), latency_runs=1, calib_patches=4, progress=lines.append)
     return res, lines
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def result(run):
     return run[0]
 
@@ -98,6 +112,7 @@ def test_files_table_json_and_progress(run):
         assert word in text
     payload = json.loads(json.dumps(result.as_dict(), default=str))
     assert payload["ok"] is True and payload["rows"][0]["psnr_vs_bicubic"] > 0
+    assert demo.DemoResult.from_dict(payload).table() == text
     assert sum(line.startswith("[") for line in lines) == 7
     assert all(t > 0 for t in result.seconds.values())
 
