@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("etc.commands.evaluate:evaluate", "PSNR/SSIM of a super-resolution model on an image set."),
     "demo": (
         "etc.commands.demo:demo",
-        "Run the whole job on a small built-in model: export, optimize, quantize.",
+        "Run the whole job on the built-in x2 model.",
     ),
 }
 
