@@ -79,7 +79,12 @@ def verify(
     rtol: float = 1e-5,
     images: str | Path | None = None,
 ) -> VerifyReport:
-    """Runs both models on seeded inputs (several sizes, odd ones included) and optional images."""
+    """Runs both models on seeded inputs (several sizes, odd ones included) and optional images.
+
+    An output passes when it is within ``atol + rtol * max(range, 1)`` of the reference, or, failing that, when
+    it is no further from the float64 result (onnx reference evaluator) than the tolerance plus twice the
+    reference's own float32 error (``float64_arbiter`` in the row says this second opinion was needed).
+    """
     _check_interfaces(model_a, model_b)
     feeds: list[dict] = []
     probes: list[str] = []
@@ -94,11 +99,20 @@ def verify(
     sess_a, sess_b = runtime.session(model_a), runtime.session(model_b)
     names_b = [o.name for o in sess_b.get_outputs()]
     worst: dict[str, runtime.Difference] = {}
+    failed: set[str] = set()
+    arbitrated: set[str] = set()
+    truth: dict = {}
     for feed in feeds:
         out_a = runtime.run(sess_a, feed)
         out_b = dict(zip(names_b, sess_b.run(names_b, feed)))
         for (name, ref), cand in zip(out_a.items(), out_b.values()):
             diff = runtime.compare(ref, cand, name)
+            if not diff.within(atol, rtol):
+                tolerance = atol + rtol * max(diff.ref_range, 1.0)
+                if runtime.within_rounding(model_a, feed, ref, cand, name, tolerance, truth):
+                    arbitrated.add(name)
+                else:
+                    failed.add(name)
             prev = worst.get(name)
             if (
                 prev is None
@@ -113,7 +127,8 @@ def verify(
             "max_rel": d.max_rel,
             "psnr": d.psnr,
             "range": d.ref_range,
-            "ok": d.within(atol, rtol),
+            "ok": d.output not in failed,
+            "float64_arbiter": d.output in arbitrated,
         }
         for d in worst.values()
     ]

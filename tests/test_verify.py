@@ -34,3 +34,26 @@ def test_identical_models_are_equivalent_with_zero_error(rng):
     report = verify(m, m)
     assert report.equivalent and report.rows[0]["max_abs"] == 0.0
     assert any("17x23" in p for p in report.probes)  # an odd size was probed
+
+
+def _one_channel(body: str, **inits):
+    return graph(body, inputs="float[1,1,H,W] input", outputs="float[1,1,H,W] output", **inits)
+
+
+def test_float64_arbiter_accepts_a_more_accurate_rewrite_and_rejects_a_wrong_one():
+    """A cancels two large products (float32 error ~1e-3); B computes the same 0.3x exactly; C is 0.01 off."""
+    cancelling = _one_channel(
+        "a = Conv(input, wa)\nb = Conv(input, wb)\nd = Sub(a, b)\noutput = Relu(d)",
+        wa=np.full((1, 1, 1, 1), 1e4 + 0.3, np.float32),
+        wb=np.full((1, 1, 1, 1), 1e4, np.float32),
+    )
+    exact = _one_channel("c = Conv(input, w)\noutput = Relu(c)", w=np.full((1, 1, 1, 1), 0.3, np.float32))
+    wrong = _one_channel(
+        "c = Conv(input, w, b)\noutput = Relu(c)",
+        w=np.full((1, 1, 1, 1), 0.3, np.float32),
+        b=np.full(1, 0.01, np.float32),
+    )
+    good = verify(cancelling, exact)
+    assert good.rows[0]["max_abs"] > 1e-5  # float32 alone would call it different
+    assert good.equivalent and good.rows[0]["float64_arbiter"]
+    assert not verify(cancelling, wrong).equivalent
