@@ -51,6 +51,13 @@ QUICK_SIZES = (100, 300, 1000)
 LATENCY_HW = (360, 640)
 
 
+def load_note() -> str:
+    """The 1-minute load average when a section is written (other jobs on the machine inflate times)."""
+    import os
+
+    return f"load average {os.getloadavg()[0]:.1f} when written"
+
+
 # --- tools -----------------------------------------------------------------------------------------------------
 
 
@@ -129,7 +136,7 @@ def stage_compile(args: argparse.Namespace, results: dict) -> str:
     )
     bad = [f"{n}/{t}: {e[t]['check']}" for n, e in data.items() for t in TOOLS if e[t]["check"] != "ok"]
     return (
-        f"Command: `{args.command}` ({machine()}). Zoo models at their default sizes, x4, random init (seed 0; "
+        f"Command: `{args.command}` ({machine()}; {load_note()}). Zoo models at their default sizes, x4, random init (seed 0; "
         f"abpn/ecbsr/ecbsr_train with clamp), {args.exporter} export with dynamic H/W; median of {repeat} run(s) "
         "per tool, in one process; ETC = `fold,rep,et` without the numeric instrument; onnxsim check_n=0; "
         "onnxslim and onnxoptimizer defaults. Every output was run against the export in onnxruntime "
@@ -258,8 +265,8 @@ def stage_scaling(args: argparse.Namespace, results: dict) -> str:
         )
     results["scaling"] = out
     body = (
-        f"Command: `{args.command}` ({machine()}; the machine was shared with other jobs (load average about 12 on "
-        "2 cores during the run), so absolute times are inflated; the slopes are the point). Graphs from "
+        f"Command: `{args.command}` ({machine()}; shared with other jobs, {load_note()}, so absolute times are "
+        "inflated; the slopes are the point). Graphs from "
         "bench/synthetic.py, 8 channels; per cell: parallel 3x3 + 1x1 + identity merge, ReLU, 3x3 -> "
         "BatchNormalization -> 1x1, ReLU. *anchored*: the input image is added through a channel repeat before "
         "the final DepthToSpace (ABPN-style), so ETC carries it through every layer; *local*: no anchor. One run "
@@ -310,7 +317,7 @@ def stage_profile(args: argparse.Namespace, results: dict) -> str:
     ]
     results["profile"] = {"nodes": nodes, "rounds": result.rounds, "hits": result.hits}
     return (
-        f"Command: `{args.command}` ({machine()}; shared machine, times inflated, cProfile slows it further). "
+        f"Command: `{args.command}` ({machine()}; {load_note()}; cProfile slows it further). "
         f"ETC `fold,rep,et` on the anchored synthetic graph of {len(model.graph.node)} nodes: "
         f"{result.rounds} pipeline rounds. Per pass run (seconds, rule hits):\n\n"
         + markdown_table(["pass", "s", "hits"], records)
@@ -448,7 +455,7 @@ def stage_latency(args: argparse.Namespace, results: dict) -> str:
         "INT8 vs FP32 orig",
     ]
     return (
-        f"Command: `{args.command}` ({machine()}; the machine was shared with other jobs, so absolute times are "
+        f"Command: `{args.command}` ({machine()}; shared with other jobs, {load_note()}, so absolute times are "
         f"noisy; runs are interleaved so load hits every variant alike). Pretrained x{scale} weights; original = "
         "the training-time form exported (ETDS: dual stream recovered from the official plain weights; ABPN: "
         "anchor + clamp; ECBSR: ECB branches split from the deploy weights, + clamp), legacy exporter, dynamic "
