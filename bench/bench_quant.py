@@ -53,16 +53,16 @@ def export(name, m, c, s):
 
 
 def maybe_plain(model):
-    """fold,rep,et when it verifies; returns (model, note)."""
+    """fold,rep,et (PReLU -> ReLU allowed, as the quantizer does) when it verifies; returns (model, note)."""
     from etc import api
 
     try:
-        out, report = api.optimize(model, "fold,rep,et")
+        out, report = api.optimize(model, "fold,rep,et", prelu_to_relu=True)
     except Exception as exc:
         return model, f"not made plain ({type(exc).__name__})"
     if report.remaining:
-        return model, "not fully plain"
-    return out, "fold,rep,et -> plain"
+        return model, "not fully plain: " + "; ".join(report.remaining)
+    return out, "fold,rep,et (PReLU -> ReLU) -> plain"
 
 
 def ort_default(model, patches):
