@@ -57,7 +57,8 @@ def test_onnxruntime_reproduces_torch_at_two_sizes(exporter: str, name: str) -> 
             want = net(x)
         got = ort_run(model, x)
         assert got.shape == tuple(want.shape)
-        assert max_diff(got, want) < 1e-5
+        scale = max(1.0, float(want.max() - want.min()))  # untrained nets reach large outputs
+        assert max_diff(got, want) < 1e-5 * scale
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
