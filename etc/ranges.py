@@ -283,7 +283,8 @@ class ValueRanges:
 
     def _op_Sigmoid(self, node: gs.Node) -> Interval:
         x = self._input(node, 0)
-        return Interval.of(1 / (1 + np.exp(-x.lo)), 1 / (1 + np.exp(-x.hi)))
+        with np.errstate(over="ignore"):  # exp(+large) = inf gives the exact limit 0
+            return Interval.of(1 / (1 + np.exp(-x.lo)), 1 / (1 + np.exp(-x.hi)))
 
     def _op_Tanh(self, node: gs.Node) -> Interval:
         x = self._input(node, 0)
