@@ -25,6 +25,8 @@ class ModelInfo:
     size: tuple[int, int]
     plain_share: float
     non_plain: dict[str, int] = field(default_factory=dict)
+    depth: int = 0  # nodes on the longest input-to-output path
+    forks: int = 0  # tensors read by more than one node (each a branch point an NPU must buffer)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -129,7 +131,30 @@ def model_info(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> Mo
         size=size,
         plain_share=plain / nodes if nodes else 1.0,
         non_plain={op: n for op, n in ops.items() if op not in PLAIN_OPS},
+        **topology(model),
     )
+
+
+def topology(model: onnx.ModelProto) -> dict[str, int]:
+    """Depth (longest path, in nodes) and branch points of the dataflow graph; a plain net is a chain."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    produced = {}
+    for index, node in enumerate(model.graph.node):
+        graph.add_node(index)
+        for out in node.output:
+            produced[out] = index
+    readers: dict[str, int] = {}
+    for index, node in enumerate(model.graph.node):
+        for name in set(node.input):
+            if name in produced:
+                graph.add_edge(produced[name], index)
+            readers[name] = readers.get(name, 0) + 1
+    inits = {i.name for i in model.graph.initializer}
+    forks = sum(1 for name, n in readers.items() if n > 1 and name not in inits)
+    depth = nx.dag_longest_path_length(graph) + 1 if graph.number_of_nodes() else 0
+    return {"depth": int(depth), "forks": int(forks)}
 
 
 def human(n: float | None) -> str:

@@ -118,3 +118,15 @@ def test_passes_lists_fold_rules():
     out = run("passes")
     assert out.returncode == 0
     assert "fold" in out.stdout and "bn_into_conv" in out.stdout
+
+
+def test_info_reports_depth_and_branch_points(tmp_path):
+    rng = np.random.default_rng(1)
+    m = graph(
+        "a = Conv <pads = [1, 1, 1, 1]> (input, w, b)\nr = Relu(a)\nc = Conv <pads = [1, 1, 1, 1]> (r, w2, b)\n"
+        "output = Add(c, a)",
+        w=rng.normal(size=(4, 3, 3, 3)).astype(np.float32), w2=rng.normal(size=(4, 4, 3, 3)).astype(np.float32),
+        b=np.zeros(4, np.float32),
+    )
+    facts = json.loads(run("info", str(save(m, tmp_path / "skip.onnx")), "--json").stdout)
+    assert facts["depth"] == 4 and facts["forks"] == 1  # Conv -> Relu -> Conv -> Add; 'a' is read twice

@@ -33,4 +33,5 @@ def info(model: Path, size: str, as_json: bool) -> None:
     click.echo(f"params  {human(facts.params)} ({facts.params})")
     click.echo(f"MACs    {human(facts.macs)} at {facts.size[0]}x{facts.size[1]}")
     click.echo(f"plain   {facts.plain_share:.0%} of nodes are Conv/Relu/DepthToSpace")
+    click.echo(f"depth   {facts.depth} nodes on the longest path; {facts.forks} branch points")
     click.echo(table([[op, n] for op, n in facts.ops.items()], ["op", "count"]))
