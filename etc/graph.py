@@ -223,7 +223,7 @@ def make_node(
         output = gs.Variable(namer(f"{name or op.lower()}_out"), dtype=np.float32)
     else:
         for old in list(output.inputs):
-            old.outputs.remove(output)
+            release_output(old, output, namer)
     node = gs.Node(
         op=op, name=namer(name or op), attrs=dict(attrs or {}), inputs=list(inputs), outputs=[output]
     )
@@ -251,11 +251,24 @@ def make_conv(
     return make_node(graph, namer, "Conv", inputs, attrs=attrs, output=output, name=name)
 
 
-def adopt_output(old: Node, new: Node, index: int = 0) -> None:
-    """Makes ``new`` produce ``old``'s output tensor in place of its own (first output)."""
+def release_output(node: Node, tensor: Tensor, namer: Namer) -> None:
+    """Detaches ``tensor`` from its producer ``node`` so another node can produce it.
+
+    A multi-output node keeps its output positions (Split, Dropout: position is meaning): the slot gets a fresh,
+    unused tensor. A single-output node is left with no outputs, i.e. retired.
+    """
+    slot = next(i for i, t in enumerate(node.outputs) if t is tensor)
+    if len(node.outputs) > 1:
+        node.outputs[slot] = gs.Variable(namer(f"{tensor.name}_unused"), dtype=tensor.dtype)
+    else:
+        node.outputs.remove(tensor)
+
+
+def adopt_output(old: Node, new: Node, index: int = 0, namer: Namer | None = None) -> None:
+    """Makes ``new`` produce ``old``'s output tensor ``index`` in place of its own first output."""
     target = old.outputs[index]
     mine = new.outputs[0]
-    old.outputs.remove(target)
+    release_output(old, target, namer or Namer({t.name for t in old.outputs}))
     new.outputs[0] = target
     mine.inputs.clear()
 

@@ -19,13 +19,7 @@ from etc.pipeline import Pass, PassResult
 
 REGRESSIONS = Path(__file__).with_name("regressions")
 # regression file name -> reason it still fails (xfail strict: the test flips when the rule is fixed)
-KNOWN_FAILURES: dict[str, str] = {
-    "miscompile_et_4453790431.onnx": (
-        "et/repeat_to_conv rewrites one output of a channel Split (Split -> [graph output, Relu]) as a selection "
-        "Conv and drops it from the Split's outputs, so the remaining output shifts to slot 0 (wrong channel; "
-        "onnxruntime refuses the split count)"
-    ),
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 FOCUS = {
     "conv": ("conv", "chain", "branches", "stack", "bn", "mul_add", "pad", "relu", "identity"),

@@ -32,3 +32,19 @@ def test_namer_never_reuses_a_name():
     namer = Namer.for_graph(to_gs(m))
     names = {namer("output"), namer("output"), namer("input"), namer("x"), namer("x")}
     assert len(names) == 5 and "output" not in names and "input" not in names
+
+
+def test_adopting_one_output_of_a_split_keeps_the_other_in_its_slot():
+    """Found by the fuzzer: taking Split output 0 must not shift output 1 into slot 0."""
+    import onnx_graphsurgeon as gs
+
+    from etc.graph import make_node
+
+    m = graph("a, b = Split <axis = 1> (input, sizes)\nx = Relu(a)\noutput = Relu(b)",
+              outputs="float[1,2,H,W] output", sizes=np.array([1, 2], np.int64))
+    g = to_gs(m)
+    split = next(n for n in g.nodes if n.op == "Split")
+    first, second = split.outputs
+    make_node(g, Namer.for_graph(g), "Relu", [g.inputs[0]], output=first)
+    assert split.outputs[1] is second and split.outputs[0] is not first
+    assert isinstance(split.outputs[0], gs.Variable) and not split.outputs[0].outputs

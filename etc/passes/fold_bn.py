@@ -85,6 +85,7 @@ class BatchNormIntoConv(Rule):
         merged.outputs.append(out)
         ctx.graph.nodes.append(merged)
         bn.inputs.clear()
+        bn.outputs.clear()
         conv.outputs.clear()
         conv.inputs.clear()
 
