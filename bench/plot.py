@@ -18,9 +18,14 @@ from PIL import Image, ImageDraw, ImageFont
 WIDTH, HEIGHT = 1100, 720
 MARGIN = {"left": 90, "right": 250, "top": 60, "bottom": 80}
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
-SHAPES = {"original": "circle", "etc": "square", "official plain": "triangle"}
-SHORT = {"original": "orig", "etc": "ETC", "official plain": "official"}
-VARIANT_LABEL = {"original": "original export", "etc": "ETC fold,rep,et", "official plain": "official plain"}
+SHAPES = {"original": "circle", "etc": "square", "etc align4": "diamond", "official plain": "triangle"}
+SHORT = {"original": "orig", "etc": "ETC", "etc align4": "ETC-a4", "official plain": "official"}
+VARIANT_LABEL = {
+    "original": "original export",
+    "etc": "ETC fold,rep,et",
+    "etc align4": "ETC, widths x4",
+    "official plain": "official plain",
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ def _marker(
         draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=colour, width=3)
     elif shape == "square":
         draw.rectangle([x - r, y - r, x + r, y + r], fill=fill, outline=colour, width=3)
+    elif shape == "diamond":
+        r += 2
+        draw.polygon([(x, y - r), (x + r, y), (x, y + r), (x - r, y)], fill=fill, outline=colour, width=3)
     else:
         draw.polygon(
             [(x, y - r - 2), (x - r - 1, y + r), (x + r + 1, y + r)], fill=fill, outline=colour, width=3
@@ -127,16 +135,18 @@ def draw(points: list[Point], path: Path, title: str = "") -> Path:
 
     families = sorted({p.family for p in points})
     colour = {f: COLOURS[i % len(COLOURS)] for i, f in enumerate(families)}
-    placed: list[tuple[float, float]] = []
+    boxes: list[tuple[float, float, float, float]] = []
     for p in sorted(points, key=lambda q: (q.family, q.variant, q.precision)):
         X, Y = sx(p.ms), sy(p.psnr)
         _marker(d, X, Y, SHAPES.get(p.variant, "circle"), colour[p.family], p.precision == "int8")
+        boxes.append((X - 10, Y - 10, X + 10, Y + 10))
+    for p in sorted(points, key=lambda q: (q.family, q.variant, q.precision)):
+        X, Y = sx(p.ms), sy(p.psnr)
         label = f"{p.family} {SHORT.get(p.variant, p.variant)} {p.precision.upper()}"
-        ly = Y - 24
-        while any(abs(ly - py) < 14 and abs(X - px) < 150 for px, py in placed):
-            ly -= 14  # keep labels of nearby points from overlapping
-        placed.append((X, ly))
-        d.text((X + 10, ly), label, fill=colour[p.family], font=small)
+        box = _place(d, label, small, X, Y, boxes, (left, top, right, bottom))
+        boxes.append(box)
+        d.line([(X, Y), _nearest(box, X, Y)], fill=colour[p.family], width=1)
+        d.text((box[0], box[1]), label, fill=colour[p.family], font=small)
 
     lx, ly = right + 20, top + 10
     d.text((lx, ly), "seed (colour)", fill="black", font=normal)
@@ -161,3 +171,31 @@ def draw(points: list[Point], path: Path, title: str = "") -> Path:
         ly += 22
     img.save(path)
     return path
+
+
+def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _place(d, label, font, x, y, taken, frame) -> tuple[float, float, float, float]:
+    """A label box near (x, y) inside ``frame`` that overlaps no taken box (rings of candidates, nearest first)."""
+    w, h = d.textlength(label, font=font), 15
+    for radius in range(12, 400, 10):
+        for dx, dy in ((1, -1), (1, 1), (-1, -1), (-1, 1), (0, -1.4), (0, 1.4), (1.2, 0), (-1.2, 0)):
+            bx = x + dx * radius - (w if dx < 0 else 0) - (w / 2 if dx == 0 else 0)
+            by = y + dy * radius - (h if dy < 0 else 0) - (h / 2 if dy == 0 else 0)
+            box = (bx, by, bx + w, by + h)
+            inside = (
+                frame[0] + 2 <= bx
+                and bx + w <= frame[2] - 2
+                and frame[1] + 2 <= by
+                and by + h <= frame[3] - 2
+            )
+            if inside and not any(_overlaps(box, t) for t in taken):
+                return box
+    return (x + 10, y - 20, x + 10 + w, y - 5)
+
+
+def _nearest(box: tuple[float, float, float, float], x: float, y: float) -> tuple[float, float]:
+    """The point of ``box`` nearest to (x, y): where a leader line from the marker meets the label."""
+    return (min(max(x, box[0]), box[2]), min(max(y, box[1]), box[3]))

@@ -367,6 +367,10 @@ def variants(seed: Seed, scale: int, exporter: str) -> dict[str, onnx.ModelProto
             out[tool] = run_tool(tool, original)
         except Exception as exc:
             print(f"{seed.label}: {tool} failed: {exc}", flush=True)
+    from etc.pipeline import Options, run_pipeline
+
+    aligned = run_pipeline(original, "fold,rep,et", options=Options(align_channels=4)).model
+    out["etc align4"] = aligned  # widths rounded up to multiples of 4, as the official plain forms
     out["official plain"] = _export(*seed.official, scale, exporter)
     return out
 
@@ -460,7 +464,8 @@ def stage_latency(args: argparse.Namespace, results: dict) -> str:
         "the training-time form exported (ETDS: dual stream recovered from the official plain weights; ABPN: "
         "anchor + clamp; ECBSR: ECB branches split from the deploy weights, + clamp), legacy exporter, dynamic "
         f"H/W. onnxruntime CPU, default graph optimizations, {args.threads} threads, input 1x3x{LATENCY_HW[0]}x"
-        f"{LATENCY_HW[1]}, median of {runs} runs after a warm-up. INT8 = `etc.quant.quantize(model, 'samples')` "
+        f"{LATENCY_HW[1]}, median of {runs} runs after a warm-up. etc align4 = `fold,rep,et` with "
+        "`align_channels=4` (conv widths rounded up to multiples of 4, as the official plain forms). INT8 = `etc.quant.quantize(model, 'samples')` "
         "of that same variant (QDQ). Speed-ups are against the original in FP32.\n\n"
         + markdown_table(header, rows)
     )
@@ -532,7 +537,7 @@ def stage_plot(args: argparse.Namespace, results: dict) -> str:
     for label, by in results["latency"]["data"].items():
         psnr = results["psnr"].get(label, {})
         family = label.split("_")[0]
-        for key in ("original", "etc", "official plain"):
+        for key in ("original", "etc", "etc align4", "official plain"):
             r = by.get(key)
             if r is None:
                 continue
@@ -545,7 +550,7 @@ def stage_plot(args: argparse.Namespace, results: dict) -> str:
     return (
         f"Command: `{args.command}`. ![PSNR vs latency](psnr_latency.png)\n\nbench/psnr_latency.png: one point "
         "per seed (colour), variant (shape: circle = original training-time export, square = ETC fold,rep,et, "
-        "triangle = official plain) and precision (hollow = FP32, filled = INT8), from the latency and psnr "
+        "diamond = ETC fold,rep,et with --align-channels 4, triangle = official plain) and precision (hollow = FP32, filled = INT8), from the latency and psnr "
         "sections above."
     )
 
