@@ -57,17 +57,91 @@ def test_depth_to_space_runs_on_uint8(rng, tmp_path):
     assert ops.index("DepthToSpace") < ops.index("DequantizeLinear")  # moved on uint8 before dequantizing
 
 
-def test_safe_weight_grid_cannot_saturate(rng):
+@pytest.mark.parametrize("mode", [True, "any"])
+def test_safe_weight_grid_cannot_saturate(rng, mode):
     w = rng.normal(size=(8, 16, 3, 3))
     w[0] *= 0.05
     w[0, 0, 1, 1] = 5.0  # one dominant weight keeps nearly the full grid
-    scales = qdq.weight_scales(w, per_channel=True, safe_u8s8=True)
+    scales = qdq.weight_scales(w, per_channel=True, safe_u8s8=mode)
     q = qdq.quantize_weight(w, scales)
-    assert qdq.u8s8_safe(q)
+    assert qdq.u8s8_safe(q, mode)
     assert np.abs(q[0]).max() >= 120
-    assert not qdq.u8s8_safe(qdq.quantize_weight(w, qdq.weight_scales(w, safe_u8s8=False)))
+    assert not qdq.u8s8_safe(qdq.quantize_weight(w, qdq.weight_scales(w, safe_u8s8=False)), mode)
     clip = -np.eye(4).reshape(4, 4, 1, 1)
     assert np.all(qdq.quantize_weight(clip, qdq.weight_scales(clip)) == -127 * np.eye(4).reshape(4, 4, 1, 1))
+
+
+def test_pair_rule_is_finer_than_the_any_two_rule(rng):
+    w = rng.normal(size=(8, 16, 3, 3))
+    pairs = qdq.weight_scales(w, safe_u8s8=True)
+    anytwo = qdq.weight_scales(w, safe_u8s8="any")
+    assert np.all(pairs <= anytwo) and np.mean(pairs / anytwo) < 0.8
+    q = qdq.quantize_weight(w, pairs)
+    assert qdq.u8s8_safe(q) and not qdq.u8s8_safe(q, "any")
+    with pytest.raises(Exception, match="safe_u8s8"):
+        qdq.weight_scales(w, safe_u8s8="sometimes")
+
+
+def test_kernel_pairs_follow_the_nhwc_reduction_order():
+    pairs = qdq.kernel_pairs((1, 3, 3, 3)).tolist()
+    # NHWC index k = tap * 3 + c; NCHW flat index = c * 9 + tap: k = 0, 1 -> (c0, t0), (c1, t0); k = 2, 3 ->
+    # (c2, t0), (c0, t1)
+    assert pairs[:2] == [[0, 9], [18, 1]]
+    assert len(pairs) == 13  # 27 weights: the last one has no partner
+    assert qdq.kernel_pairs((1, 4, 1, 1)).tolist() == [[0, 1], [2, 3]]
+
+
+def _saturation_probe(c: int, k: int, a: int, b: int) -> float:
+    """Fused int8 output of a Conv whose row 0 has int8 weights 127 at NHWC reduction indices a and b, on an
+    all-255 input: 2.0 computed exactly, about 1.0 when the kernel added the two products in saturating int16."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((4, k, k, c))
+    w.reshape(4, -1)[0, [a, b]] = 127
+    inits = {
+        "xs": np.float32(1 / 255),
+        "xz": np.uint8(0),
+        "wq": w.transpose(0, 3, 1, 2).astype(np.int8),
+        "ws": np.full(4, 1 / 127, np.float32),
+        "wz": np.zeros(4, np.int8),
+        "ys": np.float32(8 / 255),
+        "yz": np.uint8(0),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["c"], pads=[k // 2] * 4),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [numpy_helper.from_array(v, n) for n, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return float(sess.run(None, {"x": np.ones((1, c, 6, 6), np.float32)})[0][0, 0, 3, 3])
+
+
+@pytest.mark.parametrize("c,k", [(3, 3), (4, 3), (6, 1)])
+def test_fused_kernel_adds_exactly_the_predicted_pairs(c, k):
+    """The layout :func:`qdq.kernel_pairs` assumes, checked on this onnxruntime: two weights at full scale
+    saturate int16 exactly when they share a (2j, 2j + 1) pair of the NHWC reduction index."""
+    n = c * k * k
+    probes = [(a, a + 1) for a in range(n - 1)] + [(a, a + 2) for a in range(0, n - 2, 3)]
+    for a, b in probes:
+        got = _saturation_probe(c, k, a, b)
+        paired = a // 2 == b // 2
+        assert (got < 1.5) == paired, (c, k, a, b, got)
 
 
 def test_fused_kernels_match_the_qdq_graph(rng):
@@ -127,3 +201,15 @@ def test_prelu_becomes_relu_before_quantizing(rng):
 def test_relu_form_leaves_models_without_prelu_alone(rng):
     model = _chain(rng)
     assert quantizer.relu_form(model) == (model, 0)
+
+
+def test_clamp_pairs_makes_any_int8_weight_safe_and_changes_only_violations(rng):
+    q = rng.integers(-127, 128, size=(6, 5, 3, 3)).astype(np.int8)
+    fixed = qdq.clamp_pairs(q)
+    assert qdq.u8s8_safe(fixed) and not qdq.u8s8_safe(q)
+    pairs = qdq.kernel_pairs(q.shape)
+    flat, flat_fixed = q.reshape(6, -1).astype(int), fixed.reshape(6, -1).astype(int)
+    a, b = flat[:, pairs[:, 0]], flat[:, pairs[:, 1]]
+    ok = (np.sign(a) != np.sign(b)) | (np.abs(a) + np.abs(b) <= 128)
+    assert np.array_equal(flat_fixed[:, pairs[:, 0]][ok], a[ok])
+    assert np.all(np.abs(flat_fixed) <= np.abs(flat))

@@ -46,6 +46,13 @@ def progress_bar(desc: str, enabled: bool):
 )
 @click.option("--equalize/--no-equalize", default=True, show_default=True, help="FP32-exact equalization.")
 @click.option(
+    "--split",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Copies of an input channel that dominates a weight row (FP32-exact, finer int8 grid); 1 = off.",
+)
+@click.option(
     "--rounding",
     type=click.Choice(["gptq", "nearest"]),
     default="gptq",
@@ -78,6 +85,7 @@ def quantize(
     patch: int,
     per_channel: bool,
     equalize: bool,
+    split: int,
     rounding: str,
     bias_correction: bool,
     safe_u8s8: bool,
@@ -89,9 +97,9 @@ def quantize(
     """Quantize MODEL to INT8 QDQ (uint8 activations, int8 weights) calibrated on images.
 
     \b
-    Steps: exact clip-structure ranges, cross-layer equalization (checked FP32-exact with onnxruntime),
-    per-tensor activation ranges, GPTQ weight rounding, bias correction, QDQ placement with Conv+Relu
-    fused and DepthToSpace on uint8. Check the result with `etc eval OUT.onnx --ref MODEL`.
+    Steps: exact clip-structure ranges, channel duplication and cross-layer equalization (both checked
+    FP32-exact with onnxruntime), per-tensor activation ranges, GPTQ weight rounding, bias correction,
+    QDQ placement with Conv+Relu fused and DepthToSpace on uint8. Check the result with `etc eval OUT.onnx --ref MODEL`.
     Exit codes: 0 ok, 1 the equalization changed the FP32 outputs, 2 bad input.
     """
     from etc.errors import EtcError
@@ -116,6 +124,7 @@ def quantize(
             patch=patch,
             per_channel=per_channel,
             equalize=equalize,
+            split=split,
             rounding=rounding,
             bias_correction=bias_correction,
             safe_u8s8=safe_u8s8,
@@ -141,6 +150,9 @@ def quantize(
     click.echo(table(rows, ["tensor", "lo", "hi", "method"]))
     if report.prelu_to_relu:
         click.echo(f"PReLU/LeakyReLU rewritten as ReLU on doubled channels: {report.prelu_to_relu}")
+    if report.split:
+        sp = [[r.tensor, r.channels, r.added, r.max_copies] for r in report.split]
+        click.echo(table(sp, ["widened tensor", "channels", "added", "max copies"]))
     if report.equalized:
         eq = [[r.tensor, r.alpha, f"{r.min_scale:.3g}", f"{r.max_scale:.3g}"] for r in report.equalized]
         click.echo(table(eq, ["equalized tensor", "alpha", "min scale", "max scale"]))

@@ -63,3 +63,24 @@ class EqualizePass(Pass):
         if not records:
             return PassResult(model, False)
         return PassResult(out, True, {"equalize": len(records)})
+
+
+class SplitPass(Pass):
+    """Replaces Conv -> Relu -> Conv with an equivalent wider pair whose dominant input channels are copied."""
+
+    name = "split"
+    summary = "duplicate channels that dominate a consumer row (exact in FP32; finer int8 weight grids)"
+
+    def __init__(self, skip: frozenset[str] = frozenset(), max_copies: int = 3) -> None:
+        self.skip = skip
+        self.max_copies = max_copies
+        self.records: list = []
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        from etc.quant import split
+
+        out, records = split.split_channels(model, skip=set(self.skip), max_copies=self.max_copies)
+        self.records.extend(records)
+        if not records:
+            return PassResult(model, False)
+        return PassResult(out, True, {"split": len(records)})

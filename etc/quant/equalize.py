@@ -43,6 +43,7 @@ HOMOGENEOUS = frozenset({"Relu", "PRelu", "LeakyRelu"})
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_GAIN = 0.05  # rescale only when the estimated noise drops by at least 5 % (keeps the pass idempotent)
 MAX_SCALE = 64.0
+ACT_WEIGHT = 1.0  # weight of activation noise against weight noise in estimated_noise (module doc)
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,15 @@ def _column_view(weight: np.ndarray, group: int) -> np.ndarray:
 
 
 def estimated_noise(
-    weights: list[np.ndarray], ch_range: np.ndarray, ch_sq: np.ndarray, scales: np.ndarray
+    weights: list[np.ndarray],
+    ch_range: np.ndarray,
+    ch_sq: np.ndarray,
+    scales: np.ndarray,
+    act_weight: float | None = None,
 ) -> float:
-    """Output noise energy of quantizing t (one uint8 step) and W2 (int8 per row) after scaling by ``scales``."""
+    """Output noise energy of quantizing t (one uint8 step) and W2 (int8 per row) after scaling by ``scales``,
+    the activation part counted ``act_weight`` times (default :data:`ACT_WEIGHT`)."""
+    act_weight = ACT_WEIGHT if act_weight is None else act_weight
     step = float((ch_range * scales).max()) / 255.0
     total = 0.0
     for w in weights:
@@ -127,7 +134,7 @@ def estimated_noise(
         act = step**2 / 12.0 * float((ws**2).sum())
         row_step = np.abs(ws).reshape(ws.shape[0], -1).max(1) / 127.0
         wt = float((row_step**2 / 12.0).sum() * (scales**2 * ch_sq).sum() * taps)
-        total += act + wt
+        total += act_weight * act + wt
     return total
 
 

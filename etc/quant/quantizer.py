@@ -45,6 +45,7 @@ class QuantReport:
     methods: dict[str, str] = field(default_factory=dict)
     capped: dict[str, float] = field(default_factory=dict)
     equalized: list = field(default_factory=list)
+    split: list = field(default_factory=list)
     equalize_max_abs: float = 0.0
     bias_corrected: int = 0
     rounding: str = "gptq"
@@ -61,6 +62,7 @@ class QuantReport:
             "methods": self.methods,
             "capped": self.capped,
             "equalized": [vars(r) for r in self.equalized],
+            "split": [vars(r) for r in self.split],
             "equalize_max_abs": self.equalize_max_abs,
             "bias_corrected": self.bias_corrected,
             "rounding": self.rounding,
@@ -204,9 +206,10 @@ def quantize_with_report(
     patch: int = 64,
     per_channel: bool = True,
     equalize: bool = True,
+    split: int = 2,
     rounding: str = "gptq",
     bias_correction: bool = True,
-    safe_u8s8: bool = True,
+    safe_u8s8: bool | str = True,
     prelu_to_relu: bool = True,
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     seed: int = 0,
@@ -240,6 +243,9 @@ def quantize_with_report(
     report = QuantReport(scale, calib_name, len(feeds), method, rounding=rounding, prelu_to_relu=rewritten)
 
     caps, exact = clip_structures(model)
+    if split > 1:
+        model, report.split = _split(model, caps, split, input_ranges)
+        caps, exact = clip_structures(model)
     if equalize:
         model, report.equalized, report.equalize_max_abs = _equalize(
             model, feeds, caps, input_ranges, progress
@@ -305,6 +311,22 @@ def _which(stats: observe.TensorStats, chosen: tuple[float, float]) -> str:
     return "auto:percentile"
 
 
+def _split(model, caps, max_copies, input_ranges):
+    from etc.passes.equalize import SplitPass
+    from etc.pipeline import NumericCheck, Options, run_pipeline
+
+    check = NumericCheck(atol=1e-5, rtol=1e-5)
+    sp = SplitPass(skip=frozenset(caps), max_copies=max_copies)
+    result = run_pipeline(
+        model,
+        [sp],
+        options=Options(input_ranges=dict(input_ranges or {})),
+        instruments=[check],
+        max_rounds=1,
+    )
+    return result.model, list(sp.records)
+
+
 def _equalize(model, feeds, caps, input_ranges, progress):
     from etc.passes.equalize import EqualizePass
     from etc.pipeline import NumericCheck, Options, run_pipeline
@@ -346,7 +368,9 @@ def _gptq(model, plan, feeds, per_channel, safe_u8s8):
         scales = qdq.weight_scales(w, per_channel, safe_u8s8)
         h = rounding.hessian([v[node.input[0]] for v in values], tuple(w.shape[2:]), pads)  # type: ignore[arg-type]
         q = rounding.gptq_round(w, scales, h)
-        if safe_u8s8 and not qdq.u8s8_safe(q):
+        if safe_u8s8 and safe_u8s8 != "any":
+            q = qdq.clamp_pairs(q)
+        if safe_u8s8 and not qdq.u8s8_safe(q, safe_u8s8):
             continue
         _set_initializer(out, node.input[1], q.astype(np.float64) * scales.reshape(-1, 1, 1, 1))
         grids[node.name] = scales

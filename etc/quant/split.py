@@ -1,0 +1,242 @@
+"""Channel duplication: an exact widening that buys int8 weight precision where one channel dominates a row.
+
+::
+
+    before:  x ─> Conv(W1, b1) ─> act ─> t  (C channels)              ─> Conv(W2, b2) ─> y
+    after:   x ─> Conv(W1', b1') ─> act ─> t' (C + Σ_c (k_c - 1) ch.)  ─> Conv(W2', b2) ─> y
+
+Row c of W1 and b1[c] are repeated k_c times, so t' holds k_c identical copies of t_c (the activation is
+elementwise). Column c of every consumer W2 is cut into k_c equal parts W2[:, c] / k_c, one per copy, so
+Σ_j (W2[:, c] / k_c)·t_c = W2[:, c]·t_c at every pixel, borders included (zero padding pads every copy with
+zeros). Then the channels are permuted (producer rows and consumer columns alike, also exact) so that each
+copy sits next to an ordinary channel: the u8s8 kernel adds the products of channels 2i and 2i + 1 of one tap
+in int16 (:mod:`etc.quant.qdq`), and copies of a dominant channel must not share such a pair.
+
+Why it helps: int8 weights have one scale per output row, set by the row's largest weight. In plain SR nets
+the carried image channels (the ETDS residual stream, ABPN/ECBSR anchors) meet rows like "1.03 at the centre,
+±0.05 around it": the centre spends the whole grid and the corrections get five levels. After the split the
+largest weight is 1.03 / k, the step shrinks k times, and error-compensating rounding (GPTQ, which sees the
+copies as identical inputs) spreads the centre over k integer columns while the corrections use the finer
+step. Activation quantization is unchanged: the copies are identical, quantized with the same parameters.
+
+Exactness conditions (checked by :func:`find_sites`): the producer is a Conv with constant weights (and bias),
+group 1, whose output is read only by the activation (Relu, LeakyRelu) or directly only by the consumers;
+every reader of t is a Conv with constant weights, group 1, taking t as its data input; neither tensor is a
+graph output. Copies are whole numbers >= 1.
+
+:func:`choose_copies`: for every consumer row whose largest weight lies in one channel's column and is at least
+``min_ratio`` times the largest weight of every other channel, that channel gets ceil(ratio) copies, at most
+``max_copies``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+ELEMENTWISE = frozenset({"Relu", "LeakyRelu"})
+MAX_COPIES = 3
+MIN_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class Site:
+    """A tensor ``tensor`` made by ``producer`` (through ``activation``) and read by the Convs ``consumers``."""
+
+    tensor: str
+    producer: str
+    activation: str | None
+    consumers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NoSite:
+    """Why a Conv's output cannot be widened."""
+
+    producer: str
+    reason: str
+
+
+def _group(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
+def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in dict.fromkeys(node.input):
+            if name:
+                readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _const_conv(node: onnx.NodeProto, consts: set[str]) -> bool:
+    return (
+        node.op_type == "Conv"
+        and len(node.input) >= 2
+        and node.input[1] in consts
+        and (len(node.input) < 3 or not node.input[2] or node.input[2] in consts)
+    )
+
+
+def check_site(model: onnx.ModelProto, node: onnx.NodeProto) -> Site | NoSite:
+    """The site rooted at Conv ``node``, or why the exactness conditions of the module doc fail."""
+    consts = {i.name for i in model.graph.initializer}
+    readers = _readers(model)
+    outputs = {o.name for o in model.graph.output}
+    if not _const_conv(node, consts):
+        return NoSite(node.name, "producer is not a Conv with constant weights")
+    if _group(node) != 1:
+        return NoSite(node.name, "producer is a grouped Conv")
+    tensor, act = node.output[0], None
+    if tensor in outputs:
+        return NoSite(node.name, "producer output is a graph output")
+    users = readers.get(tensor, [])
+    if len(users) == 1 and users[0].op_type not in ("Conv",):
+        if users[0].op_type not in ELEMENTWISE:
+            return NoSite(node.name, f"activation {users[0].op_type} is not Relu/LeakyRelu")
+        act = users[0]
+        tensor = act.output[0]
+        if tensor in outputs:
+            return NoSite(node.name, "activation output is a graph output")
+        users = readers.get(tensor, [])
+    if not users:
+        return NoSite(node.name, "no readers")
+    for user in users:
+        if not _const_conv(user, consts):
+            return NoSite(
+                node.name, f"reader {user.name or user.op_type} is not a Conv with constant weights"
+            )
+        if user.input[0] != tensor or tensor in user.input[1:]:
+            return NoSite(node.name, f"reader {user.name} does not take the tensor as its data input")
+        if _group(user) != 1:
+            return NoSite(node.name, f"reader {user.name} is a grouped Conv")
+    return Site(tensor, node.name, act.name if act is not None else None, tuple(u.name for u in users))
+
+
+def find_sites(model: onnx.ModelProto) -> list[Site]:
+    """Every Conv -> [Relu | LeakyRelu] -> Conv(s) site where duplication is exact."""
+    found = [check_site(model, n) for n in model.graph.node if n.op_type == "Conv"]
+    return [s for s in found if isinstance(s, Site)]
+
+
+def choose_copies(
+    weights: list[np.ndarray], max_copies: int = MAX_COPIES, min_ratio: float = MIN_RATIO
+) -> np.ndarray:
+    """Copies per input channel of the consumer weights (O, C, kh, kw), see the module docstring."""
+    channels = weights[0].shape[1]
+    copies = np.ones(channels, dtype=np.int64)
+    if channels < 2 or max_copies < 2:
+        return copies
+    for w in weights:
+        a = np.abs(np.asarray(w, np.float64)).max(axis=(2, 3))
+        for row in a:
+            c = int(np.argmax(row))
+            other = float(np.delete(row, c).max())
+            if row[c] <= 0 or row[c] < min_ratio * other:
+                continue
+            ratio = row[c] / other if other > 0 else float(max_copies)
+            copies[c] = max(copies[c], min(max_copies, math.ceil(ratio)))
+    return copies
+
+
+def channel_order(copies: np.ndarray) -> list[int]:
+    """Source channel of every widened channel: the copies of each duplicated channel interleaved with
+    ordinary channels, so no two copies share a (2i, 2i + 1) kernel pair while ordinary channels remain."""
+    heavy = [c for c, k in enumerate(copies) for _ in range(int(k)) if k > 1]
+    light = [c for c, k in enumerate(copies) if k == 1]
+    order: list[int] = []
+    while heavy or light:
+        if heavy:
+            order.append(heavy.pop(0))
+        if light:
+            order.append(light.pop(0))
+    return order
+
+
+def duplicate(model: onnx.ModelProto, site: Site, copies: np.ndarray) -> onnx.ModelProto:
+    """A copy of ``model`` with the channels of ``site.tensor`` duplicated ``copies`` times (module doc)."""
+    copies = np.asarray(copies)
+    if copies.dtype.kind not in "iu" or np.any(copies < 1):
+        raise ValueError("copies must be whole numbers >= 1")
+    order = channel_order(copies)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    nodes = {n.name: n for n in out.graph.node}
+
+    def update(name: str, fn) -> str:
+        value = numpy_helper.to_array(inits[name]).astype(np.float64)
+        new_name = _fresh(out, name + "_dup")
+        out.graph.initializer.append(numpy_helper.from_array(fn(value).astype(np.float32), new_name))
+        return new_name
+
+    prod = nodes[site.producer]
+    prod.input[1] = update(prod.input[1], lambda w: w[order])
+    if len(prod.input) > 2 and prod.input[2]:
+        prod.input[2] = update(prod.input[2], lambda b: b[order])
+    share = 1.0 / copies[order].astype(np.float64)
+    for name in site.consumers:
+        cons = nodes[name]
+        cons.input[1] = update(cons.input[1], lambda w: w[:, order] * share.reshape(1, -1, 1, 1))
+    changed = {prod.output[0], site.tensor}
+    keep = [v for v in out.graph.value_info if v.name not in changed]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(keep)
+    _drop_unused(out)
+    return out
+
+
+def _fresh(model: onnx.ModelProto, base: str) -> str:
+    taken = {i.name for i in model.graph.initializer} | {
+        t for n in model.graph.node for t in [*n.input, *n.output]
+    }
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}{k}"
+    return name
+
+
+def _drop_unused(model: onnx.ModelProto) -> None:
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [i for i in model.graph.initializer if i.name in read]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+@dataclass
+class SplitRecord:
+    tensor: str
+    channels: int
+    added: int
+    max_copies: int
+
+
+def split_channels(
+    model: onnx.ModelProto,
+    *,
+    skip: set[str] | frozenset[str] = frozenset(),
+    max_copies: int = MAX_COPIES,
+    min_ratio: float = MIN_RATIO,
+) -> tuple[onnx.ModelProto, list[SplitRecord]]:
+    """Duplicates the dominant channels of every site whose tensor is not in ``skip``."""
+    records = []
+    for site in find_sites(model):
+        if site.tensor in skip:
+            continue
+        inits = {i.name: i for i in model.graph.initializer}
+        nodes = {n.name: n for n in model.graph.node}
+        weights = [numpy_helper.to_array(inits[nodes[c].input[1]]) for c in site.consumers]
+        copies = choose_copies(weights, max_copies, min_ratio)
+        if np.all(copies == 1):
+            continue
+        model = duplicate(model, site, copies)
+        records.append(
+            SplitRecord(site.tensor, len(copies), int(copies.sum() - len(copies)), int(copies.max()))
+        )
+    return model, records
