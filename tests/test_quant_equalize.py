@@ -149,3 +149,13 @@ def test_candidate_scales_keep_dead_channels_and_cover_the_classic_family():
     assert all(s[3] == 1.0 for s, _, _ in cands)
     classic = [s for s, a, t in cands if t == 4.0 and a == 1.0]
     assert np.allclose(classic[0][:3], [1.0, 2.0, 4.0])
+
+
+def test_activation_noise_is_weighed_linearly(rng):
+    w = rng.normal(size=(4, 4, 3, 3))
+    ranges, sq, scales = np.array([8.0, 1.0, 2.0, 1.0]), np.ones(4), np.array([0.25, 1.0, 0.5, 1.0])
+    weight_only = equalize.estimated_noise([w], ranges, sq, scales, act_weight=0.0)
+    act = equalize.estimated_noise([w], ranges, sq, scales, act_weight=1.0) - weight_only
+    assert act > 0 and weight_only > 0
+    default = equalize.estimated_noise([w], ranges, sq, scales)
+    assert default == pytest.approx(weight_only + equalize.ACT_WEIGHT * act)

@@ -179,3 +179,21 @@ def test_skipped_tensors_are_left_alone(rng):
     model = _model(rng)
     out, records = split.split_channels(model, skip={"t"})
     assert records == [] and out is model
+
+
+def test_quantizer_widens_dominated_channels_and_stays_close(rng):
+    from etc import runtime
+    from etc.quant import quantizer
+
+    model = _model(rng, c=6)
+    images = [rng.uniform(0, 1, size=(1, 3, 12, 10)).astype(np.float32) for _ in range(4)]
+    qmodel, report = quantizer.quantize_with_report(model, images, scale=1, num=4, split=2)
+    assert [(r.tensor, r.added) for r in report.split] == [("t", 1)]
+    _, off = quantizer.quantize_with_report(model, images, scale=1, num=4, split=1)
+    assert off.split == []
+    feed = {"x": images[0]}
+    ref = runtime.run(model, feed)["y"]
+    fused = runtime.run(runtime.session(qmodel, optimize=True), feed)["y"]
+    plain = runtime.run(runtime.session(qmodel), feed)["y"]
+    np.testing.assert_allclose(fused, plain, atol=1e-5)  # the fused u8s8 kernels cannot saturate
+    assert np.abs(ref - fused).max() < 0.05 * np.abs(ref).max()
