@@ -36,7 +36,7 @@ def to_gs(model: onnx.ModelProto, *, infer_shapes: bool = True) -> gs.Graph:
 
 def to_onnx(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     """Exports a graph, keeping the ir_version, opsets and metadata of ``like``. Value infos are dropped."""
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    cleanup(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     del model.graph.value_info[:]
     model.ir_version = like.ir_version
@@ -291,8 +291,36 @@ def cleanup(graph: gs.Graph) -> gs.Graph:
     graph.cleanup(remove_unused_graph_inputs=False)
     kept = {id(n) for n in graph.nodes}
     retire(n for n in before if id(n) not in kept)  # dead nodes must not linger as readers of live tensors
-    graph.toposort()
+    graph.nodes = toposorted(graph.nodes)
     return graph
+
+
+def toposorted(nodes: list[Node]) -> list[Node]:
+    """Kahn's algorithm, stable (ties keep list order), iterative: deep graphs need no recursion."""
+    import heapq
+
+    index = {id(n): i for i, n in enumerate(nodes)}
+    pending = [0] * len(nodes)
+    readers: list[list[int]] = [[] for _ in nodes]
+    for i, node in enumerate(nodes):
+        sources = {index[id(t.inputs[0])] for t in node.inputs if t.inputs and id(t.inputs[0]) in index}
+        sources.discard(i)
+        pending[i] = len(sources)
+        for s in sources:
+            readers[s].append(i)
+    ready = [i for i, count in enumerate(pending) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in readers[i]:
+            pending[j] -= 1
+            if pending[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        raise ValueError("the graph has a cycle")
+    return [nodes[i] for i in order]
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:

@@ -8,6 +8,7 @@ business; ``rewrite`` builds the replacement. A family file ends with ``rules = 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -128,14 +129,19 @@ def apply_rules(
 ) -> dict[str, int]:
     """Sweeps the graph in topological order applying the first matching rule per node, until nothing matches.
 
-    Returns hit counts per rule. Retired nodes are skipped within a sweep; cleanup runs between sweeps.
+    Nodes a rewrite creates are offered to the rules right away (a worklist), so a cascade such as a skip carried
+    up through many layers completes in one sweep instead of one layer per sweep. Returns hit counts per rule.
+    Retired nodes are skipped; cleanup runs between sweeps.
     """
     hits: dict[str, int] = {}
     ctx = RewriteContext(graph, options, pass_ctx)
     sites = _HIT_SITES.get()
     for _ in range(max_sweeps):
         changed = False
-        for node in list(graph.nodes):
+        queue = deque(graph.nodes)
+        budget = 20 * len(queue) + 1000  # rewrites per sweep; a rule pair undoing each other stops here
+        while queue:
+            node = queue.popleft()
             if is_retired(node):
                 continue
             for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
@@ -144,12 +150,18 @@ def apply_rules(
                     if sites is not None:
                         where = node.name or (node.outputs[0].name if node.outputs else "")
                         sites.append(HitSite(pass_name, rule.rule_name, where, node.op))
+                    created_from = len(graph.nodes)
                     rule.rewrite(ctx, found)
                     hits[rule.rule_name] = hits.get(rule.rule_name, 0) + 1
                     changed = True
+                    budget -= 1
+                    if budget > 0:
+                        queue.extendleft(reversed(graph.nodes[created_from:]))
                     break
                 if isinstance(found, NoMatch) and pass_ctx is not None:
                     pass_ctx.decline(pass_name, rule.rule_name, node.name, found.reason)
+            if budget <= 0:
+                break
         if not changed:
             break
         cleanup(graph)
