@@ -37,7 +37,9 @@ def grouped_to_dense(weight: np.ndarray, group: int) -> np.ndarray:
     per_out = out_ch // group
     dense = np.zeros((out_ch, per_in * group, *weight.shape[2:]), dtype=np.float64)
     for g in range(group):
-        dense[g * per_out : (g + 1) * per_out, g * per_in : (g + 1) * per_in] = weight[g * per_out : (g + 1) * per_out]
+        dense[g * per_out : (g + 1) * per_out, g * per_in : (g + 1) * per_in] = weight[
+            g * per_out : (g + 1) * per_out
+        ]
     return dense
 
 

@@ -145,7 +145,9 @@ def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
 
     def widen(tensor: onnx.TensorProto) -> None:
         if tensor.data_type == f32:
-            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64), tensor.name))
+            tensor.CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64), tensor.name)
+            )
 
     for init in wide.graph.initializer:
         widen(init)

@@ -1,10 +1,10 @@
 """Helpers for testing rules and passes (used by the test suite and by plugin authors).
 
-    model = model_from_text('''<ir_version: 8, opset_import: ["" : 17]>
-        g (float[1,3,H,W] input) => (float[1,3,H,W] output) { output = Relu(input) }''')
-    result = apply_pass(model, "fold")
-    assert op_types(result.model) == ["Relu"]
-    assert_equivalent(model, result.model)
+model = model_from_text('''<ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,3,H,W] input) => (float[1,3,H,W] output) { output = Relu(input) }''')
+result = apply_pass(model, "fold")
+assert op_types(result.model) == ["Relu"]
+assert_equivalent(model, result.model)
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def assert_equivalent(
     return worst
 
 
-def random_conv_weights(rng: np.random.Generator, out_ch: int, in_ch: int, kh: int, kw: int, bias: bool = True):
+def random_conv_weights(
+    rng: np.random.Generator, out_ch: int, in_ch: int, kh: int, kw: int, bias: bool = True
+):
     """Float32 (W, b) with a realistic scale."""
     scale = 1.0 / np.sqrt(in_ch * kh * kw)
     w = rng.normal(0, scale, size=(out_ch, in_ch, kh, kw)).astype(np.float32)

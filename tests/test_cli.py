@@ -125,7 +125,8 @@ def test_info_reports_depth_and_branch_points(tmp_path):
     m = graph(
         "a = Conv <pads = [1, 1, 1, 1]> (input, w, b)\nr = Relu(a)\nc = Conv <pads = [1, 1, 1, 1]> (r, w2, b)\n"
         "output = Add(c, a)",
-        w=rng.normal(size=(4, 3, 3, 3)).astype(np.float32), w2=rng.normal(size=(4, 4, 3, 3)).astype(np.float32),
+        w=rng.normal(size=(4, 3, 3, 3)).astype(np.float32),
+        w2=rng.normal(size=(4, 4, 3, 3)).astype(np.float32),
         b=np.zeros(4, np.float32),
     )
     facts = json.loads(run("info", str(save(m, tmp_path / "skip.onnx")), "--json").stdout)

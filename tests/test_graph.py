@@ -9,8 +9,12 @@ from tests.fold_helpers import graph
 
 
 def test_cleanup_disconnects_dead_nodes_from_live_tensors():
-    m = graph("c = Conv (input, w, b)\nd = Relu(c)\noutput = Relu(input)", outputs="float[1,3,H,W] output",
-              w=np.ones((4, 3, 1, 1), np.float32), b=np.zeros(4, np.float32))
+    m = graph(
+        "c = Conv (input, w, b)\nd = Relu(c)\noutput = Relu(input)",
+        outputs="float[1,3,H,W] output",
+        w=np.ones((4, 3, 1, 1), np.float32),
+        b=np.zeros(4, np.float32),
+    )
     g = to_gs(m)
     cleanup(g)
     assert [n.op for n in g.nodes] == ["Relu"]
@@ -40,8 +44,11 @@ def test_adopting_one_output_of_a_split_keeps_the_other_in_its_slot():
 
     from etc.graph import make_node
 
-    m = graph("a, b = Split <axis = 1> (input, sizes)\nx = Relu(a)\noutput = Relu(b)",
-              outputs="float[1,2,H,W] output", sizes=np.array([1, 2], np.int64))
+    m = graph(
+        "a, b = Split <axis = 1> (input, sizes)\nx = Relu(a)\noutput = Relu(b)",
+        outputs="float[1,2,H,W] output",
+        sizes=np.array([1, 2], np.int64),
+    )
     g = to_gs(m)
     split = next(n for n in g.nodes if n.op == "Split")
     first, second = split.outputs

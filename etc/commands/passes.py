@@ -29,7 +29,9 @@ def passes(as_json: bool) -> None:
                 if all(r["name"] != rule.rule_name for r in rules):
                     doc = ((type(rule).__doc__ or "").strip().splitlines() or [""])[0]
                     rules.append({"name": rule.rule_name, "doc": doc})
-        listing.append({"name": name, "summary": p.summary or (type(p).__doc__ or "").strip(), "rules": rules})
+        listing.append(
+            {"name": name, "summary": p.summary or (type(p).__doc__ or "").strip(), "rules": rules}
+        )
     if as_json:
         echo_json(listing)
         return
