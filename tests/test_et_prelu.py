@@ -264,5 +264,6 @@ def test_exact_over_channels_kernels_and_slopes(c, k0, k1, bias, scalar, leaky, 
         rng, c=c, k0=k0, k1=k1, bias=bias, slope=float(slope[0]) if leaky else slope, leaky=leaky
     )
     result, _ = run(model, prelu_to_relu=True)
-    assert op_types(result.model) == ["Conv", "Relu", "Conv"]
+    # ["Conv", "Conv"] when interval analysis proves the PRelu input >= 0 (e.g. 1 channel, large positive bias)
+    assert op_types(result.model) in (["Conv", "Relu", "Conv"], ["Conv", "Conv"])
     assert_equivalent(model, result.model, input_ranges=SIGNED, sizes=((5, 7), (8, 6)))
