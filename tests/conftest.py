@@ -6,6 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (reproducible CI); the fuzz campaign in bench/ explores.
+settings.register_profile("etc", derandomize=True, database=None, deadline=None)
+settings.load_profile("etc")
 
 ROOT = Path(__file__).resolve().parents[1]
 
