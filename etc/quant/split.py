@@ -38,6 +38,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from etc.quant.equalize import _drop_unused, _fresh
+
 ELEMENTWISE = frozenset({"Relu", "LeakyRelu"})
 MAX_COPIES = 3
 MIN_RATIO = 2.0
@@ -189,24 +191,6 @@ def duplicate(model: onnx.ModelProto, site: Site, copies: np.ndarray) -> onnx.Mo
     out.graph.value_info.extend(keep)
     _drop_unused(out)
     return out
-
-
-def _fresh(model: onnx.ModelProto, base: str) -> str:
-    taken = {i.name for i in model.graph.initializer} | {
-        t for n in model.graph.node for t in [*n.input, *n.output]
-    }
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}{k}"
-    return name
-
-
-def _drop_unused(model: onnx.ModelProto) -> None:
-    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    keep = [i for i in model.graph.initializer if i.name in read]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
 
 
 @dataclass
