@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from etc.quant.equalize import _drop_unused, _fresh
+from etc.quant.equalize import _const_names, _drop_unused, _fresh, _is_const_conv, _readers
 
 ELEMENTWISE = frozenset({"Relu", "LeakyRelu"})
 MAX_COPIES = 3
@@ -67,30 +67,12 @@ def _group(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "group"), 1)
 
 
-def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in dict.fromkeys(node.input):
-            if name:
-                readers.setdefault(name, []).append(node)
-    return readers
-
-
-def _const_conv(node: onnx.NodeProto, consts: set[str]) -> bool:
-    return (
-        node.op_type == "Conv"
-        and len(node.input) >= 2
-        and node.input[1] in consts
-        and (len(node.input) < 3 or not node.input[2] or node.input[2] in consts)
-    )
-
-
 def check_site(model: onnx.ModelProto, node: onnx.NodeProto) -> Site | NoSite:
     """The site rooted at Conv ``node``, or why the exactness conditions of the module doc fail."""
-    consts = {i.name for i in model.graph.initializer}
+    consts = _const_names(model)
     readers = _readers(model)
     outputs = {o.name for o in model.graph.output}
-    if not _const_conv(node, consts):
+    if not _is_const_conv(node, consts):
         return NoSite(node.name, "producer is not a Conv with constant weights")
     if _group(node) != 1:
         return NoSite(node.name, "producer is a grouped Conv")
@@ -109,7 +91,7 @@ def check_site(model: onnx.ModelProto, node: onnx.NodeProto) -> Site | NoSite:
     if not users:
         return NoSite(node.name, "no readers")
     for user in users:
-        if not _const_conv(user, consts):
+        if not _is_const_conv(user, consts):
             return NoSite(
                 node.name, f"reader {user.name or user.op_type} is not a Conv with constant weights"
             )
