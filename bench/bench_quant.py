@@ -1,6 +1,6 @@
 """INT8 PSNR drop and latency: onnxruntime's default quantize_static vs ``etc quantize``, on the real weights.
 
-    python -m bench.bench_quant [--only etds_M4C32_x4,...] [--runs 5]
+    python -m bench.bench_quant [--only etds_M4C32_x4,...] [--runs 5] [--no-write]
 
 For each pretrained model: export (legacy exporter, dynamic H/W), [anchored ABPN/ECBSR: ``fold,rep,et`` first
 when that makes them plain], then
@@ -205,6 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     results = json.loads(CACHE.read_text()) if CACHE.exists() else {}
@@ -237,7 +238,10 @@ def main() -> None:
         "bias correction. All ETC rows are pure INT8 QDQ (uint8 activations, int8 weights, int32 biases); "
         "no layer is kept in float or int16.\n\n" + render(ordered) + "\n\n" + summary(ordered)
     )
-    write_section("quantize: PSNR and latency", body)
+    if args.no_write:
+        print(body)
+    else:
+        write_section("quantize: PSNR and latency", body)
 
 
 if __name__ == "__main__":
