@@ -87,6 +87,7 @@ _BUILTIN: dict[str, str] = {
     "et": "etc.passes.et:EtPass",
     "prelu": "etc.passes.prelu:PReluPass",
     "equalize": "etc.passes.equalize:EqualizePass",
+    "depthwise": "etc.passes.depthwise:DepthwisePass",
 }
 _REGISTERED: dict[str, type[Pass] | Callable[[], Pass]] = {}
 ENTRY_POINT_GROUP = "etc.passes"
