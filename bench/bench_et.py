@@ -1,23 +1,25 @@
 """Inference latency after ``et``: original export, onnxsim, onnxslim, ETC and the official plain model, side by side.
 
-python -m bench.bench_et              # writes the "et: latency" section of bench/RESULTS.md
-python -m bench.bench_et --rounds 5   # quicker, noisier
+python -m bench.bench_et                        # writes the "et: latency" section of bench/RESULTS.md
+python -m bench.bench_et --rounds 10 --no-write # quicker, noisier
+python -m bench.bench_et --exporter legacy      # one exporter only
 
-onnxruntime CPU, FP32, input 1x3x360x640, default graph optimizations (what a deployment uses). The five models of
-one network are timed interleaved (one run each per round) so machine load hits them alike; the table reports the
-fastest round (the least disturbed by other processes) and the load average after the runs.
+onnxruntime CPU, FP32, input 1x3x360x640, default graph optimizations (what a deployment uses). The six models of
+one network (original, onnxsim, onnxslim, etc, etc + the opt-in ``depthwise`` pass, official) are timed
+interleaved: one run each per round, in an order that rotates every round. Ratios are the median of the per-round
+ratios with a 95% bootstrap interval; pairing runs of the same round cancels the slow load drift that made
+separately taken minima disagree by 5-10% on this shared machine (the same model loaded twice did).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 import warnings
 
 import numpy as np
 
-from bench.common import machine, markdown_table, write_section
+from bench.common import interleaved_times, machine, markdown_table, paired_ratio, write_section
 
 #: (label, source zoo name, build kwargs, official zoo name, scale, M, C)
 NETWORKS = [
@@ -41,26 +43,34 @@ def variants(source: str, kw: dict, official: str, scale: int, M: int, C: int, e
     sim, _ = onnxsim.simplify(model, check_n=0)
     slim = onnxslim.slim(model)
     ours = run_pipeline(model, "fold,rep,et", options=Options(align_channels=4)).model
+    lowered = run_pipeline(ours, "depthwise").model
     ref = export(zoo.build(official, scale=scale, pretrained=True, M=M, C=C), exporter=exporter)
-    return {"original": model, "onnxsim": sim, "onnxslim": slim, "etc": ours, "official": ref}
+    return {
+        "original": model,
+        "onnxsim": sim,
+        "onnxslim": slim,
+        "etc": ours,
+        "etc+dw": lowered,
+        "official": ref,
+    }
 
 
-def latencies(models: dict, rounds: int, threads: int) -> dict[str, float]:
+def latencies(models: dict, rounds: int, threads: int) -> dict[str, list[float]]:
+    """Per-round wall times (seconds) of every model, interleaved."""
     from etc import runtime
 
-    sessions = {k: runtime.session(m, optimize=True, threads=threads) for k, m in models.items()}
     x = np.random.default_rng(0).uniform(0, 1, size=(1, 3, *SIZE)).astype(np.float32)
-    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
-    for k, s in sessions.items():
-        for _ in range(2):
-            s.run(None, feeds[k])
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            start = time.perf_counter()
-            s.run(None, feeds[k])
-            times[k].append(time.perf_counter() - start)
-    return {k: min(v) for k, v in times.items()}
+    runners = {}
+    for k, m in models.items():
+        sess = runtime.session(m, optimize=True, threads=threads)
+        feed = {sess.get_inputs()[0].name: x}
+        runners[k] = lambda sess=sess, feed=feed: sess.run(None, feed)
+    return interleaved_times(runners, rounds)
+
+
+def ratio_cell(a: list[float], b: list[float]) -> str:
+    mid, low, high = paired_ratio(a, b)
+    return f"{mid:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def ops_summary(model) -> str:
@@ -69,26 +79,32 @@ def ops_summary(model) -> str:
     return " ".join(f"{op}:{n}" for op, n in op_histogram(model).items())
 
 
-def run(rounds: int, threads: int, exporter: str) -> str:
+def run(rounds: int, threads: int, exporters: list[str]) -> str:
     warnings.filterwarnings("ignore")
     rows, notes = [], []
-    for label, source, kw, official, scale, M, C in NETWORKS:
-        models = variants(source, kw, official, scale, M, C, exporter)
-        ms = latencies(models, rounds, threads)
-        row = [label, *(f"{ms[k] * 1000:.1f}" for k in models)]
-        row += [f"{ms['etc'] / ms['official']:.3f}", f"{ms['etc'] / ms['original']:.3f}"]
-        rows.append(row)
-        notes.append(
-            f"- {label}: etc `{ops_summary(models['etc'])}`; official `{ops_summary(models['official'])}`"
-        )
-        print(row, flush=True)
-    header = ["network", "original ms", "onnxsim ms", "onnxslim ms", "etc ms", "official ms"]
-    header += ["etc / official", "etc / original"]
+    for exporter in exporters:
+        for label, source, kw, official, scale, M, C in NETWORKS:
+            models = variants(source, kw, official, scale, M, C, exporter)
+            t = latencies(models, rounds, threads)
+            row = [label, exporter, *(f"{np.median(t[k]) * 1000:.1f}" for k in models)]
+            row += [ratio_cell(t["etc"], t["official"]), ratio_cell(t["etc"], t["original"])]
+            row += [ratio_cell(t["etc+dw"], t["official"]), ratio_cell(t["etc+dw"], t["original"])]
+            rows.append(row)
+            if exporter == exporters[0]:
+                notes.append(
+                    f"- {label}: etc `{ops_summary(models['etc'])}`; "
+                    f"official `{ops_summary(models['official'])}`"
+                )
+            print(row, flush=True)
+    header = ["network", "exporter", "original ms", "onnxsim ms", "onnxslim ms", "etc ms", "etc+dw ms"]
+    header += ["official ms", "etc / official", "etc / original", "etc+dw / official", "etc+dw / original"]
     body = (
-        f"Command: `python -m bench.bench_et --rounds {rounds} --threads {threads}` ({machine()}). "
-        f"onnxruntime CPU FP32, 1x3x{SIZE[0]}x{SIZE[1]}, graph optimizations on, {threads} intra-op threads; "
-        f"{exporter} exports with dynamic H/W and real pretrained weights; etc = `fold,rep,et --align-channels 4`; "
-        f"fastest of interleaved rounds; load average {os.getloadavg()[0]:.1f} after the runs.\n\n"
+        f"Command: `python -m bench.bench_et --rounds {rounds} --threads {threads} --exporter "
+        f"{','.join(exporters)}` ({machine()}). onnxruntime CPU FP32, 1x3x{SIZE[0]}x{SIZE[1]}, graph "
+        f"optimizations on, {threads} intra-op threads; exports with dynamic H/W and real pretrained weights; "
+        "etc = `fold,rep,et --align-channels 4`; etc+dw = etc followed by the opt-in `depthwise` pass (the "
+        "clamp's Conv1x1(-I, 1) as a depthwise conv). ms = median of the rounds; ratios = median of per-round "
+        f"ratios [95% bootstrap interval]; load average {os.getloadavg()[0]:.1f} after the runs.\n\n"
         + markdown_table(header, rows)
         + "\n\nOps after conversion:\n"
         + "\n".join(notes)
@@ -98,12 +114,15 @@ def run(rounds: int, threads: int, exporter: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--exporter", default="dynamo", choices=["dynamo", "legacy"])
+    parser.add_argument("--exporter", default="legacy,dynamo", help="comma list of torch exporters")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    body = run(args.rounds, args.threads, args.exporter)
+    exporters = [e for e in args.exporter.split(",") if e]
+    if not exporters or set(exporters) - {"legacy", "dynamo"}:
+        parser.error("--exporter takes legacy, dynamo or both (comma separated)")
+    body = run(args.rounds, args.threads, exporters)
     print(body)
     if not args.no_write:
         write_section("et: latency", body)

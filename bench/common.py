@@ -24,6 +24,37 @@ def median_seconds(fn: Callable[[], object], repeat: int = 3, warmup: int = 0) -
     return statistics.median(times)
 
 
+def interleaved_times(
+    runners: dict[str, Callable[[], object]], rounds: int, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Wall times of every runner, ``rounds`` each, interleaved: one run of each per round, in an order that
+    rotates from round to round, so drifting machine load and cache state hit all runners alike."""
+    names = list(runners)
+    for name in names:
+        for _ in range(warmup):
+            runners[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(a: list[float], b: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """Median of the per-round ratios a/b, with a 95% bootstrap interval of that median: (median, low, high).
+
+    Pairing rounds cancels the slow load drift that makes separate minima or medians of a and b disagree."""
+    import numpy as np
+
+    ratios = np.asarray(a) / np.asarray(b)
+    rng = np.random.default_rng(seed)
+    boot = np.median(rng.choice(ratios, size=(2000, len(ratios))), axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return float(np.median(ratios)), float(low), float(high)
+
+
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     def fmt(v: object) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
