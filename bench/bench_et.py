@@ -79,6 +79,34 @@ def ops_summary(model) -> str:
     return " ".join(f"{op}:{n}" for op, n in op_histogram(model).items())
 
 
+def conv_layout(model) -> list[tuple]:
+    """The compute skeleton: op type, weight shape, group, pads, strides of every non-Constant node in order."""
+    from onnx import numpy_helper
+
+    shapes = {i.name: tuple(numpy_helper.to_array(i).shape) for i in model.graph.initializer}
+    layout = []
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            continue
+        attrs = {
+            a.name: tuple(a.ints) or a.i for a in node.attribute if a.name in ("group", "pads", "strides")
+        }
+        weight = shapes.get(node.input[1]) if node.op_type == "Conv" else None
+        layout.append((node.op_type, weight, attrs.get("group", 1), attrs.get("pads"), attrs.get("strides")))
+    return layout
+
+
+def structure_note(ours, official) -> str:
+    """'identical' when both models run the same ops with the same conv shapes, else the first difference."""
+    a, b = conv_layout(ours), conv_layout(official)
+    if a == b:
+        return "identical ops and conv shapes"
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"differs at node {i}: etc {x[0]} {x[1]}, official {y[0]} {y[1]}"
+    return f"etc has {len(a)} nodes, official {len(b)}"
+
+
 def run(rounds: int, threads: int, exporters: list[str]) -> str:
     warnings.filterwarnings("ignore")
     rows, notes = [], []
@@ -93,7 +121,8 @@ def run(rounds: int, threads: int, exporters: list[str]) -> str:
             if exporter == exporters[0]:
                 notes.append(
                     f"- {label}: etc `{ops_summary(models['etc'])}`; "
-                    f"official `{ops_summary(models['official'])}`"
+                    f"official `{ops_summary(models['official'])}`; "
+                    f"{structure_note(models['etc'], models['official'])}"
                 )
             print(row, flush=True)
     header = ["network", "exporter", "original ms", "onnxsim ms", "onnxslim ms", "etc ms", "etc+dw ms"]
