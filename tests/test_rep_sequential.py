@@ -233,3 +233,51 @@ def test_affine_constants_after_conv(scalar):
     result, _ = rep(model)
     assert op_types(result.model) == ["Conv"]
     assert_equivalent(model, result.model)
+
+
+def _two_readers(net: Net, scaled: str, cin: int, kernel=(1, 1)) -> str:
+    """Relu(Conv_a(scaled)) + Relu(Conv_b(scaled)): two readers that no parallel merge may fuse."""
+    a = net.op("Relu", [net.conv(scaled, cin, 4, kernel)])
+    b = net.op("Relu", [net.conv(scaled, cin, 4, kernel)])
+    return net.op("Add", [a, b])
+
+
+def test_batchnorm_read_by_two_1x1_convs_folds_into_both():
+    """EIMN's norm: Conv -> BN -> two 1x1 convs, the Conv also feeding a skip; the BN vanishes."""
+    net = Net(4)
+    c = net.conv("x", 4, 6, (3, 3))
+    y = _two_readers(net, net.bn(c, 6), 6)
+    model = net.model(net.op("Add", [y, net.conv(c, 6, 4, (1, 1))]))
+    result, _ = rep(model)
+    assert "BatchNormalization" not in op_types(result.model)
+    assert result.hits.get("scale_into_readers") == 1
+    assert_equivalent(model, result.model)
+
+
+def test_scale_without_shift_folds_into_padded_readers():
+    net = Net(4)
+    scaled = net.op("Mul", ["x", net.const(net.rng.uniform(0.5, 2.0, (1, 4, 1, 1)))])
+    model = net.model(_two_readers(net, scaled, 4, (3, 3)))
+    result, _ = rep(model)
+    assert "Mul" not in op_types(result.model)
+    assert_equivalent(model, result.model)
+
+
+def test_shift_before_padded_readers_is_refused():
+    """A BN shift seen through zero padding: the border would hold 0 in the original, the shift in a fold."""
+    net = Net(4)
+    model = net.model(_two_readers(net, net.bn("x", 4), 4, (3, 3)))
+    result, ctx = rep(model)
+    assert "BatchNormalization" in op_types(result.model)
+    assert "zero-pads the output of a 1x1 with a bias" in reasons(ctx)
+    assert_equivalent(model, result.model)
+
+
+def test_scale_with_a_non_conv_reader_stays():
+    net = Net(4)
+    scaled = net.bn("x", 4)
+    y = net.op("Add", [net.conv(scaled, 4, 4, (1, 1)), net.op("Relu", [scaled])])
+    model = net.model(y)
+    result, ctx = rep(model)
+    assert "BatchNormalization" in op_types(result.model)
+    assert "not a Conv" in reasons(ctx)

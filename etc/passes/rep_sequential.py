@@ -136,4 +136,70 @@ class ComposeLinear(Rule):
         retire([first_node, node])
 
 
-rules = RuleSet([ComposeLinear()])
+def _is_per_channel(branch: Branch) -> bool:
+    """A 1x1, stride-1, unpadded map that scales each channel on its own (BN, affine, diagonal 1x1 conv)."""
+    spec = branch.spec
+    if branch.kernel != (1, 1) or spec.strides != (1, 1) or any(spec.pads):
+        return False
+    if branch.kind == "affine":
+        return True
+    channels = branch.out_channels
+    if not branch.is_conv or channels is None or branch.in_channels != channels:
+        return False
+    dense = branch.dense(channels)[:, :, 0, 0]
+    return not np.any(dense - np.diag(np.diag(dense)))
+
+
+class ScaleIntoReaders(Rule):
+    """Replaces a per-channel scale read by several Convs with those Convs, each absorbing the scale.
+
+        x ─► BN | Mul/Add | diagonal Conv1x1 ─┬─► Conv_1        x ─┬─► Conv_1'
+                                                 └─► Conv_2   ==>     └─► Conv_2'
+
+    Each reader composes exactly as in compose_sequential (a reader that zero-pads needs a zero bias in the
+    scale); no reader grows, so no multiply-adds are added, and the scale's pass over the tensor is gone.
+    """
+
+    name = "scale_into_readers"
+    ops = ("Conv", *AFFINE_OPS)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        first = linear_branch(node)
+        if not isinstance(first, Branch) or not _is_per_channel(first):
+            return None
+        tensor = node.outputs[0]
+        users = readers(tensor)
+        if len(users) < 2 or is_graph_output(ctx.graph, tensor):
+            return None
+        merged = []
+        for user in users:
+            second = linear_branch(user) if user.op == "Conv" else None
+            if not isinstance(second, Branch) or second.x is not tensor:
+                return NoMatch(
+                    f"reader {user.name} is {user.op}, not a Conv with constant weights reading it"
+                )
+            result = compose(first, second)
+            if isinstance(result, str):
+                return NoMatch(f"reader {user.name}: {result}")
+            if second.weight is None or result[0].size > second.weight.size:
+                return NoMatch(f"reader {user.name} would grow")
+            merged.append(result)
+        return Match([node, *users], {"x": first.x, "merged": merged})
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        node, *users = match.nodes
+        for user, (weight, bias, spec) in zip(users, match.data["merged"]):
+            make_conv(
+                ctx.graph,
+                ctx.namer,
+                match.data["x"],
+                weight,
+                bias,
+                spec,
+                output=user.outputs[0],
+                name="rep_conv",
+            )
+        retire([node, *users])
+
+
+rules = RuleSet([ComposeLinear(), ScaleIntoReaders()])
