@@ -87,6 +87,8 @@ def optimize(
       fold  constant folding, no-op removal, BatchNorm/affine/Pad folding into Conv
       rep   merge re-parameterizable parallel and sequential conv branches
       et    anchors, skips, clips, dual streams, transposed convs -> Conv/ReLU/DepthToSpace
+      opt-in: prelu (PReLU -> ReLU, doubles channels), depthwise (diagonal convs -> depthwise),
+      equalize (cross-layer scaling for INT8), sim (onnxsim)
 
     Every pass is checked numerically with onnxruntime (optimizations off); if one changes the outputs the
     command names it, exits 1 and writes nothing. Exit codes: 0 ok, 1 not equivalent, 2 bad input.
