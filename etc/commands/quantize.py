@@ -48,9 +48,17 @@ def progress_bar(desc: str, enabled: bool):
 @click.option(
     "--split",
     type=click.IntRange(min=1),
-    default=2,
+    default=4,
     show_default=True,
     help="Copies of an input channel that dominates a weight row (FP32-exact, finer int8 grid); 1 = off.",
+)
+@click.option(
+    "--stagger",
+    type=click.FloatRange(min=0.0, max=0.3),
+    default=0.03,
+    show_default=True,
+    help="Copy j of a split channel scaled by 1 - j*STAGGER (FP32-exact) so the copies round differently; "
+    "0 = identical copies.",
 )
 @click.option(
     "--rounding",
@@ -86,6 +94,7 @@ def quantize(
     per_channel: bool,
     equalize: bool,
     split: int,
+    stagger: float,
     rounding: str,
     bias_correction: bool,
     safe_u8s8: bool,
@@ -97,9 +106,10 @@ def quantize(
     """Quantize MODEL to INT8 QDQ (uint8 activations, int8 weights) calibrated on images.
 
     \b
-    Steps: exact clip-structure ranges, channel duplication and cross-layer equalization (both checked
-    FP32-exact with onnxruntime), per-tensor activation ranges, GPTQ weight rounding, bias correction,
-    QDQ placement with Conv+Relu fused and DepthToSpace on uint8. Check the result with `etc eval OUT.onnx --ref MODEL`.
+    Steps: exact clip-structure ranges, channel duplication, cross-layer equalization and staggering of
+    the copies (all checked FP32-exact with onnxruntime), per-tensor activation ranges, GPTQ weight
+    rounding, bias correction, QDQ placement with Conv+Relu fused and DepthToSpace on uint8. Check the
+    result with `etc eval OUT.onnx --ref MODEL`.
     Exit codes: 0 ok, 1 the equalization changed the FP32 outputs, 2 bad input.
     """
     from etc.errors import EtcError
@@ -125,6 +135,7 @@ def quantize(
             per_channel=per_channel,
             equalize=equalize,
             split=split,
+            stagger=stagger,
             rounding=rounding,
             bias_correction=bias_correction,
             safe_u8s8=safe_u8s8,
@@ -157,6 +168,9 @@ def quantize(
         eq = [[r.tensor, r.alpha, f"{r.min_scale:.3g}", f"{r.max_scale:.3g}"] for r in report.equalized]
         click.echo(table(eq, ["equalized tensor", "alpha", "min scale", "max scale"]))
         click.echo(f"equalization FP32 max abs difference: {report.equalize_max_abs:.2e}")
+    if report.staggered:
+        sg = [[r.tensor, r.groups, r.max_copies, f"{r.min_scale:.3g}"] for r in report.staggered]
+        click.echo(table(sg, ["staggered tensor", "copy groups", "max copies", "min scale"]))
     ops = ", ".join(f"{k} x{v}" for k, v in report.ops.items())
     click.echo(f"rounding {report.rounding}, bias corrected convs: {report.bias_corrected}; ops: {ops}")
     click.echo(f"wrote {output}")

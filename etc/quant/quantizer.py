@@ -12,7 +12,9 @@ Steps, each on the float model unless said otherwise:
    ETDS/ABPN_ET/ECBSR_ET, Conv1x1(-I, 1)+ReLU) cannot tell values above ``b_o / w_o`` apart, so its range is
    capped there exactly, and that Conv's output range is exactly [0, max b_o];
 3. equalization (:mod:`etc.quant.equalize`), run as the ``equalize`` pass under the pipeline's NumericCheck
-   instrument, so a transform that changed the FP32 function stops the run;
+   instrument, so a transform that changed the FP32 function stops the run; then the identical channel copies
+   made by ``split`` are rescaled 1, 1 - s, 1 - 2s, ... (:mod:`etc.quant.stagger`, same check) so that their
+   uint8 roundings differ and average out;
 4. per-tensor ranges (``--method``; ``auto`` picks per tensor), QDQ placement (:mod:`etc.quant.qdq`);
 5. weights rounded to the int8 grid with GPTQ error compensation (:mod:`etc.quant.rounding`);
 6. bias correction: Conv by Conv in topological order, the mean output error of the QDQ model against the float
@@ -46,6 +48,7 @@ class QuantReport:
     capped: dict[str, float] = field(default_factory=dict)
     equalized: list = field(default_factory=list)
     split: list = field(default_factory=list)
+    staggered: list = field(default_factory=list)
     equalize_max_abs: float = 0.0
     bias_corrected: int = 0
     rounding: str = "gptq"
@@ -63,6 +66,7 @@ class QuantReport:
             "capped": self.capped,
             "equalized": [vars(r) for r in self.equalized],
             "split": [vars(r) for r in self.split],
+            "staggered": [vars(r) for r in self.staggered],
             "equalize_max_abs": self.equalize_max_abs,
             "bias_corrected": self.bias_corrected,
             "rounding": self.rounding,
@@ -206,7 +210,8 @@ def quantize_with_report(
     patch: int = 64,
     per_channel: bool = True,
     equalize: bool = True,
-    split: int = 2,
+    split: int = 4,
+    stagger: float = 0.03,
     rounding: str = "gptq",
     bias_correction: bool = True,
     safe_u8s8: bool | str = True,
@@ -215,7 +220,10 @@ def quantize_with_report(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[onnx.ModelProto, QuantReport]:
-    """The INT8 QDQ model and what was decided. ``calib`` is a dataset spec or a list of (1, 3, h, w) arrays."""
+    """The INT8 QDQ model and what was decided. ``calib`` is a dataset spec or a list of (1, 3, h, w) arrays.
+
+    ``split`` is the most copies of a dominant channel (1 = off), ``stagger`` the scale step between copies
+    (0 = identical copies)."""
     from etc.api import as_model
     from etc.quant.calib import calibration_patches
 
@@ -223,6 +231,8 @@ def quantize_with_report(
         raise BadModelError(
             f"unknown calibration method '{method}'; choose from {', '.join(observe.METHODS)}"
         )
+    if stagger < 0 or (split - 1) * stagger >= 1:
+        raise BadModelError(f"stagger {stagger} with split {split}: need 0 <= stagger < 1 / (split - 1)")
     if rounding not in ("gptq", "nearest"):
         raise BadModelError(f"unknown rounding '{rounding}'; choose gptq or nearest")
     model = as_model(model_or_path)
@@ -250,6 +260,9 @@ def quantize_with_report(
         model, report.equalized, report.equalize_max_abs = _equalize(
             model, feeds, caps, input_ranges, progress
         )
+        caps, exact = clip_structures(model)
+    if split > 1 and stagger > 0:
+        model, report.staggered = _stagger(model, caps, stagger, input_ranges)
         caps, exact = clip_structures(model)
     plan = qdq.plan_qdq(model)
     stats = observe.collect(model, feeds, plan.own, progress)
@@ -317,6 +330,22 @@ def _split(model, caps, max_copies, input_ranges):
 
     check = NumericCheck(atol=1e-5, rtol=1e-5)
     sp = SplitPass(skip=frozenset(caps), max_copies=max_copies)
+    result = run_pipeline(
+        model,
+        [sp],
+        options=Options(input_ranges=dict(input_ranges or {})),
+        instruments=[check],
+        max_rounds=1,
+    )
+    return result.model, list(sp.records)
+
+
+def _stagger(model, caps, spread, input_ranges):
+    from etc.pipeline import NumericCheck, Options, run_pipeline
+    from etc.quant.stagger import StaggerPass
+
+    check = NumericCheck(atol=1e-5, rtol=1e-5)
+    sp = StaggerPass(skip=frozenset(caps), spread=spread)
     result = run_pipeline(
         model,
         [sp],
