@@ -10,6 +10,13 @@ and a histogram of all values. :func:`choose_range` turns the statistics into ``
                   quantized version (TensorRT's calibration);
 * ``auto``        per tensor, the candidate of the three with the lowest expected squared quantization
                   error on the observed histogram (rounding noise step²/12 inside, clipping error outside).
+
+``auto`` may weigh each channel's values by how strongly the next layer reads the channel (``channel_weights``
+of :func:`collect`, the quantizer passes Σ W2[:, c]² over the consumer Convs): the error that counts is the one
+the next layer sees. In plain SR nets the carried image channels are read with weight ~1 while feature
+channels are read with weights ~0.1, and they hold the largest values, so a range that clips them trades a
+small rounding gain on many features for a large clipping error on the image (ETDS M6C32 x2 with staggered
+copies: 0.050 dB PSNR drop with the plain histogram, 0.045 dB with the weighted one).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class TensorStats:
     hist: np.ndarray  # counts over [lo, hi] in BINS bins
     lo: float
     hi: float
+    weighted: np.ndarray | None = None  # the same histogram with each value weighted by its channel's weight
 
     @property
     def edges(self) -> np.ndarray:
@@ -93,8 +101,11 @@ def collect(
     feeds: Sequence[Mapping[str, np.ndarray]],
     names: Sequence[str],
     progress: Callable[[int], None] | None = None,
+    channel_weights: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, TensorStats]:
-    """Per-tensor statistics over all ``feeds``: two passes (extremes, then histograms)."""
+    """Per-tensor statistics over all ``feeds``: two passes (extremes, then histograms). A tensor with
+    ``channel_weights`` (one non-negative weight per channel) also gets the weighted histogram."""
+    channel_weights = channel_weights or {}
     names = list(dict.fromkeys(names))
     acc: dict[str, list] = {}
     count: dict[str, int] = {}
@@ -113,17 +124,23 @@ def collect(
             count[name] = count.get(name, 0) + ch.shape[1]
     bounds = {n: (min(float(a[0].min()), 0.0), max(float(a[1].max()), 0.0)) for n, a in acc.items()}
     hists = {n: np.zeros(BINS, dtype=np.float64) for n in acc}
+    whists = {n: np.zeros(BINS, dtype=np.float64) for n in acc if n in channel_weights}
     for values in run_tensors(model, feeds, names, progress):
         for name, value in values.items():
             lo, hi = bounds[name]
             if hi > lo:
                 h, _ = np.histogram(value, bins=BINS, range=(lo, hi))
                 hists[name] += h
+                if name in whists:
+                    ch = _per_channel(value)
+                    wts = np.broadcast_to(np.asarray(channel_weights[name], np.float64)[:, None], ch.shape)
+                    h, _ = np.histogram(ch, bins=BINS, range=(lo, hi), weights=wts)
+                    whists[name] += h
     out = {}
     for name, (mn, mx, s, sq) in acc.items():
         n = max(count[name], 1)
         lo, hi = bounds[name]
-        out[name] = TensorStats(name, mn, mx, s / n, sq / n, hists[name], lo, hi)
+        out[name] = TensorStats(name, mn, mx, s / n, sq / n, hists[name], lo, hi, whists.get(name))
     return out
 
 
@@ -188,13 +205,15 @@ def range_entropy(stats: TensorStats) -> tuple[float, float]:
 
 
 def expected_error(stats: TensorStats, lo: float, hi: float, levels: int = 255) -> float:
-    """Mean squared quantization error of the histogram under uint8 quantization of [lo, hi]."""
+    """Mean squared quantization error of the histogram (the channel-weighted one when collected) under
+    uint8 quantization of [lo, hi]."""
     step = (hi - lo) / levels if hi > lo else 1.0
     x = stats.centres
     clip = np.clip(x, lo, hi)
     err = (x - clip) ** 2 + np.where((x >= lo) & (x <= hi), step * step / 12.0, 0.0)
-    total = stats.hist.sum()
-    return float((stats.hist * err).sum() / total) if total else 0.0
+    hist = stats.weighted if stats.weighted is not None else stats.hist
+    total = hist.sum()
+    return float((hist * err).sum() / total) if total else 0.0
 
 
 def choose_range(stats: TensorStats, method: str = "auto") -> tuple[float, float]:

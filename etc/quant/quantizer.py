@@ -15,7 +15,8 @@ Steps, each on the float model unless said otherwise:
    instrument, so a transform that changed the FP32 function stops the run; then the identical channel copies
    made by ``split`` are rescaled 1, 1 - s, 1 - 2s, ... (:mod:`etc.quant.stagger`, same check) so that their
    uint8 roundings differ and average out;
-4. per-tensor ranges (``--method``; ``auto`` picks per tensor), QDQ placement (:mod:`etc.quant.qdq`);
+4. per-tensor ranges (``--method``; ``auto`` picks per tensor, each channel's error weighted by how strongly
+   the next layer reads it, :func:`consumer_weights`), QDQ placement (:mod:`etc.quant.qdq`);
 5. weights rounded to the int8 grid with GPTQ error compensation (:mod:`etc.quant.rounding`);
 6. bias correction: Conv by Conv in topological order, the mean output error of the QDQ model against the float
    model on the calibration patches is added back to the bias.
@@ -142,6 +143,31 @@ def clip_structures(model: onnx.ModelProto) -> tuple[dict[str, float], dict[str,
     return caps, exact
 
 
+def consumer_weights(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """{tensor: Σ W[:, c]² per channel c over its readers} for the tensors read only by ungrouped Convs with
+    constant weights as their data input (how strongly the next layer sees each channel; observe's ``auto``)."""
+    consts = qdq.constants(model)
+    readers = _readers(model)
+    outputs = {o.name for o in model.graph.output}
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        users = readers.get(name, [])
+        if not users or name in outputs:
+            continue
+        total = None
+        for node in users:
+            grouped = any(a.name == "group" and a.i != 1 for a in node.attribute)
+            if not qdq.is_quantizable_conv(node, consts) or grouped or node.input[0] != name:
+                total = None
+                break
+            w = consts[node.input[1]].astype(np.float64)
+            part = (w * w).sum(axis=(0, 2, 3))
+            total = part if total is None else total + part
+        if total is not None and total.sum() > 0:
+            out[name] = total
+    return out
+
+
 def _conv_nodes(model: onnx.ModelProto, names: Sequence[str]) -> list[onnx.NodeProto]:
     by_name = {n.name: n for n in model.graph.node}
     return [by_name[n] for n in names]
@@ -265,7 +291,7 @@ def quantize_with_report(
         model, report.staggered = _stagger(model, caps, stagger, input_ranges)
         caps, exact = clip_structures(model)
     plan = qdq.plan_qdq(model)
-    stats = observe.collect(model, feeds, plan.own, progress)
+    stats = observe.collect(model, feeds, plan.own, progress, consumer_weights(model, plan.own))
     ranges: dict[str, tuple[float, float]] = {}
     for name in plan.own:
         if name in exact:
