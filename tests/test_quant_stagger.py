@@ -1,4 +1,4 @@
-"""Staggered copies are exact in FP32 (onnxruntime, optimizations off, odd sizes) and fire only where they may."""
+"""Staggered copies are exact in FP32 (onnxruntime, optimizations off, odd sizes) and fire only where safe."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _model(
     out_extra: bool = False,
     copies: tuple[int, ...] = (1, 1, 3, 1, 2, 1),
 ):
-    """x -> Conv(3->c) -> act -> t -> Conv(c->4) -> y, then channel ``i`` of t duplicated ``copies[i]`` times."""
+    """x -> Conv(3->c) -> act -> t -> Conv(c->4) -> y, channel ``i`` of t then copied ``copies[i]`` times."""
     w1, b1 = random_conv_weights(rng, c, 3, 3, 3)
     w2, b2 = random_conv_weights(rng, 4, c, 3, 3)
     inits = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}

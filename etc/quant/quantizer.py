@@ -145,7 +145,7 @@ def clip_structures(model: onnx.ModelProto) -> tuple[dict[str, float], dict[str,
 
 def consumer_weights(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, np.ndarray]:
     """{tensor: Σ W[:, c]² per channel c over its readers} for the tensors read only by ungrouped Convs with
-    constant weights as their data input (how strongly the next layer sees each channel; observe's ``auto``)."""
+    constant weights as their data input: how strongly the next layer sees each channel (for ``auto``)."""
     consts = qdq.constants(model)
     readers = _readers(model)
     outputs = {o.name for o in model.graph.output}

@@ -2,12 +2,13 @@
 
 ::
 
-    before:  ... ─> Conv(W1) ─> act ─> t = [.., t_c, t_c, t_c, ..]          ─> Conv(W2: w/3, w/3, w/3) ─> y
-    after:   ... ─> Conv(W1') ─> act ─> t' = [.., t_c, a_1·t_c, a_2·t_c, ..] ─> Conv(W2': w/3, w/(3a_1), w/(3a_2))
+    before:  Conv(W1) ─> act ─> t = [.., t_c, t_c, t_c, ..]          ─> Conv(W2: w/3, w/3, w/3) ─> y
+    after:   Conv(W1') ─> act ─> t' = [.., t_c, a_1·t_c, a_2·t_c, ..] ─> Conv(W2': w/3, w/(3a_1), w/(3a_2))
 
-Channel duplication (:mod:`etc.quant.split`) leaves k identical copies of a channel that dominates a weight row.
-In plain SR nets those are the carried image channels (the ETDS residual, ABPN/ECBSR anchors): they reach the
-output through every later layer with gain ~1, and each layer requantizes them on the one per-tensor uint8 grid.
+Channel duplication (:mod:`etc.quant.split`) leaves k identical copies of a channel that dominates a weight
+row. In plain SR nets those are the carried image channels (the ETDS residual, ABPN/ECBSR anchors): they reach
+the output through every later layer with gain ~1, and each layer requantizes them on the one per-tensor uint8
+grid.
 Identical copies round identically, so copying buys weight precision but no activation precision. Copy j
 scaled by a_j = 1 - j·``spread`` rounds on a grid that drifts against the others' (its steps are 1/a_j times
 as wide in t_c units), so where copy 0 rounds up copy j may round down: averaged over the values a channel
@@ -54,7 +55,7 @@ class StaggerRecord:
 
 
 def copy_groups(weight: np.ndarray, bias: np.ndarray | None = None) -> list[list[int]]:
-    """Output channels of a Conv whose weights (and bias) are bitwise equal, groups of two or more, in order."""
+    """Output channels of a Conv whose weights (and bias) are bitwise equal: groups of 2+, in order."""
     rows = np.ascontiguousarray(np.asarray(weight, dtype=np.float32).reshape(weight.shape[0], -1))
     if bias is not None:
         rows = np.concatenate([rows, np.asarray(bias, np.float32).reshape(-1, 1)], axis=1)
