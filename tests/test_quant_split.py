@@ -133,6 +133,16 @@ def test_choose_copies_only_for_dominated_rows(rng):
     assert split.choose_copies([w], max_copies=1).tolist() == [1] * 5
 
 
+def test_copies_grow_with_the_dominance_ratio():
+    w = np.full((3, 4, 1, 1), 0.1)
+    w[0, 0] = 0.3  # 3x the runner-up: two copies
+    w[1, 1] = 0.7  # 7x: ceil(7 / 2) = 4 copies
+    w[2, 2] = 1.1  # 11x: 6 copies, capped
+    assert split.choose_copies([w], max_copies=4).tolist() == [2, 4, 4, 1]
+    assert split.choose_copies([w], max_copies=4, per_copy=1.0).tolist() == [3, 4, 4, 1]
+    assert split.choose_copies([w], max_copies=8).tolist() == [2, 4, 6, 1]
+
+
 def test_copies_must_be_whole_and_positive(rng):
     model = _model(rng)
     site = split.find_sites(model)[0]
