@@ -195,8 +195,9 @@ def summary(results: dict) -> str:
     text = f"ETC meets the 0.05 dB drop on {len(met)} of {len(results)} models"
     text += "; not met: " + ", ".join(missed) + "." if missed else "."
     return (
-        text + " The channel copies cost latency (ETDS: 32 -> 35..39 channels per layer); latency was not a "
-        "goal here (INT8 <= 0.5x FP32 is out of reach on this AVX2-without-VNNI CPU, see the kernels section) "
+        text + " The channel copies cost latency (ETDS: 32 -> 42..43 channels per layer, about +20-30 % INT8 "
+        "time against two identical copies when measured interleaved); latency was not a goal here (INT8 "
+        "<= 0.5x FP32 is out of reach on this AVX2-without-VNNI CPU, see the kernels section) "
         "and the FP32 column itself moves by up to 2x between runs on this shared machine."
     )
 
@@ -233,9 +234,11 @@ def main() -> None:
         f"{args.runs} runs.\n\n"
         "ETC defaults: int8 weight grids that keep only the pairs the u8s8 kernel really adds in int16 below "
         "saturation (NHWC reduction index 2j, 2j+1; checked in tests/test_quant_qdq.py), exact channel "
-        "duplication of input channels that dominate a weight row (`split`, 2 copies; the widened tensors are "
-        f"in the graph column), equalization weighing activation noise x{_act_weight():g}, GPTQ rounding, "
-        "bias correction. All ETC rows are pure INT8 QDQ (uint8 activations, int8 weights, int32 biases); "
+        "duplication of input channels that dominate a weight row (`split`, up to 4 copies; the widened "
+        f"tensors are in the graph column), equalization weighing activation noise x{_act_weight():g}, the "
+        "copies staggered (copy j scaled by 1 - 0.03j, exact, so their uint8 roundings differ), ranges "
+        "chosen with each channel's error weighted by its consumer weights, GPTQ rounding, bias correction. "
+        "All ETC rows are pure INT8 QDQ (uint8 activations, int8 weights, int32 biases); "
         "no layer is kept in float or int16.\n\n" + render(ordered) + "\n\n" + summary(ordered)
     )
     if args.no_write:
