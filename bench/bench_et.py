@@ -6,7 +6,7 @@ python -m bench.bench_et --exporter legacy      # one exporter only
 
 onnxruntime CPU, FP32, input 1x3x360x640, default graph optimizations (what a deployment uses). The six models of
 one network (original, onnxsim, onnxslim, etc, etc + the opt-in ``depthwise`` pass, official) are timed
-interleaved: one run each per round, in an order that rotates every round. Ratios are the median of the per-round
+interleaved: one run each per round, in a fresh random order every round. Ratios are the median of the per-round
 ratios with a 95% bootstrap interval; pairing runs of the same round cancels the slow load drift that made
 separately taken minima disagree by 5-10% on this shared machine (the same model loaded twice did).
 """

@@ -25,17 +25,22 @@ def median_seconds(fn: Callable[[], object], repeat: int = 3, warmup: int = 0) -
 
 
 def interleaved_times(
-    runners: dict[str, Callable[[], object]], rounds: int, warmup: int = 2
+    runners: dict[str, Callable[[], object]], rounds: int, warmup: int = 2, seed: int = 0
 ) -> dict[str, list[float]]:
-    """Wall times of every runner, ``rounds`` each, interleaved: one run of each per round, in an order that
-    rotates from round to round, so drifting machine load and cache state hit all runners alike."""
+    """Wall times of every runner, ``rounds`` each, interleaved: one run of each per round, in a fresh seeded
+    random order every round, so drifting machine load and the cache state a predecessor leaves behind hit all
+    runners alike (a fixed or rotating order always puts the same runner after the same one)."""
+    import numpy as np
+
     names = list(runners)
     for name in names:
         for _ in range(warmup):
             runners[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+    order = np.random.default_rng(seed)
+    for _ in range(rounds):
+        for index in order.permutation(len(names)):
+            name = names[int(index)]
             start = time.perf_counter()
             runners[name]()
             times[name].append(time.perf_counter() - start)
