@@ -6,9 +6,10 @@ python -m bench.bench_et --exporter legacy      # one exporter only
 
 onnxruntime CPU, FP32, input 1x3x360x640, default graph optimizations (what a deployment uses). The six models of
 one network (original, onnxsim, onnxslim, etc, etc + the opt-in ``depthwise`` pass, official) are timed
-interleaved: one run each per round, in a fresh random order every round. Ratios are the median of the per-round
-ratios with a 95% bootstrap interval; pairing runs of the same round cancels the slow load drift that made
-separately taken minima disagree by 5-10% on this shared machine (the same model loaded twice did).
+interleaved: one run each per round, in a fresh random order every round, each in a new session warmed up once
+(two sessions of the same model differed by up to 10% here, a bias fixed when the session is made). Ratios are the
+median of the per-round ratios with a 95% bootstrap interval; pairing runs of the same round cancels the slow
+load drift.
 """
 
 from __future__ import annotations
@@ -56,16 +57,20 @@ def variants(source: str, kw: dict, official: str, scale: int, M: int, C: int, e
 
 
 def latencies(models: dict, rounds: int, threads: int) -> dict[str, list[float]]:
-    """Per-round wall times (seconds) of every model, interleaved."""
+    """Per-round wall times (seconds) of every model: interleaved, a new session per model and round."""
     from etc import runtime
 
     x = np.random.default_rng(0).uniform(0, 1, size=(1, 3, *SIZE)).astype(np.float32)
-    runners = {}
-    for k, m in models.items():
-        sess = runtime.session(m, optimize=True, threads=threads)
-        feed = {sess.get_inputs()[0].name: x}
-        runners[k] = lambda sess=sess, feed=feed: sess.run(None, feed)
-    return interleaved_times(runners, rounds)
+
+    def factory(model):
+        def build():
+            sess = runtime.session(model, optimize=True, threads=threads)
+            feed = {sess.get_inputs()[0].name: x}
+            return lambda: sess.run(None, feed)
+
+        return build
+
+    return interleaved_times({k: factory(m) for k, m in models.items()}, rounds)
 
 
 def ratio_cell(a: list[float], b: list[float]) -> str:
@@ -132,8 +137,9 @@ def run(rounds: int, threads: int, exporters: list[str]) -> str:
         f"{','.join(exporters)}` ({machine()}). onnxruntime CPU FP32, 1x3x{SIZE[0]}x{SIZE[1]}, graph "
         f"optimizations on, {threads} intra-op threads; exports with dynamic H/W and real pretrained weights; "
         "etc = `fold,rep,et --align-channels 4`; etc+dw = etc followed by the opt-in `depthwise` pass (the "
-        "clamp's Conv1x1(-I, 1) as a depthwise conv). ms = median of the rounds; ratios = median of per-round "
-        f"ratios [95% bootstrap interval]; load average {os.getloadavg()[0]:.1f} after the runs.\n\n"
+        "clamp's Conv1x1(-I, 1) as a depthwise conv). Rounds in random order, a new session per model and round "
+        "(warmed up once); ms = median of the rounds; ratios = median of per-round ratios [95% bootstrap "
+        f"interval]; load average {os.getloadavg()[0]:.1f} after the runs.\n\n"
         + markdown_table(header, rows)
         + "\n\nOps after conversion:\n"
         + "\n".join(notes)

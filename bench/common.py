@@ -25,25 +25,40 @@ def median_seconds(fn: Callable[[], object], repeat: int = 3, warmup: int = 0) -
 
 
 def interleaved_times(
-    runners: dict[str, Callable[[], object]], rounds: int, warmup: int = 2, seed: int = 0
+    factories: dict[str, Callable[[], Callable[[], object]]],
+    rounds: int,
+    warmup: int = 1,
+    seed: int = 0,
+    fresh: bool = True,
 ) -> dict[str, list[float]]:
-    """Wall times of every runner, ``rounds`` each, interleaved: one run of each per round, in a fresh seeded
-    random order every round, so drifting machine load and the cache state a predecessor leaves behind hit all
-    runners alike (a fixed or rotating order always puts the same runner after the same one)."""
+    """Wall times of every runner, ``rounds`` each, interleaved: one timed run of each per round, in a fresh
+    seeded random order every round, so drifting machine load and the cache state a predecessor leaves behind
+    hit all runners alike (a fixed or rotating order always puts the same runner after the same one).
+
+    ``factories[name]()`` builds a runner (e.g. an onnxruntime session bound to its input). With ``fresh`` every
+    round builds new runners, each warmed up ``warmup`` times before its timed run: one session keeps one memory
+    placement for its whole life, and two sessions of the same model differed by up to 10% here, so a bias fixed
+    at session creation is averaged over the rounds instead of being measured as a difference between models."""
     import numpy as np
 
-    names = list(runners)
-    for name in names:
-        for _ in range(warmup):
-            runners[name]()
+    names = list(factories)
+    kept: dict[str, Callable[[], object]] = {}
     times: dict[str, list[float]] = {name: [] for name in names}
     order = np.random.default_rng(seed)
     for _ in range(rounds):
         for index in order.permutation(len(names)):
             name = names[int(index)]
+            runner = kept.get(name)
+            if runner is None:
+                runner = factories[name]()
+                for _ in range(warmup):
+                    runner()
+                if not fresh:
+                    kept[name] = runner
             start = time.perf_counter()
-            runners[name]()
+            runner()
             times[name].append(time.perf_counter() - start)
+            del runner
     return times
 
 
