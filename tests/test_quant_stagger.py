@@ -121,39 +121,21 @@ def test_stagger_pass_runs_under_numeric_check(rng):
     assert_equivalent(model, result.model)
 
 
-def test_negative_no_copies(rng):
-    model = _model(rng, copies=(1, 1, 1, 1, 1, 1))
-    out, records = stagger.stagger(model)
-    assert records == [] and out is model
-
-
-def test_negative_zero_spread_is_off(rng):
-    model = _model(rng)
-    out, records = stagger.stagger(model, spread=0.0)
-    assert records == [] and out is model
-
-
-def test_negative_not_homogeneous(rng):
-    model = _model(rng, act="Sigmoid")
-    out, records = stagger.stagger(model)
-    assert records == [] and out is model
-
-
-def test_negative_tensor_is_graph_output(rng):
-    model = _model(rng, out_extra=True)
-    out, records = stagger.stagger(model)
-    assert records == [] and out is model
-
-
-def test_negative_reader_is_not_a_conv(rng):
-    model = _model(rng, reader="ReduceMean")
-    out, records = stagger.stagger(model)
-    assert records == [] and out is model
-
-
-def test_skipped_tensors_are_left_alone(rng):
-    model = _model(rng)
-    out, records = stagger.stagger(model, skip={"t"})
+@pytest.mark.parametrize(
+    ("build", "kwargs"),
+    [
+        ({"copies": (1, 1, 1, 1, 1, 1)}, {}),  # no copies to stagger
+        ({}, {"spread": 0.0}),  # spread 0 is off
+        ({"act": "Sigmoid"}, {}),  # not positively homogeneous
+        ({"out_extra": True}, {}),  # the tensor is a graph output
+        ({"reader": "ReduceMean"}, {}),  # a reader is not a Conv
+        ({}, {"skip": {"t"}}),  # skipped tensors are left alone
+    ],
+    ids=["no_copies", "zero_spread", "not_homogeneous", "graph_output", "non_conv_reader", "skipped"],
+)
+def test_negative_conditions_leave_the_model_alone(rng, build, kwargs):
+    model = _model(rng, **build)
+    out, records = stagger.stagger(model, **kwargs)
     assert records == [] and out is model
 
 

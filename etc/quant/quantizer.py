@@ -350,53 +350,38 @@ def _which(stats: observe.TensorStats, chosen: tuple[float, float]) -> str:
     return "auto:percentile"
 
 
-def _split(model, caps, max_copies, input_ranges):
-    from etc.passes.equalize import SplitPass
+def _checked(model, pass_, input_ranges) -> tuple[onnx.ModelProto, float]:
+    """One run of an exact pre-quantization pass under NumericCheck: (model, worst max abs difference)."""
     from etc.pipeline import NumericCheck, Options, run_pipeline
 
     check = NumericCheck(atol=1e-5, rtol=1e-5)
+    options = Options(input_ranges=dict(input_ranges or {}))
+    result = run_pipeline(model, [pass_], options=options, instruments=[check], max_rounds=1)
+    return result.model, max(check.worst.values(), default=0.0)
+
+
+def _split(model, caps, max_copies, input_ranges):
+    from etc.passes.equalize import SplitPass
+
     sp = SplitPass(skip=frozenset(caps), max_copies=max_copies)
-    result = run_pipeline(
-        model,
-        [sp],
-        options=Options(input_ranges=dict(input_ranges or {})),
-        instruments=[check],
-        max_rounds=1,
-    )
-    return result.model, list(sp.records)
+    out, _ = _checked(model, sp, input_ranges)
+    return out, list(sp.records)
 
 
 def _stagger(model, caps, spread, input_ranges):
-    from etc.pipeline import NumericCheck, Options, run_pipeline
     from etc.quant.stagger import StaggerPass
 
-    check = NumericCheck(atol=1e-5, rtol=1e-5)
     sp = StaggerPass(skip=frozenset(caps), spread=spread)
-    result = run_pipeline(
-        model,
-        [sp],
-        options=Options(input_ranges=dict(input_ranges or {})),
-        instruments=[check],
-        max_rounds=1,
-    )
-    return result.model, list(sp.records)
+    out, _ = _checked(model, sp, input_ranges)
+    return out, list(sp.records)
 
 
 def _equalize(model, feeds, caps, input_ranges, progress):
     from etc.passes.equalize import EqualizePass
-    from etc.pipeline import NumericCheck, Options, run_pipeline
 
-    check = NumericCheck(atol=1e-5, rtol=1e-5)
     eq = EqualizePass(feeds=feeds, skip=frozenset(caps), progress=progress)
-    result = run_pipeline(
-        model,
-        [eq],
-        options=Options(input_ranges=dict(input_ranges or {})),
-        instruments=[check],
-        max_rounds=1,
-    )
-    worst = max(check.worst.values(), default=0.0)
-    return result.model, list(eq.records), worst
+    out, worst = _checked(model, eq, input_ranges)
+    return out, list(eq.records), worst
 
 
 def _gptq(model, plan, feeds, per_channel, safe_u8s8):
