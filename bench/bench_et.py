@@ -112,6 +112,29 @@ def structure_note(ours, official) -> str:
     return f"etc has {len(a)} nodes, official {len(b)}"
 
 
+def verdicts(rows: list[list[str]]) -> str:
+    """The issue's two goals read off the table rows: etc within 2% of official, ETDS <= 0.55x its original."""
+    lines = []
+    for row in rows:
+        label, exporter = row[0], row[1]
+        vs_official, vs_original, _, dw_original = (float(cell.split()[0]) for cell in row[8:12])
+        line = f"- {label}, {exporter}: etc / official {vs_official:.3f}"
+        line += (
+            " (within 2%)"
+            if abs(vs_official - 1) <= 0.02
+            else " (cheaper)"
+            if vs_official < 1
+            else " (slower)"
+        )
+        if label.startswith("ETDS"):
+            line += f"; etc / original {vs_original:.3f}" + (" <= 0.55" if vs_original <= 0.55 else " > 0.55")
+            line += f", etc+dw / original {dw_original:.3f}" + (
+                " <= 0.55" if dw_original <= 0.55 else " > 0.55"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def run(rounds: int, threads: int, exporters: list[str]) -> str:
     warnings.filterwarnings("ignore")
     rows, notes = [], []
@@ -141,6 +164,8 @@ def run(rounds: int, threads: int, exporters: list[str]) -> str:
         "(warmed up once); ms = median of the rounds; ratios = median of per-round ratios [95% bootstrap "
         f"interval]; load average {os.getloadavg()[0]:.1f} after the runs.\n\n"
         + markdown_table(header, rows)
+        + "\n\nGoals (medians of the paired ratios):\n"
+        + verdicts(rows)
         + "\n\nOps after conversion:\n"
         + "\n".join(notes)
     )
