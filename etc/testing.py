@@ -64,3 +64,41 @@ def random_conv_weights(
     w = rng.normal(0, scale, size=(out_ch, in_ch, kh, kw)).astype(np.float32)
     b = rng.normal(0, 0.1, size=out_ch).astype(np.float32) if bias else None
     return w, b
+
+
+def image_model(
+    nodes: Sequence[onnx.NodeProto],
+    outputs: Sequence[onnx.ValueInfoProto],
+    initializers: Mapping[str, np.ndarray],
+    *,
+    input_name: str = "x",
+) -> onnx.ModelProto:
+    """A checked opset-17 model of ``nodes`` reading one float image input [1, 3, h, w]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        list(nodes),
+        "g",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, "h", "w"])],
+        list(outputs),
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def assert_int8_close(
+    model: onnx.ModelProto, qmodel: onnx.ModelProto, feed: Mapping[str, np.ndarray], tol: float = 0.05
+) -> None:
+    """The QDQ model's first output: the same with and without onnxruntime's fused int8 kernels (no int16
+    saturation), and within ``tol`` x max|ref| of the float model."""
+    from etc import runtime
+
+    name = model.graph.output[0].name
+    ref = runtime.run(model, feed)[name]
+    fused = runtime.run(runtime.session(qmodel, optimize=True), feed)[name]
+    plain = runtime.run(runtime.session(qmodel), feed)[name]
+    np.testing.assert_allclose(fused, plain, atol=1e-5)
+    assert np.abs(ref - fused).max() < tol * np.abs(ref).max()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from etc.pipeline import NumericCheck, run_pipeline
 from etc.quant import equalize
 from etc.quant.observe import collect
-from etc.testing import assert_equivalent, random_conv_weights
+from etc.testing import assert_equivalent, image_model, random_conv_weights
 
 
 def _chain(rng, act: str = "Relu", c: int = 6, clip_tail: bool = False, out_extra: bool = False):
@@ -46,16 +45,7 @@ def _chain(rng, act: str = "Relu", c: int = 6, clip_tail: bool = False, out_extr
     outputs = [helper.make_tensor_value_info(last, TensorProto.FLOAT, [1, 4, "h", "w"])]
     if out_extra:
         outputs.append(helper.make_tensor_value_info("a1", TensorProto.FLOAT, [1, c, "h", "w"]))
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
-        outputs,
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
+    model = image_model(nodes, outputs, inits)
     return model
 
 
