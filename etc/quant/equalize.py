@@ -173,6 +173,20 @@ def choose_scales(
     return best, best_alpha
 
 
+def initializer_updater(model: onnx.ModelProto, suffix: str):
+    """``update(name, fn) -> new name``: adds fn(value of initializer ``name``) to ``model`` as a fresh initializer
+    (so weights shared with other nodes stay untouched); computed in float64, stored as float32."""
+    inits = {i.name: i for i in model.graph.initializer}
+
+    def update(name: str, fn) -> str:
+        value = numpy_helper.to_array(inits[name]).astype(np.float64)
+        new_name = _fresh(model, name + suffix)
+        model.graph.initializer.append(numpy_helper.from_array(fn(value).astype(np.float32), new_name))
+        return new_name
+
+    return update
+
+
 def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx.ModelProto:
     """A copy of ``model`` with rows of the producer multiplied and columns of the consumers divided by scales."""
     scales = np.asarray(scales, dtype=np.float64)
@@ -180,15 +194,8 @@ def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx
         raise ValueError("equalization scales must be positive and finite")
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    inits = {i.name: i for i in out.graph.initializer}
     nodes = {n.name: n for n in out.graph.node}
-
-    def update(name: str, fn) -> None:
-        # a fresh initializer so shared weights elsewhere stay untouched
-        value = numpy_helper.to_array(inits[name]).astype(np.float64)
-        new_name = _fresh(out, name + "_eq")
-        out.graph.initializer.append(numpy_helper.from_array(fn(value).astype(np.float32), new_name))
-        return new_name
+    update = initializer_updater(out, "_eq")
 
     prod = nodes[pair.producer]
     prod.input[1] = update(prod.input[1], lambda w: w * scales.reshape(-1, 1, 1, 1))

@@ -42,7 +42,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from etc.quant.equalize import _const_names, _drop_unused, _fresh, _is_const_conv, _readers
+from etc.quant.equalize import (
+    _const_names,
+    _drop_unused,
+    _is_const_conv,
+    _readers,
+    initializer_updater,
+)
 
 ELEMENTWISE = frozenset({"Relu", "LeakyRelu"})
 MAX_COPIES = 3
@@ -158,14 +164,8 @@ def duplicate(model: onnx.ModelProto, site: Site, copies: np.ndarray) -> onnx.Mo
     order = channel_order(copies)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    inits = {i.name: i for i in out.graph.initializer}
     nodes = {n.name: n for n in out.graph.node}
-
-    def update(name: str, fn) -> str:
-        value = numpy_helper.to_array(inits[name]).astype(np.float64)
-        new_name = _fresh(out, name + "_dup")
-        out.graph.initializer.append(numpy_helper.from_array(fn(value).astype(np.float32), new_name))
-        return new_name
+    update = initializer_updater(out, "_dup")
 
     prod = nodes[site.producer]
     prod.input[1] = update(prod.input[1], lambda w: w[order])
