@@ -106,3 +106,41 @@ def test_bias_add_is_not_matched():
     out = b.op("Add", [b.conv("input", 3, 3, 3), b.const(np.ones((1, 3, 1, 1), np.float32))])
     _, hits, _ = run_family(b.model(out), et_add.rules)
     assert not hits
+
+
+def test_bare_input_minus_conv_becomes_one_conv_over_the_concat():
+    """DnCNN's x - f(x): the subtrahend's kernel and bias are negated, x enters as the identity kernel."""
+    b = Builder(3)
+    h = b.op("Relu", [b.conv("input", 3, 6)])
+    model = b.model(b.op("Sub", ["input", b.conv(h, 6, 3, 3)]))
+    result, hits, _ = run_family(model, et_add.rules)
+    assert hits == {"add_to_conv": 1}
+    assert ops(result) == ["Conv", "Relu", "Concat", "Conv"]
+    assert_equivalent(model, result, input_ranges={"input": (-1.0, 1.0)})
+
+
+def test_conv_minus_conv_and_conv_minus_bare_input():
+    b = Builder(4)
+    h = b.op("Relu", [b.conv("input", 4, 5)])
+    diff = b.op("Sub", [b.conv(h, 5, 4, 3), b.conv("input", 4, 4, 1)])
+    model = b.model(b.op("Sub", [b.conv(diff, 4, 4, 3), diff]))
+    result, hits, _ = run_family(model, et_add.rules)
+    assert hits == {"add_to_conv": 2}
+    assert "Sub" not in ops(result)
+    assert_equivalent(model, result, input_ranges={"input": (-1.0, 1.0)})
+
+
+def test_sub_of_strided_conv_is_refused_and_stays_a_sub():
+    b = Builder(3)
+    model = b.model(b.op("Sub", [b.conv("input", 3, 3, 3, stride=2), b.conv("input", 3, 3, 3, stride=2)]))
+    result, hits, declines = run_family(model, et_add.rules)
+    assert not hits and ops(result) == ["Conv", "Conv", "Sub"]
+    assert any("stride" in r for r in reasons(declines, "add_to_conv"))
+
+
+def test_sub_with_spatial_broadcast_is_refused():
+    b = Builder(3, hw=(7, 5))
+    pooled = b.op("ReduceMean", [b.conv("input", 3, 3, 3)], axes=[2, 3], keepdims=1)
+    _, hits, declines = run_family(b.model(b.op("Sub", [b.conv("input", 3, 3, 3), pooled])), et_add.rules)
+    assert not hits
+    assert any("spatial" in r for r in reasons(declines, "add_to_conv"))

@@ -12,29 +12,31 @@ from tests.et_helpers import Builder, ops, reasons, run_family
 RANGE = {"input": (-1.0, 1.0)}
 
 
+@pytest.mark.parametrize("op", ["Add", "Sub"])
 @pytest.mark.parametrize("mode", ["CRD", "DCR", None])
-def test_add_of_two_shuffles(mode):
+def test_add_of_two_shuffles(mode, op):
     b = Builder(3)
     kw = {"blocksize": 2} | ({"mode": mode} if mode else {})
     left = b.op("DepthToSpace", [b.conv("input", 3, 12)], **kw)
     right = b.op("DepthToSpace", [b.conv("input", 3, 12)], **kw)
-    model = b.model(b.op("Add", [left, right]))
+    model = b.model(b.op(op, [left, right]))
     result, hits, _ = run_family(model, et_d2s.rules)
     assert hits == {"add_through_d2s": 1}
-    assert ops(result) == ["Conv", "Conv", "Add", "DepthToSpace"]
+    assert ops(result) == ["Conv", "Conv", op, "DepthToSpace"]
     assert_equivalent(model, result, input_ranges=RANGE)
 
 
-def test_mixed_modes_are_refused():
+@pytest.mark.parametrize("op", ["Add", "Sub"])
+def test_mixed_modes_are_refused(op):
     b = Builder(3)
     left = b.op("DepthToSpace", [b.conv("input", 3, 12)], blocksize=2, mode="CRD")
     right = b.op("DepthToSpace", [b.conv("input", 3, 12)], blocksize=2, mode="DCR")
-    _, hits, declines = run_family(b.model(b.op("Add", [left, right])), et_d2s.rules)
+    _, hits, declines = run_family(b.model(b.op(op, [left, right])), et_d2s.rules)
     assert not hits
     assert reasons(declines, "add_through_d2s") == ["the DepthToSpace nodes differ in blocksize or mode"]
 
 
-@pytest.mark.parametrize("op", ["Relu", "Clip", "LeakyRelu"])
+@pytest.mark.parametrize("op", ["Relu", "Clip", "LeakyRelu", "Neg"])
 def test_activation_moves_before_shuffle(op):
     b = Builder(3)
     d = b.op("DepthToSpace", [b.conv("input", 3, 12)], blocksize=2, mode="CRD")

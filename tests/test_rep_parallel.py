@@ -292,3 +292,57 @@ def test_merge_is_deterministic(opset):
     a, _ = rep(model)
     b, _ = rep(model)
     assert a.model.SerializeToString() == b.model.SerializeToString()
+
+
+# ---------------------------------------------------------------- signed sums (Sub, Neg)
+
+
+def test_difference_of_depthwise_branches_becomes_one_depthwise_conv():
+    """RepMixer's x + s·(dw3x3(x) - dw1x1(x)): the Sub is a signed sum, the layer scale folds after it."""
+    net = Net(5)
+    diff = net.op("Sub", [net.conv("x", 5, 5, (3, 3), group=5), net.conv("x", 5, 5, (1, 1), group=5)])
+    model = net.model(diff)
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert result.hits == {"merge_parallel": 1}
+    group = next(a.i for a in result.model.graph.node[0].attribute if a.name == "group")
+    assert group == 5
+    assert_equivalent(model, result.model, input_ranges={"x": (-1.0, 1.0)})
+
+
+def test_conv_minus_bare_input_and_negated_summands_merge():
+    """conv(x) - x and a Neg inside the tree: each summand's sign is folded into its kernel and bias."""
+    net = Net(4)
+    neg = net.op("Neg", [net.conv("x", 4, 4, (1, 3))])
+    y = net.op("Sub", [net.op("Add", [net.conv("x", 4, 4, (3, 3)), neg]), "x"])
+    model = net.model(y)
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Conv"]
+    assert_equivalent(model, result.model, input_ranges={"x": (-1.0, 1.0)})
+
+
+def test_subtracted_summand_left_out_stays_subtracted():
+    """conv_a(x) + conv_b(x) - conv(relu(x)): the merge keeps the other input's term as a Sub, no more nodes."""
+    net = Net(3)
+    other = net.conv(net.op("Relu", ["x"]), 3, 3, (3, 3))
+    y = net.op("Sub", [net.op("Add", [net.conv("x", 3, 3, (3, 3)), net.conv("x", 3, 3, (1, 1))]), other])
+    model = net.model(y)
+    result, _ = rep(model)
+    assert op_types(result.model) == ["Relu", "Conv", "Conv", "Sub"]
+    assert_equivalent(model, result.model, input_ranges={"x": (-1.0, 1.0)})
+
+
+def test_sub_of_different_inputs_is_left_alone():
+    """Nothing to merge: the Sub stays a Sub (no Neg or Mul(-1) appears) and nothing is reported."""
+    net = Net(3)
+    model = net.model(net.op("Sub", [net.conv("x", 3, 3), net.conv(net.op("Relu", ["x"]), 3, 3)]))
+    result, ctx = rep(model)
+    assert not result.modified and not ctx.declines
+
+
+def test_sub_of_misaligned_branches_is_refused_with_the_reason():
+    net = Net(3)
+    y = net.op("Sub", [net.conv("x", 3, 3, (3, 3), strides=(2, 2)), net.conv("x", 3, 3, (1, 1))])
+    result, ctx = rep(net.model(y))
+    assert not result.modified
+    assert "strides differ" in reasons(ctx)

@@ -4,6 +4,10 @@
                    ├─> Add          ==>
     b ──> Conv_b ──┘                 (a bare operand s enters as the identity kernel: Conv_a(a) + s -> [W_a | I])
 
+Sub is a signed Add: ``Conv_a(a) - Conv_b(b)`` becomes ``Conv([W_a | -W_b], b_a - b_b)`` and ``s - Conv(h)``
+(DnCNN's ``x - f(x)``) becomes ``Conv([-W | I], -b)`` over Concat(h, s); negating a kernel and its bias is exact
+at every pixel (zero padding stays zero).
+
 When both convs read the same tensor (or the same channels through a Concat) the columns add up, so this also
 merges parallel branches. Kernels are centred in the largest one; ABPN's ``body(x) + anchor(x)``, once the anchor is
 a 1x1 selection conv (et_repeat), becomes one conv over Concat(h, x) that et_carry then pushes up the body.
@@ -61,10 +65,10 @@ def same_spatial(a: gs.Tensor, b: gs.Tensor) -> bool | None:
 
 
 class AddToConv(Rule):
-    """Replaces Add(Conv_a(a), Conv_b(b)) (or Add(Conv(a), s)) with one Conv over Concat(a, b)."""
+    """Replaces Add/Sub(Conv_a(a), Conv_b(b)) (or with a bare s) with one Conv over Concat(a, b)."""
 
     name = "add_to_conv"
-    ops = ("Add",)
+    ops = ("Add", "Sub")
 
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
         if len(node.inputs) != 2 or any(const_value(t) is not None for t in node.inputs):
@@ -94,8 +98,9 @@ class AddToConv(Rule):
         node = match.nodes[0]
         branches, sources = match.data["branches"], match.data["sources"]
         kernels, kh, kw = merge_kernels(branches, sources)
-        weight = np.sum(kernels, axis=0)
-        bias = np.sum([b.bias for b in branches], axis=0)
+        signs = (1.0, -1.0) if node.op == "Sub" else (1.0, 1.0)
+        weight = np.sum([s * k for s, k in zip(signs, kernels)], axis=0)
+        bias = np.sum([s * np.asarray(b.bias) for s, b in zip(signs, branches)], axis=0)
         x = union_input(ctx, branches, sources)
         make_conv(
             ctx.graph, ctx.namer, x, weight, bias, merged_spec(kh, kw), output=node.outputs[0], name="Conv"

@@ -1,10 +1,10 @@
 """Elementwise ops commute with DepthToSpace, which only moves values.
 
     a ──> D2S ──┐                                a ──┐
-                ├─> Add        ==>                   ├─> Add ──> D2S
+                ├─> Add | Sub  ==>                   ├─> Add | Sub ──> D2S
     b ──> D2S ──┘                                b ──┘
 
-    a ──> D2S ──> Relu | Clip | LeakyRelu   ==>   a ──> Relu | Clip | LeakyRelu ──> D2S
+    a ──> D2S ──> Relu | Clip | LeakyRelu | Neg   ==>   a ──> Relu | Clip | LeakyRelu | Neg ──> D2S
 
 So ETDS's ``PS(W_L x) + PS(W_RL r)`` becomes one add before the shuffle (then one conv, et_add) and a final clamp
 reaches the conv that produces it (et_clip).
@@ -39,10 +39,10 @@ def _new_d2s(ctx: RewriteContext, like: gs.Node, x: gs.Tensor, output: gs.Tensor
 
 
 class AddThroughDepthToSpace(Rule):
-    """Replaces Add(D2S(a), D2S(b)) with D2S(Add(a, b))."""
+    """Replaces Add/Sub(D2S(a), D2S(b)) with D2S(Add/Sub(a, b))."""
 
     name = "add_through_d2s"
-    ops = ("Add",)
+    ops = ("Add", "Sub")
 
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
         if len(node.inputs) != 2 or node.inputs[0] is node.inputs[1]:
@@ -56,16 +56,16 @@ class AddThroughDepthToSpace(Rule):
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node, first, second = match.nodes
-        add = make_node(ctx.graph, ctx.namer, "Add", [first.inputs[0], second.inputs[0]], name="Add")
+        add = make_node(ctx.graph, ctx.namer, node.op, [first.inputs[0], second.inputs[0]], name=node.op)
         _new_d2s(ctx, first, add.outputs[0], node.outputs[0])
         retire(match.nodes)
 
 
 class ActivationThroughDepthToSpace(Rule):
-    """Replaces Relu/Clip/LeakyRelu(D2S(a)) with D2S(Relu/Clip/LeakyRelu(a))."""
+    """Replaces Relu/Clip/LeakyRelu/Neg(D2S(a)) with D2S(Relu/Clip/LeakyRelu/Neg(a))."""
 
     name = "activation_through_d2s"
-    ops = ("Relu", "Clip", "LeakyRelu")
+    ops = ("Relu", "Clip", "LeakyRelu", "Neg")
 
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
         d2s = _d2s(ctx, node.inputs[0], node)

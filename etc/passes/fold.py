@@ -7,6 +7,7 @@ Families, run in this order (see each module for its rules and their exactness c
   fold_pad        zero Pad -> Conv pads
   fold_bn         BatchNormalization into Conv/ConvTranspose (or a 1x1 depthwise Conv when alone)
   fold_affine     per-channel Mul/Add/Sub/Div constants into Conv weights and bias
+  fold_sign       Neg into the Conv producing it or the Add/Sub reading it, Neg(Sub(a, b)) -> Sub(b, a)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ FAMILIES = (
     "etc.passes.fold_pad",
     "etc.passes.fold_bn",
     "etc.passes.fold_affine",
+    "etc.passes.fold_sign",
 )
 
 

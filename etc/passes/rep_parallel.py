@@ -6,6 +6,11 @@
        ├─► DWConv 3x3 (group C) ────┤
        └────────────────────────────┘ (bare x)
 
+Sub and Neg are signed sums: ``a - b`` is ``a + (-1)·b`` and ``-a`` is ``(-1)·a``; the sign of each summand
+is folded into its kernel and bias (exact: negation commutes with zero padding), so RepMixer's
+``x + s·(dwconv3x3(x) - dwconv1x1(x))`` merges like an Add; summands left out of the merge are re-joined with
+Add or Sub by their sign (never more nodes than the tree had).
+
 Every summand is read as a conv of the same input x: a Conv (a zero Pad in front of it counts as its padding),
 a per-channel affine op (BatchNormalization, Mul/Add/Sub/Div by a per-channel constant: a diagonal 1x1
 kernel with bias), an AvgPool (a depthwise kernel of 1/(kh·kw)) or x itself (the identity kernel).
@@ -377,13 +382,26 @@ def merge_branches(
 # ---------------------------------------------------------------- sums
 
 
+SUM_ARITY = {"Add": 2, "Sub": 2, "Neg": 1}
+
+
 def is_sum(node: gs.Node | None) -> bool:
-    """Add/Sum of non-constant tensors (a node of a summation tree)."""
-    if node is None or node.op not in ("Add", "Sum") or len(node.outputs) != 1:
+    """Add/Sum/Sub/Neg of non-constant tensors (a node of a signed summation tree)."""
+    if node is None or node.op not in ("Add", "Sum", "Sub", "Neg") or len(node.outputs) != 1:
         return False
-    return len(node.inputs) >= (2 if node.op == "Add" else 1) and all(
-        const_value(t) is None for t in node.inputs
-    )
+    arity = SUM_ARITY.get(node.op)
+    if (len(node.inputs) != arity) if arity else not node.inputs:
+        return False
+    return all(const_value(t) is None for t in node.inputs)
+
+
+def term_signs(node: gs.Node) -> list[int]:
+    """The sign each input of a sum node enters with: Sub's subtrahend and Neg's operand are negated."""
+    if node.op == "Neg":
+        return [-1]
+    if node.op == "Sub":
+        return [1, -1]
+    return [1] * len(node.inputs)
 
 
 def sum_parent(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
@@ -396,23 +414,34 @@ def sum_parent(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
     return users[0]
 
 
-def sum_tree(graph: gs.Graph, root: gs.Node) -> tuple[list[gs.Node], list[gs.Tensor]]:
-    """The Add/Sum nodes of the tree under ``root`` and its leaves in order."""
+def sum_tree(graph: gs.Graph, root: gs.Node) -> tuple[list[gs.Node], list[gs.Tensor], list[int]]:
+    """The sum nodes of the tree under ``root``, its leaves in order and the sign (+1/-1) of each leaf."""
     nodes: list[gs.Node] = [root]
     leaves: list[gs.Tensor] = []
+    signs: list[int] = []
 
-    def visit(tensor: gs.Tensor) -> None:
+    def visit(tensor: gs.Tensor, sign: int) -> None:
         node = producer(tensor)
         if is_sum(node) and sum_parent(graph, tensor) is not None:
             nodes.append(node)
-            for t in node.inputs:
-                visit(t)
+            for t, s in zip(node.inputs, term_signs(node)):
+                visit(t, sign * s)
         else:
             leaves.append(tensor)
+            signs.append(sign)
 
-    for t in root.inputs:
-        visit(t)
-    return nodes, leaves
+    for t, s in zip(root.inputs, term_signs(root)):
+        visit(t, s)
+    return nodes, leaves, signs
+
+
+def signed(branch: Branch, sign: int) -> Branch:
+    """The branch times ``sign``: kernel (or per-channel scale) and bias negated when sign is -1."""
+    if sign > 0:
+        return branch
+    if branch.weight is not None:
+        return replace(branch, weight=-branch.weight, bias=-np.asarray(branch.bias))
+    return replace(branch, scale=-np.asarray(branch.scale), bias=-np.asarray(branch.bias))
 
 
 def leaf_branch(graph: gs.Graph, leaf: gs.Tensor) -> Branch:
@@ -453,7 +482,7 @@ def joins_sum_with(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor) -> bool:
         return False
     while (parent := sum_parent(graph, root.outputs[0])) is not None:
         root = parent
-    _, leaves = sum_tree(graph, root)
+    _, leaves, _ = sum_tree(graph, root)
     return any(leaf is not path and reads(graph, leaf, x) for leaf in leaves)
 
 
@@ -486,13 +515,13 @@ class MergeParallelConvs(Rule):
     """Replaces a sum of linear branches of one input (Conv, BN, affine, identity) with one Conv."""
 
     name = "merge_parallel"
-    ops = ("Add", "Sum")
+    ops = ("Add", "Sum", "Sub", "Neg")
 
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
         if not is_sum(node) or sum_parent(ctx.graph, node.outputs[0]) is not None:
             return None
-        tree, leaves = sum_tree(ctx.graph, node)
-        branches = [leaf_branch(ctx.graph, leaf) for leaf in leaves]
+        tree, leaves, signs = sum_tree(ctx.graph, node)
+        branches = [signed(leaf_branch(ctx.graph, leaf), sign) for leaf, sign in zip(leaves, signs)]
         bases: list[gs.Tensor] = []
         for b in branches:
             if not any(b.x is t for t in bases):
@@ -521,9 +550,8 @@ class MergeParallelConvs(Rule):
                         f"merging would raise multiply-adds per pixel from {parts} to {cost} (misaligned windows)"
                     )
                     continue
-                return Match(
-                    tree, {"x": x, "members": cls, "leaves": leaves, "branches": branches, "merged": merged}
-                )
+                data = {"x": x, "members": cls, "leaves": leaves, "signs": signs, "branches": branches}
+                return Match(tree, {**data, "merged": merged})
         return NoMatch(reason) if reason else None
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
@@ -531,19 +559,21 @@ class MergeParallelConvs(Rule):
         members: list[Branch] = match.data["members"]
         weight, bias, spec = match.data["merged"]
         rest = [
-            leaf
-            for leaf, b in zip(match.data["leaves"], match.data["branches"])
+            (leaf, sign)
+            for leaf, sign, b in zip(match.data["leaves"], match.data["signs"], match.data["branches"])
             if not any(b is m for m in members)
         ]
         output = root.outputs[0] if not rest else None
         conv = make_conv(
             ctx.graph, ctx.namer, match.data["x"], weight, bias, spec, output=output, name="rep_conv"
         )
-        terms = [conv.outputs[0], *rest]
-        while len(terms) > 1:
-            out = root.outputs[0] if len(terms) == 2 else None
-            add = make_node(ctx.graph, ctx.namer, "Add", terms[:2], output=out, name="rep_add")
-            terms = [add.outputs[0], *terms[2:]]
+        total = conv.outputs[0]
+        for i, (leaf, sign) in enumerate(rest):  # the merged conv is positive: every term joins by its sign
+            out = root.outputs[0] if i == len(rest) - 1 else None
+            op = "Add" if sign > 0 else "Sub"
+            total = make_node(
+                ctx.graph, ctx.namer, op, [total, leaf], output=out, name=f"rep_{op.lower()}"
+            ).outputs[0]
         retire([n for b in members for n in b.nodes])
         retire(match.nodes)
 
