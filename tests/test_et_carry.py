@@ -13,12 +13,20 @@ SIZES = ((5, 7), (17, 23), (1, 1))
 BOTH = et_carry.rules + et_dual.rules
 
 
+def _act(b: Builder, act: str, x: str, channels: int, slope: float) -> str:
+    if act == "PRelu":
+        return b.op(act, [x, b.const(np.full((channels, 1, 1), slope, np.float32))])
+    if act == "LeakyRelu":
+        return b.op(act, [x], alpha=0.1)
+    return b.op(act, [x])
+
+
 def _skip_net(b: Builder, act: str = "Relu") -> str:
     """x -> Conv -> act -> Conv -> act, Concat(., x) -> Conv (the input x is carried)."""
     h = b.conv("input", 3, 6)
-    h = b.op(act, [h, b.const(np.full((6, 1, 1), 0.2, np.float32))] if act == "PRelu" else [h])
+    h = _act(b, act, h, 6, 0.2)
     h = b.conv(h, 6, 5)
-    h = b.op(act, [h, b.const(np.full((5, 1, 1), 0.3, np.float32))] if act == "PRelu" else [h])
+    h = _act(b, act, h, 5, 0.3)
     cat = b.op("Concat", [h, "input"], axis=1)
     return b.conv(cat, 8, 4)
 
@@ -80,6 +88,38 @@ def test_prelu_carries_with_slope_0_or_1(lo, slope):
 
     assert any(np.allclose(numpy_helper.to_array(s).reshape(-1)[5:], slope) for s in slopes)
     assert_equivalent(model, result, input_ranges=ranges, sizes=SIZES)
+
+
+def test_nonnegative_skip_rides_through_leaky_relu_unchanged():
+    """Real-ESRGAN Compact's activation: leaky_relu(s) = s for s >= 0, so the image rides along as is."""
+    b = Builder(3)
+    model = b.model(_skip_net(b, "LeakyRelu"))
+    result, hits, _ = run_family(model, et_carry.rules)
+    assert hits == {"carry_skip": 2}
+    assert ops(result) == ["Conv", "LeakyRelu", "Conv", "LeakyRelu", "Conv"]
+    alphas = [a.f for n in result.graph.node for a in n.attribute if a.name == "alpha"]
+    assert np.allclose(alphas, 0.1)
+    assert_equivalent(model, result, sizes=SIZES)
+
+
+def test_signed_skip_is_not_carried_through_leaky_relu():
+    b = Builder(3)
+    model = b.model(_skip_net(b, "LeakyRelu"))
+    result, hits, declines = run_family(model, et_carry.rules, input_ranges={"input": (-1.0, 1.0)})
+    assert not hits and ops(result) == ops(model)
+    assert any("may be negative: LeakyRelu would scale it" in r for r in reasons(declines, "carry_skip"))
+
+
+def test_leaky_relu_next_to_relu_carries_as_prelu():
+    """Streams with different activations merge as one PRelu with each stream's slopes (Relu: 0)."""
+    b = Builder(3)
+    leaky = b.op("LeakyRelu", [b.conv("input", 3, 4)], alpha=0.2)
+    relu = b.op("Relu", [b.conv("input", 3, 2)])
+    model = b.model(b.conv(b.op("Concat", [leaky, relu, "input"], axis=1), 9, 3))
+    result, hits, _ = run_family(model, et_carry.rules)
+    assert hits == {"carry_skip": 1}
+    assert ops(result) == ["Conv", "PRelu", "Conv"]
+    assert_equivalent(model, result, sizes=SIZES)
 
 
 def test_strided_conv_is_not_carried_through():

@@ -14,7 +14,8 @@ other rows are the original conv (same-padded, stride 1, see et_dual). Relu leav
 when s >= 0, proved by interval analysis (``ctx.ranges``); otherwise s rides as relu(s) and relu(-s) (rows
 [I; -I]) and every reader of the Concat, which must be a Conv, recombines it with columns [V, -V]
 (s = relu(s) - relu(-s) holds at every pixel, and zero padding gives 0 = 0 - 0). Under PRelu the carried rows get
-slope 0 when s >= 0 (as the official ECBSR_ET) and slope 1 (exactly the identity) otherwise.
+slope 0 when s >= 0 (as the official ECBSR_ET) and slope 1 (exactly the identity) otherwise. Under LeakyRelu(alpha)
+the carried rows pass unchanged when s >= 0 (leaky_relu(s) = s); a skip not proved >= 0 is refused, with the reason.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ block upward, the two streams become one plain chain.
 
 Exact when every conv is stride 1, dilation 1 and same-padded (odd kernel, pads k//2): smaller kernels are centred
 in the largest with zero taps and every branch zero-pads its own input exactly as the merged conv pads the union.
-Every branch has the same activation (Relu, PRelu with per-channel slopes, or none); each merged node is read only
-by the Concat (nothing is computed twice). Grouped convs are merged as their dense equivalent.
+Every branch has the same activation (Relu, PRelu with per-channel slopes, LeakyRelu, or none; LeakyRelu mixed
+with Relu/PRelu or another alpha becomes a PRelu with each branch's slopes); each merged node is read only by the
+Concat (nothing is computed twice). Grouped convs are merged as their dense equivalent.
 
 The branch machinery here (:func:`branch_of`, :func:`merge_kernels`, :func:`union_input`) is shared with et_carry
 (a bare tensor as an identity branch) and et_add (rows summed instead of stacked).
@@ -42,7 +43,7 @@ from etc.graph import (
 )
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
-ACTIVATIONS = ("Relu", "PRelu")
+ACTIVATIONS = ("Relu", "PRelu", "LeakyRelu")
 
 
 @dataclass
@@ -181,6 +182,8 @@ def branch_of(
             slope = _slopes(node, count)
             if slope is None:
                 return identity_branch(part)
+        elif node.op == "LeakyRelu":
+            slope = np.full(count, float(node.attrs.get("alpha", 0.01)))
         act = node.op
         conv = producer(inner)
         if conv is None or conv.op != "Conv" or not only_consumer(graph, inner, node):
@@ -272,12 +275,20 @@ def _activation_plan(ctx: RewriteContext, branches: list[Branch]) -> tuple[str |
     Relu target: a branch without activation passes unchanged when its values are proved >= 0, otherwise it is
     carried as relu(z) and relu(-z) (rows [W; -W], recombined by the Concat's Conv consumers).
     PRelu target: Relu branches get slope 0, branches without activation slope 0 when >= 0, else slope 1.
+    LeakyRelu target (every activation is LeakyRelu with one alpha): a branch without activation passes when proved
+    >= 0 (leaky_relu(z) = z there); otherwise the reason it cannot (one alpha serves every channel).
     """
     acts = {b.act for b in branches}
-    if "PRelu" in acts:
+    alphas = {float(b.slope[0]) for b in branches if b.act == "LeakyRelu" and b.slope is not None}
+    if acts - {None} == {"LeakyRelu"} and len(alphas) == 1:
+        signed = [b.part.name for b in branches if b.act is None and not ctx.ranges[b.part].nonnegative]
+        if signed:
+            return f"{signed} may be negative: LeakyRelu would scale it (one alpha for every channel)"
+        return "LeakyRelu", ["pass"] * len(branches)
+    if "PRelu" in acts or "LeakyRelu" in acts:
         plan = []
         for b in branches:
-            if b.act == "PRelu":
+            if b.act in ("PRelu", "LeakyRelu"):
                 plan.append(b.slope)
             elif b.act == "Relu":
                 plan.append(np.zeros(b.out_channels))
@@ -320,7 +331,10 @@ def match_concat_merge(ctx: RewriteContext, node: gs.Node, *, carry: bool) -> Ma
     has_bare = any(b.bare and b.act is None for b in branches)
     if has_bare != carry:
         return None
-    act, plan = _activation_plan(ctx, branches)
+    planned = _activation_plan(ctx, branches)
+    if isinstance(planned, str):
+        return NoMatch(planned)
+    act, plan = planned
     readers: list[gs.Node] = []
     if any(isinstance(p, str) and p == "double" for p in plan):
         got = _doubling_consumers(ctx, node.outputs[0])
@@ -373,6 +387,18 @@ def rewrite_concat_merge(ctx: RewriteContext, match: Match) -> None:
             ctx.graph, ctx.namer, "Relu", [result], output=_target(ctx, out, readers), name="Relu"
         )
         result = relu.outputs[0]
+    elif act == "LeakyRelu":
+        alpha = float(next(b.slope[0] for b in branches if b.act == "LeakyRelu"))  # type: ignore[index]
+        leaky = make_node(
+            ctx.graph,
+            ctx.namer,
+            "LeakyRelu",
+            [result],
+            attrs={"alpha": alpha},
+            output=_target(ctx, out, readers),
+            name="LeakyRelu",
+        )
+        result = leaky.outputs[0]
     elif act == "PRelu":
         slope = np.concatenate(slopes).reshape(-1, 1, 1)
         prelu = make_node(
