@@ -108,7 +108,9 @@ def report(result: dict, saved: list[dict], args) -> str:
         "PRelu, LeakyRelu, Clip in every input form, Max/Min, DepthToSpace CRD/DCR/default, ConvTranspose, "
         "BatchNormalization, per-channel Mul/Add/Sub/Div, Slice, Split, Pad, Resize), channels <= 8, spatial "
         "sizes 1..12 (static, or dynamic H/W checked at two sizes), opsets 11/13/17/18, input ranges [0,1], "
-        "[-1,1], [-0.5,2], --prelu and --align-channels drawn at random. Miscompile = max abs > 1e-5 x max(1, "
+        "[-1,1], [-0.5,2], --prelu and --align-channels drawn at random. Signed sums: Sub and Neg of tensors, "
+        "residuals x - f(x), f(x) - x and x + (-f(x)), RepMixer's x + s·(dw_k(x) - dw_1(x)), Conv+LeakyRelu "
+        "layers joined with their input by Add, Sub or Concat. Miscompile = max abs > 1e-5 x max(1, "
         "output range) after any pass, in onnxruntime with graph optimizations off.",
         markdown_table(["measure", "value"], rows),
     ]

@@ -48,6 +48,10 @@ OPS = (
     "repeat",
     "prelu",
     "leaky",
+    "sub",
+    "neg",
+    "signed",
+    "leaky_carry",
     "clip",
     "max",
     "d2s",
@@ -306,6 +310,58 @@ class _Builder:
     def leaky(self, x: _T, a: _Args) -> _T:
         alpha = a.pick((0.01, 0.2, 0.1, -0.3, 1.5))
         return self.node("LeakyRelu", [x.name], x.c, x.hw, alpha=alpha)
+
+    # signed sums and LeakyReLU carries (DnCNN, RepMixer, Real-ESRGAN Compact)
+    def sub(self, x: _T, a: _Args) -> _T:
+        other = self.partner(x, a, same_c=False)
+        assert other is not None
+        other = self.adapt(other, x.c)
+        return self.node("Sub", [x.name, other.name] if not a.chance(2) else [other.name, x.name], x.c, x.hw)
+
+    def neg(self, x: _T, a: _Args) -> _T:
+        return self.node("Neg", [x.name], x.c, x.hw)
+
+    def dwconv(self, x: _T, k: int, a: _Args) -> _T:
+        """A same-padded depthwise k x k conv (with bias, sometimes followed by BN)."""
+        w = self.weights((x.c, 1, k, k), k * k)
+        inputs = [x.name, self.const("w", w), self.const("b", self.floats((x.c,), -0.2, 0.2))]
+        y = self.node("Conv", inputs, x.c, x.hw, kernel_shape=[k, k], pads=[k // 2] * 4, group=x.c)
+        return self.bn(y, a) if a.chance(3) else y
+
+    def signed(self, x: _T, a: _Args) -> _T:
+        """Residuals by subtraction: x - f(x) (DnCNN), f(x) - x, x + (-f(x)), or RepMixer's
+        x + s·(dw_k(x) - dw_1(x)); f is Conv -> Relu/LeakyRelu -> Conv."""
+        kind = a.int(4)
+        if kind == 3:
+            diff = self.node(
+                "Sub", [self.dwconv(x, a.pick((3, 5, 1)), a).name, self.dwconv(x, 1, a).name], x.c, x.hw
+            )
+            if not a.chance(3):
+                diff = self.node("Mul", [self.channel_const(x, a, 0.2, 1.5), diff.name], x.c, x.hw)
+            return self.node("Add", [x.name, diff.name], x.c, x.hw)
+        h = self.conv(x, a.pick((4, 8, x.c)), a, same=True)
+        h = self.node("Relu", [h.name], h.c, h.hw) if not a.chance(3) else self.leaky(h, a)
+        f = self.conv(h, x.c, a, same=True)
+        if kind == 2:
+            return self.node("Add", [x.name, self.neg(f, a).name], x.c, x.hw)
+        return self.node("Sub", [x.name, f.name] if kind == 0 else [f.name, x.name], x.c, x.hw)
+
+    def leaky_carry(self, x: _T, a: _Args) -> _T:
+        """Conv+LeakyRelu layers with x joined at the end (Add, Sub or Concat -> Conv): x rides through the
+        LeakyRelus when proved >= 0."""
+        alpha = a.pick((0.1, 0.2, 0.01))
+        y = x
+        for _ in range(1 + a.int(3)):
+            y = self.conv(y, a.pick((4, 8, 2)), a, same=True)
+            y = self.node("LeakyRelu", [y.name], y.c, y.hw, alpha=alpha)
+        join = a.int(3)
+        if join == 2:
+            cat = self.node("Concat", [y.name, x.name], y.c + x.c, x.hw, axis=1)
+            return self.conv(cat, x.c, a, same=True)
+        y = self.conv(y, x.c, a, same=True)
+        return self.node(
+            "Add" if join == 0 else "Sub", [y.name, x.name] if join == 0 else [x.name, y.name], x.c, x.hw
+        )
 
     def clip(self, x: _T, a: _Args) -> _T:
         lo, hi = a.pick(((0.0, 1.0), (0.0, None), (None, 0.5), (0.2, 0.8), (-0.5, 2.0), (0.0, 6.0)))
