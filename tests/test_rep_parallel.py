@@ -252,8 +252,9 @@ def test_shifted_but_aligned_windows_merge_exactly(rng):
     bias=st.booleans(),
     extra=st.sampled_from(["none", "identity", "bn"]),
     seed=st.integers(0, 2**16),
+    joins=st.lists(st.sampled_from(["Add", "Sub", "AddNeg"]), min_size=5, max_size=5),
 )
-def test_parallel_merge_property(channels, kernels, stride, depthwise, bias, extra, seed):
+def test_parallel_merge_property(channels, kernels, stride, depthwise, bias, extra, seed, joins):
     net = Net(channels, np.random.default_rng(seed))
     terms = [
         net.conv("x", channels, channels, k, strides=(stride, stride), group=channels if dw else 1, bias=bias)
@@ -266,8 +267,8 @@ def test_parallel_merge_property(channels, kernels, stride, depthwise, bias, ext
     if len(terms) < 2:
         terms.append(net.conv("x", channels, channels, (1, 1), strides=(stride, stride)))
     y = terms[0]
-    for t in terms[1:]:
-        y = net.op("Add", [y, t])
+    for t, join in zip(terms[1:], joins):  # a - b, and a + Neg(b), are signed sums
+        y = net.op("Add", [y, net.op("Neg", [t])]) if join == "AddNeg" else net.op(join, [y, t])
     model = net.model(y)
     result, ctx = rep(model)
     if result.modified:
