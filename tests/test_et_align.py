@@ -10,7 +10,7 @@ from etc.testing import assert_equivalent
 from tests.et_helpers import Builder, conv_kernels, ops, reasons, run_family
 
 
-@pytest.mark.parametrize("act", ["Relu", "PRelu", None])
+@pytest.mark.parametrize("act", ["Relu", "PRelu", "LeakyRelu", None])
 def test_widths_rounded_up(act):
     b = Builder(3)
     h = b.conv("input", 3, 5)

@@ -1,13 +1,13 @@
 """``--align-channels N``: conv widths rounded up to a multiple of N with zero channels (as the official ETDS/ABPN
 converters do with N = 4).
 
-    x ──> Conv(O) ──> [Relu | PRelu] ──> Conv_1, Conv_2, ...     ==>
-    x ──> Conv([W; 0], [b; 0]) ──> [Relu | PRelu(slopes; 0)] ──> Conv_k([V_k | 0]) ...
+    x ──> Conv(O) ──> [Relu | PRelu | LeakyRelu] ──> Conv_1, Conv_2, ...     ==>
+    x ──> Conv([W; 0], [b; 0]) ──> [Relu | PRelu(slopes; 0) | LeakyRelu] ──> Conv_k([V_k | 0]) ...
 
-Exact always: the extra channels are 0 everywhere (zero rows, zero bias, relu(0) = prelu(0) = 0) and every reader
-gives them zero columns. Only convs whose output (after an optional activation read by nothing else) is read
-exclusively by ungrouped Convs are widened: a conv feeding DepthToSpace or a graph output keeps its exact width, so
-no Slice is ever needed (the official x3 models instead widen the last convs to 28 and slice one channel off).
+Exact always: the extra channels are 0 everywhere (zero rows, zero bias, relu(0) = prelu(0) = leaky_relu(0) = 0)
+and every reader gives them zero columns. Only convs whose output (after an optional activation read by nothing
+else) is read exclusively by ungrouped Convs are widened: a conv feeding DepthToSpace or a graph output keeps its
+exact width, so no Slice is ever needed (the official x3 models instead widen the last convs to 28 and slice one channel off).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from etc.graph import (
     make_node,
     retire,
 )
-from etc.passes.et_dual import set_channels
+from etc.passes.et_dual import ACTIVATIONS, set_channels
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 
@@ -61,7 +61,7 @@ class AlignChannels(Rule):
             return NoMatch("grouped or non-constant conv")
         out, act = node.outputs[0], None
         users = list(out.outputs)
-        if len(users) == 1 and users[0].op in ("Relu", "PRelu") and not is_graph_output(ctx.graph, out):
+        if len(users) == 1 and users[0].op in ACTIVATIONS and not is_graph_output(ctx.graph, out):
             act = users[0]
             if act.op == "PRelu" and const_value(input_at(act, 1)) is None:
                 return NoMatch("PRelu slope is not constant")
