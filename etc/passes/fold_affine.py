@@ -4,7 +4,8 @@ After the conv (always exact, per output channel o):
     Conv(W, b) ─► Mul(c)   ─►  Conv(c·W, c·b)
     Conv(W, b) ─► Div(c)   ─►  Conv(W/c, b/c)          (c ≠ 0)
     Conv(W, b) ─► Add(c)   ─►  Conv(W, b + c)
-    Conv(W, b) ─► Sub(c)   ─►  Conv(W, b - c)          (x - c only)
+    Conv(W, b) ─► Sub(c)   ─►  Conv(W, b - c)          (x - c)
+    Conv(W, b) ─► c - x    ─►  Conv(-W, c - b)         (negation is exact; zero padding stays zero)
 
 Before the conv (per input channel i):
     Mul(c) ─► Conv(W, b)   ─►  Conv(W·c_i, b)          exact: zero padding stays zero (0·c = 0)
@@ -69,12 +70,8 @@ class AffineAfterConv(Rule):
         conv = producer(x)
         if conv is None or conv.op != "Conv" or conv_spec(conv) is None:
             return None
-        if node.op in ("Sub", "Div") and data != 0:
-            return NoMatch(
-                f"constant {node.op} x is not affine in x per channel"
-                if node.op == "Div"
-                else "c - x negates the conv; left to keep the rule simple"
-            )
+        if node.op == "Div" and data != 0:
+            return NoMatch("constant Div x is not affine in x per channel")
         weight, _ = conv_weights(conv)
         vector = _channel_vector(value, weight.shape[0])
         if vector is None:
@@ -83,7 +80,7 @@ class AffineAfterConv(Rule):
             return NoMatch("division by zero")
         if not only_consumer(ctx.graph, x, node):
             return NoMatch("the conv output is also read elsewhere")
-        return Match([conv, node], {"vector": vector})
+        return Match([conv, node], {"vector": vector, "negated": node.op == "Sub" and data != 0})
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         conv, node = match.nodes
@@ -95,6 +92,8 @@ class AffineAfterConv(Rule):
             weight, bias = weight / c.reshape(-1, 1, 1, 1), bias / c
         elif node.op == "Add":
             bias = bias + c
+        elif match.data["negated"]:
+            weight, bias = -weight, c - bias
         else:
             bias = bias - c
         _replace_conv(ctx, conv, weight, bias, node.outputs[0], conv.inputs[0])
