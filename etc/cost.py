@@ -351,7 +351,12 @@ def concat_merge_widening(ctx, node, match_data: dict, *, carry: bool) -> Wideni
     carried = sum(
         b.out_channels * (2 if d else 1) for b, d in zip(branches, doubled) if b.bare and b.act is None
     )
-    steps, chain_terms, chain_dense = _carry_chain(ctx, branches, bare, carried)
+    convs_in = [b for b in branches if b.has_conv]
+    steps, chain_terms, chain_dense = (
+        _carry_chain(ctx, convs_in[0].source, [b.part for b in bare], carried)
+        if len(convs_in) == 1
+        else (0, [], False)
+    )
     names = ", ".join(f"'{b.part.name}'" for b in bare)
     signed = " as relu(s), relu(-s)" if any(d for b, d in zip(branches, doubled) if b.bare) else ""
     what = f"carrying {names} ({carried} channels{signed}) through {steps + 1} conv(s)"
@@ -359,15 +364,11 @@ def concat_merge_widening(ctx, node, match_data: dict, *, carry: bool) -> Wideni
     return Widening(what, terms + chain_terms, densifies or chain_dense, seeds)
 
 
-def _carry_chain(ctx, branches, bare, carried: int) -> tuple[int, list[tuple[int, object]], bool]:
-    """(later steps, their terms, whether a grouped conv in the chain becomes dense) of a carry."""
+def _carry_chain(ctx, tensor, skips: list, carried: int) -> tuple[int, list[tuple[int, object]], bool]:
+    """(steps, their terms, whether a grouped conv becomes dense) of carrying ``carried`` channels of ``skips``
+    up the single-reader Conv(+act) chain that produces ``tensor``."""
     from etc.graph import is_graph_output, producer
 
-    skips = [b.part for b in bare]
-    convs = [b for b in branches if b.has_conv]
-    if len(convs) != 1:
-        return 0, [], False
-    tensor = convs[0].source
     terms, dense, steps = [], False, 0
     for _ in range(256):
         if any(tensor is s for s in skips) or len(tensor.outputs) != 1 or is_graph_output(ctx.graph, tensor):
@@ -375,16 +376,23 @@ def _carry_chain(ctx, branches, bare, carried: int) -> tuple[int, list[tuple[int
         node = producer(tensor)
         if node is not None and node.op in ("Relu", "PRelu") and len(node.inputs[0].outputs) == 1:
             node = producer(node.inputs[0])
-        if node is None or node.op != "Conv" or any(node.inputs[0] is s for s in skips):
+        if node is None or node.op != "Conv":
             break
+        unified = any(node.inputs[0] is s for s in skips)  # the last step: the skip's own reader
         shape = _weight_shape(node)
         if shape is None:
             break
         outs, ins, taps = shape[0], shape[1] * int(node.attrs.get("group", 1)), int(np.prod(shape[2:]))
-        grown = (outs + carried) * (ins + carried) * taps - int(np.prod(shape))
+        grown = (
+            carried * ins * taps
+            if unified
+            else (outs + carried) * (ins + carried) * taps - int(np.prod(shape))
+        )
         terms.append((grown, node.outputs[0]))
         dense = dense or _is_grouped(node)
         steps += 1
+        if unified:
+            break
         tensor = node.inputs[0]
     return steps, terms, dense
 
@@ -396,8 +404,13 @@ def _weight_shape(node) -> tuple[int, ...] | None:
     return tuple(int(d) for d in weight.shape) if weight is not None and weight.ndim == 4 else None
 
 
-def add_merge_widening(node, match_data: dict) -> Widening:
-    """What turning Add(Conv_a(a), Conv_b(b)) into one conv over Concat(a, b) adds (et_add)."""
+def add_merge_widening(ctx, node, match_data: dict) -> Widening:
+    """What turning Add(Conv_a(a), Conv_b(b)) into one conv over Concat(a, b) adds (et_add).
+
+    When one input is produced by a single-reader Conv(+act) chain and the others are not, et_carry will carry
+    the others up that chain next: its cost is part of this decision (seeded by those inputs), so a skip is
+    never merged without being carried, or carried halfway.
+    """
     from etc.passes.et_dual import channels_of
 
     branches, sources = match_data["branches"], match_data["sources"]
@@ -406,6 +419,29 @@ def add_merge_widening(node, match_data: dict) -> Widening:
     rows = branches[0].out_channels
     cols = sum(channels_of(t) or 0 for t in sources)
     convs = _branch_convs(branches)
-    added = rows * cols * kh * kw - sum(_weight_size(c) for c in convs)
+    terms: list[tuple[int, object]] = [
+        (rows * cols * kh * kw - sum(_weight_size(c) for c in convs), node.outputs[0])
+    ]
     what = f"adding {len(branches)} branches over {len(sources)} input(s) as one dense conv"
-    return Widening(what, [(added, node.outputs[0])], any(_is_grouped(c) for c in convs))
+    densifies = any(_is_grouped(c) for c in convs)
+    streams = [t for t in sources if _is_stream(t)]
+    riders = [t for t in sources if not _is_stream(t)]
+    if len(streams) != 1 or not riders:
+        return Widening(what, terms, densifies)
+    carried = sum((channels_of(t) or 0) * (1 if ctx.ranges[t].nonnegative else 2) for t in riders)
+    terms.append((rows * (carried - sum(channels_of(t) or 0 for t in riders)) * kh * kw, node.outputs[0]))
+    steps, chain, dense = _carry_chain(ctx, streams[0], riders, carried)
+    names = ", ".join(f"'{t.name}'" for t in riders)
+    signed = " as relu(s), relu(-s)" if any(not ctx.ranges[t].nonnegative for t in riders) else ""
+    what = f"adding {names} and carrying it ({carried} channels{signed}) through {steps} conv(s)"
+    return Widening(what, terms + chain, densifies or dense, tuple(t.name for t in riders))
+
+
+def _is_stream(tensor) -> bool:
+    """Produced by a single-reader Conv or act(Conv): a carry absorbs it instead of carrying it."""
+    from etc.graph import producer
+
+    node = producer(tensor)
+    if node is not None and node.op in ("Relu", "PRelu") and len(tensor.outputs) == 1:
+        node = producer(node.inputs[0])
+    return node is not None and node.op == "Conv" and len(node.outputs[0].outputs) == 1

@@ -409,10 +409,13 @@ def run_pipeline(
         if not changed:
             break
     else:
-        ctx.warn(
-            f"the pipeline still changed the model after {max_rounds} rounds and stopped there; "
-            "the result is equivalent but may not be fully rewritten (raise max_rounds)"
-        )
+        if (
+            max_rounds > 1
+        ):  # one round asked for explicitly (e.g. the quantizer's single exact pass) is no limit
+            ctx.warn(
+                f"the pipeline still changed the model after {max_rounds} rounds and stopped there; "
+                "the result is equivalent but may not be fully rewritten (raise max_rounds)"
+            )
     if ctx.budget is not None:
         ctx.budget.finish(model, ctx)
     return PipelineResult(model, timing.records, ctx.declines, hits, rounds, ctx.notes, ctx.budget)

@@ -171,8 +171,23 @@ def apply_rules(
             break
         cleanup(graph)
     else:
-        _limit(pass_ctx, f"pass '{pass_name}' still rewrote after {max_sweeps} sweeps and stopped there")
+        if _pending(ctx, rules, pass_ctx):
+            _limit(pass_ctx, f"pass '{pass_name}' still had rewrites to make after {max_sweeps} sweeps")
     return hits
+
+
+def _pending(ctx: RewriteContext, rules: RuleSet, pass_ctx: PassContext | None) -> bool:
+    """Whether some rule would still rewrite some node (matching only; nothing changes)."""
+    for node in list(ctx.graph.nodes):
+        if is_retired(node):
+            continue
+        for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
+            found = rule.match(ctx, node)
+            if isinstance(found, Match) and (
+                found.data.get("widening") is None or pass_ctx is None or pass_ctx.budget is None
+            ):
+                return True
+    return False
 
 
 def _limit(pass_ctx: PassContext | None, message: str) -> None:

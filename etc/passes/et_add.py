@@ -90,7 +90,7 @@ class AddToConv(Rule):
         if any(channels_of(t) is None for t in sources):
             return NoMatch("channel count of an input is unknown")
         found = Match([node], {"branches": branches, "sources": sources})
-        found.data["widening"] = add_merge_widening(node, found.data)  # cost declaration (etc.cost)
+        found.data["widening"] = add_merge_widening(ctx, node, found.data)  # cost declaration (etc.cost)
         return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
