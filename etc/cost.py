@@ -272,7 +272,7 @@ class CostBudget:
 
     def _record(self, decision: Decision) -> None:
         for i, d in enumerate(self.decisions):
-            if (d.rule, d.what) == (decision.rule, decision.what):
+            if (d.rule, d.node, d.what) == (decision.rule, decision.node, decision.what):
                 self.decisions[i] = decision
                 return
         self.decisions.append(decision)
@@ -445,3 +445,25 @@ def _is_stream(tensor) -> bool:
     if node is not None and node.op in ("Relu", "PRelu") and len(tensor.outputs) == 1:
         node = producer(node.inputs[0])
     return node is not None and node.op == "Conv" and len(node.outputs[0].outputs) == 1
+
+
+def prelu_widening(conv, users: list, count: int) -> Widening:
+    """What PReLU -> ReLU on doubled channels adds (et_prelu): the producer's rows and the readers' columns
+    double. Asked for by --prelu, so counted but never declined."""
+    terms = [(_weight_size(conv), conv.outputs[0])] if conv is not None else []
+    terms += [(_weight_size(u), u.outputs[0]) for u in users]
+    return Widening(f"doubling {count} PReLU channels as relu(z), relu(-z)", terms, asked=True)
+
+
+def align_widening(node, readers: list, width: int) -> Widening:
+    """What rounding a conv's outputs up to ``width`` zero channels adds (et_align, asked by --align-channels)."""
+    shape = _weight_shape(node)
+    if shape is None:
+        return Widening("aligning channels", asked=True)
+    extra = width - shape[0]
+    terms = [(extra * int(np.prod(shape[1:])), node.outputs[0])]
+    for reader in readers:
+        rshape = _weight_shape(reader)
+        if rshape is not None:
+            terms.append((rshape[0] * extra * int(np.prod(rshape[2:])), reader.outputs[0]))
+    return Widening(f"aligning {shape[0]} channels to {width}", terms, asked=True)
