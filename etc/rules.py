@@ -212,7 +212,7 @@ def _admitted(pass_ctx: PassContext | None, pass_name: str, rule: Rule, node: gs
     if widening is None or pass_ctx is None or pass_ctx.budget is None:
         return True
     where = node.name or (node.outputs[0].name if node.outputs else "")
-    reason = pass_ctx.budget.admit(widening, rule.rule_name, where, pass_ctx.warn)
+    reason = pass_ctx.budget.admit(widening, rule.rule_name, where)
     if reason is None:
         return True
     pass_ctx.decline(pass_name, rule.rule_name, where, reason)

@@ -86,7 +86,7 @@ def test_partial_large_kernel_is_not_merged_into_one_dense_large_conv(nets):
     declined = [d for d in decisions(result) if not d["accepted"]]
     assert declined
     for d in declined:
-        assert "would add" in d["reason"] and "x MACs" in d["reason"] and "budget 1.25x" in d["reason"]
+        assert "would add" in d["reason"] and "x MACs" in d["reason"] and "over the 1.25x budget" in d["reason"]
     assert mac_ratio(result.model, merged) <= 1.25
     wide = optimize(model, max_growth=50.0)
     assert set(op.op_type for op in wide.model.graph.node) <= PLAIN
@@ -98,8 +98,7 @@ def test_signed_residuals_are_not_carried_as_relu_pairs_beyond_the_budget(nets):
     result = optimize(model)
     signed = decisions(result, "add_to_conv")
     assert any(not d["accepted"] and "relu(s), relu(-s)" in d["reason"] for d in signed)
-    assert result.budget.as_dict()["growth"] <= 1.25
-    assert not [n for n in result.notes if "over the" in n]
+    assert result.budget.as_dict()["growth"] <= 1.25 and not result.notes
     everything = optimize(model, max_growth=10.0)
     assert set(op.op_type for op in everything.model.graph.node) <= PLAIN
 
@@ -115,17 +114,17 @@ def test_compact_net_carries_its_image_skip_within_the_budget(nets):
     assert mac_ratio(result.model, merged) <= 1.25
     tight = optimize(model, max_growth=1.0)
     assert "Add" in {n.op_type for n in tight.model.graph.node}
-    assert any("budget 1x" in d.reason for d in tight.declines)
+    assert any("over the 1x budget" in d.reason for d in tight.declines)
 
 
 def test_an_option_that_overruns_the_budget_is_accepted_with_a_warning():
     b = Builder(3)
     y = b.op("Relu", [b.conv("input", 3, 5)])
     model = b.model(b.conv(b.op("Relu", [b.conv(y, 5, 5)]), 5, 3))
-    with pytest.warns(LimitWarning, match="accepted because the option asked for it"):
+    with pytest.warns(LimitWarning, match="accepted because an option asked for it"):
         result = run_pipeline(model, "et", options=Options(align_channels=16, max_growth=1.0))
     assert [d["accepted"] for d in decisions(result, "align_channels")] == [True, True]
-    assert any("over the 1x budget" in n for n in result.notes)
+    assert any(n.startswith("align_channels took the result over the 1x MAC budget") for n in result.notes)
 
 
 def test_rules_outside_a_pipeline_have_no_budget():
@@ -189,10 +188,10 @@ def test_cli_explains_declines_with_the_figure_and_max_growth_changes_the_budget
     text = runner.invoke(main, ["optimize", str(path), "--explain"])
     assert text.exit_code == 0, text.output
     assert "would add" in text.output and "cost decisions" in text.output and "NPU estimate" in text.output
-    out = runner.invoke(main, ["optimize", str(path), "--json", "--max-growth", "50"])
+    out = runner.invoke(main, ["optimize", str(path), "--json", "--max-growth", "100"])
     assert out.exit_code == 0, out.output
     cost = json.loads(out.output)["cost"]
-    assert cost["budget"]["max_growth"] == 50 and all(d["accepted"] for d in cost["budget"]["decisions"])
+    assert cost["budget"]["max_growth"] == 100 and all(d["accepted"] for d in cost["budget"]["decisions"])
     report = tmp_path / "r.html"
     html = runner.invoke(main, ["optimize", str(path), "--report", str(report)])
     assert html.exit_code == 0, html.output
