@@ -86,7 +86,9 @@ def test_partial_large_kernel_is_not_merged_into_one_dense_large_conv(nets):
     declined = [d for d in decisions(result) if not d["accepted"]]
     assert declined
     for d in declined:
-        assert "would add" in d["reason"] and "x MACs" in d["reason"] and "over the 1.25x budget" in d["reason"]
+        assert (
+            "would add" in d["reason"] and "x MACs" in d["reason"] and "over the 1.25x budget" in d["reason"]
+        )
     assert mac_ratio(result.model, merged) <= 1.25
     wide = optimize(model, max_growth=50.0)
     assert set(op.op_type for op in wide.model.graph.node) <= PLAIN
