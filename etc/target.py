@@ -96,6 +96,12 @@ def choose_for_cpu(
         macs = conv_macs(model, size)[0]
         nodes = len(model.graph.node)
         measured.append(Measured(name, macs, nodes, mid, low, high, 1000 * float(np.median(times[name]))))
+    chosen, rule = decide(measured)
+    return CpuChoice(chosen, rule, size, rounds, measured)
+
+
+def decide(measured: list[Measured]) -> tuple[str, str]:
+    """(chosen name, the rule that chose it) from measurements in preference order (see the module docstring)."""
     order = {m.name: i for i, m in enumerate(measured)}
     allowed = [m for m in measured if (m.low <= 1.0 and m.ratio <= SLOWER) or m.name == "input"]
     pick = min(allowed, key=lambda m: (m.macs if m.macs is not None else 1 << 62, m.nodes, order[m.name]))
@@ -104,4 +110,4 @@ def choose_for_cpu(
     if faster:
         pick = min(faster, key=lambda m: (m.ratio, order[m.name]))
         rule = "measured: clearly faster than the fewest-MACs form"
-    return CpuChoice(pick.name, rule, size, rounds, measured)
+    return pick.name, rule

@@ -20,6 +20,7 @@ from etc.graph import make_node, retire
 from etc.info import count_macs
 from etc.pipeline import LimitWarning, NumericCheck, Options, Pass, PassResult, run_pipeline
 from etc.rules import Match, Rule, RuleSet
+from etc.target import Measured, decide
 
 PLAIN = {"Conv", "Relu", "DepthToSpace"}
 
@@ -199,3 +200,39 @@ def test_cli_explains_declines_with_the_figure_and_max_growth_changes_the_budget
     assert html.exit_code == 0, html.output
     page = report.read_text()
     assert 'id="cost"' in page and "declined" in page and "NPU estimate" in page
+
+
+def _measured(name: str, macs: int, ratio: float, spread: float = 0.01) -> Measured:
+    return Measured(name, macs, 10, ratio, ratio - spread, ratio + spread, ratio)
+
+
+def test_cpu_decision_prefers_fewest_macs_unless_clearly_faster_and_never_slower():
+    same = [_measured("plain", 120, 1.0), _measured("merged", 100, 1.01), _measured("input", 100, 1.0)]
+    assert (
+        decide(same)[0] == "merged"
+    )  # within the noise: fewest MACs, then fewest nodes, then preference order
+    faster = [_measured("plain", 120, 0.80), _measured("merged", 100, 1.0), _measured("input", 100, 1.0)]
+    assert decide(faster) == ("plain", "measured: clearly faster than the fewest-MACs form")
+    barely = [
+        _measured("plain", 120, 0.985, 0.03),
+        _measured("merged", 100, 1.0),
+        _measured("input", 100, 1.0),
+    ]
+    assert decide(barely)[0] == "merged"  # 1.5% inside overlapping intervals is noise
+    slower = [_measured("plain", 90, 1.10), _measured("input", 100, 1.0)]
+    assert decide(slower)[0] == "input"  # fewer MACs but measured slower than the input: never returned
+
+
+def test_target_cpu_returns_an_equivalent_measured_form(nets):
+    from etc import api
+
+    model = nets["res_blocks"]
+    chosen, report = api.optimize(model, target="cpu", size=(32, 32))
+    assert report.verification.equivalent and report.cpu is not None
+    names = [c.name for c in report.cpu.candidates]
+    assert names[-1] == "input" and report.cpu.chosen in names
+    picked = next(c for c in report.cpu.candidates if c.name == report.cpu.chosen)
+    assert picked.name == "input" or picked.ratio <= 1.02
+    assert len(chosen.graph.node) == picked.nodes
+    assert report.cost_after.cpu_ms == picked.ms and report.cost_before.cpu_ms is not None
+    assert any(n.startswith("--target cpu chose") for n in report.notes)

@@ -64,3 +64,28 @@ def test_pretrained_etds_dual_gives_the_official_plain_net_in_every_order(pretra
     plain = outputs[0]
     assert op_histogram(plain) == {"Conv": 9, "Relu": 9, "DepthToSpace": 1}
     assert conv_shapes(plain) == [[32, 3], *[[32, 32]] * 6, [12, 32], [12, 12]]
+
+
+def grouped_convs(model: onnx.ModelProto) -> int:
+    return sum(
+        1
+        for n in model.graph.node
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_output_stays_within_the_budget_and_keeps_depthwise_convs(exports, name):
+    """At most 1.25x the merged form's MACs, unless a decision beyond it paid for itself on the NPU model (the
+    image carry of ABPN/ECBSR, which their official plain forms make too); no grouped conv becomes dense."""
+    from etc.info import count_macs
+
+    model = small_export(exports, name)
+    merged = run_pipeline(model, "fold,rep").model
+    result = run_pipeline(model, "fold,rep,et")
+    growth = count_macs(result.model, (64, 64)) / count_macs(merged, (64, 64))
+    paid = [d for d in result.budget.decisions if d.accepted and d.total > 1.25] if result.budget else []
+    assert growth <= 1.25 + 1e-9 or paid, (name, growth)
+    if growth > 1.25:
+        assert any("carrying" in d.what for d in paid), paid
+    assert grouped_convs(result.model) >= grouped_convs(merged)
