@@ -8,7 +8,7 @@ from itertools import permutations
 
 import onnx
 import pytest
-from zoo_helpers import NAMES, small_kw
+from zoo_helpers import NAMES, WITH_WEIGHTS, has_weights, small_kw
 
 from etc import zoo
 from etc.frontends.torch import export
@@ -54,6 +54,21 @@ def test_every_order_of_fold_rep_et_gives_the_same_bytes(exports, name):
         first = _bytes(outputs[ORDERS[0]])
         different = [order for order, m in outputs.items() if _bytes(m) != first]
         assert not different, (name, align, different)
+
+
+PRETRAINED = sorted(n for n in WITH_WEIGHTS if has_weights(n, 2 if n != "plain" else 4))
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_every_order_gives_the_same_bytes_with_pretrained_weights(pretrained_root, name):
+    kw = {"clamp": True} if name in ("abpn", "ecbsr") else {}
+    net = zoo.build(name, scale=4 if name == "plain" else 2, pretrained=True, **kw)
+    model = export(net, exporter="legacy", dynamic_hw=True)
+    for align in (1, 4):
+        outputs = {
+            order: run_pipeline(model, order, options=Options(align_channels=align)).model for order in ORDERS
+        }
+        assert len({_bytes(m) for m in outputs.values()}) == 1, (name, align)
 
 
 def test_pretrained_etds_dual_gives_the_official_plain_net_in_every_order(pretrained_root):
