@@ -140,7 +140,7 @@ def _choose_for_cpu(model: onnx.ModelProto, result: PipelineResult, passes, opti
 
     named = [get_pass(p) if isinstance(p, str) else p for p in _flat(passes)]
     candidates = {"plain": result.model}
-    tight = dataclasses.replace(options, max_growth=1.0)
+    tight = dataclasses.replace(options, widen=False)
     candidates["plain-kept"] = run_pipeline(model, named, options=tight).model
     merging = [p for p in named if p.name in ("sim", "fold", "rep")]
     if merging:

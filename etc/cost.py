@@ -262,6 +262,8 @@ class CostBudget:
         reason = ""
         if widening.densifies and not self.options.allow_dense:
             reason = f"{figure} and make grouped/depthwise convs dense; --allow-dense permits it"
+        elif added > 0 and not widening.asked and not getattr(self.options, "widen", True):
+            reason = f"{figure}; widening is off"
         elif over and not widening.asked and credit < added:
             saves = f"; the ops it removes save only {self.ratio(credit):.2f}x on the NPU" if credit else ""
             reason = f"{figure}, over the {self.max_growth:g}x budget (--max-growth){saves}"

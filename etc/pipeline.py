@@ -44,6 +44,9 @@ class Options:
     allow_border_inexact: bool = False
     max_growth: float = 1.25  # final MACs at most this times the merged form's (etc.cost.CostBudget)
     allow_dense: bool = False  # grouped/depthwise convs may become dense when a merge needs it
+    widen: bool = (
+        True  # False: every widening rewrite that adds MACs is declined (--target cpu's "plain-kept")
+    )
     target: str = "npu"
 
 

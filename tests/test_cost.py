@@ -207,7 +207,7 @@ def _measured(name: str, macs: int, ratio: float, spread: float = 0.01) -> Measu
 
 
 def test_cpu_decision_prefers_fewest_macs_unless_clearly_faster_and_never_slower():
-    same = [_measured("plain", 120, 1.0), _measured("merged", 100, 1.01), _measured("input", 100, 1.0)]
+    same = [_measured("plain", 120, 1.0), _measured("merged", 100, 0.995), _measured("input", 100, 1.0)]
     assert (
         decide(same)[0] == "merged"
     )  # within the noise: fewest MACs, then fewest nodes, then preference order
@@ -232,7 +232,7 @@ def test_target_cpu_returns_an_equivalent_measured_form(nets):
     names = [c.name for c in report.cpu.candidates]
     assert names[-1] == "input" and report.cpu.chosen in names
     picked = next(c for c in report.cpu.candidates if c.name == report.cpu.chosen)
-    assert picked.name == "input" or picked.ratio <= 1.02
+    assert picked.name == "input" or picked.ratio <= 1.0
     assert len(chosen.graph.node) == picked.nodes
     assert report.cost_after.cpu_ms == picked.ms and report.cost_before.cpu_ms is not None
     assert any(n.startswith("--target cpu chose") for n in report.notes)
