@@ -236,3 +236,47 @@ def test_target_cpu_returns_an_equivalent_measured_form(nets):
     assert len(chosen.graph.node) == picked.nodes
     assert report.cost_after.cpu_ms == picked.ms and report.cost_before.cpu_ms is not None
     assert any(n.startswith("--target cpu chose") for n in report.notes)
+
+
+def test_prelu_doubling_asked_by_option_is_counted_and_warned_over_budget():
+    b = Builder(3)
+    z = b.conv("input", 3, 8)
+    act = b.op("PRelu", [z, b.const(np.full((8, 1, 1), 0.2, dtype=np.float32), "slope")])
+    model = b.model(b.conv(act, 8, 3))
+    with pytest.warns(LimitWarning, match="prelu_to_relu took the result over"):
+        result = run_pipeline(
+            model, "fold,rep,et", options=Options(prelu_to_relu=True), instruments=[NumericCheck()]
+        )
+    (decision,) = decisions(result, "prelu_to_relu")
+    assert decision["accepted"] and decision["what"] == "doubling 8 PReLU channels as relu(z), relu(-z)"
+    assert decision["total"] == pytest.approx(2.0)  # both convs double
+
+
+def test_selection_convs_answer_to_the_budget():
+    b = Builder(8)
+    sliced = b.op(
+        "Slice",
+        ["input", b.const(np.array([0]), "s"), b.const(np.array([4]), "e"), b.const(np.array([1]), "a")],
+    )
+    model = b.model(b.conv(sliced, 4, 4))
+    accepted = run_pipeline(model, "et", instruments=[NumericCheck()])
+    assert decisions(accepted, "channel_slice_to_conv")[0]["accepted"]
+    assert {n.op_type for n in accepted.model.graph.node} == {"Conv"}
+    declined = run_pipeline(model, "et", options=Options(max_growth=1.0))
+    (decision,) = decisions(declined, "channel_slice_to_conv")
+    assert (
+        not decision["accepted"]
+        and "selecting 4 of 8 channels with 1x1 convs would add" in decision["reason"]
+    )
+    assert "Slice" in {n.op_type for n in declined.model.graph.node}
+
+
+def test_adapters_take_the_target_and_the_budget(nets):
+    from etc.adapters import PipelineSettings
+
+    result = PipelineSettings("fold,rep,et", max_growth=100.0, check=False).run(nets["partial_large_kernel"])
+    assert result.budget.max_growth == 100.0 and "Concat" not in {n.op_type for n in result.model.graph.node}
+    b = Builder(3)
+    model = b.model(b.conv(b.op("Relu", [b.conv("input", 3, 4)]), 4, 3))
+    cpu = PipelineSettings("fold,rep,et", target="cpu").run(model)
+    assert any(n.startswith("--target cpu chose") for n in cpu.notes)
