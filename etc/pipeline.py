@@ -1,9 +1,12 @@
 """Passes, their registry and the pipeline that runs them to a fixed point under instruments.
 
 A pass maps a model to a model and reports honestly: ``modified=False`` means the returned model is the input
-object, byte-identical. The pipeline repeats its pass list until a whole round changes nothing and stops with
-:class:`OscillationError` when a model it already produced comes back. Instruments (numeric check, timing,
-dumping) wrap every pass instead of living inside them.
+object, byte-identical. The pipeline runs the named passes in a canonical phase order (cleanup, merge, widen,
+finish; :func:`canonical_order`), so the order a user names them in does not matter, repeats the list until a
+whole round changes nothing and stops with :class:`OscillationError` when a model it already produced comes back.
+Widening passes answer to a cost budget (etc.cost). Running out of rounds (or a rule driver out of sweeps) warns
+with :class:`LimitWarning`; nothing stops quietly. Instruments (numeric check, timing, dumping) wrap every pass
+instead of living inside them.
 """
 
 from __future__ import annotations
