@@ -265,5 +265,5 @@ def cost_rows(before, after) -> list[list[object]]:
         ["(NPU estimate)", ms(before.npu_ms), ms(after.npu_ms)],
     ]
     if before.cpu_ms is not None or after.cpu_ms is not None:
-        rows.append(["(CPU measured, 1 thread)", ms(before.cpu_ms), ms(after.cpu_ms)])
+        rows.append(["(CPU measured, 1 thread, --target cpu)", ms(before.cpu_ms), ms(after.cpu_ms)])
     return rows
