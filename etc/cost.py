@@ -161,6 +161,18 @@ MACS_PER_SLOW_BYTE = NPU_MACS_PER_S / NPU_SLOW_BYTES_PER_S  # what one byte thro
 
 # ---------------------------------------------------------------- the budget
 
+BASELINE_KEY = "etc.cost.merged_macs"
+
+
+def recorded_baseline(model: onnx.ModelProto, size: tuple[int, int]) -> int | None:
+    """The merged form's MACs an earlier run recorded in ``model`` (see :meth:`CostBudget.record`), if any."""
+    for prop in model.metadata_props:
+        if prop.key == BASELINE_KEY:
+            macs, _, where = prop.value.partition("@")
+            if where == f"{size[0]}x{size[1]}" and macs.isdigit():
+                return int(macs)
+    return None
+
 
 @dataclass
 class Widening:
@@ -218,6 +230,9 @@ class CostBudget:
         self.size = (int(dims[2]), int(dims[3])) if static else REFERENCE_SIZE
         self.baseline, self.pixels = conv_macs(model, self.size)
         self.current = self.baseline
+        recorded = recorded_baseline(model, self.size)
+        if recorded is not None:  # the model is an earlier result: judge against the form it was merged from
+            self.baseline = recorded
         self.accepted: set[str] = set()
         self.decisions: list[Decision] = []
         self.final: int | None = None
@@ -298,6 +313,18 @@ class CostBudget:
             ctx.warn(
                 f"the result has {self.ratio(self.final):.2f}x the MACs of the merged form, over the {self.max_growth:g}x budget"
             )
+
+    def record(self, model: onnx.ModelProto) -> None:
+        """Writes the merged form's MACs into ``model``'s metadata, so optimizing the result again judges widening
+        against the same baseline (and so changes nothing: optimizing is idempotent)."""
+        if not self.decisions:
+            return
+        value = f"{self.baseline}@{self.size[0]}x{self.size[1]}"
+        for prop in model.metadata_props:
+            if prop.key == BASELINE_KEY:
+                prop.value = value
+                return
+        model.metadata_props.add(key=BASELINE_KEY, value=value)
 
     def as_dict(self) -> dict:
         return {

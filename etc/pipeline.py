@@ -424,6 +424,8 @@ def run_pipeline(
             )
     if ctx.budget is not None:
         ctx.budget.finish(model, ctx)
+        if hits:
+            ctx.budget.record(model)
     return PipelineResult(model, timing.records, ctx.declines, hits, rounds, ctx.notes, ctx.budget)
 
 
