@@ -38,7 +38,6 @@ NPU_MACS_PER_S = 0.8e12  # INT8 MAC throughput, fitted to ABPN_ET x3 (10.6 GMACs
 NPU_SLOW_BYTES_PER_S = 4.5e9  # non-plain ops' memory traffic, fitted to ABPN x3 as trained (20.5 ms)
 NPU_OP_OVERHEAD_S = 20e-6  # per-op dispatch (assumed)
 NPU_BYTES_PER_ELEMENT = 1  # INT8 activations
-FP32_BYTES = 4
 REFERENCE_SIZE = (64, 64)  # H x W of dynamic inputs when the budget counts MACs (ratios do not depend on it)
 
 

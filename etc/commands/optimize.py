@@ -50,8 +50,9 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
     default=1.25,
     show_default=True,
     metavar="X",
-    help="Budget for widening rewrites (carried skips, doubled channels, merged inputs): the result costs at "
-    "most X times the merged (fold/rep) form; declines are listed by --explain.",
+    help="Budget for widening rewrites (carried skips, doubled channels, merged inputs): the result has at "
+    "most X times the MACs of the merged (fold/rep) form, unless the Add/Concat a rewrite removes pays for it on "
+    "the NPU cost model; declines are listed by --explain.",
 )
 @click.option(
     "--allow-dense",
