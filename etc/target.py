@@ -7,8 +7,8 @@ Candidates, in the order of the deterministic rule's preference: ``plain`` (the 
 Decision (stable, so optimizing twice gives the same bytes):
 1. Every candidate is timed against the input with fresh onnxruntime sessions, interleaved in a seeded random
    order (etc.timing), and summarized as the median per-round ratio to the input with a 95% bootstrap interval.
-2. The deterministic pick is the candidate with the fewest MACs (then the fewest nodes, then the preference
-   order) among those not measured slower than the input (interval entirely above 1, or median above
+2. The deterministic pick is the candidate with the fewest MACs (then the input itself, as a form with as many
+   MACs that is not measured faster is not worth the change; then the fewest nodes and the preference order) among those not measured slower than the input (interval entirely above 1, or median above
    ``SLOWER`` = 1: under the noise a pick may still measure a little slower, never clearly).
 3. A measurement overrides it only when it clearly exceeds the noise: another candidate's whole interval lies
    below the pick's and its median is at least ``MARGIN`` faster.
@@ -104,7 +104,10 @@ def decide(measured: list[Measured]) -> tuple[str, str]:
     """(chosen name, the rule that chose it) from measurements in preference order (see the module docstring)."""
     order = {m.name: i for i, m in enumerate(measured)}
     allowed = [m for m in measured if (m.low <= 1.0 and m.ratio <= SLOWER) or m.name == "input"]
-    pick = min(allowed, key=lambda m: (m.macs if m.macs is not None else 1 << 62, m.nodes, order[m.name]))
+    pick = min(
+        allowed,
+        key=lambda m: (m.macs if m.macs is not None else 1 << 62, m.name != "input", m.nodes, order[m.name]),
+    )
     rule = "fewest MACs; no measured difference beyond the noise"
     faster = [m for m in allowed if m.high < pick.low and m.ratio <= pick.ratio * (1 - MARGIN)]
     if faster:
