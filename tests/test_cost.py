@@ -218,7 +218,7 @@ def test_cpu_decision_prefers_fewest_macs_unless_clearly_faster_and_never_slower
         _measured("merged", 100, 1.0),
         _measured("input", 100, 1.0),
     ]
-    assert decide(barely)[0] == "merged"  # 1.5% inside overlapping intervals is noise
+    assert decide(barely)[0] == "input"  # 1.5% inside overlapping intervals is noise
     slower = [_measured("plain", 90, 1.10), _measured("input", 100, 1.0)]
     assert decide(slower)[0] == "input"  # fewer MACs but measured slower than the input: never returned
 
