@@ -755,7 +755,8 @@ def _cost(d: ReportInputs) -> str:
         ]
         growth = budget.get("growth")
         head = (
-            f"<p>Budget: {budget['max_growth']:g}x the merged form's cost (NPU-equivalent MACs); the result is at "
+            f"<p>Budget: {budget['max_growth']:g}x the merged form's MACs (beyond it only a rewrite that pays for itself "
+            f"on the NPU cost model); the result is at "
             f"{growth:.2f}x.</p>"
             if growth is not None
             else ""

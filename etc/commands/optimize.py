@@ -240,7 +240,7 @@ def _report_text(report, explain: bool, output) -> str:
         parts.append("declined rewrites:\n" + "\n".join(lines))
         budget = report.budget
         if budget is not None:
-            head = f"cost decisions (budget {budget['max_growth']:g}x the merged form; NPU-equivalent MACs):"
+            head = f"cost decisions (budget {budget['max_growth']:g}x the merged form's MACs):"
             lines = [
                 f"  {'accepted' if d['accepted'] else 'declined'} {d['rule']} at {d['node']}: "
                 + (d["reason"] or f"{d['what']} (to {d['total']:.2f}x)")
