@@ -27,6 +27,8 @@ _LAZY = {
     "register_pass": "etc.pipeline",
     "available_passes": "etc.pipeline",
     "run_pipeline": "etc.pipeline",
+    "LimitWarning": "etc.pipeline",
+    "model_cost": "etc.cost",
     "Rule": "etc.rules",
     "RuleSet": "etc.rules",
     "RulePass": "etc.rules",

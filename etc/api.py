@@ -22,6 +22,30 @@ class OptimizeReport:
     pipeline: PipelineResult
     verification: object | None = None
     remaining: list[str] = field(default_factory=list)
+    cost_before: object | None = None  # etc.cost.ModelCost of the input
+    cost_after: object | None = None  # ... of the result
+    target: str = "npu"
+    cpu: object | None = None  # etc.target.CpuChoice for --target cpu
+
+    @property
+    def notes(self) -> list[str]:
+        """Warnings of the run: limits hit, budget overruns an option asked for, the --target cpu choice."""
+        return list(self.pipeline.notes)
+
+    @property
+    def budget(self) -> dict | None:
+        """The cost budget's figures and every accepted or declined widening (None when nothing widened)."""
+        return self.pipeline.budget.as_dict() if self.pipeline.budget is not None else None
+
+    def cost_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "before": self.cost_before.as_dict() if self.cost_before else None,
+            "after": self.cost_after.as_dict() if self.cost_after else None,
+            "budget": self.budget,
+            "cpu": self.cpu.as_dict() if self.cpu else None,
+            "notes": self.notes,
+        }
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
@@ -40,6 +64,9 @@ def optimize(
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     align_channels: int = 1,
     prelu_to_relu: bool = False,
+    max_growth: float = 1.25,
+    allow_dense: bool = False,
+    target: str = "npu",
     check_each_pass: bool = True,
     verify: bool = True,
     atol: float = 1e-5,
@@ -52,26 +79,87 @@ def optimize(
     """Rewrites a model with ``passes`` and returns (model, report).
 
     ``check_each_pass`` compares outputs after every pass (raising EquivalenceError naming the pass that broke
-    them); ``verify`` runs the final model against the input at several sizes.
+    them); ``verify`` runs the final model against the input at several sizes. Widening rewrites answer to a
+    budget: the result costs at most ``max_growth`` times the merged form (etc.cost); grouped convs become dense
+    only with ``allow_dense``. ``target="cpu"`` measures the forms ETC can build and returns the fastest, never
+    one slower than the input (etc.target).
     """
+    from etc.cost import model_cost
+    from etc.errors import EtcError
     from etc.info import model_info
     from etc.verification import verify as verify_models
 
+    if target not in TARGETS:
+        raise EtcError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
+    if max_growth < 1.0:
+        raise EtcError("max_growth must be at least 1.0 (the merged form itself)")
     model = as_model(model_or_path)
-    options = Options(dict(input_ranges or {}), align_channels=align_channels, prelu_to_relu=prelu_to_relu)
+    options = Options(
+        dict(input_ranges or {}),
+        align_channels=align_channels,
+        prelu_to_relu=prelu_to_relu,
+        max_growth=max_growth,
+        allow_dense=allow_dense,
+        target=target,
+    )
     tools: list[Instrument] = list(instruments)
     if check_each_pass:
         tools.append(NumericCheck(atol=atol, rtol=rtol))
     if dump_dir is not None:
         tools.append(Dump(dump_dir))
     result = run_pipeline(model, passes, options=options, instruments=tools, progress=progress)
-    report = OptimizeReport(model_info(model, size), model_info(result.model, size), result)
+    cpu = None
+    if target == "cpu":
+        cpu = _choose_for_cpu(model, result, passes, options)
+        result.notes.append(cpu.summary())
+    report = OptimizeReport(
+        model_info(model, size), model_info(result.model, size), result, target=target, cpu=cpu
+    )
+    report.cost_before, report.cost_after = model_cost(model, size), model_cost(result.model, size)
+    if cpu is not None:
+        by_name = {c.name: c for c in cpu.candidates}
+        report.cost_before.cpu_ms = by_name["input"].ms
+        report.cost_after.cpu_ms = by_name[cpu.chosen].ms
     if verify:
         report.verification = verify_models(
             model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol
         )
     report.remaining = remaining_ops(result.model)
     return result.model, report
+
+
+TARGETS = ("npu", "cpu")
+
+
+def _choose_for_cpu(model: onnx.ModelProto, result: PipelineResult, passes, options: Options):
+    """Builds the --target cpu candidates, measures them and puts the chosen one in ``result.model``."""
+    import dataclasses
+
+    from etc.pipeline import get_pass
+    from etc.target import choose_for_cpu
+
+    named = [get_pass(p) if isinstance(p, str) else p for p in _flat(passes)]
+    candidates = {"plain": result.model}
+    tight = dataclasses.replace(options, widen=False)
+    candidates["plain-kept"] = run_pipeline(model, named, options=tight).model
+    merging = [p for p in named if p.name in ("sim", "fold", "rep")]
+    if merging:
+        candidates["merged"] = run_pipeline(model, merging, options=options).model
+    candidates["input"] = model
+    choice = choose_for_cpu(candidates)
+    result.model = candidates[choice.chosen]
+    return choice
+
+
+def _flat(passes) -> list:
+    from etc.pipeline import parse_pipeline
+
+    if isinstance(passes, str):
+        return parse_pipeline(passes)
+    out: list = []
+    for p in passes:
+        out.extend(parse_pipeline(p) if isinstance(p, str) else [p])
+    return out
 
 
 WHY_NOT_PLAIN = {

@@ -1,9 +1,12 @@
 """Passes, their registry and the pipeline that runs them to a fixed point under instruments.
 
 A pass maps a model to a model and reports honestly: ``modified=False`` means the returned model is the input
-object, byte-identical. The pipeline repeats its pass list until a whole round changes nothing and stops with
-:class:`OscillationError` when a model it already produced comes back. Instruments (numeric check, timing,
-dumping) wrap every pass instead of living inside them.
+object, byte-identical. The pipeline runs the named passes in a canonical phase order (cleanup, merge, widen,
+finish; :func:`canonical_order`), so the order a user names them in does not matter, repeats the list until a
+whole round changes nothing and stops with :class:`OscillationError` when a model it already produced comes back.
+Widening passes answer to a cost budget (etc.cost). Running out of rounds (or a rule driver out of sweeps) warns
+with :class:`LimitWarning`; nothing stops quietly. Instruments (numeric check, timing, dumping) wrap every pass
+instead of living inside them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +45,12 @@ class Options:
     align_channels: int = 1
     prelu_to_relu: bool = False
     allow_border_inexact: bool = False
+    max_growth: float = 1.25  # final MACs at most this times the merged form's (etc.cost.CostBudget)
+    allow_dense: bool = False  # grouped/depthwise convs may become dense when a merge needs it
+    widen: bool = (
+        True  # False: every widening rewrite that adds MACs is declined (--target cpu's "plain-kept")
+    )
+    target: str = "npu"
 
 
 @dataclass
@@ -51,11 +61,22 @@ class PassContext:
     declines: list[Decline] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache: dict[str, object] = field(default_factory=dict)  # state passes share within one run (e.g. a graph)
+    budget: object | None = None  # an etc.cost.CostBudget once a widening phase has started
 
     def decline(self, pass_name: str, rule: str, node: str, reason: str) -> None:
         entry = Decline(pass_name, rule, node, reason)
         if not any(vars(d) == vars(entry) for d in self.declines[-50:]):
             self.declines.append(entry)
+
+    def warn(self, message: str) -> None:
+        """A limit was hit or a budget overrun was accepted: kept in ``notes`` and raised as a LimitWarning."""
+        if message not in self.notes:
+            self.notes.append(message)
+            warnings.warn(message, LimitWarning, stacklevel=3)
+
+
+class LimitWarning(UserWarning):
+    """A sweep/round limit or the cost budget stopped or overruled the compiler (never a silent stop)."""
 
 
 @dataclass
@@ -65,11 +86,20 @@ class PassResult:
     hits: dict[str, int] = field(default_factory=dict)
 
 
+# Phases: the pipeline runs the named passes in this order whatever order they were named in.
+CLEANUP, MERGE, WIDEN, FINISH = 0, 1, 2, 3
+
+
 class Pass:
-    """A model-to-model transformation. Subclasses set ``name`` and ``summary`` and implement ``run``."""
+    """A model-to-model transformation. Subclasses set ``name`` and ``summary`` and implement ``run``.
+
+    ``phase`` places the pass in the canonical schedule (CLEANUP, MERGE, WIDEN, FINISH); passes of a phase at
+    or after WIDEN are judged by the cost budget (etc.cost).
+    """
 
     name: str = ""
     summary: str = ""
+    phase: int = WIDEN
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         raise NotImplementedError
@@ -88,6 +118,17 @@ _BUILTIN: dict[str, str] = {
     "prelu": "etc.passes.prelu:PReluPass",
     "equalize": "etc.passes.equalize:EqualizePass",
     "depthwise": "etc.passes.depthwise:DepthwisePass",
+}
+# Canonical position of the built-in passes: phase first, then this order within a phase.
+CANONICAL = {
+    "sim": CLEANUP,
+    "fold": CLEANUP,
+    "rep": MERGE,
+    "prelu": WIDEN,
+    "et": WIDEN,
+    "depthwise": FINISH,
+    "equalize": FINISH,
+    "split": FINISH,
 }
 _REGISTERED: dict[str, type[Pass] | Callable[[], Pass]] = {}
 ENTRY_POINT_GROUP = "etc.passes"
@@ -294,6 +335,28 @@ class PipelineResult:
     declines: list[Decline]
     hits: dict[str, int]
     rounds: int
+    notes: list[str] = field(default_factory=list)  # warnings: limits hit, budget overruns the user asked for
+    budget: object | None = None  # the etc.cost.CostBudget of the run (None when no widening pass ran)
+
+
+def phase_of(p: Pass) -> int:
+    return CANONICAL.get(p.name, getattr(p, "phase", WIDEN))
+
+
+def canonical_order(passes: Sequence[Pass]) -> list[Pass]:
+    """The passes in their canonical schedule: by phase, built-in passes in CANONICAL's order within a phase,
+    other passes after them in the order given. A name given twice runs once. So any permutation of the same
+    names runs the same schedule and gives the same bytes."""
+    ranks = {name: i for i, name in enumerate(CANONICAL)}
+    seen: set[str] = set()
+    unique = []
+    for p in passes:
+        key = p.name if p.name in CANONICAL else f"{p.name}#{id(p)}"
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    order = sorted(range(len(unique)), key=lambda i: (phase_of(unique[i]), ranks.get(unique[i].name, 99), i))
+    return [unique[i] for i in order]
 
 
 def run_pipeline(
@@ -305,9 +368,13 @@ def run_pipeline(
     max_rounds: int = 8,
     progress: Callable[[str], None] | None = None,
 ) -> PipelineResult:
-    """Runs the passes in order, repeating the list until a round changes nothing."""
+    """Runs the passes in their canonical order (:func:`canonical_order`), repeating the list until a round
+    changes nothing. Passes of the WIDEN phase and later answer to a cost budget (etc.cost.CostBudget) whose
+    baseline is the model as the first of them sees it (cleaned up and merged). Running out of rounds warns."""
+    from etc.cost import CostBudget
+
     ctx = PassContext(options or Options())
-    resolved = [get_pass(p) if isinstance(p, str) else p for p in _names_or_passes(passes)]
+    resolved = canonical_order([get_pass(p) if isinstance(p, str) else p for p in _names_or_passes(passes)])
     timing = Timing()
     tools = [timing, *instruments]
     for tool in tools:
@@ -324,6 +391,10 @@ def run_pipeline(
                 progress(p.name)
             for tool in tools:
                 tool.before_pass(p.name, model)
+            if phase_of(p) >= WIDEN:
+                if ctx.budget is None:
+                    ctx.budget = CostBudget(model, ctx.options)
+                ctx.budget.refresh(model)
             result = p.run(model, ctx)
             for tool in tools:
                 tool.after_pass(p.name, result, step)
@@ -343,7 +414,19 @@ def run_pipeline(
             changed = True
         if not changed:
             break
-    return PipelineResult(model, timing.records, ctx.declines, hits, rounds)
+    else:
+        if (
+            max_rounds > 1
+        ):  # one round asked for explicitly (e.g. the quantizer's single exact pass) is no limit
+            ctx.warn(
+                f"the pipeline still changed the model after {max_rounds} rounds and stopped there; "
+                "the result is equivalent but may not be fully rewritten (raise max_rounds)"
+            )
+    if ctx.budget is not None:
+        ctx.budget.finish(model, ctx)
+        if hits:
+            ctx.budget.record(model)
+    return PipelineResult(model, timing.records, ctx.declines, hits, rounds, ctx.notes, ctx.budget)
 
 
 def _names_or_passes(passes: str | Sequence[str | Pass]) -> list[str | Pass]:

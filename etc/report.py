@@ -599,6 +599,7 @@ def render_report(
         _histograms(data),
         _passes(data),
         _declines(data),
+        _cost(data),
         _verification(data),
         _latency(data, latency_size),
     ]
@@ -709,6 +710,72 @@ def _declines(d: ReportInputs) -> str:
         f'<section id="declines"><h2>Declined rewrites ({len(rows)})</h2><details><summary>where a rule looked '
         "and refused, and why</summary>" + _table(["rule", "node", "reason"], rows) + "</details></section>"
     )
+
+
+def _cost(d: ReportInputs) -> str:
+    """Cost before/after (etc.cost), the budget's accepted and declined widenings, the --target cpu choice."""
+    report = d.report
+    b, a = getattr(report, "cost_before", None), getattr(report, "cost_after", None)
+    if b is None or a is None:
+        return '<section id="cost"><h2>Cost</h2><p class="note">not counted</p></section>'
+
+    def ms(value) -> str:
+        return "-" if value is None else f"{value:.2f} ms"
+
+    rows = [
+        [f"MACs @{b.size[0]}x{b.size[1]}", _human(b.macs), _human(a.macs)],
+        ["parameters", _human(b.params), _human(a.params)],
+        ["bytes moved (INT8)", _human(b.bytes_moved), _human(a.bytes_moved)],
+        ["ops", b.ops, a.ops],
+        ["NPU estimate", ms(b.npu_ms), ms(a.npu_ms)],
+    ]
+    if b.cpu_ms is not None or a.cpu_ms is not None:
+        rows.append(["CPU measured (onnxruntime, 1 thread)", ms(b.cpu_ms), ms(a.cpu_ms)])
+    parts = [_table(["", "before", "after"], rows, numeric=(1, 2))]
+    parts.append(
+        '<p class="note">NPU estimate: MACs, bytes moved by non-plain ops and a per-op overhead, with constants '
+        "fitted to the ETDS paper's Dimensity 8100 figures (etc.cost); it ranks forms, it does not predict "
+        "another device.</p>"
+    )
+    budget = report.budget
+    if budget is not None:
+        decisions = [
+            [
+                x["rule"],
+                x["node"],
+                _Raw(
+                    '<span class="ok">accepted</span>'
+                    if x["accepted"]
+                    else '<span class="fail">declined</span>'
+                ),
+                x["reason"] or x["what"],
+                f"{x['total']:.2f}x",
+            ]
+            for x in budget["decisions"]
+        ]
+        growth = budget.get("growth")
+        head = (
+            f"<p>Budget: {budget['max_growth']:g}x the merged form's MACs (beyond it only a rewrite that pays for itself "
+            f"on the NPU cost model); the result is at "
+            f"{growth:.2f}x.</p>"
+            if growth is not None
+            else ""
+        )
+        parts.append(head + _table(["rule", "node", "decision", "what / why", "cost after"], decisions))
+    if getattr(report, "cpu", None) is not None:
+        cpu = report.cpu
+        rows = [
+            [c.name, _human(c.macs), f"{c.ms:.2f}", f"{c.ratio:.3f}", f"[{c.low:.3f}, {c.high:.3f}]"]
+            for c in cpu.candidates
+        ]
+        parts.append(
+            f"<p>--target cpu chose <b>{html.escape(cpu.chosen)}</b> ({html.escape(cpu.rule)}).</p>"
+            + _table(["form", "MACs", "median ms", "ratio to input", "95% interval"], rows, numeric=(2, 3))
+        )
+    notes = getattr(report, "notes", [])
+    if notes:
+        parts.append('<ul class="fail">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    return '<section id="cost"><h2>Cost</h2>' + "".join(parts) + "</section>"
 
 
 def _verification(d: ReportInputs) -> str:

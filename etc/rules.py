@@ -139,13 +139,17 @@ def apply_rules(
     for _ in range(max_sweeps):
         changed = False
         queue = deque(graph.nodes)
-        budget = 20 * len(queue) + 1000  # rewrites per sweep; a rule pair undoing each other stops here
+        limit = budget = (
+            20 * len(queue) + 1000
+        )  # rewrites per sweep; a rule pair undoing each other stops here
         while queue:
             node = queue.popleft()
             if is_retired(node):
                 continue
             for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
                 found = rule.match(ctx, node)
+                if isinstance(found, Match) and not _admitted(pass_ctx, pass_name, rule, node, found):
+                    continue
                 if isinstance(found, Match):
                     if sites is not None:
                         where = node.name or (node.outputs[0].name if node.outputs else "")
@@ -161,11 +165,58 @@ def apply_rules(
                 if isinstance(found, NoMatch) and pass_ctx is not None:
                     pass_ctx.decline(pass_name, rule.rule_name, node.name, found.reason)
             if budget <= 0:
+                _limit(pass_ctx, f"pass '{pass_name}' stopped a sweep after {limit} rewrites")
                 break
         if not changed:
             break
         cleanup(graph)
+    else:
+        if _pending(ctx, rules, pass_ctx):
+            _limit(pass_ctx, f"pass '{pass_name}' still had rewrites to make after {max_sweeps} sweeps")
     return hits
+
+
+def _pending(ctx: RewriteContext, rules: RuleSet, pass_ctx: PassContext | None) -> bool:
+    """Whether some rule would still rewrite some node (matching only; nothing changes)."""
+    for node in list(ctx.graph.nodes):
+        if is_retired(node):
+            continue
+        for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
+            found = rule.match(ctx, node)
+            if isinstance(found, Match) and (
+                found.data.get("widening") is None or pass_ctx is None or pass_ctx.budget is None
+            ):
+                return True
+    return False
+
+
+def _limit(pass_ctx: PassContext | None, message: str) -> None:
+    """A sweep limit was hit: a LimitWarning (and a note in the run's report), never a quiet stop."""
+    text = (
+        f"{message}; the result is equivalent but may not be fully rewritten (two rules may undo each other)"
+    )
+    if pass_ctx is not None:
+        pass_ctx.warn(text)
+    else:
+        import warnings
+
+        from etc.pipeline import LimitWarning
+
+        warnings.warn(text, LimitWarning, stacklevel=3)
+
+
+def _admitted(pass_ctx: PassContext | None, pass_name: str, rule: Rule, node: gs.Node, found: Match) -> bool:
+    """Whether the run's cost budget lets a widening match (``data['widening']``, etc.cost.Widening) go ahead;
+    a decline is recorded with its figure. Without a budget (a rule applied outside a pipeline) every match is."""
+    widening = found.data.get("widening")
+    if widening is None or pass_ctx is None or pass_ctx.budget is None:
+        return True
+    where = node.name or (node.outputs[0].name if node.outputs else "")
+    reason = pass_ctx.budget.admit(widening, rule.rule_name, where)
+    if reason is None:
+        return True
+    pass_ctx.decline(pass_name, rule.rule_name, where, reason)
+    return False
 
 
 class RulePass(Pass):

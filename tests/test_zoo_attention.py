@@ -16,7 +16,7 @@ from etc import zoo
 from etc.api import remaining_ops
 from etc.frontends.torch import export
 from etc.graph import op_histogram
-from etc.pipeline import PipelineResult, run_pipeline
+from etc.pipeline import Options, PipelineResult, run_pipeline
 from etc.testing import assert_equivalent
 from tests.zoo_helpers import max_diff, ort_run, rand_image, torch_threads
 
@@ -88,8 +88,10 @@ def test_fold_rep_et_verifies_and_keeps_attention(name: str, exporter: str) -> N
 @pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("name", SPLITTING)
 def test_channel_splits_become_convs(name: str, exporter: str) -> None:
-    before = op_histogram(exported(name, exporter)[1])
-    result = compiled(name, exporter)
+    model = exported(name, exporter)[1]
+    before = op_histogram(model)
+    # selection convs cost MACs: within the default budget (etc.cost) some splits stay, so widen it here
+    result = run_pipeline(model, "fold,rep,et", options=Options(max_growth=10.0))
     after = op_histogram(result.model)
     assert before.get("Split", 0) + before.get("Slice", 0) > 0
     assert after.get("Split", 0) == 0 and after.get("Slice", 0) == 0, after
@@ -121,7 +123,7 @@ def test_synthetic_graph_compiles_to_plain_and_verifies() -> None:
     assert len(model.graph.node) == FIXED + CELL * cells_for(200)
     assert abs(len(model.graph.node) - 200) <= CELL
     assert synthetic(200, channels=4, seed=1).SerializeToString() == model.SerializeToString()
-    result = run_pipeline(model, "fold,rep,et")
+    result = run_pipeline(model, "fold,rep,et", options=Options(max_growth=10.0))  # every widening, as before
     assert set(op_histogram(result.model)) == {"Conv", "Relu", "DepthToSpace"}
     assert result.hits.get("rep/merge_parallel", 0) == cells_for(200)
     assert_equivalent(model, result.model, sizes=SIZES, atol=1e-5, rtol=0.0)

@@ -30,14 +30,30 @@ class PipelineSettings:
     check: bool = True
     atol: float = 1e-5
     rtol: float = 1e-5
+    target: str = "npu"  # "cpu": measure the candidate forms and keep the fastest (etc.target)
+    max_growth: float = 1.25  # cost budget of widening rewrites (etc.cost)
+    allow_dense: bool = False
 
     def run(self, model: onnx.ModelProto) -> PipelineResult:
         """Runs the pipeline; with ``check`` an EquivalenceError names the first pass that changed outputs."""
+        from etc.api import TARGETS, _choose_for_cpu
+        from etc.errors import EtcError
+
+        if self.target not in TARGETS:
+            raise EtcError(f"unknown target '{self.target}'; choose one of {', '.join(TARGETS)}")
         options = Options(
-            dict(self.input_ranges), align_channels=self.align_channels, prelu_to_relu=self.prelu_to_relu
+            dict(self.input_ranges),
+            align_channels=self.align_channels,
+            prelu_to_relu=self.prelu_to_relu,
+            max_growth=self.max_growth,
+            allow_dense=self.allow_dense,
+            target=self.target,
         )
         tools: list[Instrument] = [NumericCheck(self.atol, self.rtol)] if self.check else []
-        return run_pipeline(model, self.passes, options=options, instruments=tools)
+        result = run_pipeline(model, self.passes, options=options, instruments=tools)
+        if self.target == "cpu":
+            result.notes.append(_choose_for_cpu(model, result, self.passes, options).summary())
+        return result
 
 
 def modified(result: PipelineResult) -> bool:

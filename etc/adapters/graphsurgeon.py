@@ -38,6 +38,9 @@ def optimize_graph(
     check: bool = True,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    target: str = "npu",
+    max_growth: float = 1.25,
+    allow_dense: bool = False,
 ) -> gs.Graph:
     """Runs ETC passes on ``graph`` and returns the rewritten graph as a new ``gs.Graph``."""
     graph_out, _ = optimize_graph_with_result(
@@ -49,6 +52,9 @@ def optimize_graph(
         check=check,
         atol=atol,
         rtol=rtol,
+        target=target,
+        max_growth=max_growth,
+        allow_dense=allow_dense,
     )
     return graph_out
 
@@ -63,10 +69,22 @@ def optimize_graph_with_result(
     check: bool = True,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    target: str = "npu",
+    max_growth: float = 1.25,
+    allow_dense: bool = False,
 ) -> tuple[gs.Graph, PipelineResult]:
     """As :func:`optimize_graph`, also returning the pipeline record (passes, rule hits, declines)."""
     settings = PipelineSettings(
-        passes, dict(input_ranges or {}), align_channels, prelu_to_relu, check, atol, rtol
+        passes,
+        dict(input_ranges or {}),
+        align_channels,
+        prelu_to_relu,
+        check,
+        atol,
+        rtol,
+        target,
+        max_growth,
+        allow_dense,
     )
     result = settings.run(graph_to_model(graph))
     return gs.import_onnx(result.model), result

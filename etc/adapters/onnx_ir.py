@@ -34,9 +34,21 @@ class EtcPass(ir.passes.FunctionalPass):
         check: bool = True,
         atol: float = 1e-5,
         rtol: float = 1e-5,
+        target: str = "npu",
+        max_growth: float = 1.25,
+        allow_dense: bool = False,
     ) -> None:
         self.settings = PipelineSettings(
-            passes, dict(input_ranges or {}), align_channels, prelu_to_relu, check, atol, rtol
+            passes,
+            dict(input_ranges or {}),
+            align_channels,
+            prelu_to_relu,
+            check,
+            atol,
+            rtol,
+            target,
+            max_growth,
+            allow_dense,
         )
         self.last_result: PipelineResult | None = None
         self.hits: dict[str, int] = {}  # rule hits summed over every call (a manager may call it repeatedly)

@@ -14,16 +14,20 @@ from etc.commands.common import echo_json, parse_size, table
 @click.option("--size", default="360x640", show_default=True, help="Input HxW used to count MACs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
 def info(model: Path, size: str, as_json: bool) -> None:
-    """Show inputs, outputs, opset, op histogram, parameters, MACs and plainness of MODEL.
+    """Show inputs, outputs, opset, op histogram, parameters, MACs, bytes moved, estimated NPU time and
+    plainness of MODEL.
 
     Plainness is the share of nodes that are Conv, Relu or DepthToSpace, the ops mobile NPUs run fastest.
     """
+    from etc.cost import model_cost
     from etc.frontends.onnx_io import load
     from etc.info import human, model_info
 
-    facts = model_info(load(model), parse_size(size))
+    loaded = load(model)
+    facts = model_info(loaded, parse_size(size))
+    cost = model_cost(loaded, parse_size(size))
     if as_json:
-        echo_json(facts.as_dict())
+        echo_json({**facts.as_dict(), "cost": cost.as_dict()})
         return
     for kind, values in (("input", facts.inputs), ("output", facts.outputs)):
         for v in values:
@@ -32,6 +36,11 @@ def info(model: Path, size: str, as_json: bool) -> None:
     click.echo(f"nodes   {facts.nodes}")
     click.echo(f"params  {human(facts.params)} ({facts.params})")
     click.echo(f"MACs    {human(facts.macs)} at {facts.size[0]}x{facts.size[1]}")
+    click.echo(f"moved   {human(cost.bytes_moved)}B of activations and weights (INT8)")
+    npu = "?" if cost.npu_ms is None else f"{cost.npu_ms:.2f} ms"
+    click.echo(
+        f"NPU     {npu} estimated (etc.cost: constants fitted to the ETDS paper's Dimensity 8100 figures)"
+    )
     click.echo(f"plain   {facts.plain_share:.0%} of nodes are Conv/Relu/DepthToSpace")
     click.echo(f"depth   {facts.depth} nodes on the longest path; {facts.forks} branch points")
     click.echo(table([[op, n] for op, n in facts.ops.items()], ["op", "count"]))

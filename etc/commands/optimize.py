@@ -37,6 +37,29 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
     help="Rewrite PRelu/LeakyRelu as ReLU on doubled channels (exact, costs 2x channels there).",
 )
 @click.option(
+    "--target",
+    type=click.Choice(["npu", "cpu"]),
+    default="npu",
+    show_default=True,
+    help="npu: plain Conv/ReLU/DepthToSpace within the cost budget. cpu: measure the forms ETC can build with "
+    "onnxruntime on this machine and keep the fastest, never one slower than the input.",
+)
+@click.option(
+    "--max-growth",
+    type=float,
+    default=1.25,
+    show_default=True,
+    metavar="X",
+    help="Budget for widening rewrites (carried skips, doubled channels, merged inputs): the result has at "
+    "most X times the MACs of the merged (fold/rep) form, unless the Add/Concat a rewrite removes pays for it on "
+    "the NPU cost model; declines are listed by --explain.",
+)
+@click.option(
+    "--allow-dense",
+    is_flag=True,
+    help="Let merges turn grouped/depthwise convs into dense ones (never done otherwise).",
+)
+@click.option(
     "--verify/--no-verify",
     default=True,
     show_default=True,
@@ -70,6 +93,9 @@ def optimize(
     input_ranges: tuple[str, ...],
     align_channels: int,
     prelu_to_relu: bool,
+    target: str,
+    max_growth: float,
+    allow_dense: bool,
     verify: bool,
     atol: float,
     rtol: float,
@@ -102,6 +128,8 @@ def optimize(
     pass_names = parse_pipeline(passes)
     if align_channels < 1:
         raise EtcError("--align-channels must be at least 1")
+    if max_growth < 1.0:
+        raise EtcError("--max-growth must be at least 1.0 (the merged form itself)")
     hw = parse_size(size)
     if output is not None and not in_place and output.resolve() == model.resolve():
         raise EtcError(f"{output}: -o is the input file; pass --in-place to overwrite it")
@@ -126,6 +154,9 @@ def optimize(
             input_ranges=ranges,
             align_channels=align_channels,
             prelu_to_relu=prelu_to_relu,
+            max_growth=max_growth,
+            allow_dense=allow_dense,
+            target=target,
             check_each_pass=verify,
             verify=verify,
             atol=atol,
@@ -140,6 +171,9 @@ def optimize(
     if report.verification is not None and not report.verification.equivalent:
         worst = max(r["max_abs"] for r in report.verification.rows)
         raise EquivalenceError(f"{model}: final verification failed (max abs {worst:.3g}); nothing written")
+    if not as_json:
+        for note in report.notes:
+            click.echo(f"warning: {note}" if not note.startswith("--target") else note, err=True)
     if output is not None:
         save(result, output)
     if report_path is not None:
@@ -164,6 +198,7 @@ def _report_dict(report, output) -> dict:
         "declines": [vars(d) for d in report.pipeline.declines],
         "remaining": report.remaining,
         "verification": report.verification.as_dict() if report.verification else None,
+        "cost": report.cost_dict(),
     }
 
 
@@ -177,6 +212,7 @@ def _report_text(report, explain: bool, output) -> str:
     rows.append(["(params)", human(before.params), human(after.params)])
     rows.append([f"(MACs @{before.size[0]}x{before.size[1]})", human(before.macs), human(after.macs)])
     rows.append(["(plain share)", f"{before.plain_share:.0%}", f"{after.plain_share:.0%}"])
+    rows.extend(cost_rows(report.cost_before, report.cost_after))
     parts = [table(rows, ["op", "before", "after"])]
     timing = [
         [
@@ -202,5 +238,33 @@ def _report_text(report, explain: bool, output) -> str:
     if explain:
         lines = [f"  {d}" for d in report.pipeline.declines] or ["  no rule declined anywhere"]
         parts.append("declined rewrites:\n" + "\n".join(lines))
+        budget = report.budget
+        if budget is not None:
+            head = f"cost decisions (budget {budget['max_growth']:g}x the merged form's MACs):"
+            lines = [
+                f"  {'accepted' if d['accepted'] else 'declined'} {d['rule']} at {d['node']}: "
+                + (d["reason"] or f"{d['what']} (to {d['total']:.2f}x)")
+                for d in budget["decisions"]
+            ] or ["  no widening rewrite was considered"]
+            parts.append(head + "\n" + "\n".join(lines))
     parts.append(f"wrote {output}" if output else "no -o given: nothing written")
     return "\n\n".join(parts)
+
+
+def cost_rows(before, after) -> list[list[object]]:
+    """Rows of the before/after table for etc.cost.ModelCost figures (empty when not counted)."""
+    from etc.info import human
+
+    if before is None or after is None:
+        return []
+
+    def ms(value) -> str:
+        return "?" if value is None else f"{value:.2f} ms"
+
+    rows = [
+        ["(bytes moved, INT8)", human(before.bytes_moved), human(after.bytes_moved)],
+        ["(NPU estimate)", ms(before.npu_ms), ms(after.npu_ms)],
+    ]
+    if before.cpu_ms is not None or after.cpu_ms is not None:
+        rows.append(["(CPU measured, 1 thread, --target cpu)", ms(before.cpu_ms), ms(after.cpu_ms)])
+    return rows

@@ -9,7 +9,9 @@ channels, only with --prelu), et_convtranspose, et_resize, et_slice, et_align (-
 The families run as rule sets in three phases, each to a fixed point: first everything but et_carry (so ETDS's
 streams merge from the last block upward while their tensors become single-reader, instead of being carried as
 skips), then everything including et_carry, then et_align on the finished graph, so widths are rounded once, after
-every merge has settled the channel counts.
+every merge has settled the channel counts. Rules that widen (et_add, et_carry, et_dual, et_prelu, et_align,
+et_slice and et_repeat's selection convs) declare their added MACs and the pipeline's cost budget (etc.cost)
+accepts or declines each.
 
 ABPN + clamp, as exported:                         after et:
     x ─> Conv ─> Relu ─> ... ─> Conv_h ─> Relu ─> Conv_l ─┐      x ─> Conv(3 -> C+3) ─> Relu ─> ...

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from etc.cost import add_merge_widening
 from etc.graph import const_value, conv_spec, make_conv, producer, retire
 from etc.passes.et_dual import branch_of, channels_of, merge_kernels, merged_spec, union_input, union_sources
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
@@ -92,7 +93,9 @@ class AddToConv(Rule):
         sources = union_sources(branches)
         if any(channels_of(t) is None for t in sources):
             return NoMatch("channel count of an input is unknown")
-        return Match([node], {"branches": branches, "sources": sources})
+        found = Match([node], {"branches": branches, "sources": sources})
+        found.data["widening"] = add_merge_widening(ctx, node, found.data)  # cost declaration (etc.cost)
+        return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node = match.nodes[0]

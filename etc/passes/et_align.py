@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from etc.cost import align_widening
 from etc.graph import (
     const_value,
     constant,
@@ -70,7 +71,9 @@ class AlignChannels(Rule):
         if isinstance(readers, str):
             return NoMatch(f"width {weight.shape[0]} kept: {readers}")
         width = -(-weight.shape[0] // n) * n
-        return Match([node], {"act": act, "readers": readers, "width": width})
+        found = Match([node], {"act": act, "readers": readers, "width": width})
+        found.data["widening"] = align_widening(node, readers, width)  # cost declaration (etc.cost)
+        return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node, act, readers, width = (

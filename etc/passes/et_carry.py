@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from etc.cost import concat_merge_widening
 from etc.passes.et_dual import match_concat_merge, rewrite_concat_merge
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
@@ -33,7 +34,10 @@ class CarrySkip(Rule):
     ops = ("Concat",)
 
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
-        return match_concat_merge(ctx, node, carry=True)
+        found = match_concat_merge(ctx, node, carry=True)
+        if isinstance(found, Match):  # cost declaration: the whole chain's added MACs (etc.cost)
+            found.data["widening"] = concat_merge_widening(ctx, node, found.data, carry=True)
+        return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         rewrite_concat_merge(ctx, match)

@@ -446,7 +446,12 @@ class MergeDualStream(Rule):
     ops = ("Concat",)
 
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
-        return match_concat_merge(ctx, node, carry=False)
+        found = match_concat_merge(ctx, node, carry=False)
+        if isinstance(found, Match):  # cost declaration: zero blocks and grouped -> dense (etc.cost)
+            from etc.cost import concat_merge_widening
+
+            found.data["widening"] = concat_merge_widening(ctx, node, found.data, carry=False)
+        return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         rewrite_concat_merge(ctx, match)

@@ -28,6 +28,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.convmath import grouped_to_dense
+from etc.cost import prelu_widening
 from etc.graph import (
     ConvSpec,
     bypass,
@@ -189,7 +190,9 @@ class PReluToRelu(Rule):
         if not ctx.options.prelu_to_relu:
             return NoMatch(self._cost(count, conv, users))
         alpha = np.broadcast_to(slope, (count,)).astype(np.float64)
-        return Match([node], {"conv": conv, "alpha": alpha, "count": count, "group": group, "users": users})
+        found = Match([node], {"conv": conv, "alpha": alpha, "count": count, "group": group, "users": users})
+        found.data["widening"] = prelu_widening(conv, users, count)  # cost declaration (etc.cost)
+        return found
 
     @staticmethod
     def _channels(z, conv, slope, users) -> int | None:

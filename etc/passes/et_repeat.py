@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from etc.cost import copy_widening
 from etc.graph import ConvSpec, const_value, make_conv
 from etc.passes.et_add import same_spatial
 from etc.passes.et_dual import channels_of, set_channels
@@ -73,7 +74,9 @@ class RepeatToConv(Rule):
             return NoMatch(str(err))
         if kernel.shape[0] == kernel.shape[1] and np.array_equal(kernel, np.eye(channels)):
             return NoMatch("the region is the identity (fold removes it)")
-        return Match([producer_of(out)], {"region": region, "kernel": kernel})
+        found = Match([producer_of(out)], {"region": region, "kernel": kernel})
+        found.data["widening"] = copy_widening(out, *kernel.shape[:2])  # cost declaration (etc.cost)
+        return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         region, kernel = match.data["region"], match.data["kernel"]

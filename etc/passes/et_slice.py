@@ -24,6 +24,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.convmath import selection_kernel
+from etc.cost import selection_widening
 from etc.graph import (
     ConvSpec,
     channels,
@@ -210,7 +211,10 @@ class ChannelSliceToConv(Rule):
             return NoMatch("the Slice selects no channel")
         if idx == list(range(count)):
             return None  # a full slice is a no-op (fold removes it)
-        return Match([node], {"idx": idx, "count": count, "rows": _row_source(ctx, data, node)})
+        found = Match([node], {"idx": idx, "count": count, "rows": _row_source(ctx, data, node)})
+        if found.data["rows"] is None:  # cost declaration: a selection conv (etc.cost)
+            found.data["widening"] = selection_widening(node, [len(idx)], count)
+        return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes
@@ -261,7 +265,10 @@ class ChannelSplitToConvs(Rule):
             elif size == 0 and (consumers(out) or is_graph_output(ctx.graph, out)):
                 return NoMatch("an empty split output is used")
             start += size
-        return Match([node], {"pieces": pieces, "count": count, "rows": _row_source(ctx, data, node)})
+        found = Match([node], {"pieces": pieces, "count": count, "rows": _row_source(ctx, data, node)})
+        if found.data["rows"] is None:  # cost declaration: selection convs (etc.cost)
+            found.data["widening"] = selection_widening(node, [len(idx) for idx, _ in pieces], count)
+        return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes

@@ -24,5 +24,5 @@ class PReluPass(RulePass):
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         options = dataclasses.replace(ctx.options, prelu_to_relu=True)
-        inner = PassContext(options, ctx.declines, ctx.notes)
+        inner = dataclasses.replace(ctx, options=options)  # same declines, notes, cache and cost budget
         return super().run(model, inner)

@@ -1,0 +1,522 @@
+"""What a model costs and whether a widening rewrite is worth it.
+
+Exact is necessary, not sufficient (GUIDE.md §5). This module
+
+* counts a model's cost at a concrete input size: MACs, parameters, bytes moved, op count, and an estimated time
+  on a mobile NPU (:func:`model_cost`);
+* keeps the budget that every widening rewrite answers to (:class:`CostBudget`): a rule that adds work (carrying a
+  skip, carrying a signed skip as relu(s)/relu(-s), doubling channels for PReLU, concatenating different inputs,
+  aligning channels, turning a grouped conv dense) puts a :class:`Widening` in its match, and the rule driver
+  (etc.rules.apply_rules) asks :meth:`CostBudget.admit` before rewriting.
+
+Budget: the final model's MACs are at most ``Options.max_growth`` (default 1.25) times those of the model as the
+first widening pass sees it, i.e. after the cleanup and merge phases (fold, rep): the best merged form. A widening
+beyond that is accepted only when the NPU model says it pays for itself: the Add or Concat it removes moves bytes
+worth more MACs than it adds (see :class:`CostBudget`). A grouped or depthwise conv never becomes dense unless
+``Options.allow_dense``. Rewrites the user asked for by an option (``--align-channels``, ``--prelu``) are counted
+and, if they overrun the budget, accepted with a warning.
+
+NPU time model (``npu``): time = MACs / NPU_MACS_PER_S + bytes moved by non-plain ops / NPU_SLOW_BYTES_PER_S
++ ops x NPU_OP_OVERHEAD_S. Plain ops (Conv, Relu, DepthToSpace) run fused on the MAC array; anything else
+(Add, Concat, Tile, Clip, Resize, ...) leaves it and moves its inputs and output through memory. The constants
+are fitted to the figures the ETDS paper reports for a Dimensity 8100 NPU, INT8, 360x640 input (quoted in
+GUIDE.md §5): ABPN-M4C28 x3 runs 13.7 ms after ET (10.6 GMACs, plain) -> ~0.8 TMAC/s, and 20.5 ms as trained
+(9.2 GMACs plus ~38 MB moved by its anchor Concat, Add and Clip) -> ~4.5 GB/s for the slow path. The per-op
+overhead (20 us) is an assumed dispatch cost of the order NPU runtimes document, not a measurement. The model
+ranks forms; it does not predict another device's milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
+NPU_MACS_PER_S = 0.8e12  # INT8 MAC throughput, fitted to ABPN_ET x3 (10.6 GMACs in 13.7 ms)
+NPU_SLOW_BYTES_PER_S = 4.5e9  # non-plain ops' memory traffic, fitted to ABPN x3 as trained (20.5 ms)
+NPU_OP_OVERHEAD_S = 20e-6  # per-op dispatch (assumed)
+NPU_BYTES_PER_ELEMENT = 1  # INT8 activations
+REFERENCE_SIZE = (64, 64)  # H x W of dynamic inputs when the budget counts MACs (ratios do not depend on it)
+
+
+# ---------------------------------------------------------------- counting a model
+
+
+def static_shapes(model: onnx.ModelProto, size: tuple[int, int]) -> dict[str, list[int]] | None:
+    """Every tensor's shape with the inputs' dynamic H/W set to ``size`` (0 where unknown), or None."""
+    from etc.runtime import concrete_shape, input_specs
+
+    static = onnx.ModelProto()
+    static.CopyFrom(model)
+    specs = {s.name: s for s in input_specs(model)}
+    for value in static.graph.input:
+        if value.name in specs:
+            shape = concrete_shape(specs[value.name], size)
+            for dim, n in zip(value.type.tensor_type.shape.dim, shape):
+                dim.Clear()
+                dim.dim_value = n
+    del static.graph.value_info[:]
+    for out in static.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    try:
+        static = onnx.shape_inference.infer_shapes(static, data_prop=True)
+    except Exception:
+        return None
+    shapes = {}
+    for v in [*static.graph.value_info, *static.graph.input, *static.graph.output]:
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+    for init in static.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    return shapes
+
+
+def node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:
+    """Multiply-accumulates of a Conv, ConvTranspose, MatMul or Gemm (0 for other ops; None when unknown)."""
+    if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+        return 0
+    w = shapes.get(node.input[1])
+    if not w:
+        return None
+    if node.op_type == "ConvTranspose":
+        x = shapes.get(node.input[0])
+        return None if not x or 0 in x else int(np.prod(x)) * int(np.prod(w[1:]))
+    out = shapes.get(node.output[0])
+    if not out or 0 in out:
+        return None
+    return int(np.prod(out)) * (int(np.prod(w[1:])) if node.op_type == "Conv" else int(w[0]))
+
+
+def _elements(shape: list[int] | None) -> int:
+    return int(np.prod(shape)) if shape and 0 not in shape else 0
+
+
+@dataclass
+class ModelCost:
+    """A model's cost at one input size (``bytes_moved``: activations read and written by every op, in the
+    target's element size, plus weights once)."""
+
+    size: tuple[int, int]
+    macs: int | None
+    params: int
+    bytes_moved: int | None
+    ops: int
+    npu_ms: float | None
+    cpu_ms: float | None = None  # measured (etc optimize --target cpu), not estimated
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelCost:
+    """MACs, params, bytes moved and the estimated NPU time of ``model`` for an H x W = ``size`` input."""
+    from etc.info import count_params
+
+    params = count_params(model)
+    nodes = [n for n in model.graph.node if n.op_type != "Constant"]
+    shapes = static_shapes(model, size)
+    if shapes is None:
+        return ModelCost(size, None, params, None, len(nodes), None)
+    macs: int | None = 0
+    moved, slow = 0, 0
+    for node in nodes:
+        m = node_macs(node, shapes)
+        macs = None if m is None or macs is None else macs + m
+        acts = sum(_elements(shapes.get(t)) for t in [*node.input[:1], *node.output] if t)
+        if node.op_type not in PLAIN_OPS:
+            acts += sum(_elements(shapes.get(t)) for t in node.input[1:] if t and t not in _weights(model))
+            slow += acts
+        moved += acts
+    moved = moved * NPU_BYTES_PER_ELEMENT + params * NPU_BYTES_PER_ELEMENT
+    npu = None
+    if macs is not None:
+        seconds = macs / NPU_MACS_PER_S + slow * NPU_BYTES_PER_ELEMENT / NPU_SLOW_BYTES_PER_S
+        npu = 1000 * (seconds + len(nodes) * NPU_OP_OVERHEAD_S)
+    return ModelCost(size, macs, params, moved, len(nodes), npu)
+
+
+def _weights(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.initializer}
+
+
+def conv_macs(model: onnx.ModelProto, size: tuple[int, int]) -> tuple[int, dict[str, int]]:
+    """(MACs, output pixels per tensor) at ``size``; convs of unknown shape count at the input's pixels."""
+    shapes = static_shapes(model, size) or {}
+    pixels = {name: int(np.prod(s[2:])) for name, s in shapes.items() if len(s) == 4 and 0 not in s[2:]}
+    default = size[0] * size[1]
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    macs = 0
+    for node in model.graph.node:
+        m = node_macs(node, shapes)
+        if m is None and node.op_type == "Conv" and node.input[1] in weights:
+            m = int(np.prod(weights[node.input[1]][1:])) * weights[node.input[1]][0] * default
+        macs += m or 0
+    return macs, pixels
+
+
+MACS_PER_SLOW_BYTE = NPU_MACS_PER_S / NPU_SLOW_BYTES_PER_S  # what one byte through the NPU's slow path costs
+
+
+# ---------------------------------------------------------------- the budget
+
+BASELINE_KEY = "etc.cost.merged_macs"
+
+
+def recorded_baseline(model: onnx.ModelProto, size: tuple[int, int]) -> int | None:
+    """The merged form's MACs an earlier run recorded in ``model`` (see :meth:`CostBudget.record`), if any."""
+    for prop in model.metadata_props:
+        if prop.key == BASELINE_KEY:
+            macs, _, where = prop.value.partition("@")
+            if where == f"{size[0]}x{size[1]}" and macs.isdigit():
+                return int(macs)
+    return None
+
+
+@dataclass
+class Widening:
+    """What a widening rewrite adds, declared by the rule in ``Match.data['widening']``.
+
+    ``terms`` are (weight elements added, a tensor at the resolution those weights run at); ``removes`` are
+    (activation elements per pixel that a non-plain op the rewrite removes reads and writes, a tensor at its
+    resolution), its NPU credit; ``seeds`` name the tensors a carry chain rides on (a chain is judged once, at its
+    first step, with its whole estimated cost); ``asked`` marks rewrites the user asked for by an option, which
+    are never declined for MACs.
+    """
+
+    what: str
+    terms: list[tuple[int, object]] = field(default_factory=list)
+    densifies: bool = False
+    seeds: tuple[str, ...] = ()
+    asked: bool = False
+    removes: list[tuple[int, object]] = field(default_factory=list)
+
+
+@dataclass
+class Decision:
+    """One cost decision, for --explain and the reports."""
+
+    rule: str
+    node: str
+    what: str
+    added: float  # added MACs / the merged form's MACs
+    total: float  # the model's MACs after the rewrite / the merged form's
+    accepted: bool
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class CostBudget:
+    """Tracks the model's MACs against ``max_growth`` x the merged form's and admits widening rewrites.
+
+    A widening within the MAC budget is accepted. One beyond it is accepted only when it pays for itself on the
+    NPU model: the non-plain ops it removes (an Add or Concat it merges away, priced at MACS_PER_SLOW_BYTE per
+    byte moved) cost at least the MACs it adds. That keeps ETDS/ABPN/ECBSR's image carry (ECBSR_M4C16's official
+    plain form has 1.37x the MACs of its merged form and is faster on the NPU model) and declines a signed skip
+    carried as relu(s)/relu(-s) through wide layers, whose doubled rows cost far more than the Add they remove.
+    """
+
+    def __init__(self, model: onnx.ModelProto, options) -> None:
+        from etc.runtime import input_specs
+
+        self.options = options
+        self.max_growth = float(options.max_growth)
+        specs = input_specs(model)
+        dims = specs[0].shape if specs else []
+        static = len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:])
+        self.size = (int(dims[2]), int(dims[3])) if static else REFERENCE_SIZE
+        self.baseline, self.pixels = conv_macs(model, self.size)
+        self.current = self.baseline
+        recorded = recorded_baseline(model, self.size)
+        if recorded is not None:  # the model is an earlier result: judge against the form it was merged from
+            self.baseline = recorded
+        self.accepted: set[str] = set()
+        self.decisions: list[Decision] = []
+        self.final: int | None = None
+        self.asked_over: set[str] = set()  # rules asked for by an option that went over the budget
+
+    def refresh(self, model: onnx.ModelProto) -> None:
+        """Recounts the model as a widening pass is about to see it (undeclared rewrites are counted here)."""
+        self.current, self.pixels = conv_macs(model, self.size)
+
+    def pixels_of(self, tensor) -> int:
+        """Output pixels of a tensor at the reference size, walking up to a tensor of known size."""
+        from etc.graph import producer
+
+        for _ in range(64):
+            if tensor.name in self.pixels:
+                return self.pixels[tensor.name]
+            node = producer(tensor)
+            if node is None or not node.inputs or node.op in ("DepthToSpace", "Resize", "SpaceToDepth"):
+                break
+            tensor = node.inputs[0]
+        return self.size[0] * self.size[1]
+
+    def added_macs(self, widening: Widening) -> int:
+        return int(sum(count * self.pixels_of(t) for count, t in widening.terms))
+
+    def credit_macs(self, widening: Widening) -> int:
+        moved = sum(count * self.pixels_of(t) for count, t in widening.removes)
+        return int(moved * NPU_BYTES_PER_ELEMENT * MACS_PER_SLOW_BYTE)
+
+    def ratio(self, macs: float) -> float:
+        return macs / self.baseline if self.baseline else 0.0
+
+    def admit(self, widening: Widening, rule: str, node: str) -> str | None:
+        """None when the rewrite may go ahead, else the reason it is declined (with the figure)."""
+        if widening.seeds and all(s in self.accepted for s in widening.seeds):
+            return None  # the next step of a chain already judged as a whole
+        added = self.added_macs(widening)
+        after = self.current + added
+        over = added > 0 and after > self.max_growth * self.baseline
+        credit = self.credit_macs(widening)
+        figure = f"{widening.what} would add {self.ratio(added):.2f}x MACs (to {self.ratio(after):.2f}x the merged form)"
+        reason = ""
+        if widening.densifies and not self.options.allow_dense:
+            reason = f"{figure} and make grouped/depthwise convs dense; --allow-dense permits it"
+        elif added > 0 and not widening.asked and not getattr(self.options, "widen", True):
+            reason = f"{figure}; widening is off"
+        elif over and not widening.asked and credit < added:
+            saves = f"; the ops it removes save only {self.ratio(credit):.2f}x on the NPU" if credit else ""
+            reason = f"{figure}, over the {self.max_growth:g}x budget (--max-growth){saves}"
+        accepted = not reason
+        if accepted:
+            self.current = after
+            self.accepted.update(widening.seeds)
+            if over and widening.asked:
+                self.asked_over.add(rule)
+        self._record(
+            Decision(rule, node, widening.what, self.ratio(added), self.ratio(after), accepted, reason)
+        )
+        return reason or None
+
+    def _record(self, decision: Decision) -> None:
+        for i, d in enumerate(self.decisions):
+            if (d.rule, d.node, d.what) == (decision.rule, decision.node, decision.what):
+                self.decisions[i] = decision
+                return
+        self.decisions.append(decision)
+
+    def finish(self, model: onnx.ModelProto, ctx) -> None:
+        """Counts the final model; warns when it ended over budget through rewrites that declare no cost."""
+        self.final, _ = conv_macs(model, self.size)
+        for rule in sorted(self.asked_over):
+            ctx.warn(
+                f"{rule} took the result over the {self.max_growth:g}x MAC budget (to "
+                f"{self.ratio(self.final):.2f}x the merged form); accepted because an option asked for it"
+            )
+        paid = any(d.accepted and d.total > self.max_growth for d in self.decisions)
+        if self.baseline and self.final > self.max_growth * self.baseline * (1 + 1e-9) and not paid:
+            ctx.warn(
+                f"the result has {self.ratio(self.final):.2f}x the MACs of the merged form, over the {self.max_growth:g}x budget"
+            )
+
+    def record(self, model: onnx.ModelProto) -> None:
+        """Writes the merged form's MACs into ``model``'s metadata, so optimizing the result again judges widening
+        against the same baseline (and so changes nothing: optimizing is idempotent)."""
+        if not self.decisions:
+            return
+        value = f"{self.baseline}@{self.size[0]}x{self.size[1]}"
+        for prop in model.metadata_props:
+            if prop.key == BASELINE_KEY:
+                prop.value = value
+                return
+        model.metadata_props.add(key=BASELINE_KEY, value=value)
+
+    def as_dict(self) -> dict:
+        return {
+            "max_growth": self.max_growth,
+            "size": list(self.size),
+            "merged_macs": self.baseline,
+            "final_macs": self.final,
+            "growth": self.ratio(self.final) if self.final is not None else None,
+            "decisions": [d.as_dict() for d in self.decisions],
+        }
+
+
+# ---------------------------------------------------------------- what the widening rules declare
+
+
+def _weight_size(node) -> int:
+    from etc.graph import const_value, input_at
+
+    weight = const_value(input_at(node, 1))
+    return int(weight.size) if weight is not None else 0
+
+
+def _is_grouped(node) -> bool:
+    return node.op == "Conv" and int(node.attrs.get("group", 1)) != 1
+
+
+def _branch_convs(branches) -> list:
+    return [n for b in branches for n in b.nodes if n.op == "Conv"]
+
+
+def concat_merge_widening(ctx, node, match_data: dict, *, carry: bool) -> Widening:
+    """What merging a Concat of (activated) convs and bare parts into one conv adds (et_dual, et_carry).
+
+    The merged conv is dense over the union of the inputs with the largest kernel; a bare part signed
+    somewhere is carried twice (relu(s), relu(-s)) and its readers get the negated columns too. For a carry the
+    estimate includes every later step of the chain: the skip rides up the single-reader Conv(+act) chain above
+    the conv it joins, adding its channels as rows and columns to each conv there.
+    """
+    from etc.passes.et_dual import channels_of
+
+    branches, plan, sources = match_data["branches"], match_data["plan"], match_data["sources"]
+    kh = max(b.weight.shape[2] for b in branches)
+    kw = max(b.weight.shape[3] for b in branches)
+    doubled = [isinstance(p, str) and p == "double" for p in plan]
+    rows = sum(b.out_channels * (2 if d else 1) for b, d in zip(branches, doubled))
+    cols = sum(channels_of(t) or 0 for t in sources)
+    convs = _branch_convs(branches)
+    out = node.outputs[0]
+    terms: list[tuple[int, object]] = [(rows * cols * kh * kw - sum(_weight_size(c) for c in convs), out)]
+    extra = sum(b.out_channels for b, d in zip(branches, doubled) if d)
+    for reader in match_data.get("readers") or []:
+        w = _weight_size(reader)
+        terms.append((w * extra // max(1, channels_of(out) or 1), reader.outputs[0]))
+    densifies = any(_is_grouped(c) for c in convs)
+    bare = [b for b in branches if b.bare and b.act is None]
+    removes = [(sum(b.out_channels for b in branches) * 2, out)]  # the Concat reads and writes every channel
+    if not carry:
+        what = f"merging {len(branches)} branches over {len(sources)} input(s) into one dense conv"
+        return Widening(what, terms, densifies, removes=removes)
+    carried = sum(
+        b.out_channels * (2 if d else 1) for b, d in zip(branches, doubled) if b.bare and b.act is None
+    )
+    convs_in = [b for b in branches if b.has_conv]
+    steps, chain_terms, chain_dense = (
+        _carry_chain(ctx, convs_in[0].source, [b.part for b in bare], carried)
+        if len(convs_in) == 1
+        else (0, [], False)
+    )
+    names = ", ".join(f"'{b.part.name}'" for b in bare)
+    signed = " as relu(s), relu(-s)" if any(d for b, d in zip(branches, doubled) if b.bare) else ""
+    what = f"carrying {names} ({carried} channels{signed}) through {steps + 1} conv(s)"
+    seeds = tuple(b.part.name for b in bare)
+    return Widening(what, terms + chain_terms, densifies or chain_dense, seeds, removes=removes)
+
+
+def _carry_chain(ctx, tensor, skips: list, carried: int) -> tuple[int, list[tuple[int, object]], bool]:
+    """(steps, their terms, whether a grouped conv becomes dense) of carrying ``carried`` channels of ``skips``
+    up the single-reader Conv(+act) chain that produces ``tensor``."""
+    from etc.graph import is_graph_output, producer
+
+    terms, dense, steps = [], False, 0
+    for _ in range(256):
+        if any(tensor is s for s in skips) or len(tensor.outputs) != 1 or is_graph_output(ctx.graph, tensor):
+            break
+        node = producer(tensor)
+        if node is not None and node.op in ("Relu", "PRelu") and len(node.inputs[0].outputs) == 1:
+            node = producer(node.inputs[0])
+        if node is None or node.op != "Conv":
+            break
+        unified = any(node.inputs[0] is s for s in skips)  # the last step: the skip's own reader
+        shape = _weight_shape(node)
+        if shape is None:
+            break
+        outs, ins, taps = shape[0], shape[1] * int(node.attrs.get("group", 1)), int(np.prod(shape[2:]))
+        grown = (
+            carried * ins * taps
+            if unified
+            else (outs + carried) * (ins + carried) * taps - int(np.prod(shape))
+        )
+        terms.append((grown, node.outputs[0]))
+        dense = dense or _is_grouped(node)
+        steps += 1
+        if unified:
+            break
+        tensor = node.inputs[0]
+    return steps, terms, dense
+
+
+def _weight_shape(node) -> tuple[int, ...] | None:
+    from etc.graph import const_value, input_at
+
+    weight = const_value(input_at(node, 1))
+    return tuple(int(d) for d in weight.shape) if weight is not None and weight.ndim == 4 else None
+
+
+def add_merge_widening(ctx, node, match_data: dict) -> Widening:
+    """What turning Add(Conv_a(a), Conv_b(b)) into one conv over Concat(a, b) adds (et_add).
+
+    When one input is produced by a single-reader Conv(+act) chain and the others are not, et_carry will carry
+    the others up that chain next: its cost is part of this decision (seeded by those inputs), so a skip is
+    never merged without being carried, or carried halfway.
+    """
+    from etc.passes.et_dual import channels_of
+
+    branches, sources = match_data["branches"], match_data["sources"]
+    kh = max(b.weight.shape[2] for b in branches)
+    kw = max(b.weight.shape[3] for b in branches)
+    rows = branches[0].out_channels
+    cols = sum(channels_of(t) or 0 for t in sources)
+    convs = _branch_convs(branches)
+    terms: list[tuple[int, object]] = [
+        (rows * cols * kh * kw - sum(_weight_size(c) for c in convs), node.outputs[0])
+    ]
+    what = f"adding {len(branches)} branches over {len(sources)} input(s) as one dense conv"
+    densifies = any(_is_grouped(c) for c in convs)
+    removes = [(3 * rows, node.outputs[0])]  # the Add reads two tensors and writes one
+    streams = [t for t in sources if _is_stream(t)]
+    riders = [t for t in sources if not _is_stream(t)]
+    if len(streams) != 1 or not riders:
+        return Widening(what, terms, densifies, removes=removes)
+    carried = sum((channels_of(t) or 0) * (1 if ctx.ranges[t].nonnegative else 2) for t in riders)
+    terms.append((rows * (carried - sum(channels_of(t) or 0 for t in riders)) * kh * kw, node.outputs[0]))
+    steps, chain, dense = _carry_chain(ctx, streams[0], riders, carried)
+    names = ", ".join(f"'{t.name}'" for t in riders)
+    signed = " as relu(s), relu(-s)" if any(not ctx.ranges[t].nonnegative for t in riders) else ""
+    what = f"adding {names} and carrying it ({carried} channels{signed}) through {steps} conv(s)"
+    return Widening(what, terms + chain, densifies or dense, tuple(t.name for t in riders), removes=removes)
+
+
+def _is_stream(tensor) -> bool:
+    """Produced by a single-reader Conv or act(Conv): a carry absorbs it instead of carrying it."""
+    from etc.graph import producer
+
+    node = producer(tensor)
+    if node is not None and node.op in ("Relu", "PRelu") and len(tensor.outputs) == 1:
+        node = producer(node.inputs[0])
+    return node is not None and node.op == "Conv" and len(node.outputs[0].outputs) == 1
+
+
+def prelu_widening(conv, users: list, count: int) -> Widening:
+    """What PReLU -> ReLU on doubled channels adds (et_prelu): the producer's rows and the readers' columns
+    double. Asked for by --prelu, so counted but never declined."""
+    terms = [(_weight_size(conv), conv.outputs[0])] if conv is not None else []
+    terms += [(_weight_size(u), u.outputs[0]) for u in users]
+    return Widening(f"doubling {count} PReLU channels as relu(z), relu(-z)", terms, asked=True)
+
+
+def align_widening(node, readers: list, width: int) -> Widening:
+    """What rounding a conv's outputs up to ``width`` zero channels adds (et_align, asked by --align-channels)."""
+    shape = _weight_shape(node)
+    if shape is None:
+        return Widening("aligning channels", asked=True)
+    extra = width - shape[0]
+    terms = [(extra * int(np.prod(shape[1:])), node.outputs[0])]
+    for reader in readers:
+        rshape = _weight_shape(reader)
+        if rshape is not None:
+            terms.append((rshape[0] * extra * int(np.prod(rshape[2:])), reader.outputs[0]))
+    return Widening(f"aligning {shape[0]} channels to {width}", terms, asked=True)
+
+
+def selection_widening(node, sizes: list[int], count: int) -> Widening:
+    """What a channel Slice/Split as 1x1 selection convs adds (et_slice, when no producer conv's rows can be cut):
+    size x count MACs per pixel and piece. No NPU credit: a selection conv pays only if a later merge absorbs it,
+    which the budget cannot see at this point."""
+    terms = [(size * count, node.outputs[0]) for size in sizes]
+    return Widening(f"selecting {sum(sizes)} of {count} channels with 1x1 convs", terms)
+
+
+def copy_widening(output, out_channels: int, in_channels: int) -> Widening:
+    """What a channel-copying region (Tile, repeat_interleave, Expand, Concat([x]*n)) as a 1x1 conv adds
+    (et_repeat): out x in MACs per pixel, no NPU credit (see :func:`selection_widening`)."""
+    return Widening(
+        f"copying {in_channels} channels to {out_channels} with a 1x1 conv",
+        [(out_channels * in_channels, output)],
+    )

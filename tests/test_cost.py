@@ -1,0 +1,282 @@
+"""The cost model and the budget every widening rewrite answers to (etc.cost), on nets shaped like RepGhost,
+PLKSR, EDSR and Real-ESRGAN's compact net (tests/cost_models.py): each decision accepted or declined with its
+reason and figure, the result always equivalent, and the limits that warn instead of stopping quietly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from cost_models import MODELS
+from et_helpers import Builder, run_family
+
+from etc.cli import cli as main
+from etc.cost import model_cost
+from etc.frontends.torch import export
+from etc.graph import make_node, retire
+from etc.info import count_macs
+from etc.pipeline import LimitWarning, NumericCheck, Options, Pass, PassResult, run_pipeline
+from etc.rules import Match, Rule, RuleSet
+from etc.target import Measured, decide
+
+PLAIN = {"Conv", "Relu", "DepthToSpace"}
+
+
+@pytest.fixture(scope="module")
+def nets() -> dict[str, onnx.ModelProto]:
+    return {name: export(cls(), exporter="legacy", dynamic_hw=True) for name, cls in MODELS.items()}
+
+
+def optimize(model: onnx.ModelProto, **options):
+    return run_pipeline(model, "fold,rep,et", options=Options(**options), instruments=[NumericCheck()])
+
+
+def mac_ratio(model: onnx.ModelProto, reference: onnx.ModelProto) -> float:
+    return count_macs(model, (64, 64)) / count_macs(reference, (64, 64))
+
+
+def grouped_convs(model: onnx.ModelProto) -> int:
+    return sum(
+        1
+        for n in model.graph.node
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+    )
+
+
+def decisions(result, rule: str | None = None) -> list[dict]:
+    return [d for d in result.budget.as_dict()["decisions"] if rule is None or d["rule"] == rule]
+
+
+def test_model_cost_counts_macs_bytes_and_the_npu_estimate():
+    b = Builder(3, hw=(17, 23))
+    y = b.op("Relu", [b.conv("input", 3, 8)])
+    plain = b.model(b.conv(y, 8, 3))
+    b2 = Builder(3, hw=(17, 23))
+    y2 = b2.op("Relu", [b2.conv("input", 3, 8)])
+    with_add = b2.model(b2.op("Add", [b2.conv(y2, 8, 3), "input"]))
+    cost, cost_add = model_cost(plain, (17, 23)), model_cost(with_add, (17, 23))
+    assert cost.macs == 17 * 23 * (8 * 3 * 9 + 3 * 8 * 9) == cost_add.macs
+    assert cost.params == 8 * 3 * 9 + 8 + 3 * 8 * 9 + 3
+    assert cost_add.bytes_moved > cost.bytes_moved  # the Add reads two tensors and writes one
+    assert cost_add.npu_ms > cost.npu_ms > 0  # the Add leaves the MAC array
+
+
+def test_depthwise_residual_is_not_densified_unless_asked(nets):
+    model = nets["ghost_bottleneck"]
+    merged = run_pipeline(model, "fold,rep").model
+    result = optimize(model)
+    declined = [d for d in decisions(result, "add_to_conv") if not d["accepted"]]
+    assert declined and all("dense" in d["reason"] and "--allow-dense" in d["reason"] for d in declined)
+    assert grouped_convs(result.model) == grouped_convs(merged) > 0
+    assert mac_ratio(result.model, merged) <= 1.25
+    assert any("--allow-dense" in d.reason for d in result.declines)
+
+    dense = optimize(model, allow_dense=True, max_growth=100.0)
+    assert all(d["accepted"] for d in decisions(dense))
+    assert set(op.op_type for op in dense.model.graph.node) <= PLAIN
+    assert mac_ratio(dense.model, merged) > 5  # what the budget saved
+
+
+def test_partial_large_kernel_is_not_merged_into_one_dense_large_conv(nets):
+    model = nets["partial_large_kernel"]
+    merged = run_pipeline(model, "fold,rep").model
+    result = optimize(model)
+    declined = [d for d in decisions(result) if not d["accepted"]]
+    assert declined
+    for d in declined:
+        assert (
+            "would add" in d["reason"] and "x MACs" in d["reason"] and "over the 1.25x budget" in d["reason"]
+        )
+    assert mac_ratio(result.model, merged) <= 1.25
+    wide = optimize(model, max_growth=50.0)
+    assert set(op.op_type for op in wide.model.graph.node) <= PLAIN
+    assert mac_ratio(wide.model, merged) > 5
+
+
+def test_signed_residuals_are_not_carried_as_relu_pairs_beyond_the_budget(nets):
+    model = nets["res_blocks"]
+    result = optimize(model)
+    signed = decisions(result, "add_to_conv")
+    assert any(not d["accepted"] and "relu(s), relu(-s)" in d["reason"] for d in signed)
+    assert result.budget.as_dict()["growth"] <= 1.25 and not result.notes
+    everything = optimize(model, max_growth=10.0)
+    assert set(op.op_type for op in everything.model.graph.node) <= PLAIN
+
+
+def test_compact_net_carries_its_image_skip_within_the_budget(nets):
+    model = nets["compact"]
+    merged = run_pipeline(model, "fold,rep").model
+    result = optimize(model)
+    accepted = decisions(result, "add_to_conv")
+    assert accepted and all(d["accepted"] for d in accepted)
+    assert "carrying it (3 channels) through 17 conv(s)" in accepted[0]["what"]
+    assert set(op.op_type for op in result.model.graph.node) <= PLAIN
+    assert mac_ratio(result.model, merged) <= 1.25
+    tight = optimize(model, max_growth=1.0)
+    assert "Add" in {n.op_type for n in tight.model.graph.node}
+    assert any("over the 1x budget" in d.reason for d in tight.declines)
+
+
+def test_an_option_that_overruns_the_budget_is_accepted_with_a_warning():
+    b = Builder(3)
+    y = b.op("Relu", [b.conv("input", 3, 5)])
+    model = b.model(b.conv(b.op("Relu", [b.conv(y, 5, 5)]), 5, 3))
+    with pytest.warns(LimitWarning, match="accepted because an option asked for it"):
+        result = run_pipeline(model, "et", options=Options(align_channels=16, max_growth=1.0))
+    assert [d["accepted"] for d in decisions(result, "align_channels")] == [True, True]
+    assert any(n.startswith("align_channels took the result over the 1x MAC budget") for n in result.notes)
+
+
+def test_rules_outside_a_pipeline_have_no_budget():
+    b = Builder(3)
+    y = b.op("Relu", [b.conv("input", 3, 4)])
+    model = b.model(b.op("Add", [b.conv(y, 4, 3), "input"]))
+    from etc.passes.et_add import rules
+
+    _, hits, _ = run_family(model, rules)
+    assert hits == {"add_to_conv": 1}
+
+
+class _Flip(Pass):
+    """Changes the model every time (a bias grows), so rounds never settle."""
+
+    name = "flip"
+
+    def run(self, model: onnx.ModelProto, ctx) -> PassResult:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        init = out.graph.initializer[-1]
+        value = onnx.numpy_helper.to_array(init) + 1
+        init.CopyFrom(onnx.numpy_helper.from_array(value.astype(np.float32), init.name))
+        return PassResult(out, True, {"flip": 1})
+
+
+def test_running_out_of_rounds_warns():
+    b = Builder(3)
+    model = b.model(b.conv("input", 3, 3))
+    with pytest.warns(LimitWarning, match="after 3 rounds"):
+        result = run_pipeline(model, [_Flip()], max_rounds=3)
+    assert result.rounds == 3 and result.notes
+
+
+class _Renew(Rule):
+    """Replaces a Relu with a new Relu, forever."""
+
+    name = "renew"
+    ops = ("Relu",)
+
+    def match(self, ctx, node):
+        return Match([node])
+
+    def rewrite(self, ctx, match):
+        node = match.nodes[0]
+        make_node(ctx.graph, ctx.namer, "Relu", [node.inputs[0]], output=node.outputs[0], name="Relu")
+        retire([node])
+
+
+def test_running_out_of_sweeps_warns():
+    b = Builder(3)
+    model = b.model(b.op("Relu", [b.conv("input", 3, 3)]))
+    with pytest.warns(LimitWarning, match="stopped a sweep"):
+        run_family(model, RuleSet([_Renew()]))
+
+
+def test_cli_explains_declines_with_the_figure_and_max_growth_changes_the_budget(nets, tmp_path):
+    path = tmp_path / "plk.onnx"
+    onnx.save(nets["partial_large_kernel"], path)
+    runner = CliRunner()
+    text = runner.invoke(main, ["optimize", str(path), "--explain"])
+    assert text.exit_code == 0, text.output
+    assert "would add" in text.output and "cost decisions" in text.output and "NPU estimate" in text.output
+    out = runner.invoke(main, ["optimize", str(path), "--json", "--max-growth", "100"])
+    assert out.exit_code == 0, out.output
+    cost = json.loads(out.output)["cost"]
+    assert cost["budget"]["max_growth"] == 100 and all(d["accepted"] for d in cost["budget"]["decisions"])
+    report = tmp_path / "r.html"
+    html = runner.invoke(main, ["optimize", str(path), "--report", str(report)])
+    assert html.exit_code == 0, html.output
+    page = report.read_text()
+    assert 'id="cost"' in page and "declined" in page and "NPU estimate" in page
+
+
+def _measured(name: str, macs: int, ratio: float, spread: float = 0.01) -> Measured:
+    return Measured(name, macs, 10, ratio, ratio - spread, ratio + spread, ratio)
+
+
+def test_cpu_decision_prefers_fewest_macs_unless_clearly_faster_and_never_slower():
+    same = [_measured("plain", 120, 1.0), _measured("merged", 100, 0.995), _measured("input", 100, 1.0)]
+    assert decide(same)[0] == "input"  # within the noise: fewest MACs, then the unchanged input
+    fewer = [_measured("plain", 120, 1.0), _measured("merged", 90, 0.995), _measured("input", 100, 1.0)]
+    assert decide(fewer) == ("merged", "fewest MACs; no measured difference beyond the noise")
+    faster = [_measured("plain", 120, 0.80), _measured("merged", 100, 1.0), _measured("input", 100, 1.0)]
+    assert decide(faster) == ("plain", "measured: clearly faster than the fewest-MACs form")
+    barely = [
+        _measured("plain", 120, 0.985, 0.03),
+        _measured("merged", 100, 1.0),
+        _measured("input", 100, 1.0),
+    ]
+    assert decide(barely)[0] == "input"  # 1.5% inside overlapping intervals is noise
+    slower = [_measured("plain", 90, 1.10), _measured("input", 100, 1.0)]
+    assert decide(slower)[0] == "input"  # fewer MACs but measured slower than the input: never returned
+
+
+def test_target_cpu_returns_an_equivalent_measured_form(nets):
+    from etc import api
+
+    model = nets["res_blocks"]
+    chosen, report = api.optimize(model, target="cpu", size=(32, 32))
+    assert report.verification.equivalent and report.cpu is not None
+    names = [c.name for c in report.cpu.candidates]
+    assert names[-1] == "input" and report.cpu.chosen in names
+    picked = next(c for c in report.cpu.candidates if c.name == report.cpu.chosen)
+    assert picked.name == "input" or picked.ratio <= 1.0
+    assert len(chosen.graph.node) == picked.nodes
+    assert report.cost_after.cpu_ms == picked.ms and report.cost_before.cpu_ms is not None
+    assert any(n.startswith("--target cpu chose") for n in report.notes)
+
+
+def test_prelu_doubling_asked_by_option_is_counted_and_warned_over_budget():
+    b = Builder(3)
+    z = b.conv("input", 3, 8)
+    act = b.op("PRelu", [z, b.const(np.full((8, 1, 1), 0.2, dtype=np.float32), "slope")])
+    model = b.model(b.conv(act, 8, 3))
+    with pytest.warns(LimitWarning, match="prelu_to_relu took the result over"):
+        result = run_pipeline(
+            model, "fold,rep,et", options=Options(prelu_to_relu=True), instruments=[NumericCheck()]
+        )
+    (decision,) = decisions(result, "prelu_to_relu")
+    assert decision["accepted"] and decision["what"] == "doubling 8 PReLU channels as relu(z), relu(-z)"
+    assert decision["total"] == pytest.approx(2.0)  # both convs double
+
+
+def test_selection_convs_answer_to_the_budget():
+    b = Builder(8)
+    sliced = b.op(
+        "Slice",
+        ["input", b.const(np.array([0]), "s"), b.const(np.array([4]), "e"), b.const(np.array([1]), "a")],
+    )
+    model = b.model(b.conv(sliced, 4, 4))
+    accepted = run_pipeline(model, "et", instruments=[NumericCheck()])
+    assert decisions(accepted, "channel_slice_to_conv")[0]["accepted"]
+    assert {n.op_type for n in accepted.model.graph.node} == {"Conv"}
+    declined = run_pipeline(model, "et", options=Options(max_growth=1.0))
+    (decision,) = decisions(declined, "channel_slice_to_conv")
+    assert (
+        not decision["accepted"]
+        and "selecting 4 of 8 channels with 1x1 convs would add" in decision["reason"]
+    )
+    assert "Slice" in {n.op_type for n in declined.model.graph.node}
+
+
+def test_adapters_take_the_target_and_the_budget(nets):
+    from etc.adapters import PipelineSettings
+
+    result = PipelineSettings("fold,rep,et", max_growth=100.0, check=False).run(nets["partial_large_kernel"])
+    assert result.budget.max_growth == 100.0 and "Concat" not in {n.op_type for n in result.model.graph.node}
+    b = Builder(3)
+    model = b.model(b.conv(b.op("Relu", [b.conv("input", 3, 4)]), 4, 3))
+    cpu = PipelineSettings("fold,rep,et", target="cpu").run(model)
+    assert any(n.startswith("--target cpu chose") for n in cpu.notes)
