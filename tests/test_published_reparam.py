@@ -14,11 +14,14 @@ torch = pytest.importorskip("torch")
 import onnx  # noqa: E402
 
 import etc  # noqa: E402
+from etc.pipeline import Options  # noqa: E402
 from tests.published_reparam import SPAN, MobileOneStack  # noqa: E402
 from tests.test_rep_zoo import cached_export  # noqa: E402
 
 EXPORTERS = ["legacy", pytest.param("dynamo", marks=pytest.mark.slow)]
 ODD_SIZES = ((19, 23), (11, 9))
+# Until widening rewrites answer to a MAC budget (issue 12's Options.max_growth), SPAN's concat tail is widened.
+NO_COST_BUDGET = not hasattr(Options, "max_growth")
 
 NETS = {
     "mobileone": lambda: MobileOneStack(channels=8, kernel=3, branches=3),
@@ -125,6 +128,7 @@ def test_span_conv3xc_reaches_span_update_params(request, forms, exporter):
 
 
 @pytest.mark.xfail(
+    NO_COST_BUDGET,
     strict=True,
     raises=AssertionError,
     reason="et/carry_skip carries the three other concat inputs through conv_2 and rep composes conv_cat into it: "
