@@ -7,8 +7,9 @@ The test nets of tests/published_reparam.py at deployment widths: a MobileOne st
 branches as in mobileone_s0, 48/96 channels) on 1x3x224x224, and SPAN (Conv3XC in SPAB blocks, 48 channels,
 6 blocks, x4) with and without its concat tail on 1x3x128x128. Each is exported in its training form and in its
 deployed form (the library's fusion, computed in torch); etc = ``fold,rep,et`` of the training export; etc and
-deployed are timed (the training form only counted). onnxruntime CPU FP32, graph optimizations on; rounds interleaved in a fresh random order, a new session per model and round
-(bench.common.interleaved_times); ratios are medians of per-round ratios with a 95% bootstrap interval.
+deployed are timed (the training form only counted). onnxruntime CPU FP32, graph optimizations on; rounds
+interleaved in a fresh random order, a new session per model and round (bench.common.interleaved_times); ratios
+are medians of per-round ratios with a 95% bootstrap interval.
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ def run(rounds: int, threads: int, exporter: str) -> str:
         "the library's own fusion. ms = median of the rounds; ratio = median of per-round ratios [95% bootstrap "
         f"interval]; load average {os.getloadavg()[0]:.1f} after the runs (shared machine).\n\n"
         + markdown_table(header, rows)
+        + "\n\nThe first two rows have the deployed form's conv shapes exactly (tests/test_published_reparam.py); "
+        "the published SPAN has one conv fewer but more MACs: et/carry_skip carries the concat's other three "
+        "inputs through the last Conv3XC and rep composes the 1x1 conv_cat into it, one 3x3 (C, 4C) conv in place "
+        "of the deployed 3x3 (C, C) + 1x1 (C, 4C). A MAC budget on widening rewrites (issue 12) declines it."
     )
 
 
