@@ -143,6 +143,21 @@ def test_span_with_concat_tail_keeps_the_deployed_convs(request, forms, exporter
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
+def test_span_concat_tail_differs_only_by_the_widened_conv_cat(request, forms, exporter):
+    """What remains of the gap above, pinned: every other conv is the deployed one; the only difference is
+    conv_2 (3x3, C -> C) and conv_cat (1x1, 4C -> C) becoming one 3x3 conv over the 4C concat."""
+    net, _, deployed, plain = training_and_deployed(request, forms, "span", exporter)
+    c = net.conv_2.sk.out_channels
+    got, want = Counter(conv_shapes(plain)), Counter(conv_shapes(deployed))
+    same = (1, 1)
+    widened = Counter([(c, 4 * c, 3, 3, 1, same, (1, 1, 1, 1), same)])
+    replaced = Counter(
+        [(c, c, 3, 3, 1, same, (1, 1, 1, 1), same), (c, 4 * c, 1, 1, 1, same, (0, 0, 0, 0), same)]
+    )
+    assert (got - want, want - got) in ((Counter(), Counter()), (widened, replaced))
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
 def test_span_training_and_deployed_forms_give_the_same_model(request, forms, exporter):
     """Whatever fold,rep,et does past the deployed form, it does the same to the training form."""
     _, _, deployed, plain = training_and_deployed(request, forms, "span", exporter)
