@@ -1,0 +1,229 @@
+"""Border values written into a padded tensor become padding (the ECB 1x1 branch as published).
+
+    T ─► Pad(p, value v) ─► [Transpose | ScatterND(const idx, const upd)]* ─► Y      (Y = T padded with c[ch])
+    becomes, when c is the bias b of the 1x1 conv producing T = Conv1x1(x; K, b):
+    x ─► Conv1x1(K, b, pads + p) ─► Y
+    or, when c is one value for every channel:
+    T ─► Pad(p, value c) ─► Y
+
+Algebra. The chain only moves elements (Transpose) and overwrites positions with constants (ScatterND whose
+indices and updates are constant), so Y[q] is either P[π(q)] or a constant u[q]. Simulating the chain on an
+index array and a value array at the tensor's static shape gives π and u exactly. The rule fires when Y has
+P's shape, π is the identity on the interior (the region holding T) and every border position holds c[ch]
+(written or left at v). A 1x1 conv at stride 1 whose input is zero-padded outputs exactly its bias b at the
+padded positions: Conv1x1(Pad(x, 0))[ch] = Σ_i K[ch, i]·0 + b[ch] = b[ch] on the border and Conv1x1(x) inside,
+so Pad_b(Conv1x1(x)) = Conv1x1(Pad_0(x)) = Conv1x1 with pads increased by p. The rep pass then merges the
+1x1 with the unpadded 3x3 that follows (compose_sequential), one conv per ECB branch.
+
+Exact when: Pad is constant mode on the spatial axes only with non-negative pads; every ScatterND has constant
+indices and updates and no reduction; the shape is static (a dynamic shape would make the written positions
+depend on the input size, which the constant-index simulation cannot prove); the interior is untouched;
+each channel's border holds one value; and either those values are the bias of a stride-1 1x1 conv with
+constant weights producing T, or they are one value for all channels. Anything else is declined with the reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from etc.graph import (
+    const_value,
+    constant,
+    consumers,
+    conv_spec,
+    input_at,
+    is_graph_output,
+    make_conv,
+    make_node,
+    producer,
+    static_shape,
+)
+from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+
+CHAIN_OPS = ("Transpose", "ScatterND")
+
+
+def constant_pad(node: gs.Node) -> tuple[tuple[int, int, int, int], float] | NoMatch | None:
+    """((top, left, bottom, right), value) of a constant-mode spatial Pad, a NoMatch, or None if not readable."""
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        return NoMatch(f"Pad mode '{mode}': the border is not a constant")
+    pads = const_value(input_at(node, 1))
+    if pads is None or input_at(node, 3) is not None:
+        return None
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    if len(pads) != 8:
+        return None
+    value_t = input_at(node, 2)
+    value = const_value(value_t) if value_t is not None else np.zeros(1)
+    if value is None or value.size != 1:
+        return NoMatch("Pad value is not a constant scalar")
+    if any(p < 0 for p in pads) or pads[0] or pads[1] or pads[4] or pads[5]:
+        return NoMatch("Pad crops or touches the batch or channel axis")
+    return (pads[2], pads[3], pads[6], pads[7]), float(np.asarray(value).reshape(-1)[0])
+
+
+def write_chain(graph: gs.Graph, pad: gs.Node) -> list[gs.Node]:
+    """The Transpose/ScatterND nodes that carry the padded tensor on, each the sole data reader of the last."""
+    chain: list[gs.Node] = []
+    tensor = pad.outputs[0]
+    while not is_graph_output(graph, tensor):
+        users = [u for u in consumers(tensor) if u.op != "Shape"]
+        if len(users) != 1 or users[0].op not in CHAIN_OPS or users[0].inputs[0] is not tensor:
+            break
+        if users[0].op == "ScatterND" and tensor in users[0].inputs[1:]:
+            break
+        chain.append(users[0])
+        tensor = users[0].outputs[0]
+    return chain[: _last_identity_layout(chain)]
+
+
+def _last_identity_layout(chain: list[gs.Node]) -> int:
+    """Length of the longest prefix of ``chain`` whose Transposes compose to the identity (layout restored)."""
+    order = np.arange(4)
+    best = 0
+    for i, node in enumerate(chain):
+        if node.op == "Transpose":
+            perm = node.attrs.get("perm")
+            if perm is None or len(perm) != 4:
+                break
+            order = order[np.asarray(perm)]
+        if np.array_equal(order, np.arange(4)):
+            best = i + 1
+    return best
+
+
+def simulate(chain: list[gs.Node], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | str:
+    """(source index or -1 per output element, written value) of the chain on a tensor of ``shape``."""
+    source = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    value = np.zeros(shape, dtype=np.float64)
+    for node in chain:
+        if node.op == "Transpose":
+            perm = node.attrs.get("perm", list(range(source.ndim))[::-1])
+            source, value = source.transpose(perm), value.transpose(perm)
+            continue
+        reduction = node.attrs.get("reduction", "none")
+        if (reduction.decode() if isinstance(reduction, bytes) else reduction) != "none":
+            return f"{node.name} scatters with reduction '{reduction}'"
+        indices, updates = const_value(node.inputs[1]), const_value(node.inputs[2])
+        if indices is None:
+            return f"{node.name}: scatter indices are not constant (a dynamic shape, or data-dependent)"
+        if updates is None:
+            return f"{node.name}: scattered values are not constant"
+        depth = indices.shape[-1]
+        dims = np.asarray(source.shape[:depth])
+        if np.any(indices < -dims) or np.any(indices >= dims):
+            return f"{node.name}: scatter index out of range"
+        where = tuple(np.moveaxis(indices % dims, -1, 0))
+        source, value = source.copy(), value.copy()
+        try:
+            source[where] = -1
+            value[where] = updates
+        except (ValueError, IndexError):
+            return f"{node.name}: scatter updates do not fit the indices"
+    return source, value
+
+
+def border_values(
+    source: np.ndarray, value: np.ndarray, pads: tuple[int, int, int, int], fill: float
+) -> np.ndarray | str:
+    """The per-channel value of the border ring, or why the chain is not a border write."""
+    _, c, h, w = source.shape
+    top, left, bottom, right = pads
+    interior = np.zeros((h, w), dtype=bool)
+    interior[top : h - bottom, left : w - right] = True
+    identity = np.arange(source.size).reshape(source.shape)
+    if np.any(source[:, :, interior] != identity[:, :, interior]):
+        return "the writes reach inside the padded region (or move elements)"
+    ring = value[:, :, ~interior]
+    kept = source[:, :, ~interior]
+    if np.any((kept != -1) & (kept != identity[:, :, ~interior])):
+        return "the border is moved, not written"
+    ring = np.where(kept == -1, ring, fill).astype(np.float32)
+    per_channel = ring[0, :, :1]
+    if ring.size and np.any(ring != per_channel[None]):
+        return "the border does not hold one value per channel (a strip is missing or the values vary)"
+    return per_channel.reshape(c)
+
+
+def bias_conv(tensor: gs.Variable) -> gs.Node | str:
+    """The stride-1 1x1 Conv with constant weights producing ``tensor``, or why it is not one."""
+    conv = producer(tensor)
+    if conv is None or conv.op != "Conv":
+        return "the padded tensor is not the output of a Conv"
+    spec = conv_spec(conv)
+    if spec is None or spec.kernel != (1, 1):
+        return "the padded tensor is not the output of a 1x1 Conv with constant weights"
+    if spec.strides != (1, 1):
+        return "the 1x1 Conv is strided; padding its input is not padding its output"
+    return conv
+
+
+class BorderWriteAsPadding(Rule):
+    """Replaces Pad followed by constant border writes with a padded 1x1 Conv (values = bias) or a Pad."""
+
+    name = "border_write_as_padding"
+    ops = ("Pad",)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        chain = write_chain(ctx.graph, node)
+        if not any(n.op == "ScatterND" for n in chain):
+            return None
+        pad = constant_pad(node)
+        if not isinstance(pad, tuple):
+            return pad
+        pads, fill = pad
+        shape = static_shape(node.outputs[0])
+        source_shape = static_shape(node.inputs[0])
+        if source_shape is not None and len(source_shape) == 4:
+            n, c, h, w = source_shape
+            shape = (n, c, h + pads[0] + pads[2], w + pads[1] + pads[3])
+        if shape is None or len(shape) != 4:
+            return NoMatch("border write on a tensor without a static 4-D shape")
+        result = simulate(chain, shape)
+        if isinstance(result, str):
+            return NoMatch(result)
+        if result[0].shape != shape:
+            return NoMatch("the written tensor does not end in the padded layout")
+        border = border_values(*result, pads, fill)
+        if isinstance(border, str):
+            return NoMatch(border)
+        conv = bias_conv(node.inputs[0])
+        if isinstance(conv, gs.Node):
+            bias = const_value(input_at(conv, 2))
+            bias = np.zeros(border.shape, np.float32) if bias is None else bias.astype(np.float32).reshape(-1)
+            if bias.shape == border.shape and np.array_equal(bias, border):
+                return Match([node, *chain], {"conv": conv, "pads": pads})
+            why = "the border values are not the bias of the 1x1 Conv"
+        else:
+            why = conv
+        if np.all(border == border[0]):
+            return Match([node, *chain], {"fill": float(border[0]), "pads": pads})
+        return NoMatch(f"per-channel border values need a 1x1 Conv whose bias they are: {why}")
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        pad, *chain = match.nodes  # the old nodes lose their output and are cleaned up
+        out = chain[-1].outputs[0]
+        top, left, bottom, right = match.data["pads"]
+        conv = match.data.get("conv")
+        if conv is not None:
+            spec = conv_spec(conv)
+            pads = tuple(p + q for p, q in zip(spec.pads, (top, left, bottom, right)))
+            weight = const_value(conv.inputs[1])
+            bias = const_value(input_at(conv, 2))
+            new_spec = type(spec)(spec.kernel, pads, spec.strides, spec.dilations, spec.group)
+            make_conv(
+                ctx.graph, ctx.namer, conv.inputs[0], weight, bias, new_spec, output=out, name="border_conv"
+            )
+        else:
+            pads_t = constant(ctx.namer, "border_pads", [0, 0, top, left, 0, 0, bottom, right], np.int64)
+            fill = constant(ctx.namer, "border_fill", match.data["fill"])
+            inputs = [pad.inputs[0], pads_t, fill]
+            make_node(
+                ctx.graph, ctx.namer, "Pad", inputs, attrs={"mode": "constant"}, output=out, name="border_pad"
+            )
+
+
+rules = RuleSet([BorderWriteAsPadding()])

@@ -1,0 +1,73 @@
+"""The ECB block as published (border written by slice assignment) reduces like our re-implementation."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import hashlib  # noqa: E402
+import inspect  # noqa: E402
+
+import onnx  # noqa: E402
+
+import tests.ecb_published  # noqa: E402
+from etc import zoo  # noqa: E402
+from etc.frontends.torch import export  # noqa: E402
+from etc.pipeline import NumericCheck, run_pipeline  # noqa: E402
+from etc.testing import assert_equivalent, op_types  # noqa: E402
+from etc.zoo.ecbsr import ECBSRTrain  # noqa: E402
+from tests.ecb_published import PublishedECBSR  # noqa: E402
+
+EXPORTERS = ["legacy", pytest.param("dynamo", marks=pytest.mark.slow)]
+
+
+def cached_export(request, net: torch.nn.Module, exporter: str, dynamic_hw: bool = False) -> onnx.ModelProto:
+    """A real export kept in pytest's cache, keyed by exporter, torch version, dynamic H/W, sources, weights."""
+    digest = hashlib.sha256(f"{exporter} {dynamic_hw} {torch.__version__}".encode())
+    digest.update(inspect.getsource(tests.ecb_published).encode())
+    for key, value in net.state_dict().items():
+        digest.update(key.encode() + value.detach().numpy().tobytes())
+    path = request.config.cache.mkdir("ecb_published") / f"{digest.hexdigest()[:32]}.onnx"
+    if path.exists():
+        return onnx.load(path)
+    model = export(net, exporter=exporter, dynamic_hw=dynamic_hw)
+    onnx.save(model, path)
+    return model
+
+
+def conv_shapes(model: onnx.ModelProto) -> list[tuple[int, ...]]:
+    inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    return [inits[n.input[1]] for n in model.graph.node if n.op_type == "Conv"]
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("act", ["prelu", "relu"])
+def test_published_ecb_blocks_become_one_conv_each(request, exporter, act):
+    """All three branch types (1x1-3x3, Sobel x/y, Laplacian) with the bias written into the border."""
+    net = PublishedECBSR.from_train(ECBSRTrain(1, 4, 2, seed=3), act=act)
+    model = cached_export(request, net, exporter)
+    assert op_types(model).count("ScatterND") == 4 * 4 * 3
+    result = run_pipeline(model, "fold,rep", instruments=[NumericCheck(atol=1e-5)])
+    ops = [op for op in op_types(result.model) if op not in ("Constant",)]
+    assert ops.count("Conv") == 3, ops  # one per ECB block
+    assert "ScatterND" not in ops and "Pad" not in ops, ops
+    assert_equivalent(model, result.model)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_pretrained_published_ecbsr_reduces_to_the_deploy_network(request, pretrained_root, exporter):
+    """ECBSR_M4C16_x4 deploy kernels split into published ECB branches: fold,rep,et gives the deploy graph."""
+    deploy = zoo.build("ecbsr", scale=4, pretrained="ECBSR_M4C16_x4")
+    published = PublishedECBSR.from_train(ECBSRTrain.from_deploy(deploy, seed=7))
+    x = torch.rand(1, 3, 13, 11, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(published(x), deploy(x), atol=1e-5)
+    model = cached_export(request, published, exporter)
+    reference = cached_export(request, deploy, exporter)
+    got = run_pipeline(model, "fold,rep,et").model
+    want = run_pipeline(reference, "fold,rep,et").model
+    assert op_types(got) == op_types(want)
+    assert conv_shapes(got) == conv_shapes(want)
+    assert op_types(got).count("Conv") == deploy.M + 2  # 6: the anchor rides along as extra channels
+    assert_equivalent(reference, got, atol=1e-4)
