@@ -55,6 +55,30 @@ def test_published_ecb_blocks_become_one_conv_each(request, exporter, act):
     assert_equivalent(model, result.model)
 
 
+@pytest.mark.slow
+def test_dynamic_hw_dynamo_export_probes_the_shape_arithmetic(request):
+    """dynamo with dynamic H/W computes the strip indices from Shape: probed at several sizes, then rewritten."""
+    net = PublishedECBSR.from_train(ECBSRTrain(1, 4, 2, seed=3))
+    model = cached_export(request, net, "dynamo", dynamic_hw=True)
+    result = run_pipeline(model, "fold,rep", instruments=[NumericCheck(atol=1e-5)])
+    ops = op_types(result.model)
+    assert ops.count("Conv") == 3 and "ScatterND" not in ops and "Pad" not in ops, ops
+    assert_equivalent(model, result.model)
+
+
+def test_dynamic_hw_legacy_export_is_declined_with_the_failing_size(request):
+    """The legacy exporter bakes the traced size into an Expand: the writes cannot be probed at other sizes."""
+    from etc.passes.fold_border import rules
+    from tests.et_helpers import reasons, run_family
+
+    net = PublishedECBSR(0, 4, 2)
+    model = cached_export(request, net, "legacy", dynamic_hw=True)
+    _, hits, declines = run_family(run_pipeline(model, "fold").model, rules)
+    assert hits == {}
+    found = reasons(declines, "border_write_as_padding")
+    assert found and all("does not run at 17x23" in r and "Expand" in r for r in found), found
+
+
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_pretrained_published_ecbsr_reduces_to_the_deploy_network(request, pretrained_root, exporter):
     """ECBSR_M4C16_x4 deploy kernels split into published ECB branches: fold,rep,et gives the deploy graph."""

@@ -40,8 +40,10 @@ from etc.graph import (
     static_shape,
 )
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.runtime import DEFAULT_SIZES
 
 CHAIN_OPS = ("Transpose", "ScatterND")
+PROBE_SIZES = (*DEFAULT_SIZES, (5, 7))  # the verifier's sizes and a small odd one
 
 
 def constant_pad(node: gs.Node) -> tuple[tuple[int, int, int, int], float] | NoMatch | None:
@@ -70,7 +72,7 @@ def write_chain(graph: gs.Graph, pad: gs.Node) -> list[gs.Node]:
     chain: list[gs.Node] = []
     tensor = pad.outputs[0]
     while not is_graph_output(graph, tensor):
-        users = [u for u in consumers(tensor) if u.op != "Shape"]
+        users = [u for u in consumers(tensor) if not _feeds_shapes_only(u)]
         if len(users) != 1 or users[0].op not in CHAIN_OPS or users[0].inputs[0] is not tensor:
             break
         if users[0].op == "ScatterND" and tensor in users[0].inputs[1:]:
@@ -78,6 +80,17 @@ def write_chain(graph: gs.Graph, pad: gs.Node) -> list[gs.Node]:
         chain.append(users[0])
         tensor = users[0].outputs[0]
     return chain[: _last_identity_layout(chain)]
+
+
+def _feeds_shapes_only(node: gs.Node, depth: int = 3) -> bool:
+    """A Shape node, or a node whose outputs only reach Shape nodes (legacy exports slice, then take shapes)."""
+    if node.op == "Shape":
+        return True
+    if depth == 0 or not node.outputs:
+        return False
+    return all(
+        _feeds_shapes_only(user, depth - 1) for tensor in node.outputs for user in consumers(tensor)
+    ) and all(consumers(t) for t in node.outputs)
 
 
 def _last_identity_layout(chain: list[gs.Node]) -> int:
@@ -95,8 +108,17 @@ def _last_identity_layout(chain: list[gs.Node]) -> int:
     return best
 
 
-def simulate(chain: list[gs.Node], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | str:
-    """(source index or -1 per output element, written value) of the chain on a tensor of ``shape``."""
+Probe = dict[str, np.ndarray]  # concrete values of the scatter indices/updates at one input size
+
+
+def simulate(
+    chain: list[gs.Node], shape: tuple[int, ...], probe: Probe | None = None
+) -> tuple[np.ndarray, np.ndarray] | str:
+    """(source index or -1 per output element, written value) of the chain on a tensor of ``shape``.
+
+    Scatter indices and updates are the constants of the graph, or their values in ``probe`` (dynamic shapes).
+    """
+    probe = probe or {}
     source = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
     value = np.zeros(shape, dtype=np.float64)
     for node in chain:
@@ -107,7 +129,9 @@ def simulate(chain: list[gs.Node], shape: tuple[int, ...]) -> tuple[np.ndarray, 
         reduction = node.attrs.get("reduction", "none")
         if (reduction.decode() if isinstance(reduction, bytes) else reduction) != "none":
             return f"{node.name} scatters with reduction '{reduction}'"
-        indices, updates = const_value(node.inputs[1]), const_value(node.inputs[2])
+        indices, updates = (
+            probe[t.name] if t.name in probe else const_value(t) for t in (node.inputs[1], node.inputs[2])
+        )
         if indices is None:
             return f"{node.name}: scatter indices are not constant (a dynamic shape, or data-dependent)"
         if updates is None:
@@ -148,6 +172,52 @@ def border_values(
     return per_channel.reshape(c)
 
 
+def shape_only(tensors: list[gs.Tensor]) -> bool:
+    """True when the tensors are computed from constants and tensor shapes only (never from tensor values)."""
+    stack, seen = list(tensors), set()
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen or const_value(tensor) is not None:
+            continue
+        seen.add(id(tensor))
+        node = producer(tensor)
+        if node is None:
+            return False
+        if node.op != "Shape":
+            stack.extend(t for t in node.inputs if t.name)
+    return True
+
+
+def probe_sides(
+    graph: gs.Graph, pad: gs.Node, chain: list[gs.Node], sizes: tuple[tuple[int, int], ...]
+) -> list[tuple[tuple[int, ...], Probe]] | str:
+    """(padded shape, scatter indices/updates) at each input size, computed by onnxruntime, or why not."""
+    from etc import runtime
+
+    sides = [t for n in chain if n.op == "ScatterND" for t in n.inputs[1:3]]
+    if not shape_only(sides):
+        return "scatter indices or values depend on tensor values, not only on shapes"
+    sub = graph.copy()
+    tensors = sub.tensors()
+    outputs = [tensors[pad.outputs[0].name], *(tensors[t.name] for t in sides)]
+    for tensor, like in zip(outputs, [pad.outputs[0], *sides]):
+        tensor.dtype = like.dtype if like.dtype is not None else np.float32
+    sub.outputs = outputs
+    sub.cleanup(remove_unused_graph_inputs=False)
+    model = gs.export_onnx(sub, do_type_check=False)
+    probes = []
+    try:
+        sess = runtime.session(model, quiet=True)
+        for size in sizes:
+            feeds = runtime.make_inputs(runtime.input_specs(model), size=size)
+            values = sess.run(None, feeds)
+            probes.append((tuple(values[0].shape), {t.name: v for t, v in zip(sides, values[1:])}))
+    except Exception as err:  # onnxruntime rejects the shape arithmetic at this size
+        first = str(err).strip().splitlines()[0][:200]
+        return f"the shape arithmetic of the writes does not run at {size[0]}x{size[1]}: {first}"
+    return probes
+
+
 def bias_conv(tensor: gs.Variable) -> gs.Node | str:
     """The stride-1 1x1 Conv with constant weights producing ``tensor``, or why it is not one."""
     conv = producer(tensor)
@@ -180,16 +250,9 @@ class BorderWriteAsPadding(Rule):
         if source_shape is not None and len(source_shape) == 4:
             n, c, h, w = source_shape
             shape = (n, c, h + pads[0] + pads[2], w + pads[1] + pads[3])
-        if shape is None or len(shape) != 4:
-            return NoMatch("border write on a tensor without a static 4-D shape")
-        result = simulate(chain, shape)
-        if isinstance(result, str):
-            return NoMatch(result)
-        if result[0].shape != shape:
-            return NoMatch("the written tensor does not end in the padded layout")
-        border = border_values(*result, pads, fill)
-        if isinstance(border, str):
-            return NoMatch(border)
+        border = self.border(ctx, node, chain, shape, pads, fill)
+        if isinstance(border, NoMatch):
+            return border
         conv = bias_conv(node.inputs[0])
         if isinstance(conv, gs.Node):
             bias = const_value(input_at(conv, 2))
@@ -202,6 +265,37 @@ class BorderWriteAsPadding(Rule):
         if np.all(border == border[0]):
             return Match([node, *chain], {"fill": float(border[0]), "pads": pads})
         return NoMatch(f"per-channel border values need a 1x1 Conv whose bias they are: {why}")
+
+    @staticmethod
+    def border(
+        ctx: RewriteContext,
+        pad: gs.Node,
+        chain: list[gs.Node],
+        shape: tuple[int, ...] | None,
+        pads: tuple[int, int, int, int],
+        fill: float,
+    ) -> np.ndarray | NoMatch:
+        """The per-channel border values, the same at every probed size when the shape is dynamic."""
+        if shape is not None and len(shape) == 4:
+            probes: list[tuple[tuple[int, ...], Probe]] | str = [(shape, {})]
+        else:
+            probes = probe_sides(ctx.graph, pad, chain, PROBE_SIZES)
+        if isinstance(probes, str):
+            return NoMatch(probes)
+        found = None
+        for probe_shape, probe in probes:
+            result = simulate(chain, probe_shape, probe)
+            if isinstance(result, str):
+                return NoMatch(result)
+            if result[0].shape != probe_shape:
+                return NoMatch("the written tensor does not end in the padded layout")
+            border = border_values(*result, pads, fill)
+            if isinstance(border, str):
+                return NoMatch(border)
+            if found is not None and not np.array_equal(found, border):
+                return NoMatch("the border values change with the input size")
+            found = border
+        return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         pad, *chain = match.nodes  # the old nodes lose their output and are cleaned up
