@@ -99,6 +99,18 @@ def test_declines_name_the_failed_condition(kwargs, reason):
     assert any(reason in r for r in reasons(declines, RULE)), reasons(declines, RULE)
 
 
+def test_per_channel_border_without_a_1x1_producer_is_declined():
+    b = Builder(3, hw=(H, W))
+    y = b.op("Pad", ["input", b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")])
+    for strip in STRIPS.values():
+        idx = strip_indices(3, *strip(H + 2, W + 2))
+        upd = np.broadcast_to(np.float32([0.1, 0.2, 0.3])[None, :, None, None], idx.shape[:-1])
+        y = b.op("ScatterND", [y, b.const(idx, "idx"), b.const(np.ascontiguousarray(upd), "upd")])
+    _, hits, declines = run_family(b.model(y), rules)
+    assert hits == {}
+    assert any("not the output of a Conv" in r for r in reasons(declines, RULE)), reasons(declines, RULE)
+
+
 def test_data_dependent_updates_are_declined():
     b = Builder(3, hw=(H, W))
     y = b.op("Pad", ["input", b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")])

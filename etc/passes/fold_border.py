@@ -245,6 +245,8 @@ class BorderWriteAsPadding(Rule):
         if not isinstance(pad, tuple):
             return pad
         pads, fill = pad
+        if not any(pads):
+            return None  # nothing padded: the writes are not a border
         shape = static_shape(node.outputs[0])
         source_shape = static_shape(node.inputs[0])
         if source_shape is not None and len(source_shape) == 4:

@@ -159,7 +159,7 @@ class ChannelWriteAsConcat(Rule):
             v = _peel_shape_noops(v, x)
         depth = indices.shape[-1]
         if not set(perm[:depth]) <= {0, 1} or 1 not in perm[:depth]:
-            return NoMatch("the scatter addresses spatial positions, not whole channels")
+            return None  # addresses spatial positions: a border write (fold_border) or a write no rule reads
         data = _dims(x, 1)
         if data is None or (0 in perm[:depth] and not _static_batch(x)):
             return NoMatch("the written tensor's batch or channel count is not static")
