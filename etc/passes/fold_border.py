@@ -120,7 +120,7 @@ def simulate(
     """
     probe = probe or {}
     source = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
-    value = np.zeros(shape, dtype=np.float64)
+    value = np.zeros(shape, dtype=np.float32)  # written in place: Transposes are views of these arrays
     for node in chain:
         if node.op == "Transpose":
             perm = node.attrs.get("perm", list(range(source.ndim))[::-1])
@@ -141,7 +141,6 @@ def simulate(
         if np.any(indices < -dims) or np.any(indices >= dims):
             return f"{node.name}: scatter index out of range"
         where = tuple(np.moveaxis(indices % dims, -1, 0))
-        source, value = source.copy(), value.copy()
         try:
             source[where] = -1
             value[where] = updates
