@@ -70,3 +70,15 @@ def test_published_ecb_legacy_dynamic_export_is_optimized_at_its_traced_size(tmp
     assert "runs only at 17x19" in out.stderr and "(Expand) fails" in out.stderr
     ops = [n.op_type for n in onnx.load(str(out_path)).graph.node]
     assert ops.count("Conv") == 2 and "ScatterND" not in ops, ops
+
+
+def test_quantize_works_at_the_traced_size_or_says_why_not(tmp_path):
+    """Square traced size: calibrated on patches of that size. Non-square: exit 2 with what to do."""
+    square = save(baked_expand((16, 16)), tmp_path / "square.onnx")
+    out = run("quantize", str(square), "--calib", "samples", "--num", "2", "-o", str(tmp_path / "q.onnx"))
+    assert out.returncode == 0, out.stderr
+    assert "runs only at 16x16" in out.stderr and (tmp_path / "q.onnx").exists()
+    oblong = save(baked_expand((13, 11)), tmp_path / "oblong.onnx")
+    out = run("quantize", str(oblong), "--calib", "samples", "-o", str(tmp_path / "q2.onnx"))
+    assert out.returncode == 2, out.stderr
+    assert "only 13x11 inputs" in out.stderr and "re-export" in out.stderr and "Traceback" not in out.stderr
