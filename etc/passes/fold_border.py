@@ -1,6 +1,6 @@
 """Border values written into a padded tensor become padding (the ECB 1x1 branch as published).
 
-    T ─► Pad(p, value v) ─► [Transpose | ScatterND(const idx, const upd)]* ─► Y      (Y = T padded with c[ch])
+    T ─► Pad(p, value v) ─► [Transpose | ScatterND(idx, upd)]* ─► Y      (Y = T padded with c[ch] per channel)
     becomes, when c is the bias b of the 1x1 conv producing T = Conv1x1(x; K, b):
     x ─► Conv1x1(K, b, pads + p) ─► Y
     or, when c is one value for every channel:
@@ -15,11 +15,17 @@ padded positions: Conv1x1(Pad(x, 0))[ch] = Σ_i K[ch, i]·0 + b[ch] = b[ch] on t
 so Pad_b(Conv1x1(x)) = Conv1x1(Pad_0(x)) = Conv1x1 with pads increased by p. The rep pass then merges the
 1x1 with the unpadded 3x3 that follows (compose_sequential), one conv per ECB branch.
 
-Exact when: Pad is constant mode on the spatial axes only with non-negative pads; every ScatterND has constant
-indices and updates and no reduction; the shape is static (a dynamic shape would make the written positions
-depend on the input size, which the constant-index simulation cannot prove); the interior is untouched;
-each channel's border holds one value; and either those values are the bias of a stride-1 1x1 conv with
-constant weights producing T, or they are one value for all channels. Anything else is declined with the reason.
+Exact when: Pad is constant mode on the spatial axes only with non-negative pads; every ScatterND has no
+reduction and indices and updates that are constants, or computed from tensor shapes only (never from tensor
+values); the interior is untouched; each channel's border holds one value; and either those values are the
+bias of a stride-1 1x1 conv with constant weights producing T, or they are one value for all channels.
+
+Dynamic H/W (the dynamo exporter computes the strip indices from Shape): the indices are shape arithmetic, so
+they are evaluated by onnxruntime at the sizes the verifier checks plus a small odd one, and the rule fires only
+when every size shows the same full-border write with the same values. This is a check at those sizes, not a
+proof for every size; the pipeline's numeric check and the final verification run at the same sizes. Legacy
+dynamic exports that baked the traced size into a shape fail the probe and are declined here (the command
+line then works at the traced size, where the shapes are static). Anything else is declined with the reason.
 """
 
 from __future__ import annotations
