@@ -285,6 +285,8 @@ class BorderWriteAsPadding(Rule):
         """The per-channel border values, the same at every probed size when the shape is dynamic."""
         if shape is not None and len(shape) == 4:
             probes: list[tuple[tuple[int, ...], Probe]] | str = [(shape, {})]
+        elif all(static_shape(t) is not None for t in ctx.graph.inputs):
+            return NoMatch("the padded tensor's shape is not known yet (static input: folding will tell)")
         else:
             probes = probe_sides(ctx.graph, pad, chain, PROBE_SIZES)
         if isinstance(probes, str):
