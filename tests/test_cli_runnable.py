@@ -82,3 +82,12 @@ def test_quantize_works_at_the_traced_size_or_says_why_not(tmp_path):
     out = run("quantize", str(oblong), "--calib", "samples", "-o", str(tmp_path / "q2.onnx"))
     assert out.returncode == 2, out.stderr
     assert "only 13x11 inputs" in out.stderr and "re-export" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_verify_names_a_candidate_onnxruntime_cannot_run(tmp_path):
+    good = save(baked_expand((13, 11)), tmp_path / "good.onnx")
+    bad = save(baked_expand(None), tmp_path / "bad.onnx")
+    out = run("verify", str(good), str(bad))
+    assert out.returncode == 2, out.stderr
+    assert f"{bad}: onnxruntime cannot run" in out.stderr and "(Add)" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

@@ -90,7 +90,7 @@ def _json_default(value: object):
     return str(value)
 
 
-def runnable_model(model, path: object, *, quiet: bool = False, also=None):
+def runnable_model(model, path: object, *, quiet: bool = False, also=None, also_path: object = None):
     """``model`` (and ``also``) as given, or pinned to the one size onnxruntime runs them at, with a warning.
 
     A dynamic-H/W export that baked its traced size into a shape constant runs only at that size; ETC then
@@ -104,7 +104,7 @@ def runnable_model(model, path: object, *, quiet: bool = False, also=None):
     sizes = tuple(dict.fromkeys((*runtime.DEFAULT_SIZES, *VERIFY_SIZES)))
     failure = runtime.run_failure(model, sizes)
     if failure is None:
-        return model if also is None else (model, also)
+        return model if also is None else (model, _check_runs(also, also_path))
     where = failure.where
     at = f" at input size {failure.size[0]}x{failure.size[1]}" if failure.size != (0, 0) else ""
     size = runtime.runnable_size(model) if failure.size != (0, 0) else None
@@ -122,4 +122,17 @@ def runnable_model(model, path: object, *, quiet: bool = False, also=None):
             err=True,
         )
     pinned = runtime.pin_hw(model, size)
-    return pinned if also is None else (pinned, runtime.pin_hw(also, size))
+    return pinned if also is None else (pinned, _check_runs(runtime.pin_hw(also, size), also_path))
+
+
+def _check_runs(model, what: object):
+    """``model`` if onnxruntime runs it at the sizes ETC checks, else exit 2 naming the node."""
+    from etc import runtime
+    from etc.errors import UnrunnableModelError
+    from etc.verification import VERIFY_SIZES
+
+    failure = runtime.run_failure(model, tuple(dict.fromkeys((*runtime.DEFAULT_SIZES, *VERIFY_SIZES))))
+    if failure is None:
+        return model
+    at = f" at input size {failure.size[0]}x{failure.size[1]}" if failure.size != (0, 0) else ""
+    raise UnrunnableModelError(f"{what}: onnxruntime cannot run {failure.where}{at}: {failure.message}")

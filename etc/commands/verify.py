@@ -46,7 +46,9 @@ def verify(
     from etc.runtime import input_specs
     from etc.verification import verify as verify_models
 
-    a, b = runnable_model(load(reference), reference, quiet=as_json, also=load(candidate))
+    a, b = runnable_model(
+        load(reference), reference, quiet=as_json, also=load(candidate), also_path=candidate
+    )
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(a)])
     report = verify_models(a, b, input_ranges=ranges, atol=atol, rtol=rtol, images=images, seeds=seeds)
     if as_json:
