@@ -258,7 +258,7 @@ class BorderWriteAsPadding(Rule):
             n, c, h, w = source_shape
             shape = (n, c, h + pads[0] + pads[2], w + pads[1] + pads[3])
         border = self.border(ctx, node, chain, shape, pads, fill)
-        if isinstance(border, NoMatch):
+        if border is None or isinstance(border, NoMatch):
             return border
         conv = bias_conv(node.inputs[0])
         if isinstance(conv, gs.Node):
@@ -281,12 +281,17 @@ class BorderWriteAsPadding(Rule):
         shape: tuple[int, ...] | None,
         pads: tuple[int, int, int, int],
         fill: float,
-    ) -> np.ndarray | NoMatch:
-        """The per-channel border values, the same at every probed size when the shape is dynamic."""
+    ) -> np.ndarray | NoMatch | None:
+        """The per-channel border values, the same at every probed size when the shape is dynamic.
+
+        None while a static-input graph still has shape arithmetic to fold (the rule looks again after it).
+        """
+        sides = [t for n in chain if n.op == "ScatterND" for t in n.inputs[1:3]]
+        static_input = all(static_shape(t) is not None for t in ctx.graph.inputs)
+        if static_input and (shape is None or any(const_value(t) is None for t in sides)):
+            return None if shape_only(sides) else NoMatch("the written values depend on tensor values")
         if shape is not None and len(shape) == 4:
             probes: list[tuple[tuple[int, ...], Probe]] | str = [(shape, {})]
-        elif all(static_shape(t) is not None for t in ctx.graph.inputs):
-            return NoMatch("the padded tensor's shape is not known yet (static input: folding will tell)")
         else:
             probes = probe_sides(ctx.graph, pad, chain, PROBE_SIZES)
         if isinstance(probes, str):
