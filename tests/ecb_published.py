@@ -34,7 +34,7 @@ def pad_with_bias(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 
 class PublishedSeqConv(nn.Module):
-    """One 1x1-then-3x3 branch as published: ``kind`` is 'conv3x3' or a mask branch ('mask')."""
+    """One 1x1-then-3x3 branch as published: a dense 3x3 (``mask`` None) or a per-channel scaled depthwise mask."""
 
     def __init__(self, cin: int, cmid: int, cout: int, mask: torch.Tensor | None = None) -> None:
         super().__init__()
