@@ -39,7 +39,8 @@ def border_written(
 ):
     """x -> Conv1x1(3->c, bias b0) -> Pad(1) -> ScatterND per strip -> Conv3x3 (pad 0): the published ECB branch.
 
-    ``value`` picks what the strips hold: 'bias' (b0), 'other' (per-channel, not b0), 'scalar' (0.25 everywhere).
+    ``value`` picks what the strips hold: 'bias' (b0), 'other' (per-channel, not b0), 'scalar' (0.25 everywhere),
+    'varying' (b0 plus a different offset at every position: not one value per channel).
     """
     b = Builder(3, hw=(H, W), seed=1)
     b0 = b.rng.normal(0, 0.5, size=c).astype(np.float32)
@@ -47,13 +48,15 @@ def border_written(
     y = b.op("Conv", ["input", b.const(w0, "w"), b.const(b0, "b")], kernel_shape=[1, 1], strides=[stride] * 2)
     h, w = (H - 1) // stride + 3, (W - 1) // stride + 3
     y = b.op("Pad", [y, b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")], mode=mode)
-    fill = {"bias": b0, "other": b0 + 1.0, "scalar": np.full(c, 0.25, np.float32)}[value]
+    fill = {"other": b0 + 1.0, "scalar": np.full(c, 0.25, np.float32)}.get(value, b0)
     for strip in strips:
         rows, cols = STRIPS[strip](h, w)
         if interior and strip == "top":
             rows = range(1, 2)
         idx = strip_indices(c, rows, cols)
         upd = np.broadcast_to(fill[None, :, None, None], idx.shape[:-1]).astype(np.float32)
+        if value == "varying":
+            upd = upd + np.arange(upd.size, dtype=np.float32).reshape(upd.shape) * 1e-3
         y = b.op("ScatterND", [y, b.const(idx, "idx"), b.const(np.ascontiguousarray(upd), "upd")])
     return b.model(b.conv(y, c, 5, 3, pad=0))
 
@@ -86,6 +89,7 @@ def test_one_value_for_every_channel_becomes_a_constant_pad():
     [
         ({"value": "other"}, "not the bias of the 1x1 Conv"),
         ({"strips": ("top", "bottom", "left")}, "one value per channel"),
+        ({"value": "varying"}, "one value per channel"),
         ({"interior": True}, "inside the padded region"),
         ({"mode": "reflect"}, "Pad mode 'reflect'"),
         ({"stride": 2}, "strided"),
