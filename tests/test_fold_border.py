@@ -125,3 +125,66 @@ def test_data_dependent_updates_are_declined():
     _, hits, declines = run_family(model, rules)
     assert hits == {}
     assert any("depend on tensor values" in r for r in reasons(declines, RULE)), reasons(declines, RULE)
+
+
+# ---------------------------------------------------------------- the border built by Concat of constant strips
+
+
+def concat_bordered(value: str = "bias", hw: tuple[int, int] = (H, W)):
+    """x -> Conv1x1(b0) -> Concat(W: [b0 column, y, b0 column]) -> Concat(H: [b0 row, ., b0 row]) -> Conv3x3."""
+    b = Builder(3, hw=hw, seed=2)
+    c = 4
+    b0 = b.rng.normal(0, 0.5, size=c).astype(np.float32)
+    w0 = b.rng.normal(0, 0.5, size=(c, 3, 1, 1)).astype(np.float32)
+    y = b.op("Conv", ["input", b.const(w0, "w"), b.const(b0, "b")], kernel_shape=[1, 1])
+    fill = b0 if value == "bias" else b0 + 0.5
+    column = np.ascontiguousarray(np.broadcast_to(fill[None, :, None, None], (1, c, hw[0], 1)))
+    y = b.op("Concat", [b.const(column, "col"), y, b.const(column, "col")], axis=3)
+    row = np.ascontiguousarray(np.broadcast_to(b0[None, :, None, None], (1, c, 1, hw[1] + 2)))
+    y = b.op("Concat", [b.const(row, "row"), y, b.const(row, "row")], axis=2)
+    return b.model(b.conv(y, c, 5, 3, pad=0))
+
+
+def test_concat_of_bias_strips_becomes_a_padded_1x1():
+    model = concat_bordered()
+    out, hits, _ = run_family(model, rules)
+    assert hits == {"border_strips_as_padding": 2}
+    assert ops(out) == ["Conv", "Conv"]
+    assert_equivalent(model, out)
+    assert ops(run_pipeline(model, "fold,rep").model) == ["Conv"]
+
+
+def test_concat_strip_not_holding_the_bias_is_declined():
+    model = concat_bordered(value="other")
+    out, hits, declines = run_family(model, rules)
+    assert "Concat" in ops(out) and hits.get("border_strips_as_padding", 0) <= 1
+    assert any(
+        "does not hold the 1x1 Conv's bias" in r for r in reasons(declines, "border_strips_as_padding")
+    )
+    assert_equivalent(model, out)
+
+
+@pytest.mark.parametrize("exporter", ["legacy", pytest.param("dynamo", marks=pytest.mark.slow)])
+def test_exported_concat_border_folds_into_the_1x1(exporter):
+    """The border written as torch.cat of expanded bias strips, exported: one conv after fold,rep."""
+    torch = pytest.importorskip("torch")
+    from etc.frontends.torch import export
+
+    class CatBorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv0, self.conv1 = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 5, 3)
+
+        def forward(self, x):
+            y = self.conv0(x)
+            b = self.conv0.bias.view(1, -1, 1, 1)
+            n, c, h, w = y.shape
+            y = torch.cat([b.expand(n, c, h, 1), y, b.expand(n, c, h, 1)], dim=3)
+            y = torch.cat([b.expand(n, c, 1, w + 2), y, b.expand(n, c, 1, w + 2)], dim=2)
+            return self.conv1(y)
+
+    torch.manual_seed(0)
+    model = export(CatBorder().eval(), exporter=exporter, dynamic_hw=False)
+    result = run_pipeline(model, "fold,rep")
+    assert ops(result.model) == ["Conv"], ops(result.model)
+    assert_equivalent(model, result.model)

@@ -1,5 +1,8 @@
 """Border values written into a padded tensor become padding (the ECB 1x1 branch as published).
 
+Two forms: Pad followed by writes into the border (slice assignment, ScatterND), and a border built by
+concatenating constant strips around the tensor (BorderStripsAsPadding, below).
+
     T ─► Pad(p, value v) ─► [Transpose | ScatterND(idx, upd)]* ─► Y      (Y = T padded with c[ch] per channel)
     becomes, when c is the bias b of the 1x1 conv producing T = Conv1x1(x; K, b):
     x ─► Conv1x1(K, b, pads + p) ─► Y
@@ -317,14 +320,7 @@ class BorderWriteAsPadding(Rule):
         top, left, bottom, right = match.data["pads"]
         conv = match.data.get("conv")
         if conv is not None:
-            spec = conv_spec(conv)
-            pads = tuple(p + q for p, q in zip(spec.pads, (top, left, bottom, right)))
-            weight = const_value(conv.inputs[1])
-            bias = const_value(input_at(conv, 2))
-            new_spec = type(spec)(spec.kernel, pads, spec.strides, spec.dilations, spec.group)
-            make_conv(
-                ctx.graph, ctx.namer, conv.inputs[0], weight, bias, new_spec, output=out, name="border_conv"
-            )
+            _padded_conv(ctx, conv, (top, left, bottom, right), out)
         else:
             pads_t = constant(ctx.namer, "border_pads", [0, 0, top, left, 0, 0, bottom, right], np.int64)
             fill = constant(ctx.namer, "border_fill", match.data["fill"])
@@ -334,4 +330,62 @@ class BorderWriteAsPadding(Rule):
             )
 
 
-rules = RuleSet([BorderWriteAsPadding()])
+def _padded_conv(
+    ctx: RewriteContext, conv: gs.Node, extra: tuple[int, int, int, int], out: gs.Tensor
+) -> None:
+    """``conv`` (a stride-1 1x1) again, with ``extra`` (top, left, bottom, right) added to its pads, into ``out``."""
+    spec = conv_spec(conv)
+    pads = tuple(p + q for p, q in zip(spec.pads, extra))
+    new_spec = type(spec)(spec.kernel, pads, spec.strides, spec.dilations, spec.group)
+    weight, bias = const_value(conv.inputs[1]), const_value(input_at(conv, 2))
+    make_conv(ctx.graph, ctx.namer, conv.inputs[0], weight, bias, new_spec, output=out, name="border_conv")
+
+
+class BorderStripsAsPadding(Rule):
+    """Replaces Concat(const strips, Conv1x1(x), const strips) along H or W, strips = the bias, with a padded Conv1x1.
+
+        x ─► Conv1x1(K, b) ─► T ;  Concat(axis 2|3)[B_before, T, B_after] ─► Y      (B[n, ch, ...] = b[ch])
+        becomes
+        x ─► Conv1x1(K, b, pads + strip widths on that axis) ─► Y
+
+    Same algebra as BorderWriteAsPadding: the padded rows/columns of a 1x1 conv over zero-padded x hold b.
+    Exact when: exactly one input is not constant, it is the output of a stride-1 1x1 Conv with constant
+    weights, and every constant input holds its channel's bias at every position. A border built of nested
+    Concats (columns, then rows) folds one Concat at a time.
+    """
+
+    name = "border_strips_as_padding"
+    ops = ("Concat",)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        axis = int(node.attrs.get("axis", 0))
+        rank = len(node.outputs[0].shape or ()) or 4
+        if axis % rank not in (2, 3) or rank != 4 or len(node.inputs) < 2:
+            return None
+        values = [const_value(t) for t in node.inputs]
+        middle = [i for i, v in enumerate(values) if v is None]
+        if len(middle) != 1 or any(v is None or v.ndim != 4 for i, v in enumerate(values) if i != middle[0]):
+            return None
+        conv = bias_conv(node.inputs[middle[0]])
+        if isinstance(conv, str):
+            return NoMatch(conv)
+        bias = const_value(input_at(conv, 2))
+        channels = const_value(conv.inputs[1]).shape[0]
+        bias = np.zeros(channels, np.float32) if bias is None else bias.astype(np.float32).reshape(-1)
+        for i, value in enumerate(values):
+            if i == middle[0]:
+                continue
+            if value.shape[1] != channels or not np.array_equal(
+                value.astype(np.float32), np.broadcast_to(bias[None, :, None, None], value.shape)
+            ):
+                return NoMatch("a constant strip does not hold the 1x1 Conv's bias in every channel")
+        before = sum(values[i].shape[axis % 4] for i in range(middle[0]))
+        after = sum(values[i].shape[axis % 4] for i in range(middle[0] + 1, len(values)))
+        extra = (before, 0, after, 0) if axis % 4 == 2 else (0, before, 0, after)
+        return Match([node], {"conv": conv, "extra": extra})
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        _padded_conv(ctx, match.data["conv"], match.data["extra"], match.nodes[0].outputs[0])
+
+
+rules = RuleSet([BorderWriteAsPadding(), BorderStripsAsPadding()])
