@@ -910,6 +910,23 @@ def _scatter_strips(self: _Builder, y: _T, pads: list[int], values: np.ndarray, 
     return y
 
 
+def _concat_strips(self: _Builder, y: _T, pads: list[int], values: np.ndarray) -> _T:
+    """Concat(W) of constant columns around ``y``, then Concat(H) of constant rows (static size)."""
+    (h, w), c = y.hw[0], y.c
+    top, left, bottom, right = pads
+
+    def strip(rows: int, cols: int) -> str:
+        return self.const(
+            "strip", np.ascontiguousarray(np.broadcast_to(values[None, :, None, None], (1, c, rows, cols)))
+        )
+
+    cols = [strip(h, n) if n else None for n in (left, right)]
+    y = self.node("Concat", [t for t in (cols[0], y.name, cols[1]) if t], c, [(h, w + left + right)], axis=3)
+    rows = [strip(n, w + left + right) if n else None for n in (top, bottom)]
+    hw = [(h + top + bottom, w + left + right)]
+    return self.node("Concat", [t for t in (rows[0], y.name, rows[1]) if t], c, hw, axis=2)
+
+
 def _border_write(self: _Builder, x: _T, a: _Args) -> _T:
     """Conv1x1(bias b) -> zero Pad -> ScatterND strips holding b (sometimes another value) -> Conv kxk, no pad."""
     if self.spec.dynamic:
@@ -928,10 +945,13 @@ def _border_write(self: _Builder, x: _T, a: _Args) -> _T:
     p = a.pick((1, 1, 2))
     pads = [p, p, p, p] if not a.chance(4) else [a.int(3) for _ in range(4)]
     hw = [(h + pads[0] + pads[2], w + pads[1] + pads[3]) for h, w in y.hw]
-    full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]
-    y = self.node("Pad", [y.name, self.const("pads", np.array(full, np.int64))], c, hw, mode="constant")
     values = a.pick((bias, bias, bias + 1.0, np.full(c, 0.25, np.float32)))
-    y = _scatter_strips(self, y, pads, values, a)
+    if a.chance(3):  # the border as Concat of constant strips: columns, then rows
+        y = _concat_strips(self, y, pads, values)
+    else:
+        full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]
+        y = self.node("Pad", [y.name, self.const("pads", np.array(full, np.int64))], c, hw, mode="constant")
+        y = _scatter_strips(self, y, pads, values, a)
     k = a.pick((3, 3, 1, 5))
     if any(h < k or w < k for h, w in y.hw):
         raise _Skip
