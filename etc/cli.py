@@ -71,11 +71,16 @@ def cli() -> None:
       etc quantize plain.onnx --calib samples -o int8.onnx
 
     Inputs are assumed to be images in [0, 1] unless --input-range says otherwise.
+
+    \b
+    Exit codes: 0 ok; 1 not equivalent; 2 bad input or options (including a model onnxruntime
+    itself cannot run; the message names the node and what to do); 3 internal error, a bug in etc
+    (ETC_DEBUG=1 shows the traceback; please report it).
     """
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr with exit code 2 (1 for 'not equivalent')."""
+    """Entry point: user errors become one line on stderr with exit code 2 (1 for 'not equivalent', 3 for a bug)."""
     from etc.errors import EtcError
 
     try:

@@ -30,3 +30,7 @@ class EquivalenceError(EtcError):
 
 class OscillationError(EtcError):
     """The pipeline revisited a model it had already produced: two passes undo each other."""
+
+
+class UnrunnableModelError(BadModelError):
+    """onnxruntime itself cannot run the input model at the sizes ETC checks (and at no size ETC can find)."""

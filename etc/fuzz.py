@@ -58,6 +58,8 @@ OPS = (
     "convt",
     "slice",
     "pad",
+    "border_write",
+    "channel_write",
     "identity",
     "resize",
     "split",
@@ -938,3 +940,106 @@ def save_regression(spec: GraphSpec, outcome: Outcome, folder: str | Path) -> Pa
     )
     path.write_bytes(model.SerializeToString())
     return path
+
+
+# ---------------------------------------------------------------- border writes and in-place channel writes
+# (the ECB branch as published, PLKSR's x[:, a:b] = f(x[:, a:b]); see etc/passes/fold_border.py, fold_scatter.py)
+
+
+def _scatter_strips(self: _Builder, y: _T, pads: list[int], values: np.ndarray, a: _Args) -> _T:
+    """ScatterND writes of ``values[ch]`` into the four border strips of the padded ``y`` (static size)."""
+    (h, w), c = y.hw[0], y.c
+    top, left, bottom, right = pads
+    strips = [(range(0, top), range(w)), (range(h - bottom, h), range(w))]
+    strips += [(range(h), range(0, left)), (range(h), range(w - right, w))]
+    if a.chance(6):  # a strip missing: not the whole border
+        del strips[a.int(4)]
+    if a.chance(6):  # one row inside the padded region
+        strips.append((range(top, top + 1), range(w)))
+    for rows, cols in strips:
+        if not len(rows) or not len(cols):
+            continue
+        grid = np.stack(np.meshgrid([0], range(c), rows, cols, indexing="ij"), axis=-1).astype(np.int64)
+        upd = np.broadcast_to(values[None, :, None, None], grid.shape[:-1]).astype(np.float32)
+        idx = self.const("idx", grid)
+        y = self.node("ScatterND", [y.name, idx, self.const("upd", np.ascontiguousarray(upd))], c, y.hw)
+    return y
+
+
+def _concat_strips(self: _Builder, y: _T, pads: list[int], values: np.ndarray) -> _T:
+    """Concat(W) of constant columns around ``y``, then Concat(H) of constant rows (static size)."""
+    (h, w), c = y.hw[0], y.c
+    top, left, bottom, right = pads
+
+    def strip(rows: int, cols: int) -> str:
+        return self.const(
+            "strip", np.ascontiguousarray(np.broadcast_to(values[None, :, None, None], (1, c, rows, cols)))
+        )
+
+    cols = [strip(h, n) if n else None for n in (left, right)]
+    y = self.node("Concat", [t for t in (cols[0], y.name, cols[1]) if t], c, [(h, w + left + right)], axis=3)
+    rows = [strip(n, w + left + right) if n else None for n in (top, bottom)]
+    hw = [(h + top + bottom, w + left + right)]
+    return self.node("Concat", [t for t in (rows[0], y.name, rows[1]) if t], c, hw, axis=2)
+
+
+def _border_write(self: _Builder, x: _T, a: _Args) -> _T:
+    """Conv1x1(bias b) -> zero Pad -> ScatterND strips holding b (sometimes another value) -> Conv kxk, no pad."""
+    if self.spec.dynamic:
+        raise _Skip  # constant strip indices exist at one size only
+    c = a.pick((x.c, 4, 2, 3))
+    weight, bias = self.weights((c, x.c, 1, 1), x.c), self.floats((c,), -0.5, 0.5)
+    stride = 1 if not a.chance(6) else 2
+    y = self.node(
+        "Conv",
+        [x.name, self.const("w", weight), self.const("b", bias)],
+        c,
+        [((h - 1) // stride + 1, (w - 1) // stride + 1) for h, w in x.hw],
+        kernel_shape=[1, 1],
+        strides=[stride, stride],
+    )
+    p = a.pick((1, 1, 2))
+    pads = [p, p, p, p] if not a.chance(4) else [a.int(3) for _ in range(4)]
+    hw = [(h + pads[0] + pads[2], w + pads[1] + pads[3]) for h, w in y.hw]
+    values = a.pick((bias, bias, bias + 1.0, np.full(c, 0.25, np.float32)))
+    if a.chance(3):  # the border as Concat of constant strips: columns, then rows
+        y = _concat_strips(self, y, pads, values)
+    else:
+        full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]
+        y = self.node("Pad", [y.name, self.const("pads", np.array(full, np.int64))], c, hw, mode="constant")
+        y = _scatter_strips(self, y, pads, values, a)
+    k = a.pick((3, 3, 1, 5))
+    if any(h < k or w < k for h, w in y.hw):
+        raise _Skip
+    weight = self.weights((x.c, c, k, k), c * k * k)
+    out_hw = [(h - k + 1, w - k + 1) for h, w in y.hw]
+    return self.node("Conv", [y.name, self.const("w", weight)], x.c, out_hw, kernel_shape=[k, k])
+
+
+def _channel_write(self: _Builder, x: _T, a: _Args) -> _T:
+    """x[:, s:s+k] = Conv(x[:, s:s+k]) as ScatterND over (batch, channel), plain or between Transposes."""
+    if x.c < 2:
+        raise _Skip
+    k = 1 + a.int(x.c - 1)
+    start = a.int(x.c - k + 1)
+    bounds = [
+        self.const(n, np.array([v], np.int64)) for n, v in (("st", start), ("en", start + k), ("ax", 1))
+    ]
+    part = self.node("Slice", [x.name, *bounds], k, x.hw)
+    upd = self.conv(part, k, a, same=True)
+    channels = list(range(start, start + k))
+    if a.chance(5) and k > 1:  # written in another order: not a plain channel range
+        channels = channels[::-1]
+    if a.chance(2):  # dynamo's form: channels first, scatter on axis 0, transposed back
+        perm = [1, 0, 2, 3]
+        data = self.node("Transpose", [x.name], x.c, x.hw, perm=perm)
+        upd = self.node("Transpose", [upd.name], k, upd.hw, perm=perm)
+        idx = self.const("idx", np.array([[ch] for ch in channels], np.int64))
+        y = self.node("ScatterND", [data.name, idx, upd.name], x.c, x.hw)
+        return self.node("Transpose", [y.name], x.c, x.hw, perm=perm)
+    idx = self.const("idx", np.array([[[0, ch] for ch in channels]], np.int64))
+    return self.node("ScatterND", [x.name, idx, upd.name], x.c, x.hw)
+
+
+_Builder.border_write = _border_write  # type: ignore[attr-defined]
+_Builder.channel_write = _channel_write  # type: ignore[attr-defined]

@@ -40,15 +40,20 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
-def session(model: onnx.ModelProto | bytes | str, *, optimize: bool = False, threads: int = 0):
-    """An onnxruntime CPU session; graph optimizations disabled unless ``optimize`` (so ORT fusions hide nothing)."""
+def session(
+    model: onnx.ModelProto | bytes | str, *, optimize: bool = False, threads: int = 0, quiet: bool = False
+):
+    """An onnxruntime CPU session; graph optimizations disabled unless ``optimize`` (so ORT fusions hide nothing).
+
+    ``quiet`` silences onnxruntime's own error log (for probes whose failures are expected and reported).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    options.log_severity_level = 3
+    options.log_severity_level = 4 if quiet else 3
     if threads:
         options.intra_op_num_threads = threads
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
@@ -203,3 +208,113 @@ def within_rounding(
     own = float(np.abs(reference.astype(np.float64) - exact).max())
     err = float(np.abs(candidate.astype(np.float64) - exact).max())
     return err <= tolerance + 2.0 * own
+
+
+# ---------------------------------------------------------------- models that run only at some sizes
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """onnxruntime could not run a model at ``size``: the node it names (if any) and its message."""
+
+    size: tuple[int, int]
+    node: str
+    op: str
+    message: str
+
+    @property
+    def where(self) -> str:
+        """'node 'name' (Op)', or 'the model' when onnxruntime named no node."""
+        if not self.node:
+            return "the model"
+        return f"node '{self.node}'" + (f" ({self.op})" if self.op else "")
+
+
+def run_failure(model: onnx.ModelProto, sizes: Sequence[tuple[int, int]]) -> RunFailure | None:
+    """The first size (of ``sizes``, or the static one) at which onnxruntime fails to run ``model``, or None."""
+    import re
+
+    specs = input_specs(model)
+    if not any(s.dynamic_hw for s in specs):
+        sizes = sizes[:1]
+    try:
+        sess = session(model, quiet=True)
+    except Exception as exc:
+        return RunFailure((0, 0), "", "", _first_line(exc))
+    for size in sizes:
+        try:
+            sess.run(None, make_inputs(specs, size=size))
+        except Exception as exc:
+            message = _first_line(exc)
+            found = re.search(r"Name:'([^']*)'", str(exc))
+            name = found.group(1) if found else ""
+            op = next((n.op_type for n in model.graph.node if name and n.name == name), "")
+            return RunFailure(size, name, op, message)
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    status = text.split("Status Message:")[-1].strip() if "Status Message:" in text else text
+    return status.splitlines()[0][:200] if status else type(exc).__name__
+
+
+def baked_size_candidates(model: onnx.ModelProto, limit: int = 12) -> list[int]:
+    """Spatial sizes the exporter may have baked into shape constants (most frequent first).
+
+    Shape vectors (small int64 constants) hold the traced H or W plus the padding around it; each value v
+    proposes v, v-1, ..., v-4.
+    """
+    from collections import Counter
+
+    from onnx import numpy_helper
+
+    tensors = list(model.graph.initializer)
+    tensors += [
+        a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
+    ]
+    votes: Counter[int] = Counter()
+    for tensor in tensors:
+        if tensor.data_type != onnx.TensorProto.INT64 or not 1 <= np.prod(tensor.dims or [1]) <= 8:
+            continue
+        for v in numpy_helper.to_array(tensor).reshape(-1).tolist():
+            if 5 <= v <= 4096:
+                for k in range(5):
+                    votes[v - k] += 5 - k
+    return [v for v, _ in votes.most_common(limit)]
+
+
+def pin_hw(model: onnx.ModelProto, size: tuple[int, int]) -> onnx.ModelProto:
+    """A copy whose 4-D inputs have static H/W ``size`` (dynamic batch becomes 1)."""
+    pinned = onnx.ModelProto()
+    pinned.CopyFrom(model)
+    inits = {i.name for i in pinned.graph.initializer}
+    for value in pinned.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in inits or len(dims) != 4:
+            continue
+        for dim, fixed in zip(dims, (1, None, *size)):
+            if fixed is not None and not (dim.HasField("dim_value") and dim.dim_value > 0):
+                dim.Clear()
+                dim.dim_value = fixed
+    return pinned
+
+
+def runnable_size(model: onnx.ModelProto, max_tries: int = 150) -> tuple[int, int] | None:
+    """A spatial size (from the sizes baked in the graph) at which onnxruntime runs ``model``, or None."""
+    specs = input_specs(model)
+    candidates = baked_size_candidates(model)
+    if not candidates or not any(s.dynamic_hw for s in specs):
+        return None
+    try:
+        sess = session(model, quiet=True)
+    except Exception:
+        return None
+    pairs = [(h, w) for h in candidates for w in candidates][:max_tries]
+    for size in pairs:
+        try:
+            sess.run(None, make_inputs(specs, size=size))
+        except Exception:
+            continue
+        return size
+    return None

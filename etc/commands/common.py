@@ -88,3 +88,51 @@ def _json_default(value: object):
     if isinstance(value, float) and math.isinf(value):
         return str(value)
     return str(value)
+
+
+def runnable_model(model, path: object, *, quiet: bool = False, also=None, also_path: object = None):
+    """``model`` (and ``also``) as given, or pinned to the one size onnxruntime runs them at, with a warning.
+
+    A dynamic-H/W export that baked its traced size into a shape constant runs only at that size; ETC then
+    works at that size and says so, naming the node. A model onnxruntime cannot run at any size ETC finds is
+    a user error (exit 2) that names the node and says what to do.
+    """
+    from etc import runtime
+    from etc.errors import UnrunnableModelError
+    from etc.verification import VERIFY_SIZES
+
+    sizes = tuple(dict.fromkeys((*runtime.DEFAULT_SIZES, *VERIFY_SIZES)))
+    failure = runtime.run_failure(model, sizes)
+    if failure is None:
+        return model if also is None else (model, _check_runs(also, also_path))
+    where = failure.where
+    at = f" at input size {failure.size[0]}x{failure.size[1]}" if failure.size != (0, 0) else ""
+    size = runtime.runnable_size(model) if failure.size != (0, 0) else None
+    if size is None:
+        raise UnrunnableModelError(
+            f"{path}: onnxruntime cannot run {where}{at}: {failure.message}. Check the model runs in "
+            "onnxruntime; if it was exported with dynamic H/W and a shape got baked in, re-export with static "
+            "H/W (legacy exporter: no dynamic_axes on H/W) or with dynamo=True"
+        )
+    if not quiet:
+        click.echo(
+            f"etc: warning: {path}: {where} fails{at} ({failure.message}); the model runs only at "
+            f"{size[0]}x{size[1]} (a shape baked in at export), so ETC works at that static size. Re-export "
+            "with dynamo=True or static H/W to choose the size yourself",
+            err=True,
+        )
+    pinned = runtime.pin_hw(model, size)
+    return pinned if also is None else (pinned, _check_runs(runtime.pin_hw(also, size), also_path))
+
+
+def _check_runs(model, what: object):
+    """``model`` if onnxruntime runs it at the sizes ETC checks, else exit 2 naming the node."""
+    from etc import runtime
+    from etc.errors import UnrunnableModelError
+    from etc.verification import VERIFY_SIZES
+
+    failure = runtime.run_failure(model, tuple(dict.fromkeys((*runtime.DEFAULT_SIZES, *VERIFY_SIZES))))
+    if failure is None:
+        return model
+    at = f" at input size {failure.size[0]}x{failure.size[1]}" if failure.size != (0, 0) else ""
+    raise UnrunnableModelError(f"{what}: onnxruntime cannot run {failure.where}{at}: {failure.message}")

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, input_range_option, parse_input_ranges, parse_size, table
+from etc.commands.common import (
+    echo_json,
+    input_range_option,
+    parse_input_ranges,
+    parse_size,
+    runnable_model,
+    table,
+)
 
 
 @click.command()
@@ -117,7 +124,9 @@ def optimize(
       equalize (cross-layer scaling for INT8), sim (onnxsim)
 
     Every pass is checked numerically with onnxruntime (optimizations off); if one changes the outputs the
-    command names it, exits 1 and writes nothing. Exit codes: 0 ok, 1 not equivalent, 2 bad input.
+    command names it, exits 1 and writes nothing. A dynamic-H/W model that onnxruntime runs only at its traced
+    size is optimized at that size, with a warning naming the node. Exit codes: 0 ok, 1 not equivalent,
+    2 bad input (including a model onnxruntime cannot run), 3 internal error (a bug in etc; please report).
     """
     from etc import api
     from etc.errors import EquivalenceError, EtcError
@@ -135,7 +144,7 @@ def optimize(
         raise EtcError(f"{output}: -o is the input file; pass --in-place to overwrite it")
     if report_path is not None and report_path.resolve() in (model.resolve(), output and output.resolve()):
         raise EtcError(f"{report_path}: --report would overwrite a model; choose another path")
-    source = load(model)
+    source = runnable_model(load(model), model, quiet=as_json)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
     shown = (
         ", ".join(f"{n}=[{lo:g},{hi:g}]" for n, (lo, hi) in ranges.items()) or "float image inputs in [0, 1]"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, input_range_option, parse_input_ranges, table
+from etc.commands.common import echo_json, input_range_option, parse_input_ranges, runnable_model, table
 
 
 def progress_bar(desc: str, enabled: bool):
@@ -110,7 +110,8 @@ def quantize(
     the copies (all checked FP32-exact with onnxruntime), per-tensor activation ranges, GPTQ weight
     rounding, bias correction, QDQ placement with Conv+Relu fused and DepthToSpace on uint8. Check the
     result with `etc eval OUT.onnx --ref MODEL`.
-    Exit codes: 0 ok, 1 the equalization changed the FP32 outputs, 2 bad input.
+    Exit codes: 0 ok, 1 the equalization changed the FP32 outputs, 2 bad input (including a model
+    onnxruntime cannot run), 3 internal error.
     """
     from etc.errors import EtcError
     from etc.frontends.onnx_io import load, save
@@ -121,8 +122,9 @@ def quantize(
         raise EtcError(f"{output}: -o is the input file; write the INT8 model elsewhere")
     if scale is not None and scale < 1:
         raise EtcError("--scale must be a positive integer")
-    source = load(model)
+    source = runnable_model(load(model), model, quiet=as_json)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
+    patch = _patch_for(source, patch, model)
     bar = progress_bar("calibrating", not as_json)
     try:
         qmodel, report = quantize_with_report(
@@ -174,3 +176,20 @@ def quantize(
     ops = ", ".join(f"{k} x{v}" for k, v in report.ops.items())
     click.echo(f"rounding {report.rounding}, bias corrected convs: {report.bias_corrected}; ops: {ops}")
     click.echo(f"wrote {output}")
+
+
+def _patch_for(source, patch: int, path: Path) -> int:
+    """The calibration patch size: ``patch``, or the model's own size when its H/W are static and square."""
+    from etc.errors import EtcError
+    from etc.runtime import input_specs
+
+    shapes = [s.shape for s in input_specs(source) if len(s.shape) == 4 and not s.dynamic_hw]
+    if not shapes:
+        return patch
+    h, w = shapes[0][2], shapes[0][3]
+    if h != w:
+        raise EtcError(
+            f"{path}: the model takes only {h}x{w} inputs (static H/W) and calibration uses square patches; "
+            "re-export it with dynamic H/W"
+        )
+    return h

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, input_range_option, parse_input_ranges, table
+from etc.commands.common import echo_json, input_range_option, parse_input_ranges, runnable_model, table
 
 
 @click.command()
@@ -39,13 +39,16 @@ def verify(
 
     Both run in onnxruntime with graph optimizations disabled, on seeded random inputs inside the declared
     input ranges at several spatial sizes (odd ones included: border bugs hide at even sizes), and optionally
-    on real images. Exit codes: 0 equivalent, 1 not equivalent, 2 bad input.
+    on real images. Exit codes: 0 equivalent, 1 not equivalent, 2 bad input (including a reference onnxruntime
+    cannot run), 3 internal error.
     """
     from etc.frontends.onnx_io import load
     from etc.runtime import input_specs
     from etc.verification import verify as verify_models
 
-    a, b = load(reference), load(candidate)
+    a, b = runnable_model(
+        load(reference), reference, quiet=as_json, also=load(candidate), also_path=candidate
+    )
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(a)])
     report = verify_models(a, b, input_ranges=ranges, atol=atol, rtol=rtol, images=images, seeds=seeds)
     if as_json:

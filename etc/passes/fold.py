@@ -18,6 +18,8 @@ FAMILIES = (
     "etc.passes.fold_constants",
     "etc.passes.fold_noop",
     "etc.passes.fold_relu",
+    "etc.passes.fold_border",
+    "etc.passes.fold_scatter",
     "etc.passes.fold_pad",
     "etc.passes.fold_bn",
     "etc.passes.fold_affine",
