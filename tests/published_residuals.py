@@ -27,9 +27,10 @@ def randomize_bn(net: nn.Module, seed: int) -> nn.Module:
 class DnCNN(nn.Module):
     """Conv+ReLU head, Conv+BN+ReLU body, Conv tail; the output is the input minus the predicted noise."""
 
-    def __init__(self, channels: int = 3, features: int = 8, layers: int = 5, seed: int = 0) -> None:
+    def __init__(self, channels: int = 3, features: int = 64, layers: int = 5, seed: int = 0) -> None:
         super().__init__()
         torch.manual_seed(seed)
+        self.features = features
         body: list[nn.Module] = [nn.Conv2d(channels, features, 3, 1, 1), nn.ReLU(inplace=True)]
         for _ in range(layers - 2):
             body += [nn.Conv2d(features, features, 3, 1, 1), nn.BatchNorm2d(features), nn.ReLU(inplace=True)]

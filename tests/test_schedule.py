@@ -92,7 +92,8 @@ def grouped_convs(model: onnx.ModelProto) -> int:
 @pytest.mark.parametrize("name", NAMES)
 def test_default_output_stays_within_the_budget_and_keeps_depthwise_convs(exports, name):
     """At most 1.25x the merged form's MACs, unless a decision beyond it paid for itself on the NPU model (the
-    image carry of ABPN/ECBSR, which their official plain forms make too); no grouped conv becomes dense."""
+    image carry of ABPN/ECBSR, which their official plain forms make too, or a stream merge of a net this small
+    that its per-op overhead dominates); no grouped conv becomes dense."""
     from etc.info import count_macs
 
     model = small_export(exports, name)
@@ -101,6 +102,6 @@ def test_default_output_stays_within_the_budget_and_keeps_depthwise_convs(export
     growth = count_macs(result.model, (64, 64)) / count_macs(merged, (64, 64))
     paid = [d for d in result.budget.decisions if d.accepted and d.total > 1.25] if result.budget else []
     assert growth <= 1.25 + 1e-9 or paid, (name, growth)
-    if growth > 1.25:
-        assert any("carrying" in d.what for d in paid), paid
+    if growth > 1.25:  # only carries and stream merges remove an Add/Concat to pay with (RFDN's at C8 only)
+        assert paid and all("carrying" in d.what or "merging" in d.what for d in paid), paid
     assert grouped_convs(result.model) >= grouped_convs(merged)
