@@ -69,10 +69,12 @@ def progress_bar(desc: str, enabled: bool):
 )
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True)
 @click.option(
-    "--safe-u8s8/--no-safe-u8s8",
-    default=True,
+    "--target",
+    type=click.Choice(["int32", "x86-avx2", "native"]),
+    default="int32",
     show_default=True,
-    help="Keep int8 weights small enough that x86 CPUs without VNNI cannot saturate (see docs).",
+    help="Kernel the model is made for: int32 = exact int32 accumulation (NPUs, TFLite, VNNI and ARM CPUs); "
+    "x86-avx2 = keep the int16 pair sums of x86 CPUs without VNNI below saturation; native = probe this CPU.",
 )
 @click.option(
     "--prelu-to-relu/--keep-prelu",
@@ -97,7 +99,7 @@ def quantize(
     stagger: float,
     rounding: str,
     bias_correction: bool,
-    safe_u8s8: bool,
+    target: str,
     prelu_to_relu: bool,
     input_ranges: tuple[str, ...],
     seed: int,
@@ -138,7 +140,7 @@ def quantize(
             stagger=stagger,
             rounding=rounding,
             bias_correction=bias_correction,
-            safe_u8s8=safe_u8s8,
+            target=target,
             prelu_to_relu=prelu_to_relu,
             input_ranges=ranges,
             seed=seed,
@@ -153,7 +155,9 @@ def quantize(
         payload["output"] = str(output)
         echo_json(payload)
         return
-    click.echo(f"{model}: x{report.scale}, calibrated on {report.patches} patches of '{report.calib}'")
+    click.echo(
+        f"{model}: x{report.scale}, target {report.target}, calibrated on {report.patches} patches of '{report.calib}'"
+    )
     rows = [
         [name, f"{lo:.4g}", f"{hi:.4g}", report.methods.get(name, "declared")]
         for name, (lo, hi) in report.ranges.items()

@@ -53,6 +53,7 @@ class QuantReport:
     equalize_max_abs: float = 0.0
     bias_corrected: int = 0
     rounding: str = "gptq"
+    target: str = "int32"  # resolved deployment target (etc.quant.target)
     prelu_to_relu: int = 0  # PReLU/LeakyReLU nodes rewritten as ReLU before quantizing
     ops: dict[str, int] = field(default_factory=dict)
 
@@ -71,6 +72,7 @@ class QuantReport:
             "equalize_max_abs": self.equalize_max_abs,
             "bias_corrected": self.bias_corrected,
             "rounding": self.rounding,
+            "target": self.target,
             "prelu_to_relu": self.prelu_to_relu,
             "ops": self.ops,
         }
@@ -240,7 +242,8 @@ def quantize_with_report(
     stagger: float = 0.03,
     rounding: str = "gptq",
     bias_correction: bool = True,
-    safe_u8s8: bool | str = True,
+    target: str = "int32",
+    safe_u8s8: bool | str | None = None,
     prelu_to_relu: bool = True,
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     seed: int = 0,
@@ -249,10 +252,16 @@ def quantize_with_report(
     """The INT8 QDQ model and what was decided. ``calib`` is a dataset spec or a list of (1, 3, h, w) arrays.
 
     ``split`` is the most copies of a dominant channel (1 = off), ``stagger`` the scale step between copies
-    (0 = identical copies)."""
+    (0 = identical copies). ``target`` is the kernel the model is made for (:mod:`etc.quant.target`: ``int32``
+    exact accumulation, ``x86-avx2`` pair limit, ``native`` probes this CPU); ``safe_u8s8`` overrides the
+    weight-grid constraint the target implies."""
     from etc.api import as_model
+    from etc.quant import target as targets
     from etc.quant.calib import calibration_patches
 
+    resolved = targets.resolve(target)
+    if safe_u8s8 is None:
+        safe_u8s8 = targets.safe_mode(resolved)
     if method not in observe.METHODS:
         raise BadModelError(
             f"unknown calibration method '{method}'; choose from {', '.join(observe.METHODS)}"
@@ -276,7 +285,9 @@ def quantize_with_report(
 
     in_name = input_specs(model)[0].name
     feeds = [{in_name: p} for p in patches]
-    report = QuantReport(scale, calib_name, len(feeds), method, rounding=rounding, prelu_to_relu=rewritten)
+    report = QuantReport(
+        scale, calib_name, len(feeds), method, rounding=rounding, target=resolved, prelu_to_relu=rewritten
+    )
 
     caps, exact = clip_structures(model)
     if split > 1:
@@ -313,6 +324,7 @@ def quantize_with_report(
     if bias_correction:
         model, report.bias_corrected = _bias_correct(model, plan, ranges, feeds, caps, build)
     qmodel = qdq.build_qdq(model, plan, ranges, **build)
+    targets.record(qmodel, resolved, target)
     report.ops = {}
     for node in qmodel.graph.node:
         report.ops[node.op_type] = report.ops.get(node.op_type, 0) + 1
