@@ -52,7 +52,9 @@ class QuantReport:
     staggered: list = field(default_factory=list)
     equalize_max_abs: float = 0.0
     bias_corrected: int = 0
-    rounding: str = "gptq"
+    rounding: str = "refit"
+    search_before: float = 0.0  # output MSE against FP32 before / after the range search
+    search_after: float = 0.0
     target: str = "int32"  # resolved deployment target (etc.quant.target)
     prelu_to_relu: int = 0  # PReLU/LeakyReLU nodes rewritten as ReLU before quantizing
     ops: dict[str, int] = field(default_factory=dict)
@@ -238,10 +240,11 @@ def quantize_with_report(
     patch: int = 64,
     per_channel: bool = True,
     equalize: bool = True,
-    split: int = 4,
+    split: int = 1,
     stagger: float = 0.03,
-    rounding: str = "gptq",
+    rounding: str = "refit",
     bias_correction: bool = True,
+    range_search: bool = False,
     target: str = "int32",
     safe_u8s8: bool | str | None = None,
     prelu_to_relu: bool = True,
@@ -268,8 +271,8 @@ def quantize_with_report(
         )
     if stagger < 0 or (split - 1) * stagger >= 1:
         raise BadModelError(f"stagger {stagger} with split {split}: need 0 <= stagger < 1 / (split - 1)")
-    if rounding not in ("gptq", "nearest"):
-        raise BadModelError(f"unknown rounding '{rounding}'; choose gptq or nearest")
+    if rounding not in ROUNDINGS:
+        raise BadModelError(f"unknown rounding '{rounding}'; choose from {', '.join(ROUNDINGS)}")
     model = as_model(model_or_path)
     rewritten = 0
     if prelu_to_relu:
@@ -317,12 +320,37 @@ def quantize_with_report(
     for name in plan.inputs:
         ranges[name] = tuple((input_ranges or {}).get(name, (0.0, 1.0)))  # type: ignore[assignment]
     report.ranges = ranges
+    float_model = model
     grids: dict[str, np.ndarray] = {}
     if rounding == "gptq":
         model, grids = _gptq(model, plan, feeds, per_channel, safe_u8s8)
+    elif rounding == "refit":
+        from etc.quant.refit import refit
+
+        model, grids = refit(
+            model,
+            model,
+            plan,
+            ranges,
+            feeds,
+            per_channel=per_channel,
+            safe_u8s8=safe_u8s8,
+            skip_inputs=frozenset(caps),
+            progress=progress,
+        )
     build = dict(per_channel=per_channel, safe_u8s8=safe_u8s8, grids=grids)
     if bias_correction:
         model, report.bias_corrected = _bias_correct(model, plan, ranges, feeds, caps, build)
+    if range_search:
+        from etc.quant.search import search_ranges
+
+        out_name = model.graph.output[0].name
+        reference = [v[out_name] for v in observe.run_tensors(float_model, feeds, [out_name])]
+        movable = [n for n in plan.own if report.methods.get(n) not in ("exact", "cap")]
+        ranges, report.search_before, report.search_after = search_ranges(
+            model, plan, ranges, feeds, reference, movable, build, progress=progress
+        )
+        report.ranges = ranges
     qmodel = qdq.build_qdq(model, plan, ranges, **build)
     targets.record(qmodel, resolved, target)
     report.ops = {}
@@ -337,6 +365,7 @@ def quantize(model_or_path, calib="samples", **kwargs) -> onnx.ModelProto:
 
 
 PRELU_OPS = ("PRelu", "LeakyRelu")
+ROUNDINGS = ("refit", "gptq", "nearest")
 
 
 def relu_form(
