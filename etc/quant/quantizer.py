@@ -297,8 +297,9 @@ def quantize_with_report(
         model, report.split = _split(model, caps, split, input_ranges)
         caps, exact = clip_structures(model)
     if equalize:
+        act_weight = ACT_WEIGHT_WITH_COPIES if split > 1 else ACT_WEIGHT_NO_COPIES
         model, report.equalized, report.equalize_max_abs = _equalize(
-            model, feeds, caps, input_ranges, progress
+            model, feeds, caps, input_ranges, progress, act_weight
         )
         caps, exact = clip_structures(model)
     if split > 1 and stagger > 0:
@@ -365,6 +366,11 @@ def quantize(model_or_path, calib="samples", **kwargs) -> onnx.ModelProto:
 
 
 PRELU_OPS = ("PRelu", "LeakyRelu")
+# Equalization's weight of activation noise against weight noise (etc.quant.equalize.estimated_noise): with
+# channel copies the weight side is cheap (16); without them, and with refitted weights, 6 measured better on
+# every ETDS/ABPN_ET/ECBSR_ET model tried (bench/RESULTS.md).
+ACT_WEIGHT_WITH_COPIES = 16.0
+ACT_WEIGHT_NO_COPIES = 6.0
 ROUNDINGS = ("refit", "gptq", "nearest")
 
 
@@ -417,10 +423,10 @@ def _stagger(model, caps, spread, input_ranges):
     return out, list(sp.records)
 
 
-def _equalize(model, feeds, caps, input_ranges, progress):
+def _equalize(model, feeds, caps, input_ranges, progress, act_weight=None):
     from etc.passes.equalize import EqualizePass
 
-    eq = EqualizePass(feeds=feeds, skip=frozenset(caps), progress=progress)
+    eq = EqualizePass(feeds=feeds, skip=frozenset(caps), progress=progress, act_weight=act_weight)
     out, worst = _checked(model, eq, input_ranges)
     return out, list(eq.records), worst
 

@@ -1,0 +1,87 @@
+"""Sequential refit (etc.quant.refit), the closing summary (etc.quant.summary) and the MACs cost of copies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from etc import runtime
+from etc.quant import qdq, quantizer, refit, summary
+from tests.test_quant_equalize import _chain
+
+
+def _images(rng, n=6, size=(1, 3, 17, 15)):
+    return [rng.uniform(0, 1, size=size).astype(np.float32) for _ in range(n)]
+
+
+def _output_error(model, qmodel, images, name):
+    ref = [runtime.run(model, {"x": x})[name] for x in images]
+    got = [runtime.run(runtime.session(qmodel), {"x": x})[name] for x in images]
+    return float(np.mean([np.mean((a - b) ** 2) for a, b in zip(ref, got)]))
+
+
+def test_fit_layer_recovers_weights_already_on_the_grid(rng):
+    """Unquantized input and weights already on their int8 grid: the fit gives them back exactly."""
+    w = rng.normal(size=(5, 4, 3, 3))
+    scales = qdq.weight_scales(w, safe_u8s8=False)
+    q = qdq.quantize_weight(w, scales)
+    w_grid = q.astype(np.float64) * scales.reshape(-1, 1, 1, 1)
+    b = rng.normal(size=5)
+    xs = [rng.uniform(0, 1, size=(1, 4, 15, 13)) for _ in range(4)]
+    ys = []
+    for x in xs:
+        cols = refit.rounding.im2col(x, (3, 3), (1, 1, 1, 1), step=1)
+        ys.append((w_grid.reshape(5, -1) @ cols + b[:, None]).reshape(1, 5, 15, 13))
+    got_q, got_scales, got_b = refit.fit_layer(
+        w_grid, b, xs, ys, (1, 1, 1, 1), lambda v: qdq.weight_scales(v, safe_u8s8=False), ridge=1e-6
+    )
+    np.testing.assert_allclose(got_scales, scales, rtol=1e-4)
+    assert np.array_equal(got_q, q)
+    np.testing.assert_allclose(got_b, b, atol=1e-6)
+
+
+def test_refit_beats_plain_gptq_on_the_output(rng):
+    """Each Conv refitted from its quantized input: lower output error against FP32 than GPTQ alone."""
+    model = _chain(rng, c=12)
+    images = _images(rng)
+    common = dict(scale=1, num=len(images), equalize=False, bias_correction=False)
+    q_gptq, _ = quantizer.quantize_with_report(model, images, rounding="gptq", **common)
+    q_refit, report = quantizer.quantize_with_report(model, images, rounding="refit", **common)
+    assert report.rounding == "refit"
+    held = _images(rng, n=3)
+    assert _output_error(model, q_refit, held, "c3") < _output_error(model, q_gptq, held, "c3")
+
+
+def test_refit_keeps_exact_clip_convs(rng):
+    """The clip Conv (exact range, -I weights) is not refitted: its int8 weights stay -127·I."""
+    model = _chain(rng, c=8, clip_tail=True)
+    qmodel, report = quantizer.quantize_with_report(model, _images(rng), scale=1, num=6)
+    clip = next(i for i in qmodel.graph.initializer if i.name.startswith("clip_weight_quantized"))
+    w = np.asarray(qdq.constants(qmodel)[clip.name]).reshape(4, 4)
+    assert np.array_equal(w, -127 * np.eye(4, dtype=np.int8)) and report.methods["y"] == "exact"
+
+
+def test_default_adds_no_macs_and_copies_report_their_cost(rng):
+    from tests.test_quant_split import _model
+
+    model = _model(rng, c=6)  # one input channel dominates the second Conv's rows: split copies it
+    images = _images(rng)
+    q1, _ = quantizer.quantize_with_report(model, images, scale=1, num=6)
+    q4, rep4 = quantizer.quantize_with_report(model, images, scale=1, num=6, split=4)
+    assert summary.conv_macs(q1) == summary.conv_macs(model)
+    assert rep4.split and summary.conv_macs(q4) > summary.conv_macs(model)
+    figures = summary.summarize(model, q4, scale=1, calib=None, patch=8, latency_size=(24, 20))
+    assert figures.macs_ratio == pytest.approx(summary.conv_macs(q4) / summary.conv_macs(model))
+    assert figures.fp32_ms > 0 and figures.int8_ms > 0 and figures.heldout_drop is None
+    text = "\n".join(figures.lines())
+    assert "conv MACs INT8 / FP32" in text and "latency at 1x3x24x20" in text and figures.cpu in text
+
+
+def test_heldout_patches_are_aligned_lr_hr_crops():
+    pairs = summary.heldout_pairs("samples", 2, num=3, patch=16, seed=1000)
+    assert len(pairs) == 3
+    for p in pairs:
+        assert p.lr.shape == (16, 16, 3) and p.hr.shape == (32, 32, 3)
+        from etc.quant.calib import bicubic_downscale
+
+        assert np.abs(bicubic_downscale(p.hr, 2).astype(int) - p.lr.astype(int)).mean() < 12
