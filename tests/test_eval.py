@@ -98,6 +98,21 @@ def test_quantize_then_eval_cli(tiny_sr, tmp_path):
     report = json.loads(res.output)
     assert report["scale"] == 2 and report["equalize_max_abs"] < 1e-5
     assert report["ops"]["QuantizeLinear"] >= 3
+    assert report["target"] == "int32" and report["rounding"] == "refit"
+    figures = report["summary"]
+    assert figures["macs_ratio"] == 1.0 and figures["heldout_patches"] == 8  # no copies by default
+    assert isinstance(figures["heldout_drop"], float) and figures["int8_ms"] > 0 and figures["seconds"] > 0
+    argv = ["quantize", str(tiny_sr), "-o", str(tmp_path / "q2.onnx"), "--calib", str(hr_dir), "--num", "4"]
+    argv += ["--patch", "24", "--target", "native", "--split", "3"]
+    text = runner.invoke(cli, argv)
+    assert text.exit_code == 0, text.output
+    for line in (
+        "held-out calibration patches",
+        "conv MACs INT8 / FP32",
+        "latency at 1x3x360x640",
+        "time spent",
+    ):
+        assert line in text.output
     res = runner.invoke(cli, ["eval", str(out), "--data", str(hr_dir), "--ref", str(tiny_sr), "--json"])
     assert res.exit_code == 0, res.output
     rows = {r["model"]: r for r in json.loads(res.output)["rows"]}

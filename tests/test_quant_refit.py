@@ -85,3 +85,74 @@ def test_heldout_patches_are_aligned_lr_hr_crops():
         from etc.quant.calib import bicubic_downscale
 
         assert np.abs(bicubic_downscale(p.hr, 2).astype(int) - p.lr.astype(int)).mean() < 12
+
+
+def test_range_search_never_raises_the_calibration_error(rng):
+    model = _chain(rng, c=8)
+    images = _images(rng)
+    _, base = quantizer.quantize_with_report(model, images, scale=1, num=6)
+    _, searched = quantizer.quantize_with_report(model, images, scale=1, num=6, range_search=True)
+    assert searched.search_after <= searched.search_before
+    assert searched.search_before > 0 and base.search_before == 0.0  # off by default
+    moved = [n for n in searched.ranges if searched.ranges[n] != base.ranges[n]]
+    assert "x" not in moved  # the graph input keeps its declared range
+
+
+def test_finetune_is_judged_on_held_out_patches_and_kept_only_if_better(rng):
+    model = _chain(rng, c=8)
+    images = _images(rng, n=8)
+    qmodel, report = quantizer.quantize_with_report(model, images, scale=1, num=8, finetune_steps=30)
+    assert report.finetune.startswith("held-out output MSE")
+    before, after = (float(v) for v in report.finetune.split(": ")[0].split()[-3::2])
+    assert (after < before) != report.finetune.endswith("not kept")
+    weights = [i for i in qmodel.graph.initializer if i.name.endswith("weight_quantized")]
+    assert weights and all(abs(int(np.abs(qdq.constants(qmodel)[w.name]).max())) <= 127 for w in weights)
+
+
+def test_finetune_declines_graphs_it_cannot_simulate(rng):
+    from etc.quant import finetune
+
+    model = _chain(rng, c=8, act="Sigmoid")
+    plan = qdq.plan_qdq(model)
+    reason = finetune.unsupported(model, plan)
+    assert reason is not None and "Sigmoid" in reason
+    assert finetune.unsupported(_chain(rng, c=8), qdq.plan_qdq(_chain(rng, c=8))) is None
+
+
+def test_finetune_simulation_matches_onnxruntime(rng):
+    """The torch simulation of the QDQ graph agrees with onnxruntime (optimizations off) before training."""
+    import torch
+
+    from etc.quant import finetune
+
+    model = _chain(rng, c=8)
+    model.graph.node.append(
+        __import__("onnx").helper.make_node("DepthToSpace", ["c3"], ["y"], blocksize=2, mode="CRD")
+    )
+    model.graph.output[0].CopyFrom(
+        __import__("onnx").helper.make_tensor_value_info("y", __import__("onnx").TensorProto.FLOAT, None)
+    )
+    plan = qdq.plan_qdq(model)
+    ranges = {"x": (0, 1), "a1": (0, 2), "a2": (0, 2), "c3": (-2, 2)}
+    grids = {
+        c: qdq.weight_scales(qdq.constants(model)[n.input[1]], safe_u8s8=False)
+        for n in model.graph.node
+        if (c := n.name) in plan.convs
+    }
+    on_grid = model
+    for node in model.graph.node:
+        if node.name in grids:
+            w = qdq.constants(model)[node.input[1]]
+            q = qdq.quantize_weight(w, grids[node.name]).astype(np.float64) * grids[node.name].reshape(
+                -1, 1, 1, 1
+            )
+            quantizer._set_initializer(on_grid, node.input[1], q)
+    sim = finetune._Sim(on_grid, plan, ranges, grids)
+    x = _images(rng, n=1)[0]
+    got = sim(torch.tensor(x)).detach().numpy()
+    ref = runtime.run(
+        runtime.session(qdq.build_qdq(on_grid, plan, ranges, safe_u8s8=False, grids=grids)), {"x": x}
+    )["y"]
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=2 * 4 / 255)  # at most a rounding step where a tie fell apart
+    assert np.mean(np.abs(got - ref) < 1e-5) > 0.98

@@ -53,6 +53,7 @@ class QuantReport:
     equalize_max_abs: float = 0.0
     bias_corrected: int = 0
     rounding: str = "refit"
+    finetune: str = ""  # what the fine-tuning did (etc.quant.finetune), empty when off
     search_before: float = 0.0  # output MSE against FP32 before / after the range search
     search_after: float = 0.0
     target: str = "int32"  # resolved deployment target (etc.quant.target)
@@ -75,6 +76,7 @@ class QuantReport:
             "bias_corrected": self.bias_corrected,
             "rounding": self.rounding,
             "target": self.target,
+            "finetune": self.finetune,
             "prelu_to_relu": self.prelu_to_relu,
             "ops": self.ops,
         }
@@ -245,6 +247,7 @@ def quantize_with_report(
     rounding: str = "refit",
     bias_correction: bool = True,
     range_search: bool = False,
+    finetune_steps: int = 0,
     target: str = "int32",
     safe_u8s8: bool | str | None = None,
     prelu_to_relu: bool = True,
@@ -352,6 +355,14 @@ def quantize_with_report(
             model, plan, ranges, feeds, reference, movable, build, progress=progress
         )
         report.ranges = ranges
+    if finetune_steps > 0 and grids:
+        from etc.quant.finetune import finetune
+
+        train, held = _finetune_sets(calib, scale, num, patch, seed, feeds, in_name)
+        tuned, report.finetune = finetune(
+            model, plan, ranges, grids, train, held, float_model, build, steps=finetune_steps, seed=seed
+        )
+        model = tuned if tuned is not None else model
     qmodel = qdq.build_qdq(model, plan, ranges, **build)
     targets.record(qmodel, resolved, target)
     report.ops = {}
@@ -388,6 +399,18 @@ def relu_form(
 
     out, _ = optimize(model, "prelu", input_ranges=input_ranges, size=(48, 40))
     return out, before - sum(n.op_type in PRELU_OPS for n in out.graph.node)
+
+
+def _finetune_sets(calib, scale, num, patch, seed, feeds, in_name) -> tuple[list, list]:
+    """(training feeds, held-out feeds) for the fine-tuning: the calibration feeds and other crops of the
+    calibration images (a dataset spec), or the given arrays split 3:1."""
+    if isinstance(calib, (str, os.PathLike)):
+        from etc.quant.calib import calibration_patches
+
+        held = calibration_patches(calib, scale, num=max(num // 4, 4), patch=patch, seed=seed + 1000)
+        return list(feeds), [{in_name: p} for p in held]
+    k = max(len(feeds) // 4, 1)
+    return list(feeds[:-k]) or list(feeds), list(feeds[-k:])
 
 
 def _which(stats: observe.TensorStats, chosen: tuple[float, float]) -> str:
