@@ -461,7 +461,7 @@ def _quantize(plain, calib_patches: int):
     except ImportError as exc:
         return None, f"unavailable (etc.quant cannot be imported: {exc})"
     try:
-        return quantize(plain, calib="samples", scale=SCALE, num=calib_patches), "ok"
+        return quantize(plain, calib="samples", scale=SCALE, num=calib_patches, target="native"), "ok"
     except Exception as exc:  # the demo reports any quantizer failure and carries on
         msg = str(exc).splitlines()[0][:200] if str(exc) else ""
         return None, f"unavailable ({type(exc).__name__}: {msg})"

@@ -131,7 +131,9 @@ def test_clip_structure_ranges_are_exact(rng):
 def test_quantizer_end_to_end_on_tiny_chain(rng):
     model = _chain(rng, clip_tail=True)
     feeds = _feeds(rng)
-    qmodel, report = quantizer.quantize_with_report(model, [f["x"] for f in feeds], scale=1, num=4)
+    qmodel, report = quantizer.quantize_with_report(
+        model, [f["x"] for f in feeds], scale=1, num=4, target="native"
+    )
     assert report.capped == {"a3": pytest.approx(1.0)} and report.methods["y"] == "exact"
     assert report.equalize_max_abs < 1e-5
     ref = runtime.run(model, feeds[0])["y"]
@@ -148,7 +150,7 @@ def test_prelu_becomes_relu_before_quantizing(rng):
     assert count == 1 and "PRelu" not in [n.op_type for n in relu.graph.node]
     assert_equivalent(model, relu)
     images = [f["x"] for f in feeds]
-    qmodel, report = quantizer.quantize_with_report(model, images, scale=1, num=4)
+    qmodel, report = quantizer.quantize_with_report(model, images, scale=1, num=4, target="native")
     assert report.prelu_to_relu == 1 and "PRelu" not in report.ops
     plan = qdq.plan_qdq(relu)
     assert len(plan.fused) == 2 and len(plan.convs) == 3  # both hidden Convs fuse with a Relu
