@@ -238,15 +238,21 @@ def summary(results: dict) -> str:
     lean = [r["ratio"]["etc"] for r in results.values()]
     if lean:
         text += f" ETC INT8/FP32 latency: {min(lean):.2f}-{max(lean):.2f}."
-    grown = [k for k, r in results.items() if r["macs"]["etc"] > 1.05]
+    grown = {k: r for k, r in results.items() if r["macs"]["etc"] > 1.05}
     if grown:
+        lean_prelu = [
+            f"{k} {r['keep_prelu']['drop']:.3f} dB at {r['keep_prelu']['macs']:.2f}x MACs"
+            for k, r in grown.items()
+            if r.get("keep_prelu")
+        ]
         text += (
             " MACs above 1.05x: "
             + ", ".join(grown)
-            + ": the exact PReLU -> ReLU rewrite doubles the channels "
-            "around every PReLU so that each Conv fuses with a ReLU; keeping the PReLUs in float between "
-            "quantized tensors (`--keep-prelu`, 1.00x MACs) measured 0.63 dB (M4C16) and 2.43 dB (M4C32) here. "
-            "The anchored ECBSR row is at 1.00x because `fold,rep,et` already made that rewrite in its FP32 graph."
+            + ": the exact PReLU -> ReLU rewrite doubles the channels around every PReLU so that each Conv fuses "
+            "with a ReLU; keeping the PReLUs in float between quantized tensors (`--keep-prelu`) measured "
+            + ("; ".join(lean_prelu) or "n/a")
+            + ". The anchored ECBSR row is at 1.00x because `fold,rep,et` already made that rewrite in its FP32 "
+            "graph."
         )
     return text + (
         " The misses are the x2/x3 ETDS models: their image channels are requantized to 8 bits at every layer "
