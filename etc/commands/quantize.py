@@ -186,15 +186,20 @@ def quantize(
     if summary:
         from etc.quant.summary import summarize
 
-        figures = summarize(
-            source,
-            qmodel,
-            scale=report.scale,
-            calib=calib,
-            patch=patch,
-            seed=seed,
-            seconds=time.perf_counter() - started,
-        )
+        try:
+            figures = summarize(
+                source,
+                qmodel,
+                scale=report.scale,
+                calib=calib,
+                patch=patch,
+                seed=seed,
+                seconds=time.perf_counter() - started,
+            )
+        except Exception as exc:  # the model is written; a figure that cannot be measured is reported
+            click.echo(
+                f"summary unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}", err=True
+            )
     if as_json:
         payload = report.as_dict()
         payload["output"] = str(output)
