@@ -198,7 +198,8 @@ def quantize(
             )
         except Exception as exc:  # the model is written; a figure that cannot be measured is reported
             click.echo(
-                f"summary unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}", err=True
+                f"summary unavailable: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}",
+                err=True,
             )
     if as_json:
         payload = report.as_dict()
