@@ -12,14 +12,19 @@ Steps, each on the float model unless said otherwise:
    ETDS/ABPN_ET/ECBSR_ET, Conv1x1(-I, 1)+ReLU) cannot tell values above ``b_o / w_o`` apart, so its range is
    capped there exactly, and that Conv's output range is exactly [0, max b_o];
 3. equalization (:mod:`etc.quant.equalize`), run as the ``equalize`` pass under the pipeline's NumericCheck
-   instrument, so a transform that changed the FP32 function stops the run; then the identical channel copies
-   made by ``split`` are rescaled 1, 1 - s, 1 - 2s, ... (:mod:`etc.quant.stagger`, same check) so that their
-   uint8 roundings differ and average out;
+   instrument, so a transform that changed the FP32 function stops the run; opt-in (``split`` > 1, more MACs):
+   channel copies first, rescaled 1, 1 - s, 1 - 2s, ... afterwards (:mod:`etc.quant.stagger`, same check) so
+   that their uint8 roundings differ and average out;
 4. per-tensor ranges (``--method``; ``auto`` picks per tensor, each channel's error weighted by how strongly
    the next layer reads it, :func:`consumer_weights`), QDQ placement (:mod:`etc.quant.qdq`);
-5. weights rounded to the int8 grid with GPTQ error compensation (:mod:`etc.quant.rounding`);
+5. weights: by default each Conv, in order, refitted to the FP32 output from the quantized input it reads and
+   rounded with GPTQ (:mod:`etc.quant.refit`); ``rounding="gptq"`` rounds the FP32 weights with GPTQ only
+   (:mod:`etc.quant.rounding`); the ``target`` decides whether the int8 weights must respect the x86 AVX2 pair
+   limit (:mod:`etc.quant.target`);
 6. bias correction: Conv by Conv in topological order, the mean output error of the QDQ model against the float
-   model on the calibration patches is added back to the bias.
+   model on the calibration patches is added back to the bias;
+7. opt-in: ranges rescaled by the output error (:mod:`etc.quant.search`), bounded fine-tuning of the int8
+   weights and biases (:mod:`etc.quant.finetune`). The target is written to the model's metadata_props.
 """
 
 from __future__ import annotations
