@@ -231,6 +231,11 @@ class DemoResult:
         kept["eval_photos"], kept["latency_size"] = tuple(kept["eval_photos"]), tuple(kept["latency_size"])
         return cls(out_dir=Path(data["out_dir"]), rows=rows, **kept)
 
+    def int8_speed(self) -> float | None:
+        """Latency of the plain INT8 graph over the plain FP32 graph, or None when either was not timed."""
+        fp32, int8 = _latency_of(self.rows, "plain"), _latency_of(self.rows, "plain INT8")
+        return None if not fp32 or int8 is None else int8 / fp32
+
     def table(self) -> str:
         """The final summary: one table, then the facts it rests on."""
         from etc.commands.common import table
@@ -285,8 +290,18 @@ class DemoResult:
             lines.append("Not plain yet: " + "; ".join(self.remaining))
         if self.int8 != "ok":
             lines.append(f"INT8: {self.int8}")
+        ratio = self.int8_speed()
+        if ratio is not None:
+            verdict = "faster" if ratio < 1 else "NOT faster"
+            lines.append(
+                f"INT8 / FP32 plain latency: {ratio:.2f}x (INT8 {verdict}; no extra MACs by default)."
+            )
         lines.append(f"Models written to {self.out_dir}")
         return "\n".join(lines)
+
+
+def _latency_of(rows: list, graph: str) -> float | None:
+    return next((r.latency_ms for r in rows if r.graph == graph), None)
 
 
 def _num(value: float | None, fmt: str = "{:.2f}") -> str:
@@ -446,7 +461,7 @@ def _quantize(plain, calib_patches: int):
     except ImportError as exc:
         return None, f"unavailable (etc.quant cannot be imported: {exc})"
     try:
-        return quantize(plain, calib="samples", scale=SCALE, num=calib_patches), "ok"
+        return quantize(plain, calib="samples", scale=SCALE, num=calib_patches, target="native"), "ok"
     except Exception as exc:  # the demo reports any quantizer failure and carries on
         msg = str(exc).splitlines()[0][:200] if str(exc) else ""
         return None, f"unavailable ({type(exc).__name__}: {msg})"

@@ -98,6 +98,15 @@ def test_int8_row_is_measured_or_says_why_not(result):
         assert row.psnr is not None and row.latency_ms is not None
         assert row.op_types.get("QuantizeLinear", 0) > 0
         assert row.psnr > result.row("plain").psnr - 1.5
+        ratio = row.latency_ms / result.row("plain").latency_ms
+        assert f"INT8 / FP32 plain latency: {ratio:.2f}x" in result.table()
+        import onnx
+
+        from etc.quant import summary, target
+
+        int8, plain = onnx.load(result.files["int8"]), onnx.load(result.files["plain"])
+        assert target.recorded(int8) == target.resolve("native")  # made for this CPU's kernel
+        assert summary.conv_macs(int8) == summary.conv_macs(plain)  # no channel copies by default
     else:
         assert result.int8.startswith("unavailable (") and row.psnr is None
         assert "INT8: unavailable" in result.table()

@@ -98,7 +98,24 @@ def test_quantize_then_eval_cli(tiny_sr, tmp_path):
     report = json.loads(res.output)
     assert report["scale"] == 2 and report["equalize_max_abs"] < 1e-5
     assert report["ops"]["QuantizeLinear"] >= 3
-    res = runner.invoke(cli, ["eval", str(out), "--data", str(hr_dir), "--ref", str(tiny_sr), "--json"])
+    assert report["target"] == "int32" and report["rounding"] == "refit"
+    figures = report["summary"]
+    assert figures["macs_ratio"] == 1.0 and figures["heldout_patches"] == 8  # no copies by default
+    assert isinstance(figures["heldout_drop"], float) and figures["int8_ms"] > 0 and figures["seconds"] > 0
+    argv = ["quantize", str(tiny_sr), "-o", str(tmp_path / "q2.onnx"), "--calib", str(hr_dir), "--num", "4"]
+    argv += ["--patch", "24", "--target", "native", "--split", "3"]
+    text = runner.invoke(cli, argv)
+    assert text.exit_code == 0, text.output
+    for line in (
+        "held-out calibration patches",
+        "conv MACs INT8 / FP32",
+        "latency at 1x3x360x640",
+        "time spent",
+    ):
+        assert line in text.output
+    # --no-optimize: the QDQ graph as written (int32 accumulation), the same on every CPU
+    argv = ["eval", str(out), "--data", str(hr_dir), "--ref", str(tiny_sr), "--json", "--no-optimize"]
+    res = runner.invoke(cli, argv)
     assert res.exit_code == 0, res.output
     rows = {r["model"]: r for r in json.loads(res.output)["rows"]}
     assert set(rows) == {"bicubic", str(tiny_sr), str(out)}
@@ -121,3 +138,17 @@ def test_cli_error_paths(tiny_sr, tmp_path):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
+
+
+def test_eval_warns_only_where_the_kernel_cannot_run_an_int32_target_model(rng):
+    from etc.commands.evaluate import _target_warning
+    from etc.quant import quantizer, target
+    from tests.test_quant_equalize import _chain
+
+    model = _chain(rng, c=8)
+    images = [rng.uniform(0, 1, size=(1, 3, 12, 10)).astype(np.float32) for _ in range(4)]
+    q32 = quantizer.quantize(model, images, scale=1, num=4, rounding="nearest")
+    qavx = quantizer.quantize(model, images, scale=1, num=4, rounding="nearest", target="x86-avx2")
+    saturating = target.kernel_saturates_pairs()
+    assert (_target_warning(q32, optimize=True) is not None) == saturating
+    assert _target_warning(q32, optimize=False) is None and _target_warning(qavx, optimize=True) is None

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from etc import runtime
-from etc.quant import qdq, quantizer
+from etc.quant import qdq, quantizer, target
 from etc.testing import assert_equivalent
 from tests.test_quant_equalize import _chain
 
@@ -91,63 +91,16 @@ def test_kernel_pairs_follow_the_nhwc_reduction_order():
     assert qdq.kernel_pairs((1, 4, 1, 1)).tolist() == [[0, 1], [2, 3]]
 
 
-def _saturation_probe(c: int, k: int, a: int, b: int) -> float:
-    """Fused int8 output of a Conv whose row 0 has int8 weights 127 at NHWC reduction indices a and b, on an
-    all-255 input: 2.0 computed exactly, about 1.0 when the kernel added the two products in saturating int16."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.zeros((4, k, k, c))
-    w.reshape(4, -1)[0, [a, b]] = 127
-    inits = {
-        "xs": np.float32(1 / 255),
-        "xz": np.uint8(0),
-        "wq": w.transpose(0, 3, 1, 2).astype(np.int8),
-        "ws": np.full(4, 1 / 127, np.float32),
-        "wz": np.zeros(4, np.int8),
-        "ys": np.float32(8 / 255),
-        "yz": np.uint8(0),
-    }
-    nodes = [
-        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
-        helper.make_node("Conv", ["xd", "wd"], ["c"], pads=[k // 2] * 4),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["yq"]),
-        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
-        [numpy_helper.from_array(v, n) for n, v in inits.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return float(sess.run(None, {"x": np.ones((1, c, 6, 6), np.float32)})[0][0, 0, 3, 3])
-
-
-def _kernel_saturates_pairs() -> bool:
-    """Probe this CPU's fused u8s8 kernel once: does it add weight pairs in saturating int16 (x86 AVX2 without
-    VNNI), or accumulate exactly in int32 (AVX512-VNNI, AVX-VNNI, ARM dot-product)?"""
-    return _saturation_probe(3, 3, 0, 1) < 1.5
-
-
 @pytest.mark.parametrize("c,k", [(3, 3), (4, 3), (6, 1)])
 def test_fused_kernel_adds_exactly_the_predicted_pairs(c, k):
     """The layout :func:`qdq.kernel_pairs` assumes, checked on this onnxruntime: on a CPU whose u8s8 kernel
     saturates, two weights at full scale saturate int16 exactly when they share a (2j, 2j + 1) pair of the NHWC
     reduction index; on a CPU that accumulates in int32, no pair saturates."""
-    saturating = _kernel_saturates_pairs()
+    saturating = target.kernel_saturates_pairs()
     n = c * k * k
     probes = [(a, a + 1) for a in range(n - 1)] + [(a, a + 2) for a in range(0, n - 2, 3)]
     for a, b in probes:
-        got = _saturation_probe(c, k, a, b)
+        got = target.saturation_probe(c, k, a, b)
         paired = saturating and a // 2 == b // 2
         assert (got < 1.5) == paired, (c, k, a, b, got, "saturating" if saturating else "int32")
 
@@ -178,7 +131,9 @@ def test_clip_structure_ranges_are_exact(rng):
 def test_quantizer_end_to_end_on_tiny_chain(rng):
     model = _chain(rng, clip_tail=True)
     feeds = _feeds(rng)
-    qmodel, report = quantizer.quantize_with_report(model, [f["x"] for f in feeds], scale=1, num=4)
+    qmodel, report = quantizer.quantize_with_report(
+        model, [f["x"] for f in feeds], scale=1, num=4, target="native"
+    )
     assert report.capped == {"a3": pytest.approx(1.0)} and report.methods["y"] == "exact"
     assert report.equalize_max_abs < 1e-5
     ref = runtime.run(model, feeds[0])["y"]
@@ -195,7 +150,7 @@ def test_prelu_becomes_relu_before_quantizing(rng):
     assert count == 1 and "PRelu" not in [n.op_type for n in relu.graph.node]
     assert_equivalent(model, relu)
     images = [f["x"] for f in feeds]
-    qmodel, report = quantizer.quantize_with_report(model, images, scale=1, num=4)
+    qmodel, report = quantizer.quantize_with_report(model, images, scale=1, num=4, target="native")
     assert report.prelu_to_relu == 1 and "PRelu" not in report.ops
     plan = qdq.plan_qdq(relu)
     assert len(plan.fused) == 2 and len(plan.convs) == 3  # both hidden Convs fuse with a Relu
@@ -221,3 +176,53 @@ def test_clamp_pairs_makes_any_int8_weight_safe_and_changes_only_violations(rng)
     ok = (np.sign(a) != np.sign(b)) | (np.abs(a) + np.abs(b) <= 128)
     assert np.array_equal(flat_fixed[:, pairs[:, 0]][ok], a[ok])
     assert np.all(np.abs(flat_fixed) <= np.abs(flat))
+
+
+def test_target_default_is_exact_int32_and_recorded(rng):
+    """The default target puts no pair limit on the weights; x86-avx2 does; both are written to the model."""
+    model = _chain(rng, clip_tail=True, c=16)
+    images = [f["x"] for f in _feeds(rng)]
+    q32, r32 = quantizer.quantize_with_report(model, images, scale=1, num=4, rounding="nearest")
+    qavx, ravx = quantizer.quantize_with_report(
+        model, images, scale=1, num=4, rounding="nearest", target="x86-avx2"
+    )
+    assert (r32.target, ravx.target) == ("int32", "x86-avx2")
+    assert (target.recorded(q32), target.recorded(qavx)) == ("int32", "x86-avx2")
+    weights = {
+        i.name: onnx.numpy_helper.to_array(i)
+        for i in q32.graph.initializer
+        if i.name.endswith("weight_quantized")
+    }
+    avx = {i.name: onnx.numpy_helper.to_array(i) for i in qavx.graph.initializer}
+    assert all(qdq.u8s8_safe(avx[n]) for n in weights)
+    assert not all(qdq.u8s8_safe(w) for w in weights.values())  # full-range rows break the int16 pair limit
+
+
+def test_native_target_follows_the_probed_kernel(rng):
+    expected = "x86-avx2" if target.kernel_saturates_pairs() else "int32"
+    assert target.resolve("native") == expected
+    assert target.safe_mode(target.resolve("int32")) is False
+    assert target.safe_mode("x86-avx2") == "pairs"
+    with pytest.raises(Exception, match="unknown target"):
+        target.resolve("gpu")
+    model = _chain(rng, c=8)
+    q, report = quantizer.quantize_with_report(
+        model, [f["x"] for f in _feeds(rng)], scale=1, num=4, rounding="nearest", target="native"
+    )
+    assert report.target == expected == target.recorded(q)
+    props = {p.key: p.value for p in q.metadata_props}
+    assert props[target.METADATA_KEY + ".requested"] == "native"
+
+
+def test_int32_target_matches_the_fused_kernel_only_where_it_accumulates_in_int32(rng):
+    """Full-range weights: exact in the QDQ graph; the fused kernel agrees unless this CPU saturates pairs."""
+    model = _chain(rng, c=16)
+    plan = qdq.plan_qdq(model)
+    ranges = {"x": (0, 1), "a1": (0, 3), "a2": (0, 3), "c3": (-3, 3)}
+    q = qdq.build_qdq(model, plan, ranges, safe_u8s8=False)
+    feed = {"x": rng.uniform(0, 1, size=(1, 3, 15, 17)).astype(np.float32)}
+    ref = runtime.run(runtime.session(q), feed)["c3"]
+    got = runtime.run(runtime.session(q, optimize=True), feed)["c3"]
+    if target.kernel_saturates_pairs():
+        pytest.skip("this CPU's u8s8 kernel saturates int16 pairs: only the x86-avx2 target is exact here")
+    np.testing.assert_allclose(got, ref, atol=1e-5)

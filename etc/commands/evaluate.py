@@ -100,6 +100,22 @@ def evaluate(
         lines.append(cells)
     click.echo(f"{len(pairs)} images from '{data}', x{scale}, Y channel, {scale}-pixel border crop")
     click.echo(table(lines, header))
+    warning = _target_warning(main, optimize)
+    if warning:
+        click.echo(warning, err=True)
     if per_image:
         img_rows = [[r.model, k, f"{p:.4f}", f"{s:.4f}"] for r in rows for k, (p, s) in r.per_image.items()]
         click.echo(table(img_rows, ["model", "image", "PSNR-Y dB", "SSIM-Y"]))
+
+
+def _target_warning(model, optimize: bool) -> str | None:
+    """A note when an int32-target INT8 model runs on fused kernels that saturate int16 pairs (x86 without
+    VNNI): the figures then show this CPU's kernel, not the QDQ graph."""
+    from etc.quant import target
+
+    if not optimize or target.recorded(model) != "int32" or not target.kernel_saturates_pairs():
+        return None
+    return (
+        "note: this INT8 model targets exact int32 accumulation, but this CPU's u8s8 kernel adds weight pairs "
+        "in saturating int16; use --no-optimize to evaluate the QDQ graph, or quantize with --target native"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -48,9 +49,10 @@ def progress_bar(desc: str, enabled: bool):
 @click.option(
     "--split",
     type=click.IntRange(min=1),
-    default=4,
+    default=1,
     show_default=True,
-    help="Copies of an input channel that dominates a weight row (FP32-exact, finer int8 grid); 1 = off.",
+    help="Up to N copies of an input channel that dominates a weight row (FP32-exact, finer int8 grid, but "
+    "more MACs: the report states the growth); 1 = off.",
 )
 @click.option(
     "--stagger",
@@ -62,23 +64,47 @@ def progress_bar(desc: str, enabled: bool):
 )
 @click.option(
     "--rounding",
-    type=click.Choice(["gptq", "nearest"]),
-    default="gptq",
+    type=click.Choice(["refit", "gptq", "nearest"]),
+    default="refit",
     show_default=True,
-    help="Weight rounding: error-compensating (GPTQ) or nearest.",
+    help="Weights: refit = each Conv refitted to the FP32 output from its quantized input, then GPTQ-rounded; "
+    "gptq = GPTQ rounding of the FP32 weights; nearest.",
 )
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True)
 @click.option(
-    "--safe-u8s8/--no-safe-u8s8",
-    default=True,
+    "--target",
+    type=click.Choice(["int32", "x86-avx2", "native"]),
+    default="int32",
     show_default=True,
-    help="Keep int8 weights small enough that x86 CPUs without VNNI cannot saturate (see docs).",
+    help="Kernel the model is made for: int32 = exact int32 accumulation (NPUs, TFLite, VNNI and ARM CPUs); "
+    "x86-avx2 = keep the int16 pair sums of x86 CPUs without VNNI below saturation; native = probe this CPU.",
 )
 @click.option(
     "--prelu-to-relu/--keep-prelu",
     default=True,
     show_default=True,
     help="Rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact), so every Conv fuses with a ReLU.",
+)
+@click.option(
+    "--range-search/--no-range-search",
+    default=False,
+    show_default=True,
+    help="Scale each activation range by the factor that minimises the output error (slower).",
+)
+@click.option(
+    "--finetune",
+    "finetune_steps",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Fine-tune the int8 weights and biases against the FP32 output for up to N steps (torch); kept only "
+    "if held-out calibration patches improve. 0 = off.",
+)
+@click.option(
+    "--summary/--no-summary",
+    default=True,
+    show_default=True,
+    help="End with PSNR drop on held-out calibration patches, MACs growth, INT8/FP32 latency on this CPU.",
 )
 @input_range_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patch crops.")
@@ -97,7 +123,10 @@ def quantize(
     stagger: float,
     rounding: str,
     bias_correction: bool,
-    safe_u8s8: bool,
+    range_search: bool,
+    finetune_steps: int,
+    summary: bool,
+    target: str,
     prelu_to_relu: bool,
     input_ranges: tuple[str, ...],
     seed: int,
@@ -106,10 +135,12 @@ def quantize(
     """Quantize MODEL to INT8 QDQ (uint8 activations, int8 weights) calibrated on images.
 
     \b
-    Steps: exact clip-structure ranges, channel duplication, cross-layer equalization and staggering of
-    the copies (all checked FP32-exact with onnxruntime), per-tensor activation ranges, GPTQ weight
-    rounding, bias correction, QDQ placement with Conv+Relu fused and DepthToSpace on uint8. Check the
-    result with `etc eval OUT.onnx --ref MODEL`.
+    Steps: exact clip-structure ranges, cross-layer equalization (checked FP32-exact with onnxruntime;
+    opt-in channel copies with --split), per-tensor activation ranges, each Conv refitted to the FP32
+    output from its quantized input and GPTQ-rounded, bias correction, QDQ placement with Conv+Relu fused
+    and DepthToSpace on uint8. The default target is exact int32 accumulation; --target x86-avx2 limits
+    the weights for x86 CPUs without VNNI. Ends with the PSNR drop on held-out calibration patches, the MACs
+    growth and the INT8/FP32 latency on this CPU. Check on other images with `etc eval OUT.onnx --ref MODEL`.
     Exit codes: 0 ok, 1 the equalization changed the FP32 outputs, 2 bad input (including a model
     onnxruntime cannot run), 3 internal error.
     """
@@ -126,6 +157,7 @@ def quantize(
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
     patch = _patch_for(source, patch, model)
     bar = progress_bar("calibrating", not as_json)
+    started = time.perf_counter()
     try:
         qmodel, report = quantize_with_report(
             source,
@@ -140,7 +172,9 @@ def quantize(
             stagger=stagger,
             rounding=rounding,
             bias_correction=bias_correction,
-            safe_u8s8=safe_u8s8,
+            range_search=range_search,
+            finetune_steps=finetune_steps,
+            target=target,
             prelu_to_relu=prelu_to_relu,
             input_ranges=ranges,
             seed=seed,
@@ -150,12 +184,34 @@ def quantize(
         if bar is not None:
             bar.close()
     save(qmodel, output)
+    figures = None
+    if summary:
+        from etc.quant.summary import summarize
+
+        try:
+            figures = summarize(
+                source,
+                qmodel,
+                scale=report.scale,
+                calib=calib,
+                patch=patch,
+                seed=seed,
+                seconds=time.perf_counter() - started,
+            )
+        except Exception as exc:  # the model is written; a figure that cannot be measured is reported
+            click.echo(
+                f"summary unavailable: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}",
+                err=True,
+            )
     if as_json:
         payload = report.as_dict()
         payload["output"] = str(output)
+        payload["summary"] = figures.as_dict() if figures else None
         echo_json(payload)
         return
-    click.echo(f"{model}: x{report.scale}, calibrated on {report.patches} patches of '{report.calib}'")
+    click.echo(
+        f"{model}: x{report.scale}, target {report.target}, calibrated on {report.patches} patches of '{report.calib}'"
+    )
     rows = [
         [name, f"{lo:.4g}", f"{hi:.4g}", report.methods.get(name, "declared")]
         for name, (lo, hi) in report.ranges.items()
@@ -174,8 +230,12 @@ def quantize(
         sg = [[r.tensor, r.groups, r.max_copies, f"{r.min_scale:.3g}"] for r in report.staggered]
         click.echo(table(sg, ["staggered tensor", "copy groups", "max copies", "min scale"]))
     ops = ", ".join(f"{k} x{v}" for k, v in report.ops.items())
+    if report.finetune:
+        click.echo(f"fine-tuning: {report.finetune}")
     click.echo(f"rounding {report.rounding}, bias corrected convs: {report.bias_corrected}; ops: {ops}")
     click.echo(f"wrote {output}")
+    for line in figures.lines() if figures else []:
+        click.echo(line)
 
 
 def _patch_for(source, patch: int, path: Path) -> int:

@@ -31,10 +31,12 @@ class EqualizePass(Pass):
         feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
         skip: frozenset[str] = frozenset(),
         progress: Callable[[int], None] | None = None,
+        act_weight: float | None = None,
     ) -> None:
         self.feeds = feeds
         self.skip = skip
         self.progress = progress
+        self.act_weight = act_weight  # None: etc.quant.equalize.ACT_WEIGHT
         self.records: list = []
 
     def _feeds(self, model: onnx.ModelProto, ctx: PassContext) -> list[dict[str, np.ndarray]]:
@@ -58,7 +60,7 @@ class EqualizePass(Pass):
         if not pairs:
             return PassResult(model, False)
         stats = observe.collect(model, self._feeds(model, ctx), [p.tensor for p in pairs], self.progress)
-        out, records = equalize.equalize(model, stats, skip=set(self.skip))
+        out, records = equalize.equalize(model, stats, skip=set(self.skip), act_weight=self.act_weight)
         self.records.extend(records)
         if not records:
             return PassResult(model, False)

@@ -155,7 +155,11 @@ def candidate_scales(ch_range: np.ndarray, alphas=ALPHAS):
 
 
 def choose_scales(
-    weights: list[np.ndarray], ch_range: np.ndarray, ch_sq: np.ndarray, alphas=ALPHAS
+    weights: list[np.ndarray],
+    ch_range: np.ndarray,
+    ch_sq: np.ndarray,
+    alphas=ALPHAS,
+    act_weight: float | None = None,
 ) -> tuple[np.ndarray, float]:
     """Per-channel scales a_c > 0 (and the chosen α) minimising :func:`estimated_noise`; α = 0 and all
     scales 1 when no candidate gains MIN_GAIN."""
@@ -163,9 +167,9 @@ def choose_scales(
     best, best_alpha = np.ones_like(ch_range), 0.0
     if not np.any(ch_range > 0):
         return best, best_alpha
-    best_noise = estimated_noise(weights, ch_range, ch_sq, best) * (1 - MIN_GAIN)
+    best_noise = estimated_noise(weights, ch_range, ch_sq, best, act_weight) * (1 - MIN_GAIN)
     for scales, alpha, _ in candidate_scales(ch_range, alphas):
-        noise = estimated_noise(weights, ch_range, ch_sq, scales)
+        noise = estimated_noise(weights, ch_range, ch_sq, scales, act_weight)
         if noise < best_noise:
             best, best_alpha, best_noise = scales, alpha, noise
     if np.all(best == 1.0):
@@ -250,8 +254,10 @@ def equalize(
     stats: Mapping[str, object],
     *,
     skip: set[str] | frozenset[str] = frozenset(),
+    act_weight: float | None = None,
 ) -> tuple[onnx.ModelProto, list[EqualizeRecord]]:
-    """Rescales every pair whose tensor has statistics (``TensorStats`` by name) and is not in ``skip``."""
+    """Rescales every pair whose tensor has statistics (``TensorStats`` by name) and is not in ``skip``
+    (``act_weight``: see :func:`estimated_noise`)."""
     records = []
     for pair in find_pairs(model):
         st = stats.get(pair.tensor)
@@ -269,7 +275,9 @@ def equalize(
         ch_range = np.asarray(st.ch_max, dtype=np.float64) - np.minimum(
             np.asarray(st.ch_min, np.float64), 0.0
         )
-        scales, alpha = choose_scales(weights, ch_range, np.asarray(st.ch_sq, dtype=np.float64))
+        scales, alpha = choose_scales(
+            weights, ch_range, np.asarray(st.ch_sq, dtype=np.float64), act_weight=act_weight
+        )
         if np.all(scales == 1.0):
             continue
         model = apply_scales(model, pair, scales)
