@@ -79,20 +79,21 @@ def _broadcast(a: Interval, b: Interval) -> tuple[Interval, Interval]:
 
 
 def _mul_bounds(a_lo, a_hi, b_lo, b_hi):
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         cands = np.stack([a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi])
     cands = np.nan_to_num(cands, nan=0.0, posinf=INF, neginf=-INF)
     return cands.min(axis=0), cands.max(axis=0)
 
 
 def _weighted_sum(weight: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds of sum_j w_j x_j with x_j in [lo_j, hi_j]; rows of ``weight`` are outputs. 0*inf counts as 0."""
+    """Bounds of sum_j w_j x_j with x_j in [lo_j, hi_j]; rows of ``weight`` are outputs. 0*inf counts as 0;
+    bounds too large for float64 overflow to inf, which stays a sound bound."""
     pos = np.maximum(weight, 0)
     neg = np.minimum(weight, 0)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         low = np.where(pos != 0, pos * lo, 0) + np.where(neg != 0, neg * hi, 0)
         high = np.where(pos != 0, pos * hi, 0) + np.where(neg != 0, neg * lo, 0)
-    return low.sum(axis=1), high.sum(axis=1)
+        return low.sum(axis=1), high.sum(axis=1)
 
 
 def const_interval(value: np.ndarray) -> Interval:
