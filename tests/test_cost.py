@@ -280,3 +280,20 @@ def test_adapters_take_the_target_and_the_budget(nets):
     model = b.model(b.conv(b.op("Relu", [b.conv("input", 3, 4)]), 4, 3))
     cpu = PipelineSettings("fold,rep,et", target="cpu").run(model)
     assert any(n.startswith("--target cpu chose") for n in cpu.notes)
+
+
+def test_optimizing_a_result_that_paid_its_way_over_the_budget_again_does_not_warn():
+    """ECBSR's image carry takes a small net over 1.25x, paid for on the NPU model; the result records the
+    merged form's MACs, and a second run (as etc quantize makes) adds nothing, so it has nothing to warn about."""
+    import warnings
+
+    from etc import zoo
+
+    model = export(zoo.build("ecbsr", scale=2, seed=1, M=2, C=8), exporter="legacy", dynamic_hw=True)
+    first = optimize(model)
+    assert first.budget.final > 1.25 * first.budget.baseline  # over the budget, and paid for
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LimitWarning)
+        again = optimize(first.model)
+    assert not again.notes
+    assert again.model.SerializeToString() == first.model.SerializeToString()
