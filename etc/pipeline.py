@@ -386,32 +386,36 @@ def run_pipeline(
     for rounds in range(1, max_rounds + 1):  # noqa: B007
         changed = False
         for p in resolved:
-            step += 1
-            if progress:
-                progress(p.name)
-            for tool in tools:
-                tool.before_pass(p.name, model)
-            if phase_of(p) >= WIDEN:
-                if ctx.budget is None:
-                    ctx.budget = CostBudget(model, ctx.options)
-                ctx.budget.refresh(model)
-            result = p.run(model, ctx)
-            for tool in tools:
-                tool.after_pass(p.name, result, step)
-            if not result.modified:
-                continue
-            for rule, count in result.hits.items():
-                key = f"{p.name}/{rule}"
-                hits[key] = hits.get(key, 0) + count
-            digest = fingerprint(result.model)
-            if digest in seen:
-                raise OscillationError(
-                    f"pass '{p.name}' reproduced a model the pipeline had already produced; "
-                    "two rules undo each other (report this with the model)"
-                )
-            seen.add(digest)
-            model = result.model
-            changed = True
+            # cleanup passes settle before anything reads their output, so a rewrite that needs several
+            # cleanup sweeps (shape arithmetic of a dynamic export, then an in-place write) is done before merge
+            # and widen rules see the graph, whichever round it is
+            for _ in range(max_rounds if phase_of(p) == CLEANUP else 1):
+                step += 1
+                if progress:
+                    progress(p.name)
+                for tool in tools:
+                    tool.before_pass(p.name, model)
+                if phase_of(p) >= WIDEN:
+                    if ctx.budget is None:
+                        ctx.budget = CostBudget(model, ctx.options)
+                    ctx.budget.refresh(model)
+                result = p.run(model, ctx)
+                for tool in tools:
+                    tool.after_pass(p.name, result, step)
+                if not result.modified:
+                    break
+                for rule, count in result.hits.items():
+                    key = f"{p.name}/{rule}"
+                    hits[key] = hits.get(key, 0) + count
+                digest = fingerprint(result.model)
+                if digest in seen:
+                    raise OscillationError(
+                        f"pass '{p.name}' reproduced a model the pipeline had already produced; "
+                        "two rules undo each other (report this with the model)"
+                    )
+                seen.add(digest)
+                model = result.model
+                changed = True
         if not changed:
             break
     else:
