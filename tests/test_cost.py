@@ -91,7 +91,7 @@ def test_partial_large_kernel_is_not_merged_into_one_dense_large_conv(nets):
             "would add" in d["reason"] and "x MACs" in d["reason"] and "over the 1.25x budget" in d["reason"]
         )
     assert mac_ratio(result.model, merged) <= 1.25
-    wide = optimize(model, max_growth=50.0)
+    wide = optimize(model, max_growth=200.0)  # the budget alone keeps it from a dense, fully plain form
     assert set(op.op_type for op in wide.model.graph.node) <= PLAIN
     assert mac_ratio(wide.model, merged) > 5
 

@@ -298,3 +298,44 @@ def test_split_after_relu_gives_each_output_its_rows_and_relu(rng):
     result, _ = run(model)
     assert sorted(op_types(result.model)) == ["Conv", "Conv", "Relu", "Relu"]
     assert_equivalent(model, result.model)
+
+
+def conv_relu_slices(rng, ranges: list[tuple[int, int]], c: int = 6, extra_reader: bool = False):
+    """x -> Conv(3 -> c) -> Relu -> z; one channel Slice of z per range (as ``x[:, a:b]`` exports)."""
+    inits = {"w": rng.normal(0, 0.5, (c, 3, 3, 3)), "b": rng.normal(0, 0.5, c), "axes": np.array([1])}
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["z"]),
+    ]
+    outputs = []
+    for i, (start, end) in enumerate(ranges):
+        inits[f"s{i}"], inits[f"e{i}"] = np.array([start]), np.array([end])
+        nodes.append(helper.make_node("Slice", ["z", f"s{i}", f"e{i}", "axes"], [f"y{i}"], name=f"slice{i}"))
+        outputs.append(f"y{i}")
+    if extra_reader:
+        nodes.append(helper.make_node("Sigmoid", ["z"], ["g"]))
+        outputs.append("g")
+    return build(nodes, inits, tuple(outputs))
+
+
+def test_slices_that_partition_a_tensor_become_a_split_with_its_rows(rng):
+    model = conv_relu_slices(rng, [(2, BIG), (0, 2)])  # x[:, 2:] and x[:, :2], in any order
+    result, _ = run(model)
+    assert result.hits["channel_slices_to_split"] == 1
+    assert op_types(result.model) == ["Conv", "Relu", "Conv", "Relu"]  # the producer's rows, one conv each
+    assert sorted(weight_shape(result.model, i)[0] for i in (0, 2)) == [2, 4]
+    assert_equivalent(model, result.model)
+
+
+def test_slices_that_do_not_partition_stay_slices(rng):
+    rule = et_slice.ChannelSlicesToSplit()
+    gap = conv_relu_slices(rng, [(0, 2), (3, 6)])
+    assert "do not cut it into disjoint ranges covering it" in decline(gap, rule)
+    for model in (
+        conv_relu_slices(rng, [(0, 4), (2, 6)]),  # overlapping
+        conv_relu_slices(rng, [(0, 2), (2, 6)], extra_reader=True),  # read by more than the Slices
+        conv_relu_slices(rng, [(0, 6)]),  # one Slice: nothing to gather
+    ):
+        result, _ = run(model)
+        assert "channel_slices_to_split" not in result.hits
+        assert_equivalent(model, result.model)

@@ -9,6 +9,13 @@ otherwise
 Split on axis 1 is the same per output: each used output gets its own row-selected Conv (reading the
 producer's input; together they cost what the producer cost) or its own selection Conv.
 
+Slices that cut one tensor into disjoint ranges covering all its channels (what ``x[:, :k]`` and ``x[:, k:]``
+export as, and what an in-place channel write becomes after fold) are first gathered into one Split, so they
+get the Split's row-selected convs and the sliced and split forms of a net compile to the same model:
+
+    z ─┬─ Slice(0:k) ──► a                 z ── Split([k, C-k]) ──► a, b
+       └─ Slice(k:C) ──► b
+
 Always exact: selecting rows of a conv is selecting its output channels, a pointwise op (Relu, LeakyRelu,
 Clip with scalar bounds, Sigmoid, Tanh, ...) commutes with selecting channels, and a 0/1 1x1 kernel copies
 values. Conditions checked: constant starts/ends/steps/axes (Slice) or split sizes (Split), axis 1 of a 4-D
@@ -225,6 +232,64 @@ class ChannelSliceToConv(Rule):
             retire([rows.conv, *rows.chain])
 
 
+def _channel_range(node: gs.Node, count: int) -> tuple[int, int] | None:
+    """(start, end) of a Slice that cuts only axis 1 into a contiguous, step-1 range, else None."""
+    args = _slice_args(node)
+    if isinstance(args, str):
+        return None
+    starts, ends, axes, steps = args
+    axes = [int(a) + 4 if a < 0 else int(a) for a in axes]
+    if axes != [1] or int(steps[0]) != 1:
+        return None
+    idx = onnx_slice_indices(count, int(starts[0]), int(ends[0]), 1)
+    return (idx[0], idx[-1] + 1) if idx else None
+
+
+class ChannelSlicesToSplit(Rule):
+    """Replaces channel Slices that partition a tensor's channels with one Split."""
+
+    name = "channel_slices_to_split"
+    ops = ("Slice",)
+
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        data = node.inputs[0]
+        readers = consumers(data)
+        if _rank(data) != 4 or len(readers) < 2 or any(r.op != "Slice" for r in readers):
+            return None
+        count = channel_count(data)
+        if count is None:
+            return None
+        ranges = [_channel_range(r, count) for r in readers]
+        if any(r is None for r in ranges):
+            return None
+        ordered = sorted(zip(ranges, readers), key=lambda pair: pair[0])  # the same match from any of them
+        bounds = [start for (start, _), _ in ordered] + [ordered[-1][0][1]]
+        if (
+            bounds[0] != 0
+            or bounds[-1] != count
+            or any(e != s for ((_, e), _), s in zip(ordered, bounds[1:]))
+        ):
+            return NoMatch(
+                f"the channel Slices of {data.name} do not cut it into disjoint ranges covering it"
+            )
+        return Match([r for _, r in ordered], {"sizes": [e - s for (s, e), _ in ordered]})
+
+    def rewrite(self, ctx: RewriteContext, match: Match) -> None:
+        data = match.nodes[0].inputs[0]
+        outputs = [s.outputs[0] for s in match.nodes]
+        name = match.nodes[0].name or "slices"
+        retire(match.nodes)
+        sizes = np.asarray(match.data["sizes"], dtype=np.int64)
+        split = gs.Node(
+            "Split", ctx.namer(f"{name}_split"), attrs={"axis": 1}, inputs=[data], outputs=outputs
+        )
+        if (ctx.graph.opset or 13) >= 13:
+            split.inputs.append(gs.Constant(ctx.namer(f"{name}_sizes"), sizes))
+        else:
+            split.attrs["split"] = [int(v) for v in sizes]
+        ctx.graph.nodes.append(split)
+
+
 def _split_sizes(node: gs.Node, count: int) -> list[int] | str:
     sizes_in = input_at(node, 1)
     sizes = const_value(sizes_in)
@@ -279,4 +344,4 @@ class ChannelSplitToConvs(Rule):
             retire([rows.conv, *rows.chain])
 
 
-rules = RuleSet([ChannelSliceToConv(), ChannelSplitToConvs()])
+rules = RuleSet([ChannelSlicesToSplit(), ChannelSliceToConv(), ChannelSplitToConvs()])
