@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from bench.common import interleaved_times, machine, markdown_table, paired_ratio, write_section
+from etc.target import latency_runner
 
 SIZE = (128, 128)
 
@@ -37,19 +38,6 @@ def models() -> dict[str, object]:
     return out
 
 
-def runner(model, size):
-    from etc import runtime
-
-    payload = model.SerializeToString()
-    feed = runtime.input_sets(model, {}, seed=0, sizes=[size])[0]
-
-    def build():
-        sess = runtime.session(payload, optimize=True, threads=1)
-        return lambda: sess.run(None, feed)
-
-    return build
-
-
 def row(name: str, build, rounds: int) -> list[object]:
     from etc import api
     from etc.frontends.torch import export
@@ -62,9 +50,9 @@ def row(name: str, build, rounds: int) -> list[object]:
     npu = run_pipeline(source, "fold,rep,et").model
     growth = count_macs(npu, SIZE) / count_macs(merged, SIZE)
     runners = {
-        "chosen": runner(chosen, SIZE),
-        "input": runner(source, SIZE),
-        "input again": runner(source, SIZE),
+        "chosen": latency_runner(chosen, SIZE),
+        "input": latency_runner(source, SIZE),
+        "input again": latency_runner(source, SIZE),
     }
     times = interleaved_times(runners, rounds, seed=1)
     mid, low, high = paired_ratio(times["chosen"], times["input"])

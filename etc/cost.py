@@ -44,34 +44,6 @@ REFERENCE_SIZE = (64, 64)  # H x W of dynamic inputs when the budget counts MACs
 # ---------------------------------------------------------------- counting a model
 
 
-def static_shapes(model: onnx.ModelProto, size: tuple[int, int]) -> dict[str, list[int]] | None:
-    """Every tensor's shape with the inputs' dynamic H/W set to ``size`` (0 where unknown), or None."""
-    from etc.runtime import concrete_shape, input_specs
-
-    static = onnx.ModelProto()
-    static.CopyFrom(model)
-    specs = {s.name: s for s in input_specs(model)}
-    for value in static.graph.input:
-        if value.name in specs:
-            shape = concrete_shape(specs[value.name], size)
-            for dim, n in zip(value.type.tensor_type.shape.dim, shape):
-                dim.Clear()
-                dim.dim_value = n
-    del static.graph.value_info[:]
-    for out in static.graph.output:
-        out.type.tensor_type.ClearField("shape")
-    try:
-        static = onnx.shape_inference.infer_shapes(static, data_prop=True)
-    except Exception:
-        return None
-    shapes = {}
-    for v in [*static.graph.value_info, *static.graph.input, *static.graph.output]:
-        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
-    for init in static.graph.initializer:
-        shapes[init.name] = list(init.dims)
-    return shapes
-
-
 def node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:
     """Multiply-accumulates of a Conv, ConvTranspose, MatMul or Gemm (0 for other ops; None when unknown)."""
     if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
@@ -115,6 +87,8 @@ def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> Mo
 
     params = count_params(model)
     nodes = [n for n in model.graph.node if n.op_type != "Constant"]
+    from etc.info import static_shapes
+
     shapes = static_shapes(model, size)
     if shapes is None:
         return ModelCost(size, None, params, None, len(nodes), None)
@@ -142,6 +116,8 @@ def _weights(model: onnx.ModelProto) -> set[str]:
 
 def conv_macs(model: onnx.ModelProto, size: tuple[int, int]) -> tuple[int, dict[str, int]]:
     """(MACs, output pixels per tensor) at ``size``; convs of unknown shape count at the input's pixels."""
+    from etc.info import static_shapes
+
     shapes = static_shapes(model, size) or {}
     pixels = {name: int(np.prod(s[2:])) for name, s in shapes.items() if len(s) == 4 and 0 not in s[2:]}
     default = size[0] * size[1]

@@ -65,8 +65,8 @@ def count_params(model: onnx.ModelProto) -> int:
     return total
 
 
-def count_macs(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> int | None:
-    """Multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm for one input of H x W = ``size``."""
+def static_shapes(model: onnx.ModelProto, size: tuple[int, int]) -> dict[str, list[int]] | None:
+    """Every tensor's shape with the inputs' dynamic H/W set to ``size`` (0 where unknown), or None."""
     static = onnx.ModelProto()
     static.CopyFrom(model)
     specs = {s.name: s for s in input_specs(model)}
@@ -85,11 +85,20 @@ def count_macs(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> in
         return None
     shapes = {}
     for v in [*static.graph.value_info, *static.graph.input, *static.graph.output]:
-        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
-        shapes[v.name] = dims
-    inits = {i.name: list(i.dims) for i in static.graph.initializer}
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+    for init in static.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    return shapes
+
+
+def count_macs(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> int | None:
+    """Multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm for one input of H x W = ``size``."""
+    shapes = static_shapes(model, size)
+    if shapes is None:
+        return None
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
     total = 0
-    for node in static.graph.node:
+    for node in model.graph.node:
         if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
             continue
         w = inits.get(node.input[1]) or shapes.get(node.input[1])

@@ -56,7 +56,8 @@ class CpuChoice:
         return f"--target cpu chose '{self.chosen}' ({self.rule}); latency vs input: " + "; ".join(parts)
 
 
-def _runner(model: onnx.ModelProto, size: tuple[int, int]):
+def latency_runner(model: onnx.ModelProto, size: tuple[int, int]):
+    """A factory of timed calls for :func:`etc.timing.interleaved_times`: each call builds a fresh session."""
     from etc import runtime
 
     payload = model.SerializeToString()
@@ -89,7 +90,7 @@ def choose_for_cpu(
         if data not in seen or name == "input":
             seen.add(data)
             unique[name] = model
-    times = interleaved_times({n: _runner(m, size) for n, m in unique.items()}, rounds, seed=seed)
+    times = interleaved_times({n: latency_runner(m, size) for n, m in unique.items()}, rounds, seed=seed)
     measured = []
     for name, model in unique.items():
         mid, low, high = paired_ratio(times[name], times["input"], seed=seed)

@@ -462,6 +462,7 @@ def _equalize(model, feeds, caps, input_ranges, progress, act_weight=None):
 def _gptq(model, plan, feeds, per_channel, safe_u8s8):
     """Each quantized Conv's float weights replaced by their GPTQ-rounded dequantized values, and the grids."""
     from etc.quant import rounding
+    from etc.quant.refit import conv_geometry
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -471,13 +472,8 @@ def _gptq(model, plan, feeds, per_channel, safe_u8s8):
     inputs = [n.input[0] for n in convs]
     values = list(observe.run_tensors(out, feeds, inputs))
     for node in convs:
-        attrs = {a.name: a for a in node.attribute}
-        strides = tuple(attrs["strides"].ints) if "strides" in attrs else (1, 1)
-        dil = tuple(attrs["dilations"].ints) if "dilations" in attrs else (1, 1)
-        group = attrs["group"].i if "group" in attrs else 1
-        pads = tuple(attrs["pads"].ints) if "pads" in attrs else (0, 0, 0, 0)
-        auto = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
-        if strides != (1, 1) or dil != (1, 1) or group != 1 or auto not in ("NOTSET", "") or len(pads) != 4:
+        pads = conv_geometry(node)
+        if pads is None:
             continue
         w = consts[node.input[1]]
         scales = qdq.weight_scales(w, per_channel, safe_u8s8)
