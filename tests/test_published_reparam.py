@@ -19,7 +19,6 @@ from tests.test_rep_zoo import cached_export  # noqa: E402
 
 EXPORTERS = ["legacy", pytest.param("dynamo", marks=pytest.mark.slow)]
 ODD_SIZES = ((19, 23), (11, 9))
-# Until widening rewrites answer to a MAC budget (issue 12's Options.max_growth), SPAN's concat tail is widened.
 
 NETS = {
     "mobileone": lambda: MobileOneStack(channels=8, kernel=3, branches=3),
