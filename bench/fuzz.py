@@ -110,7 +110,10 @@ def report(result: dict, saved: list[dict], args) -> str:
         "sizes 1..12 (static, or dynamic H/W checked at two sizes), opsets 11/13/17/18, input ranges [0,1], "
         "[-1,1], [-0.5,2], --prelu and --align-channels drawn at random. Signed sums: Sub and Neg of tensors, "
         "residuals x - f(x), f(x) - x and x + (-f(x)), RepMixer's x + s·(dw_k(x) - dw_1(x)), Conv+LeakyRelu "
-        "layers joined with their input by Add, Sub or Concat. Miscompile = max abs > 1e-5 x max(1, "
+        "layers joined with their input by Add, Sub or Concat. Border writes: a 1x1 conv's output padded and "
+        "per-channel values written into its border strips (ScatterND or Concat, including missing strips, "
+        "interior rows and values other than the bias). In-place channel writes (ScatterND of a channel range, "
+        "plain or between Transposes). Miscompile = max abs > 1e-5 x max(1, "
         "output range) after any pass, in onnxruntime with graph optimizations off.",
         markdown_table(["measure", "value"], rows),
     ]
