@@ -27,7 +27,7 @@ _LAZY = {
     "register_pass": "etc.pipeline",
     "available_passes": "etc.pipeline",
     "run_pipeline": "etc.pipeline",
-    "LimitWarning": "etc.pipeline",
+    "LimitWarning": "etc.errors",
     "model_cost": "etc.cost",
     "Rule": "etc.rules",
     "RuleSet": "etc.rules",

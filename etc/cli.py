@@ -81,7 +81,11 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr with exit code 2 (1 for 'not equivalent', 3 for a bug)."""
-    from etc.errors import EtcError
+    import warnings
+
+    from etc.errors import EtcError, LimitWarning
+
+    warnings.simplefilter("ignore", LimitWarning)  # the commands print a run's notes as lines of their own
 
     try:
         cli.main(args=argv, prog_name="etc", standalone_mode=False)

@@ -431,20 +431,26 @@ def _export(net):
 
 def _optimize(train, steps: _Steps):
     """(plain, report, None), or (None, None, reason) when a per-pass numeric check failed."""
+    import warnings
+
     from etc.api import optimize
-    from etc.errors import EquivalenceError
+    from etc.errors import EquivalenceError, LimitWarning
 
     try:
-        plain, report = optimize(
-            train,
-            passes=PASSES,
-            align_channels=4,
-            check_each_pass=True,
-            verify=False,
-            progress=lambda name: steps.say(f"      pass {name}"),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LimitWarning)  # kept in report.notes, said below
+            plain, report = optimize(
+                train,
+                passes=PASSES,
+                align_channels=4,
+                check_each_pass=True,
+                verify=False,
+                progress=lambda name: steps.say(f"      pass {name}"),
+            )
     except EquivalenceError as exc:
         return None, None, str(exc)
+    for note in report.notes:
+        steps.say(f"      note: {note}")
     return plain, report, None
 
 

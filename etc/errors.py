@@ -34,3 +34,8 @@ class OscillationError(EtcError):
 
 class UnrunnableModelError(BadModelError):
     """onnxruntime itself cannot run the input model at the sizes ETC checks (and at no size ETC can find)."""
+
+
+class LimitWarning(UserWarning):
+    """A sweep/round limit or the cost budget stopped or overruled the compiler (never a silent stop); the run
+    also keeps it in its notes, which the commands print."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnx
 
-from etc.errors import EquivalenceError, OscillationError, UnknownPassError
+from etc.errors import EquivalenceError, LimitWarning, OscillationError, UnknownPassError
 
 
 @dataclass
@@ -73,10 +73,6 @@ class PassContext:
         if message not in self.notes:
             self.notes.append(message)
             warnings.warn(message, LimitWarning, stacklevel=3)
-
-
-class LimitWarning(UserWarning):
-    """A sweep/round limit or the cost budget stopped or overruled the compiler (never a silent stop)."""
 
 
 @dataclass

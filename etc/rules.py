@@ -200,7 +200,7 @@ def _limit(pass_ctx: PassContext | None, message: str) -> None:
     else:
         import warnings
 
-        from etc.pipeline import LimitWarning
+        from etc.errors import LimitWarning
 
         warnings.warn(text, LimitWarning, stacklevel=3)
 
