@@ -20,7 +20,13 @@ import warnings
 
 import numpy as np
 
-from bench.common import interleaved_times, machine, markdown_table, paired_ratio, write_section
+from bench.common import (
+    image_latencies,
+    machine,
+    markdown_table,
+    paired_ratio,
+    write_section,
+)
 
 #: (label, source zoo name, build kwargs, official zoo name, scale, M, C)
 NETWORKS = [
@@ -54,23 +60,6 @@ def variants(source: str, kw: dict, official: str, scale: int, M: int, C: int, e
         "etc+dw": lowered,
         "official": ref,
     }
-
-
-def latencies(models: dict, rounds: int, threads: int) -> dict[str, list[float]]:
-    """Per-round wall times (seconds) of every model: interleaved, a new session per model and round."""
-    from etc import runtime
-
-    x = np.random.default_rng(0).uniform(0, 1, size=(1, 3, *SIZE)).astype(np.float32)
-
-    def factory(model):
-        def build():
-            sess = runtime.session(model, optimize=True, threads=threads)
-            feed = {sess.get_inputs()[0].name: x}
-            return lambda: sess.run(None, feed)
-
-        return build
-
-    return interleaved_times({k: factory(m) for k, m in models.items()}, rounds)
 
 
 def ratio_cell(a: list[float], b: list[float]) -> str:
@@ -141,7 +130,7 @@ def run(rounds: int, threads: int, exporters: list[str]) -> str:
     for exporter in exporters:
         for label, source, kw, official, scale, M, C in NETWORKS:
             models = variants(source, kw, official, scale, M, C, exporter)
-            t = latencies(models, rounds, threads)
+            t = image_latencies(models, SIZE, rounds, threads)
             row = [label, exporter, *(f"{np.median(t[k]) * 1000:.1f}" for k in models)]
             row += [ratio_cell(t["etc"], t["official"]), ratio_cell(t["etc"], t["original"])]
             row += [ratio_cell(t["etc+dw"], t["official"]), ratio_cell(t["etc+dw"], t["original"])]

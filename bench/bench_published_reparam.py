@@ -20,7 +20,13 @@ import warnings
 
 import numpy as np
 
-from bench.common import interleaved_times, machine, markdown_table, paired_ratio, write_section
+from bench.common import (
+    image_latencies,
+    machine,
+    markdown_table,
+    paired_ratio,
+    write_section,
+)
 
 
 def networks():
@@ -45,22 +51,6 @@ def forms(net, exporter: str) -> dict:
     }
 
 
-def latencies(models: dict, size: tuple[int, int], rounds: int, threads: int) -> dict[str, list[float]]:
-    from etc import runtime
-
-    x = np.random.default_rng(0).uniform(0, 1, size=(1, 3, *size)).astype(np.float32)
-
-    def factory(model):
-        def build():
-            sess = runtime.session(model, optimize=True, threads=threads)
-            feed = {sess.get_inputs()[0].name: x}
-            return lambda: sess.run(None, feed)
-
-        return build
-
-    return interleaved_times({k: factory(m) for k, m in models.items()}, rounds)
-
-
 def conv_count(model) -> int:
     return sum(node.op_type == "Conv" for node in model.graph.node)
 
@@ -76,7 +66,7 @@ def run(rounds: int, threads: int, exporter: str) -> str:
     rows = []
     for label, net, size in networks():
         models = forms(net, exporter)
-        t = latencies({k: models[k] for k in ("etc", "deployed")}, size, rounds, threads)
+        t = image_latencies({k: models[k] for k in ("etc", "deployed")}, size, rounds, threads)
         mid, low, high = paired_ratio(t["etc"], t["deployed"])
         rows.append(
             [

@@ -32,6 +32,7 @@ from onnx import numpy_helper
 
 from bench.bench_quant import export
 from bench.common import machine, markdown_table, write_section
+from etc.quant.summary import conv_macs
 
 MODELS = {
     "abpn_et_M4C28_x3": ("abpn_et", 4, 28, 3),
@@ -132,21 +133,6 @@ def profile(model: onnx.ModelProto, tmp: Path, x: np.ndarray, runs: int = 3) -> 
     return {op: us / runs / 1000 for op, us in total.most_common()}
 
 
-def macs(model: onnx.ModelProto) -> int:
-    """Multiply-accumulates per input pixel of all Convs (weights read through DequantizeLinear if needed)."""
-    inits = {i.name: i for i in model.graph.initializer}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    total = 0
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        name = node.input[1]
-        if name not in inits and name in producers:
-            name = producers[name].input[0]
-        total += int(np.prod(inits[name].dims))
-    return total
-
-
 def bench_one(key: str, runs: int) -> tuple[list[list], list[str]]:
     from etc.quant.calib import calibration_patches
     from etc.quant.quantizer import quantize_with_report
@@ -189,7 +175,7 @@ def bench_one(key: str, runs: int) -> tuple[list[list], list[str]]:
             tot = sum(prof.values())
             parts = ", ".join(f"{op} {ms:.0f} ms ({100 * ms / tot:.0f} %)" for op, ms in prof.items())
             notes.append(f"{key}: {label} profile, 2 threads: {parts}")
-    gmac = macs(q) * x.shape[2] * x.shape[3] / 1e9
+    gmac = conv_macs(q) * x.shape[2] * x.shape[3] / 1e9
     rows = []
     for (variant, level, threads), ts in sorted(times.items(), key=lambda kv: (kv[0][2], kv[0][0] != "fp32")):
         ms = float(np.median(ts)) * 1000

@@ -14,6 +14,26 @@ from etc.timing import interleaved_times, paired_ratio  # noqa: F401  (moved int
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+def image_latencies(models: dict, size: tuple[int, int], rounds: int, threads: int) -> dict[str, list[float]]:
+    """Per-round wall times (seconds) of every model on one 1x3xHxW image: interleaved, a new session per model
+    and round (see etc.timing.interleaved_times)."""
+    import numpy as np
+
+    from etc import runtime
+
+    x = np.random.default_rng(0).uniform(0, 1, size=(1, 3, *size)).astype(np.float32)
+
+    def factory(model):
+        def build():
+            sess = runtime.session(model, optimize=True, threads=threads)
+            feed = {sess.get_inputs()[0].name: x}
+            return lambda: sess.run(None, feed)
+
+        return build
+
+    return interleaved_times({k: factory(m) for k, m in models.items()}, rounds)
+
+
 def median_seconds(fn: Callable[[], object], repeat: int = 3, warmup: int = 0) -> float:
     """Median wall time of ``fn`` over ``repeat`` runs after ``warmup`` runs."""
     for _ in range(warmup):
