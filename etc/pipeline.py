@@ -25,7 +25,7 @@ from etc.errors import EquivalenceError, LimitWarning, OscillationError, Unknown
 
 
 @dataclass
-class Decline:
+class DeclineNote:
     """A rule that looked at a node and refused, with the reason (shown by ``--explain``)."""
 
     pass_name: str
@@ -58,13 +58,13 @@ class PassContext:
     """Shared by every pass of one pipeline run."""
 
     options: Options = field(default_factory=Options)
-    declines: list[Decline] = field(default_factory=list)
+    declines: list[DeclineNote] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache: dict[str, object] = field(default_factory=dict)  # state passes share within one run (e.g. a graph)
     budget: object | None = None  # an etc.cost.CostBudget once a widening phase has started
 
     def decline(self, pass_name: str, rule: str, node: str, reason: str) -> None:
-        entry = Decline(pass_name, rule, node, reason)
+        entry = DeclineNote(pass_name, rule, node, reason)
         if not any(vars(d) == vars(entry) for d in self.declines[-50:]):
             self.declines.append(entry)
 
@@ -328,7 +328,7 @@ def fingerprint(model: onnx.ModelProto) -> str:
 class PipelineResult:
     model: onnx.ModelProto
     records: list[PassRecord]
-    declines: list[Decline]
+    declines: list[DeclineNote]
     hits: dict[str, int]
     rounds: int
     notes: list[str] = field(default_factory=list)  # warnings: limits hit, budget overruns the user asked for

@@ -1,8 +1,10 @@
 """Rewrite rules and the pass that applies a family of them to a fixed point.
 
-A rule is a small object: ``match`` only reads the graph and returns a :class:`Match`, a :class:`NoMatch`
-carrying the reason an exactness condition failed (reported by ``--explain``), or None when the node is not its
-business; ``rewrite`` builds the replacement. A family file ends with ``rules = RuleSet([...])`` and a
+A rule is a small object: ``match`` only reads the graph and returns a :class:`Match` (the nodes it replaces and
+a dataclass of what it computed), raises :class:`Decline` naming the exactness condition that failed (reported by
+``--explain``; helpers deep in a match raise it too), or returns None when the node is not its business;
+``rewrite`` builds the replacement. The driver calls :meth:`Rule.find`, which turns a Decline into a
+:class:`NoMatch` record. A family file ends with ``rules = RuleSet([...])`` and a
 :class:`RulePass` exposes it under a short name.
 """
 
@@ -24,17 +26,30 @@ from etc.pipeline import Options, Pass, PassContext, PassResult
 
 @dataclass
 class Match:
-    """What a rule found: the nodes it will replace and anything it computed while checking."""
+    """What a rule found: the nodes it will replace, the rule's own dataclass of what it computed while checking
+    (``data``), and what the rewrite would add to the model's cost (``widening``, an etc.cost.Widening)."""
 
     nodes: list[gs.Node]
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Any = field(default_factory=dict)
+    widening: Any = None
+
+
+class Decline(Exception):
+    """Raised by a rule's ``match`` (or a helper it calls) when the node has the rule's shape but an exactness
+    condition fails; ``reason`` says which, ``node`` names where the match failed (default: the matched root)."""
+
+    def __init__(self, reason: str, node: gs.Node | str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.node = node.name if isinstance(node, gs.Node) else node
 
 
 @dataclass
 class NoMatch:
-    """The node has the rule's shape but an exactness condition fails; ``reason`` says which."""
+    """The record of a :class:`Decline`: the node has the rule's shape but an exactness condition fails."""
 
     reason: str
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +103,16 @@ class Rule:
     ops: ClassVar[tuple[str, ...]] = ()
 
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        """A Match, None (not this rule's business), or raises :class:`Decline` (returning NoMatch is the
+        older spelling of the same)."""
         raise NotImplementedError
+
+    def find(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+        """``match`` with a raised :class:`Decline` returned as its :class:`NoMatch` record."""
+        try:
+            return self.match(ctx, node)
+        except Decline as declined:
+            return NoMatch(declined.reason, declined.node)
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         raise NotImplementedError
@@ -147,7 +171,7 @@ def apply_rules(
             if is_retired(node):
                 continue
             for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
-                found = rule.match(ctx, node)
+                found = rule.find(ctx, node)
                 if isinstance(found, Match) and not _admitted(pass_ctx, pass_name, rule, node, found):
                     continue
                 if isinstance(found, Match):
@@ -163,7 +187,7 @@ def apply_rules(
                         queue.extendleft(reversed(graph.nodes[created_from:]))
                     break
                 if isinstance(found, NoMatch) and pass_ctx is not None:
-                    pass_ctx.decline(pass_name, rule.rule_name, node.name, found.reason)
+                    pass_ctx.decline(pass_name, rule.rule_name, found.node or node.name, found.reason)
             if budget <= 0:
                 _limit(pass_ctx, f"pass '{pass_name}' stopped a sweep after {limit} rewrites")
                 break
@@ -182,9 +206,9 @@ def _pending(ctx: RewriteContext, rules: RuleSet, pass_ctx: PassContext | None) 
         if is_retired(node):
             continue
         for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
-            found = rule.match(ctx, node)
+            found = rule.find(ctx, node)
             if isinstance(found, Match) and (
-                found.data.get("widening") is None or pass_ctx is None or pass_ctx.budget is None
+                widening_of(found) is None or pass_ctx is None or pass_ctx.budget is None
             ):
                 return True
     return False
@@ -205,10 +229,17 @@ def _limit(pass_ctx: PassContext | None, message: str) -> None:
         warnings.warn(text, LimitWarning, stacklevel=3)
 
 
+def widening_of(found: Match) -> Any:
+    """The etc.cost.Widening a match declares (``Match.widening``; older rules put it in ``data['widening']``)."""
+    if found.widening is not None:
+        return found.widening
+    return found.data.get("widening") if isinstance(found.data, dict) else None
+
+
 def _admitted(pass_ctx: PassContext | None, pass_name: str, rule: Rule, node: gs.Node, found: Match) -> bool:
     """Whether the run's cost budget lets a widening match (``data['widening']``, etc.cost.Widening) go ahead;
     a decline is recorded with its figure. Without a budget (a rule applied outside a pipeline) every match is."""
-    widening = found.data.get("widening")
+    widening = widening_of(found)
     if widening is None or pass_ctx is None or pass_ctx.budget is None:
         return True
     where = node.name or (node.outputs[0].name if node.outputs else "")
