@@ -340,7 +340,7 @@ def concat_merge_widening(ctx, node, match_data: dict, *, carry: bool) -> Wideni
     estimate includes every later step of the chain: the skip rides up the single-reader Conv(+act) chain above
     the conv it joins, adding its channels as rows and columns to each conv there.
     """
-    from etc.passes.et_dual import channels_of
+    from etc.graph import channels_of
 
     branches, plan, sources = match_data["branches"], match_data["plan"], match_data["sources"]
     kh = max(b.weight.shape[2] for b in branches)
@@ -424,7 +424,7 @@ def add_merge_widening(ctx, node, match_data: dict) -> Widening:
     the others up that chain next: its cost is part of this decision (seeded by those inputs), so a skip is
     never merged without being carried, or carried halfway.
     """
-    from etc.passes.et_dual import channels_of
+    from etc.graph import channels_of
 
     branches, sources = match_data["branches"], match_data["sources"]
     kh = max(b.weight.shape[2] for b in branches)

@@ -109,11 +109,68 @@ def input_at(node: Node, index: int) -> Tensor | None:
 
 
 def channels(tensor: Tensor) -> int | None:
-    """Static channel count (dim 1) of a 4-D tensor when known."""
+    """Static channel count (dim 1) of a 4-D tensor when known (a constant's value or the tensor's shape)."""
+    value = const_value(tensor)
+    if value is not None:
+        return int(value.shape[1]) if value.ndim == 4 else None
     shape = tensor.shape
     if shape is not None and len(shape) == 4 and isinstance(shape[1], (int, np.integer)) and shape[1] > 0:
         return int(shape[1])
     return None
+
+
+#: ops whose output has the channels of their first input
+CHANNEL_PRESERVING = ("Relu", "PRelu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Neg")
+
+
+def channels_of(tensor: Tensor) -> int | None:
+    """Channel count (dim 1): the static one (:func:`channels`) or, for tensors made by rewrites (no shape yet),
+    the one their producers imply (Conv rows, channel Concat sums, DepthToSpace, elementwise activations)."""
+    static = channels(tensor)
+    if static is not None or const_value(tensor) is not None:
+        return static
+    node = producer(tensor)
+    if node is None:
+        return None
+    if node.op == "Conv":
+        weight = const_value(input_at(node, 1))
+        return int(weight.shape[0]) if weight is not None else None
+    if node.op in CHANNEL_PRESERVING:
+        return channels_of(node.inputs[0])
+    if node.op == "Concat" and int(node.attrs.get("axis", 0)) in (1, -3):
+        counts = [channels_of(t) for t in node.inputs]
+        return sum(counts) if all(c is not None for c in counts) else None  # type: ignore[misc]
+    if node.op == "DepthToSpace":
+        c = channels_of(node.inputs[0])
+        block = int(node.attrs["blocksize"])
+        return c // (block * block) if c is not None else None
+    return None
+
+
+def attribute_values(node: Node | onnx.NodeProto) -> dict:
+    """The attributes of a graphsurgeon node or an onnx NodeProto as a name -> Python value dict."""
+    if isinstance(node, onnx.NodeProto):
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return node.attrs
+
+
+def auto_pad(node: Node | onnx.NodeProto) -> str:
+    """The auto_pad attribute as text; absent or empty means NOTSET (as onnxruntime reads it)."""
+    value = attribute_values(node).get("auto_pad", "NOTSET")
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value or "NOTSET"
+
+
+def explicit_pads(node: Node | onnx.NodeProto) -> tuple[int, ...] | None:
+    """The pads of a Conv/pool/ConvTranspose: its ``pads`` (zeros when absent) for auto_pad NOTSET, zeros for
+    VALID, None for SAME_UPPER/SAME_LOWER (they depend on the input size)."""
+    mode = auto_pad(node)
+    if mode == "VALID":
+        return (0, 0, 0, 0)
+    if mode != "NOTSET":
+        return None
+    return tuple(int(p) for p in attribute_values(node).get("pads", (0, 0, 0, 0)))
 
 
 @dataclass(frozen=True)
@@ -154,20 +211,14 @@ def conv_spec(node: Node) -> ConvSpec | None:
     if weight is None or weight.ndim != 4:
         return None
     kernel = tuple(int(k) for k in node.attrs.get("kernel_shape", weight.shape[2:]))
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    if isinstance(auto_pad, bytes):
-        auto_pad = auto_pad.decode()
     strides = tuple(int(s) for s in node.attrs.get("strides", (1, 1)))
     dilations = tuple(int(d) for d in node.attrs.get("dilations", (1, 1)))
-    if auto_pad in ("NOTSET", "VALID"):
-        pads = (
-            tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0))) if auto_pad == "NOTSET" else (0,) * 4
-        )
-    elif strides == (1, 1):
+    pads = explicit_pads(node)
+    if pads is None and strides == (1, 1):
         total = [(k - 1) * d for k, d in zip(kernel, dilations)]
-        lo = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        lo = [t // 2 if auto_pad(node) == "SAME_UPPER" else t - t // 2 for t in total]
         pads = (lo[0], lo[1], total[0] - lo[0], total[1] - lo[1])
-    else:
+    elif pads is None:
         return None
     return ConvSpec(kernel, pads, strides, dilations, int(node.attrs.get("group", 1)))  # type: ignore[arg-type]
 
@@ -380,3 +431,21 @@ def per_channel_constant(value: np.ndarray, rank: int = 4) -> np.ndarray | None:
     if any(d != 1 for i, d in enumerate(shape) if i != 1):
         return None
     return value.reshape(-1)
+
+
+def batchnorm_affine(node: Node) -> tuple[np.ndarray, np.ndarray]:
+    """(a, c) with BatchNormalization(x) = a·x + c per channel (a = γ / sqrt(σ² + ε), c = β - a·μ), float64.
+
+    Raises ValueError saying why when the node is not an inference-mode affine map: training mode, running
+    statistics outputs read, or parameters that are not constant.
+    """
+    if int(node.attrs.get("training_mode", 0)):
+        raise ValueError("BatchNormalization in training mode")
+    if any(out.outputs for out in node.outputs[1:]):
+        raise ValueError("running statistics outputs are used")
+    params = [const_value(input_at(node, i)) for i in range(1, 5)]
+    if any(p is None for p in params):
+        raise ValueError("BatchNormalization parameters are not constant")
+    gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)  # type: ignore[arg-type]
+    a = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+    return a, beta - a * mean

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.graph import const_value, conv_spec, input_at, producer
+from etc.graph import batchnorm_affine, channels, const_value, conv_spec, input_at, producer
 
 DEFAULT_IMAGE_RANGE = (0.0, 1.0)
 INF = np.inf
@@ -335,13 +335,10 @@ class ValueRanges:
         return total
 
     def _op_BatchNormalization(self, node: gs.Node) -> Interval | None:
-        params = [const_value(input_at(node, i)) for i in range(1, 5)]
-        if any(p is None for p in params):
+        try:
+            a, c = batchnorm_affine(node)
+        except ValueError:
             return None
-        scale, bias, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
-        eps = float(node.attrs.get("epsilon", 1e-5))
-        a = scale / np.sqrt(var + eps)
-        c = bias - a * mean
         x = self._input(node, 0).channels(a.size)
         lo, hi = _mul_bounds(x.lo, x.hi, a, a)
         return Interval.of(lo + c, hi + c)
@@ -390,7 +387,7 @@ class ValueRanges:
         axis = int(node.attrs.get("axis", 0))
         rank = len(node.outputs[0].shape or ())
         if rank == 4 and axis in (1, -3):
-            counts = [_channels_of(t) for t in node.inputs]
+            counts = [channels(t) for t in node.inputs]
             if all(c is not None for c in counts):
                 lo = np.concatenate([p.channels(c).lo for p, c in zip(parts, counts)])
                 hi = np.concatenate([p.channels(c).hi for p, c in zip(parts, counts)])
@@ -443,13 +440,3 @@ class ValueRanges:
         else:
             grouped = lambda v: v.reshape(block * block, out_ch).T  # noqa: E731
         return Interval.of(grouped(x.lo).min(axis=1), grouped(x.hi).max(axis=1))
-
-
-def _channels_of(tensor: gs.Tensor) -> int | None:
-    value = const_value(tensor)
-    if value is not None:
-        return int(value.shape[1]) if value.ndim == 4 else None
-    shape = tensor.shape
-    if shape is not None and len(shape) == 4 and isinstance(shape[1], (int, np.integer)):
-        return int(shape[1])
-    return None

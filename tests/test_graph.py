@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from etc.graph import Namer, bypass, cleanup, consumers, to_gs
 from tests.fold_helpers import graph
@@ -55,3 +56,49 @@ def test_adopting_one_output_of_a_split_keeps_the_other_in_its_slot():
     make_node(g, Namer.for_graph(g), "Relu", [g.inputs[0]], output=first)
     assert split.outputs[1] is second and split.outputs[0] is not first
     assert isinstance(split.outputs[0], gs.Variable) and not split.outputs[0].outputs
+
+
+def test_auto_pad_reads_graphsurgeon_and_onnx_nodes_alike():
+    from onnx import helper
+
+    from etc.graph import auto_pad, explicit_pads
+
+    for attrs, mode, pads in (
+        ({}, "NOTSET", (0, 0, 0, 0)),
+        ({"pads": [1, 2, 1, 2]}, "NOTSET", (1, 2, 1, 2)),
+        ({"auto_pad": "VALID", "pads": [1, 1, 1, 1]}, "VALID", (0, 0, 0, 0)),
+        ({"auto_pad": "SAME_UPPER"}, "SAME_UPPER", None),
+        ({"auto_pad": ""}, "NOTSET", (0, 0, 0, 0)),
+    ):
+        proto = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+        node = gs.Node("Conv", attrs=dict(attrs))
+        assert auto_pad(proto) == auto_pad(node) == mode
+        assert explicit_pads(proto) == explicit_pads(node) == pads
+
+
+def test_channels_of_follows_producers_when_the_shape_is_unknown():
+    from etc.graph import channels, channels_of
+
+    x = gs.Variable("x", np.float32, [1, 3, 5, 7])
+    w = gs.Constant("w", np.zeros((4, 3, 1, 1), np.float32))
+    conv_out, relu_out, cat_out = (gs.Variable(n, np.float32) for n in ("c", "r", "cat"))
+    gs.Node("Conv", inputs=[x, w], outputs=[conv_out])
+    gs.Node("Relu", inputs=[conv_out], outputs=[relu_out])
+    gs.Node("Concat", attrs={"axis": 1}, inputs=[relu_out, x], outputs=[cat_out])
+    assert channels(x) == 3 and channels(cat_out) is None
+    assert channels_of(relu_out) == 4 and channels_of(cat_out) == 7
+
+
+def test_batchnorm_affine_names_what_is_not_an_inference_affine():
+    import pytest
+
+    from etc.graph import batchnorm_affine
+
+    params = [gs.Constant(n, np.array(v, np.float32)) for n, v in zip("gbmv", ([2.0], [1.0], [0.5], [3.0]))]
+    x, y = gs.Variable("x", np.float32), gs.Variable("y", np.float32)
+    node = gs.Node("BatchNormalization", attrs={"epsilon": 1.0}, inputs=[x, *params], outputs=[y])
+    a, c = batchnorm_affine(node)
+    assert np.allclose(a, [1.0]) and np.allclose(c, [0.5])
+    node.attrs["training_mode"] = 1
+    with pytest.raises(ValueError, match="training mode"):
+        batchnorm_affine(node)

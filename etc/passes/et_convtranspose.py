@@ -33,7 +33,17 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.convmath import grouped_to_dense
-from etc.graph import ConvSpec, const_value, conv_weights, input_at, make_conv, make_node, retire
+from etc.graph import (
+    ConvSpec,
+    auto_pad,
+    const_value,
+    conv_weights,
+    explicit_pads,
+    input_at,
+    make_conv,
+    make_node,
+    retire,
+)
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 
@@ -114,10 +124,9 @@ class ConvTransposeToConvD2S(Rule):
             return NoMatch(f"only 2-D ConvTranspose is handled (kernel rank {weight.ndim - 2})")
         if input_at(node, 2) is not None and const_value(input_at(node, 2)) is None:
             return NoMatch("bias is not constant")
-        auto_pad = node.attrs.get("auto_pad", "NOTSET")
-        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-        if auto_pad not in ("NOTSET", "VALID"):
-            return NoMatch(f"auto_pad={auto_pad} is not handled; export with explicit pads")
+        pads = explicit_pads(node)
+        if pads is None:
+            return NoMatch(f"auto_pad={auto_pad(node)} is not handled; export with explicit pads")
         if "output_shape" in node.attrs:
             return NoMatch("output_shape attribute is not handled; export with explicit pads")
         if _ints(node, "dilations", [1, 1]) != [1, 1]:
@@ -125,7 +134,6 @@ class ConvTransposeToConvD2S(Rule):
         sh, sw = _ints(node, "strides", [1, 1])
         if sh != sw:
             return NoMatch(f"strides ({sh}, {sw}) differ; DepthToSpace has one block size")
-        pads = [0, 0, 0, 0] if auto_pad == "VALID" else _ints(node, "pads", [0, 0, 0, 0])
         out_pad = _ints(node, "output_padding", [0, 0])
         plans = []
         for axis in range(2):

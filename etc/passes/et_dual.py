@@ -29,6 +29,7 @@ import onnx_graphsurgeon as gs
 from etc.convmath import grouped_to_dense, identity_kernel, pad_kernel
 from etc.graph import (
     ConvSpec,
+    channels_of,
     const_value,
     constant,
     conv_spec,
@@ -69,32 +70,6 @@ class Branch:
     @property
     def out_channels(self) -> int:
         return int(self.weight.shape[0])
-
-
-def channels_of(tensor: gs.Tensor) -> int | None:
-    """Channel count (dim 1) from the static shape or, for tensors made by rewrites, from their producers."""
-    value = const_value(tensor)
-    if value is not None:
-        return int(value.shape[1]) if value.ndim == 4 else None
-    shape = tensor.shape
-    if shape is not None and len(shape) == 4 and isinstance(shape[1], (int, np.integer)) and shape[1] > 0:
-        return int(shape[1])
-    node = producer(tensor)
-    if node is None:
-        return None
-    if node.op in ("Conv",):
-        weight = const_value(input_at(node, 1))
-        return int(weight.shape[0]) if weight is not None else None
-    if node.op in ("Relu", "PRelu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Neg"):
-        return channels_of(node.inputs[0])
-    if node.op == "Concat" and int(node.attrs.get("axis", 0)) in (1, -3):
-        counts = [channels_of(t) for t in node.inputs]
-        return sum(counts) if all(c is not None for c in counts) else None  # type: ignore[misc]
-    if node.op == "DepthToSpace":
-        c = channels_of(node.inputs[0])
-        block = int(node.attrs["blocksize"])
-        return c // (block * block) if c is not None else None
-    return None
 
 
 def set_channels(tensor: gs.Tensor, like: gs.Tensor, count: int) -> None:

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from etc.graph import (
     ConvSpec,
+    batchnorm_affine,
     channels,
     const_value,
     conv_weights,
@@ -28,16 +29,10 @@ from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 def bn_affine(node: gs.Node) -> tuple[np.ndarray, np.ndarray] | NoMatch:
     """(a, c) with BN(x) = a·x + c per channel, or the reason it is not an inference affine."""
-    if int(node.attrs.get("training_mode", 0)):
-        return NoMatch("BatchNormalization in training mode")
-    if any(out.outputs for out in node.outputs[1:]):
-        return NoMatch("running statistics outputs are used")
-    params = [const_value(input_at(node, i)) for i in range(1, 5)]
-    if any(p is None for p in params):
-        return NoMatch("BatchNormalization parameters are not constant")
-    gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)
-    a = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
-    return a, beta - a * mean
+    try:
+        return batchnorm_affine(node)
+    except ValueError as err:
+        return NoMatch(str(err))
 
 
 class BatchNormIntoConv(Rule):

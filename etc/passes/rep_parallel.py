@@ -42,14 +42,18 @@ import onnx_graphsurgeon as gs
 from etc.convmath import embed_kernel, grouped_to_dense, regroup
 from etc.graph import (
     ConvSpec,
+    batchnorm_affine,
+    channels,
     const_value,
     consumers,
     conv_spec,
     conv_weights,
+    explicit_pads,
     input_at,
     is_graph_output,
     make_conv,
     make_node,
+    per_channel_constant,
     producer,
     retire,
 )
@@ -196,20 +200,6 @@ def conv_branch(node: gs.Node) -> Branch | None:
     return Branch(x, _add_pads(spec, extra), bias, weight=weight, nodes=[node])
 
 
-def _per_channel(value: np.ndarray) -> np.ndarray | None:
-    """A constant broadcasting along the channel axis of a 4-D tensor only, as a vector (length C or 1)."""
-    value = np.asarray(value, dtype=np.float64)
-    if value.ndim == 0 or value.size == 1:
-        return value.reshape(1)
-    if (
-        value.ndim in (3, 4)
-        and all(d == 1 for d in value.shape[value.ndim - 2 :])
-        and (value.ndim == 3 or value.shape[0] == 1)
-    ):
-        return value.reshape(-1)
-    return None
-
-
 def _is_4d(tensor: gs.Tensor) -> bool | None:
     shape = tensor.shape
     return None if shape is None else len(shape) == 4
@@ -220,20 +210,20 @@ def affine_branch(node: gs.Node) -> Branch | None:
     if len(node.outputs) < 1 or any(o.outputs for o in node.outputs[1:]):
         return None
     if node.op == "BatchNormalization":
-        params = [const_value(input_at(node, i)) for i in range(1, 5)]
-        if any(p is None for p in params) or int(node.attrs.get("training_mode", 0)):
+        try:
+            scale, bias = batchnorm_affine(node)
+        except ValueError:
             return None
-        gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)  # type: ignore[arg-type]
-        scale = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
-        x, scale, bias = node.inputs[0], scale, beta - mean * scale
+        x = node.inputs[0]
     elif node.op in ("Mul", "Add", "Sub", "Div") and len(node.inputs) == 2:
         consts = [const_value(t) for t in node.inputs]
         if (consts[0] is None) == (consts[1] is None):
             return None
         k = 0 if consts[0] is None else 1
-        x, c = node.inputs[k], _per_channel(consts[1 - k])  # type: ignore[arg-type]
+        x, c = node.inputs[k], per_channel_constant(consts[1 - k])  # type: ignore[arg-type]
         if c is None or _is_4d(x) is False:
             return None
+        c = c.astype(np.float64)
         one, zero = np.ones_like(c), np.zeros_like(c)
         if node.op == "Mul":
             scale, bias = c, zero
@@ -259,11 +249,9 @@ def pool_branch(node: gs.Node) -> Branch | str | None:
     kernel = [int(k) for k in node.attrs.get("kernel_shape", ())]
     if len(kernel) != 2:
         return None
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad not in ("NOTSET", "VALID"):
+    pads = explicit_pads(node)
+    if pads is None:
         return "AvgPool uses auto_pad SAME"
-    pads = tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0))) if auto_pad == "NOTSET" else (0,) * 4
     strides = tuple(int(s) for s in node.attrs.get("strides", (1, 1)))
     dilations = tuple(int(d) for d in node.attrs.get("dilations", (1, 1)))
     if any(pads) and not int(node.attrs.get("count_include_pad", 0)):
@@ -342,9 +330,9 @@ def channel_count(branches: Sequence[Branch], x: gs.Tensor) -> int | str:
     """The common channel count of branches summed together (identity-like branches need in == out)."""
     outs = {b.out_channels for b in branches} - {None}
     ins = {b.in_channels for b in branches if b.is_conv}
-    shape = x.shape
-    if shape is not None and len(shape) == 4 and isinstance(shape[1], (int, np.integer)) and shape[1] > 0:
-        ins.add(int(shape[1]))
+    known = channels(x)
+    if known is not None:
+        ins.add(known)
     if len(outs) > 1:
         return f"output channels differ ({sorted(outs)})"
     if not outs:
