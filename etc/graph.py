@@ -119,8 +119,8 @@ def channels(tensor: Tensor) -> int | None:
     return None
 
 
-#: ops whose output has the channels of their first input
-CHANNEL_PRESERVING = ("Relu", "PRelu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Neg")
+#: elementwise ops whose output has the shape of their first input
+SHAPE_PRESERVING = ("Relu", "PRelu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Neg")
 
 
 def channels_of(tensor: Tensor) -> int | None:
@@ -135,7 +135,7 @@ def channels_of(tensor: Tensor) -> int | None:
     if node.op == "Conv":
         weight = const_value(input_at(node, 1))
         return int(weight.shape[0]) if weight is not None else None
-    if node.op in CHANNEL_PRESERVING:
+    if node.op in SHAPE_PRESERVING:
         return channels_of(node.inputs[0])
     if node.op == "Concat" and int(node.attrs.get("axis", 0)) in (1, -3):
         counts = [channels_of(t) for t in node.inputs]
@@ -144,6 +144,48 @@ def channels_of(tensor: Tensor) -> int | None:
         c = channels_of(node.inputs[0])
         block = int(node.attrs["blocksize"])
         return c // (block * block) if c is not None else None
+    return None
+
+
+def set_channels(tensor: gs.Tensor, like: gs.Tensor, count: int) -> None:
+    """Gives a tensor made by a rewrite the shape of ``like`` with ``count`` channels (when ``like`` is 4-D)."""
+    shape = like.shape
+    if shape is not None and len(shape) == 4:
+        tensor.shape = [shape[0], count, shape[2], shape[3]]
+    tensor.dtype = np.float32
+
+
+def spatial_root(tensor: gs.Tensor) -> gs.Tensor:
+    """The earliest tensor with provably the same H and W, through same-padded stride-1 convs, elementwise
+    activations and channel Concats."""
+    while True:
+        node = producer(tensor)
+        if node is None:
+            return tensor
+        if node.op == "Conv":
+            spec = conv_spec(node)
+            if spec is None or not spec.is_same_padded:
+                return tensor
+        elif node.op == "Concat":
+            if int(node.attrs.get("axis", 0)) != 1:
+                return tensor
+        elif node.op not in SHAPE_PRESERVING:
+            return tensor
+        tensor = node.inputs[0]
+
+
+def same_spatial(a: gs.Tensor, b: gs.Tensor) -> bool | None:
+    """True when H/W provably agree (equal static or named dims, or a common spatial root), False when static
+    dims differ, None when unknown."""
+    sa, sb = a.shape, b.shape
+    if sa is not None and sb is not None and len(sa) == 4 and len(sb) == 4:
+        pairs = list(zip(sa[2:], sb[2:]))
+        if all(isinstance(x, (int, np.integer)) and isinstance(y, (int, np.integer)) for x, y in pairs):
+            return all(x == y for x, y in pairs)
+        if all(x == y and isinstance(x, str) and x and not x.startswith("unk__") for x, y in pairs):
+            return True
+    if spatial_root(a) is spatial_root(b):
+        return True
     return None
 
 

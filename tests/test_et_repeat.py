@@ -1,4 +1,4 @@
-"""et_repeat + linear_region: anchors and repeats become 1x1 selection convs with the exact channel map."""
+"""et_repeat + etc.passes._region: anchors and repeats become 1x1 selection convs with the exact channel map."""
 
 from __future__ import annotations
 

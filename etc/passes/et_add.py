@@ -24,45 +24,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.cost import add_merge_widening
-from etc.graph import const_value, conv_spec, make_conv, producer, retire
-from etc.passes.et_dual import branch_of, channels_of, merge_kernels, merged_spec, union_input, union_sources
+from etc.graph import channels_of, const_value, make_conv, retire, same_spatial
+from etc.passes._merge import branch_of, merge_kernels, merged_spec, union_input, union_sources
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
-
-SIZE_PRESERVING = frozenset({"Relu", "PRelu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Neg"})
-
-
-def spatial_root(tensor: gs.Tensor) -> gs.Tensor:
-    """The earliest tensor with provably the same H and W, through same-padded stride-1 convs, elementwise
-    activations and channel Concats."""
-    while True:
-        node = producer(tensor)
-        if node is None:
-            return tensor
-        if node.op == "Conv":
-            spec = conv_spec(node)
-            if spec is None or not spec.is_same_padded:
-                return tensor
-        elif node.op == "Concat":
-            if int(node.attrs.get("axis", 0)) != 1:
-                return tensor
-        elif node.op not in SIZE_PRESERVING:
-            return tensor
-        tensor = node.inputs[0]
-
-
-def same_spatial(a: gs.Tensor, b: gs.Tensor) -> bool | None:
-    """True when H/W provably agree (equal static or named dims, or a common spatial root), False when static
-    dims differ, None when unknown."""
-    sa, sb = a.shape, b.shape
-    if sa is not None and sb is not None and len(sa) == 4 and len(sb) == 4:
-        pairs = list(zip(sa[2:], sb[2:]))
-        if all(isinstance(x, (int, np.integer)) and isinstance(y, (int, np.integer)) for x, y in pairs):
-            return all(x == y for x, y in pairs)
-        if all(x == y and isinstance(x, str) and x and not x.startswith("unk__") for x, y in pairs):
-            return True
-    if spatial_root(a) is spatial_root(b):
-        return True
-    return None
 
 
 class AddToConv(Rule):

@@ -26,8 +26,9 @@ from etc.graph import (
     make_conv,
     make_node,
     retire,
+    set_channels,
 )
-from etc.passes.et_dual import ACTIVATIONS, set_channels
+from etc.passes._merge import ACTIVATIONS
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from etc.cost import concat_merge_widening
-from etc.passes.et_dual import match_concat_merge, rewrite_concat_merge
+from etc.passes._merge import match_concat_merge, rewrite_concat_merge
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 

@@ -27,8 +27,8 @@ from etc.graph import (
     only_consumer,
     producer,
     retire,
+    set_channels,
 )
-from etc.passes.et_dual import set_channels
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 

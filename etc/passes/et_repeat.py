@@ -5,7 +5,7 @@
 
     repeat_interleave(x, n, dim=1): o copies o // n        Tile / Concat([x] * n): o copies o % C
 
-Any region of linear data-movement ops between two tensors is handled by ``etc.passes.linear_region``: the
+Any region of linear data-movement ops between two tensors is handled by ``etc.passes._region``: the
 whitelist proves linearity, probing in onnxruntime reads K (both exporters' spellings, static and dynamic H/W, with
 shape chains that cannot be constant-folded). K is reproduced exactly, so Tile and repeat_interleave, which differ
 and which DepthToSpace(CRD) turns into colour mixing versus nearest upsampling, each keep their own map.
@@ -22,10 +22,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.cost import copy_widening
-from etc.graph import ConvSpec, const_value, make_conv
-from etc.passes.et_add import same_spatial
-from etc.passes.et_dual import channels_of, set_channels
-from etc.passes.linear_region import DATA_OPS, RegionError, channel_map, find_region, is_region_exit
+from etc.graph import ConvSpec, channels_of, const_value, make_conv, same_spatial, set_channels
+from etc.passes._region import DATA_OPS, RegionError, channel_map, find_region, is_region_exit
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 ONE_BY_ONE = ConvSpec((1, 1), (0, 0, 0, 0))

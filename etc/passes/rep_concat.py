@@ -6,7 +6,7 @@
 Weight algebra: output rows are stacked in Concat order; biases likewise.
 
 Exact when the convs read the same input (a zero Pad in front counts as padding), have equal strides and
-dilations and align on the same output pixels (etc.passes.rep_parallel.align), and are dense (group 1; the
+dilations and align on the same output pixels (etc.passes._linear.align), and are dense (group 1; the
 stacked rows of grouped convs are not a grouped conv). Only adjacent Concat inputs are stacked, so the channel
 order is kept. Convs whose windows differ (3x3 next to 1x1) are left alone: stacking them would zero-pad the
 small kernels and raise the multiply-adds.
@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 
 from etc.convmath import embed_kernel
 from etc.graph import is_graph_output, make_conv, make_node, producer, retire
-from etc.passes.rep_parallel import Branch, align, conv_branch, readers
+from etc.passes._linear import LinearBranch, align, conv_branch, readers
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 
@@ -29,7 +29,7 @@ def _channel_axis(node: gs.Node) -> bool:
     return axis == 1 or (axis == -3 and rank == 4)
 
 
-def _stackable(ctx: RewriteContext, node: gs.Node, tensor: gs.Tensor) -> Branch | None:
+def _stackable(ctx: RewriteContext, node: gs.Node, tensor: gs.Tensor) -> LinearBranch | None:
     conv = producer(tensor)
     if conv is None or conv.op != "Conv" or is_graph_output(ctx.graph, tensor) or len(readers(tensor)) != 1:
         return None
@@ -38,7 +38,7 @@ def _stackable(ctx: RewriteContext, node: gs.Node, tensor: gs.Tensor) -> Branch 
     return conv_branch(conv)
 
 
-def _joinable(run: list[Branch], branch: Branch) -> str:
+def _joinable(run: list[LinearBranch], branch: LinearBranch) -> str:
     """Empty when ``branch`` can be stacked under ``run``, else why not."""
     if branch.x is not run[0].x:
         return "different inputs"

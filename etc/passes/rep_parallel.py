@@ -27,306 +27,36 @@ equal channel counts. Zero padding of x is then what every branch saw. An AvgPoo
 count_include_pad=0 divides by fewer taps at the border and is refused. The merge is also declined when the
 union window would cost more multiply-adds than the branches themselves (misaligned windows).
 
-This module also holds the linear views shared by the sequential and concat families (etc.passes.rep_*).
+The linear views (etc.passes._linear) are shared with the sequential and concat families (etc.passes.rep_*).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.convmath import embed_kernel, grouped_to_dense, regroup
-from etc.graph import (
-    ConvSpec,
-    batchnorm_affine,
-    channels,
-    const_value,
-    consumers,
-    conv_spec,
-    conv_weights,
-    explicit_pads,
-    input_at,
-    is_graph_output,
-    make_conv,
-    make_node,
-    per_channel_constant,
-    producer,
-    retire,
+from etc.convmath import embed_kernel
+from etc.graph import ConvSpec, channels, is_graph_output, make_conv, make_node, producer, retire
+from etc.passes._linear import (
+    LinearBranch,
+    align,
+    identity_branch,
+    is_sum,
+    linear_branch,
+    readers,
+    sum_parent,
+    sum_tree,
 )
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
-AFFINE_OPS = ("BatchNormalization", "Mul", "Add", "Sub", "Div")
-IDENTITY_SPEC = ConvSpec((1, 1), (0, 0, 0, 0))
+# ---------------------------------------------------------------- merging aligned branches
 
 
-# ---------------------------------------------------------------- linear views
-
-
-def readers(tensor: gs.Tensor) -> list[gs.Node]:
-    """Live nodes reading ``tensor`` (a node dropped from the graph without being disconnected has no outputs)."""
-    return [n for n in consumers(tensor) if n.outputs]
-
-
-@dataclass(eq=False)
-class Branch:
-    """A linear map of one input read as a Conv: out = Conv(x, kernel, bias) with ``spec`` (pads relative to x).
-
-    ``weight`` is (out, in/group, kh, kw) for a Conv. Depthwise branches with a kernel shared by every channel
-    (per-channel affine, AvgPool, identity) keep ``weight`` None and store the shared ``taps`` (kh, kw), a
-    per-channel ``scale`` and ``bias`` (length C, or 1 to broadcast); they fit any channel count and grouping.
-    """
-
-    x: gs.Tensor
-    spec: ConvSpec
-    bias: np.ndarray
-    weight: np.ndarray | None = None
-    taps: np.ndarray | None = None
-    scale: np.ndarray | None = None
-    nodes: list[gs.Node] = field(default_factory=list)
-    kind: str = "conv"  # conv | affine | pool | identity
-
-    @property
-    def is_conv(self) -> bool:
-        return self.weight is not None
-
-    @property
-    def out_channels(self) -> int | None:
-        if self.weight is not None:
-            return int(self.weight.shape[0])
-        sizes = {len(a) for a in (self.scale, self.bias) if a is not None and len(a) > 1}
-        return sizes.pop() if sizes else None
-
-    @property
-    def in_channels(self) -> int | None:
-        if self.weight is not None:
-            return int(self.weight.shape[1]) * self.spec.group
-        return self.out_channels
-
-    @property
-    def kernel(self) -> tuple[int, int]:
-        if self.weight is not None:
-            return int(self.weight.shape[2]), int(self.weight.shape[3])
-        assert self.taps is not None
-        return int(self.taps.shape[0]), int(self.taps.shape[1])
-
-    def kernel_at(self, channels: int, group: int) -> np.ndarray:
-        """The kernel as (channels, channels/group, kh, kw) with ``group`` groups."""
-        if self.weight is not None:
-            return regroup(self.weight, self.spec.group, group)
-        assert self.taps is not None
-        per = channels // group
-        scale = np.broadcast_to(self.scale if self.scale is not None else 1.0, (channels,))
-        out = np.zeros((channels, per, *self.taps.shape), dtype=np.float64)
-        for o in range(channels):
-            out[o, o % per] = scale[o] * self.taps
-        return out
-
-    def dense(self, channels: int) -> np.ndarray:
-        return grouped_to_dense(self.kernel_at(channels, self.groups_or(1)), self.groups_or(1))
-
-    def groups_or(self, default: int) -> int:
-        """The branch's groups (a shared-tap branch takes any grouping: ``default``)."""
-        return self.spec.group if self.weight is not None else default
-
-    def bias_at(self, channels: int) -> np.ndarray:
-        return np.broadcast_to(np.asarray(self.bias, dtype=np.float64), (channels,)).copy()
-
-    def macs(self, channels: int | None) -> int:
-        """Multiply-adds per output pixel."""
-        kh, kw = self.kernel
-        if self.weight is not None:
-            return int(self.weight.shape[0] * self.weight.shape[1] * kh * kw)
-        return int((channels or 1) * kh * kw)
-
-
-def zero_pad_amounts(node: gs.Node) -> tuple[int, int, int, int] | str:
-    """(top, left, bottom, right) of a constant-zero Pad of H/W of a 4-D tensor, else the reason it is not."""
-    mode = node.attrs.get("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode != "constant":
-        return f"Pad mode '{mode}' is not zero padding"
-    pads_t = input_at(node, 1)
-    pads = const_value(pads_t) if pads_t is not None else node.attrs.get("pads")
-    if pads is None:
-        return "Pad amounts are computed at run time (run fold first)"
-    value_t = input_at(node, 2)
-    if value_t is not None:
-        value = const_value(value_t)
-        if value is None or (value.size and float(np.asarray(value).reshape(-1)[0]) != 0.0):
-            return "Pad value is not a constant 0"
-    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
-    axes_t = input_at(node, 3)
-    if axes_t is not None:
-        axes = const_value(axes_t)
-        if axes is None:
-            return "Pad axes are computed at run time"
-        half = len(pads) // 2
-        full = [0] * 8
-        for k, axis in enumerate(int(a) % 4 for a in np.asarray(axes).reshape(-1)):
-            full[axis], full[axis + 4] = pads[k], pads[k + half]
-        pads = full
-    if len(pads) != 8 or any(p < 0 for p in pads) or pads[0] or pads[1] or pads[4] or pads[5]:
-        return "Pad is not a non-negative padding of H and W of a 4-D tensor"
-    return pads[2], pads[3], pads[6], pads[7]
-
-
-def through_zero_pad(x: gs.Tensor) -> tuple[gs.Tensor, tuple[int, int, int, int]]:
-    """The tensor before a zero Pad producing ``x`` and the Pad amounts (x itself and zeros otherwise)."""
-    pad = producer(x)
-    if pad is not None and pad.op == "Pad":
-        amounts = zero_pad_amounts(pad)
-        if isinstance(amounts, tuple):
-            return pad.inputs[0], amounts
-    return x, (0, 0, 0, 0)
-
-
-def _add_pads(spec: ConvSpec, extra: tuple[int, int, int, int]) -> ConvSpec:
-    return replace(spec, pads=tuple(p + e for p, e in zip(spec.pads, extra)))  # type: ignore[arg-type]
-
-
-def conv_branch(node: gs.Node) -> Branch | None:
-    """A 2-D Conv with constant weights as a Branch of the tensor before any zero Pad feeding it."""
-    if node.op != "Conv" or len(node.outputs) != 1:
-        return None
-    spec = conv_spec(node)
-    if spec is None or (input_at(node, 2) is not None and const_value(input_at(node, 2)) is None):
-        return None
-    weight, bias = conv_weights(node)
-    x, extra = through_zero_pad(node.inputs[0])
-    return Branch(x, _add_pads(spec, extra), bias, weight=weight, nodes=[node])
-
-
-def _is_4d(tensor: gs.Tensor) -> bool | None:
-    shape = tensor.shape
-    return None if shape is None else len(shape) == 4
-
-
-def affine_branch(node: gs.Node) -> Branch | None:
-    """BatchNormalization (inference) or Mul/Add/Sub/Div by a per-channel constant as a diagonal 1x1 Branch."""
-    if len(node.outputs) < 1 or any(o.outputs for o in node.outputs[1:]):
-        return None
-    if node.op == "BatchNormalization":
-        try:
-            scale, bias = batchnorm_affine(node)
-        except ValueError:
-            return None
-        x = node.inputs[0]
-    elif node.op in ("Mul", "Add", "Sub", "Div") and len(node.inputs) == 2:
-        consts = [const_value(t) for t in node.inputs]
-        if (consts[0] is None) == (consts[1] is None):
-            return None
-        k = 0 if consts[0] is None else 1
-        x, c = node.inputs[k], per_channel_constant(consts[1 - k])  # type: ignore[arg-type]
-        if c is None or _is_4d(x) is False:
-            return None
-        c = c.astype(np.float64)
-        one, zero = np.ones_like(c), np.zeros_like(c)
-        if node.op == "Mul":
-            scale, bias = c, zero
-        elif node.op == "Add":
-            scale, bias = one, c
-        elif node.op == "Sub":
-            scale, bias = (one, -c) if k == 0 else (-one, c)
-        elif k == 0 and np.all(c != 0):
-            scale, bias = 1.0 / c, zero
-        else:
-            return None
-    else:
-        return None
-    if _is_4d(x) is False:
-        return None
-    return Branch(x, IDENTITY_SPEC, bias, taps=np.ones((1, 1)), scale=scale, nodes=[node], kind="affine")
-
-
-def pool_branch(node: gs.Node) -> Branch | str | None:
-    """AvgPool 2-D as a depthwise Branch (1/(kh·kw) taps), or the reason it differs from a zero-padded conv."""
-    if node.op != "AveragePool" or len(node.outputs) != 1:
-        return None
-    kernel = [int(k) for k in node.attrs.get("kernel_shape", ())]
-    if len(kernel) != 2:
-        return None
-    pads = explicit_pads(node)
-    if pads is None:
-        return "AvgPool uses auto_pad SAME"
-    strides = tuple(int(s) for s in node.attrs.get("strides", (1, 1)))
-    dilations = tuple(int(d) for d in node.attrs.get("dilations", (1, 1)))
-    if any(pads) and not int(node.attrs.get("count_include_pad", 0)):
-        return "AvgPool with pads and count_include_pad=0 divides by fewer taps at the border than a conv"
-    if int(node.attrs.get("ceil_mode", 0)) and strides != (1, 1):
-        return "AvgPool ceil_mode changes the output size"
-    x, extra = through_zero_pad(node.inputs[0])
-    spec = _add_pads(ConvSpec(tuple(kernel), pads, strides, dilations), extra)  # type: ignore[arg-type]
-    taps = np.full(kernel, 1.0 / (kernel[0] * kernel[1]))
-    return Branch(x, spec, np.zeros(1), taps=taps, scale=np.ones(1), nodes=[node], kind="pool")
-
-
-def linear_branch(node: gs.Node | None) -> Branch | str | None:
-    """Any node ``rep`` reads as a conv of its input (Conv, per-channel affine, AvgPool)."""
-    if node is None:
-        return None
-    if node.op == "Conv":
-        return conv_branch(node)
-    if node.op == "AveragePool":
-        return pool_branch(node)
-    if node.op in AFFINE_OPS:
-        return affine_branch(node)
-    return None
-
-
-def identity_branch(x: gs.Tensor) -> Branch:
-    return Branch(x, IDENTITY_SPEC, np.zeros(1), taps=np.ones((1, 1)), scale=np.ones(1), kind="identity")
-
-
-# ---------------------------------------------------------------- alignment
-
-
-@dataclass
-class Alignment:
-    """The union window of several branches: the merged spec (group 1) and each branch's tap offset."""
-
-    spec: ConvSpec
-    offsets: list[tuple[int, int]]
-
-
-def align(branches: Sequence[Branch]) -> Alignment | str:
-    """Common window for branches read at the same output pixels, or the reason they are not aligned."""
-    strides = {b.spec.strides for b in branches}
-    if len(strides) > 1:
-        return f"strides differ ({', '.join(str(s) for s in sorted(strides))})"
-    kernel, dil, begin, end = [], [], [], []
-    offsets = [[0, 0] for _ in branches]
-    for axis in (0, 1):
-        taps = [b.kernel[axis] for b in branches]
-        dils = {b.spec.dilations[axis] for b, k in zip(branches, taps) if k > 1}
-        if len(dils) > 1:
-            return f"dilations differ ({sorted(dils)})"
-        d = dils.pop() if dils else 1
-        deltas = {b.spec.pads[axis] + b.spec.pads[axis + 2] - d * (k - 1) for b, k in zip(branches, taps)}
-        if len(deltas) > 1:
-            pads = ", ".join(f"{b.kernel[0]}x{b.kernel[1]} pads {list(b.spec.pads)}" for b in branches)
-            return f"padding mismatch: the branches' output sizes differ ({pads})"
-        top = max(b.spec.pads[axis] for b in branches)
-        for i, b in enumerate(branches):
-            shift = top - b.spec.pads[axis]
-            if shift % d:
-                return f"padding mismatch: taps fall off the dilation-{d} grid"
-            offsets[i][axis] = shift // d
-        size = max(off[axis] + k for off, k in zip(offsets, taps))
-        kernel.append(size)
-        dil.append(d)
-        begin.append(top)
-        end.append(deltas.pop() + d * (size - 1) - top)
-    spec = ConvSpec(
-        (kernel[0], kernel[1]), (begin[0], begin[1], end[0], end[1]), strides.pop(), (dil[0], dil[1]), 1
-    )
-    return Alignment(spec, [(o[0], o[1]) for o in offsets])
-
-
-def channel_count(branches: Sequence[Branch], x: gs.Tensor) -> int | str:
+def channel_count(branches: Sequence[LinearBranch], x: gs.Tensor) -> int | str:
     """The common channel count of branches summed together (identity-like branches need in == out)."""
     outs = {b.out_channels for b in branches} - {None}
     ins = {b.in_channels for b in branches if b.is_conv}
@@ -343,13 +73,13 @@ def channel_count(branches: Sequence[Branch], x: gs.Tensor) -> int | str:
     return count
 
 
-def merged_group(branches: Sequence[Branch]) -> int:
+def merged_group(branches: Sequence[LinearBranch]) -> int:
     groups = [b.spec.group for b in branches if b.is_conv]
     return math.gcd(*groups) if groups else 1
 
 
 def merge_branches(
-    branches: Sequence[Branch], channels: int
+    branches: Sequence[LinearBranch], channels: int
 ) -> tuple[np.ndarray, np.ndarray, ConvSpec] | str:
     """Sum of aligned branches as one kernel, bias and spec, or the reason they cannot be merged."""
     aligned = align(branches)
@@ -367,63 +97,7 @@ def merge_branches(
     return weight, bias, replace(aligned.spec, group=group)
 
 
-# ---------------------------------------------------------------- sums
-
-
-SUM_ARITY = {"Add": 2, "Sub": 2, "Neg": 1}
-
-
-def is_sum(node: gs.Node | None) -> bool:
-    """Add/Sum/Sub/Neg of non-constant tensors (a node of a signed summation tree)."""
-    if node is None or node.op not in ("Add", "Sum", "Sub", "Neg") or len(node.outputs) != 1:
-        return False
-    arity = SUM_ARITY.get(node.op)
-    if (len(node.inputs) != arity) if arity else not node.inputs:
-        return False
-    return all(const_value(t) is None for t in node.inputs)
-
-
-def term_signs(node: gs.Node) -> list[int]:
-    """The sign each input of a sum node enters with: Sub's subtrahend and Neg's operand are negated."""
-    if node.op == "Neg":
-        return [-1]
-    if node.op == "Sub":
-        return [1, -1]
-    return [1] * len(node.inputs)
-
-
-def sum_parent(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
-    """The Add/Sum that is the only reader of ``tensor`` (once), if any."""
-    users = readers(tensor)
-    if len(users) != 1 or is_graph_output(graph, tensor) or not is_sum(users[0]):
-        return None
-    if sum(t is tensor for t in users[0].inputs) != 1:
-        return None
-    return users[0]
-
-
-def sum_tree(graph: gs.Graph, root: gs.Node) -> tuple[list[gs.Node], list[gs.Tensor], list[int]]:
-    """The sum nodes of the tree under ``root``, its leaves in order and the sign (+1/-1) of each leaf."""
-    nodes: list[gs.Node] = [root]
-    leaves: list[gs.Tensor] = []
-    signs: list[int] = []
-
-    def visit(tensor: gs.Tensor, sign: int) -> None:
-        node = producer(tensor)
-        if is_sum(node) and sum_parent(graph, tensor) is not None:
-            nodes.append(node)
-            for t, s in zip(node.inputs, term_signs(node)):
-                visit(t, sign * s)
-        else:
-            leaves.append(tensor)
-            signs.append(sign)
-
-    for t, s in zip(root.inputs, term_signs(root)):
-        visit(t, s)
-    return nodes, leaves, signs
-
-
-def signed(branch: Branch, sign: int) -> Branch:
+def signed(branch: LinearBranch, sign: int) -> LinearBranch:
     """The branch times ``sign``: kernel (or per-channel scale) and bias negated when sign is -1."""
     if sign > 0:
         return branch
@@ -432,54 +106,22 @@ def signed(branch: Branch, sign: int) -> Branch:
     return replace(branch, scale=-np.asarray(branch.scale), bias=-np.asarray(branch.bias))
 
 
-def leaf_branch(graph: gs.Graph, leaf: gs.Tensor) -> Branch:
+def leaf_branch(graph: gs.Graph, leaf: gs.Tensor) -> LinearBranch:
     """A summand read as a branch: the linear node producing it when it feeds only the sum, else identity."""
     node = producer(leaf)
     if node is not None and len(readers(leaf)) == 1 and not is_graph_output(graph, leaf):
         branch = linear_branch(node)
-        if isinstance(branch, Branch):
+        if isinstance(branch, LinearBranch):
             return branch
     return identity_branch(leaf)
-
-
-def reads(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor, depth: int = 4) -> bool:
-    """True when ``tensor`` is ``x`` or a chain of at most ``depth`` linear nodes computes it from ``x``."""
-    for _ in range(depth + 1):
-        if tensor is x:
-            return True
-        branch = linear_branch(producer(tensor))
-        if not isinstance(branch, Branch):
-            return False
-        tensor = branch.x
-    return False
-
-
-def joins_sum_with(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor) -> bool:
-    """True when ``tensor`` (through linear nodes) is a summand next to another summand computed from ``x``."""
-    path = tensor
-    while True:
-        users = readers(path)
-        if len(users) != 1 or is_graph_output(graph, path):
-            return False
-        branch = linear_branch(users[0])
-        if not isinstance(branch, Branch) or branch.x is not path:
-            break
-        path = users[0].outputs[0]
-    root = sum_parent(graph, path)
-    if root is None:
-        return False
-    while (parent := sum_parent(graph, root.outputs[0])) is not None:
-        root = parent
-    _, leaves, _ = sum_tree(graph, root)
-    return any(leaf is not path and reads(graph, leaf, x) for leaf in leaves)
 
 
 # ---------------------------------------------------------------- the rule
 
 
-def _partition(branches: list[Branch], channels_of) -> tuple[list[list[Branch]], str]:
+def _partition(branches: list[LinearBranch], channels_of) -> tuple[list[list[LinearBranch]], str]:
     """Greedy classes of branches that align with each other; the first reason a branch did not join."""
-    classes: list[list[Branch]] = []
+    classes: list[list[LinearBranch]] = []
     reason = ""
     for b in branches:
         for cls in classes:
@@ -544,7 +186,7 @@ class MergeParallelConvs(Rule):
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         root = match.nodes[0]
-        members: list[Branch] = match.data["members"]
+        members: list[LinearBranch] = match.data["members"]
         weight, bias, spec = match.data["merged"]
         rest = [
             (leaf, sign)

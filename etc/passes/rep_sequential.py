@@ -29,7 +29,7 @@ import onnx_graphsurgeon as gs
 
 from etc.convmath import compose_kernels, dense_to_grouped
 from etc.graph import ConvSpec, is_graph_output, make_conv, producer, retire
-from etc.passes.rep_parallel import AFFINE_OPS, Branch, joins_sum_with, linear_branch, readers
+from etc.passes._linear import AFFINE_OPS, LinearBranch, joins_sum_with, linear_branch, readers
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 
@@ -47,7 +47,7 @@ def _exclusive_path(graph: gs.Graph, first: gs.Node, second: gs.Node) -> bool:
         tensor = users[0].outputs[0]
 
 
-def compose(first: Branch, second: Branch) -> tuple[np.ndarray, np.ndarray, ConvSpec] | str:
+def compose(first: LinearBranch, second: LinearBranch) -> tuple[np.ndarray, np.ndarray, ConvSpec] | str:
     """One conv computing ``second(first(x))``, or the exactness condition that fails."""
     mid = first.out_channels or second.in_channels
     if mid is None:
@@ -108,7 +108,7 @@ class ComposeLinear(Rule):
             return NoMatch(second) if feeding is not None and feeding.op == "Conv" else None
         first_node = producer(second.x)
         first = linear_branch(first_node)
-        if not isinstance(first, Branch) or first_node is None:
+        if not isinstance(first, LinearBranch) or first_node is None:
             return None
         if "Conv" not in (first_node.op, node.op):
             return None
@@ -136,7 +136,7 @@ class ComposeLinear(Rule):
         retire([first_node, node])
 
 
-def _is_per_channel(branch: Branch) -> bool:
+def _is_per_channel(branch: LinearBranch) -> bool:
     """A 1x1, stride-1, unpadded map that scales each channel on its own (BN, affine, diagonal 1x1 conv)."""
     spec = branch.spec
     if branch.kernel != (1, 1) or spec.strides != (1, 1) or any(spec.pads):
@@ -165,7 +165,7 @@ class ScaleIntoReaders(Rule):
 
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
         first = linear_branch(node)
-        if not isinstance(first, Branch) or not _is_per_channel(first):
+        if not isinstance(first, LinearBranch) or not _is_per_channel(first):
             return None
         tensor = node.outputs[0]
         users = readers(tensor)
@@ -174,7 +174,7 @@ class ScaleIntoReaders(Rule):
         merged = []
         for user in users:
             second = linear_branch(user) if user.op == "Conv" else None
-            if not isinstance(second, Branch) or second.x is not tensor:
+            if not isinstance(second, LinearBranch) or second.x is not tensor:
                 return NoMatch(
                     f"reader {user.name} is {user.op}, not a Conv with constant weights reading it"
                 )
