@@ -151,7 +151,7 @@ def recorded_baseline(model: onnx.ModelProto, size: tuple[int, int]) -> int | No
 
 @dataclass
 class Widening:
-    """What a widening rewrite adds, declared by the rule in ``Match.data['widening']``.
+    """What a widening rewrite adds, declared by the rule in ``Match.widening``.
 
     ``terms`` are (weight elements added, a tensor at the resolution those weights run at); ``removes`` are
     (activation elements per pixel that a non-plain op the rewrite removes reads and writes, a tensor at its
@@ -332,27 +332,27 @@ def _branch_convs(branches) -> list:
     return [n for b in branches for n in b.nodes if n.op == "Conv"]
 
 
-def concat_merge_widening(ctx, node, match_data: dict, *, carry: bool) -> Widening:
+def concat_merge_widening(ctx, node, merge, *, carry: bool) -> Widening:
     """What merging a Concat of (activated) convs and bare parts into one conv adds (et_dual, et_carry).
 
     The merged conv is dense over the union of the inputs with the largest kernel; a bare part signed
     somewhere is carried twice (relu(s), relu(-s)) and its readers get the negated columns too. For a carry the
     estimate includes every later step of the chain: the skip rides up the single-reader Conv(+act) chain above
-    the conv it joins, adding its channels as rows and columns to each conv there.
+    the conv it joins, adding its channels as rows and columns to each conv there. ``merge`` is the match's
+    etc.passes._merge.ConcatMerge.
     """
     from etc.graph import channels_of
 
-    branches, plan, sources = match_data["branches"], match_data["plan"], match_data["sources"]
+    branches, doubled, sources = merge.branches, merge.plan.doubled, merge.sources
     kh = max(b.weight.shape[2] for b in branches)
     kw = max(b.weight.shape[3] for b in branches)
-    doubled = [isinstance(p, str) and p == "double" for p in plan]
     rows = sum(b.out_channels * (2 if d else 1) for b, d in zip(branches, doubled))
     cols = sum(channels_of(t) or 0 for t in sources)
     convs = _branch_convs(branches)
     out = node.outputs[0]
     terms: list[tuple[int, object]] = [(rows * cols * kh * kw - sum(_weight_size(c) for c in convs), out)]
     extra = sum(b.out_channels for b, d in zip(branches, doubled) if d)
-    for reader in match_data.get("readers") or []:
+    for reader in merge.readers:
         w = _weight_size(reader)
         terms.append((w * extra // max(1, channels_of(out) or 1), reader.outputs[0]))
     densifies = any(_is_grouped(c) for c in convs)
@@ -417,7 +417,7 @@ def _weight_shape(node) -> tuple[int, ...] | None:
     return tuple(int(d) for d in weight.shape) if weight is not None and weight.ndim == 4 else None
 
 
-def add_merge_widening(ctx, node, match_data: dict) -> Widening:
+def add_merge_widening(ctx, node, branches: list, sources: list) -> Widening:
     """What turning Add(Conv_a(a), Conv_b(b)) into one conv over Concat(a, b) adds (et_add).
 
     When one input is produced by a single-reader Conv(+act) chain and the others are not, et_carry will carry
@@ -426,7 +426,6 @@ def add_merge_widening(ctx, node, match_data: dict) -> Widening:
     """
     from etc.graph import channels_of
 
-    branches, sources = match_data["branches"], match_data["sources"]
     kh = max(b.weight.shape[2] for b in branches)
     kw = max(b.weight.shape[3] for b in branches)
     rows = branches[0].out_channels

@@ -87,7 +87,7 @@ def decline(model: onnx.ModelProto, rule, **options) -> str:
     graph = to_gs(model)
     ctx = RewriteContext(graph, Options(**options))
     node = next(n for n in graph.nodes if n.op in rule.ops)
-    found = rule.match(ctx, node)
+    found = rule.find(ctx, node)
     assert isinstance(found, NoMatch), found
     return found.reason
 

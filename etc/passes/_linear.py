@@ -30,6 +30,7 @@ from etc.graph import (
     per_channel_constant,
     producer,
 )
+from etc.rules import Decline
 
 AFFINE_OPS = ("BatchNormalization", "Mul", "Add", "Sub", "Div")
 IDENTITY_SPEC = ConvSpec((1, 1), (0, 0, 0, 0))
@@ -115,34 +116,34 @@ class LinearBranch:
         return int((channels or 1) * kh * kw)
 
 
-def zero_pad_amounts(node: gs.Node) -> tuple[int, int, int, int] | str:
-    """(top, left, bottom, right) of a constant-zero Pad of H/W of a 4-D tensor, else the reason it is not."""
+def zero_pad_amounts(node: gs.Node) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of a constant-zero Pad of H/W of a 4-D tensor; raises Decline saying why not."""
     mode = node.attrs.get("mode", "constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     if mode != "constant":
-        return f"Pad mode '{mode}' is not zero padding"
+        raise Decline(f"Pad mode '{mode}' is not zero padding")
     pads_t = input_at(node, 1)
     pads = const_value(pads_t) if pads_t is not None else node.attrs.get("pads")
     if pads is None:
-        return "Pad amounts are computed at run time (run fold first)"
+        raise Decline("Pad amounts are computed at run time (run fold first)")
     value_t = input_at(node, 2)
     if value_t is not None:
         value = const_value(value_t)
         if value is None or (value.size and float(np.asarray(value).reshape(-1)[0]) != 0.0):
-            return "Pad value is not a constant 0"
+            raise Decline("Pad value is not a constant 0")
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
     axes_t = input_at(node, 3)
     if axes_t is not None:
         axes = const_value(axes_t)
         if axes is None:
-            return "Pad axes are computed at run time"
+            raise Decline("Pad axes are computed at run time")
         half = len(pads) // 2
         full = [0] * 8
         for k, axis in enumerate(int(a) % 4 for a in np.asarray(axes).reshape(-1)):
             full[axis], full[axis + 4] = pads[k], pads[k + half]
         pads = full
     if len(pads) != 8 or any(p < 0 for p in pads) or pads[0] or pads[1] or pads[4] or pads[5]:
-        return "Pad is not a non-negative padding of H and W of a 4-D tensor"
+        raise Decline("Pad is not a non-negative padding of H and W of a 4-D tensor")
     return pads[2], pads[3], pads[6], pads[7]
 
 
@@ -150,9 +151,10 @@ def through_zero_pad(x: gs.Tensor) -> tuple[gs.Tensor, tuple[int, int, int, int]
     """The tensor before a zero Pad producing ``x`` and the Pad amounts (x itself and zeros otherwise)."""
     pad = producer(x)
     if pad is not None and pad.op == "Pad":
-        amounts = zero_pad_amounts(pad)
-        if isinstance(amounts, tuple):
-            return pad.inputs[0], amounts
+        try:
+            return pad.inputs[0], zero_pad_amounts(pad)
+        except Decline:
+            pass
     return x, (0, 0, 0, 0)
 
 
@@ -216,8 +218,9 @@ def affine_branch(node: gs.Node) -> LinearBranch | None:
     )
 
 
-def pool_branch(node: gs.Node) -> LinearBranch | str | None:
-    """AvgPool 2-D as a depthwise LinearBranch (1/(kh·kw) taps), or the reason it differs from a zero-padded conv."""
+def pool_branch(node: gs.Node) -> LinearBranch | None:
+    """AvgPool 2-D as a depthwise LinearBranch (1/(kh·kw) taps); raises Decline when it differs from a zero-padded
+    conv."""
     if node.op != "AveragePool" or len(node.outputs) != 1:
         return None
     kernel = [int(k) for k in node.attrs.get("kernel_shape", ())]
@@ -225,21 +228,24 @@ def pool_branch(node: gs.Node) -> LinearBranch | str | None:
         return None
     pads = explicit_pads(node)
     if pads is None:
-        return "AvgPool uses auto_pad SAME"
+        raise Decline("AvgPool uses auto_pad SAME")
     strides = tuple(int(s) for s in node.attrs.get("strides", (1, 1)))
     dilations = tuple(int(d) for d in node.attrs.get("dilations", (1, 1)))
     if any(pads) and not int(node.attrs.get("count_include_pad", 0)):
-        return "AvgPool with pads and count_include_pad=0 divides by fewer taps at the border than a conv"
+        raise Decline(
+            "AvgPool with pads and count_include_pad=0 divides by fewer taps at the border than a conv"
+        )
     if int(node.attrs.get("ceil_mode", 0)) and strides != (1, 1):
-        return "AvgPool ceil_mode changes the output size"
+        raise Decline("AvgPool ceil_mode changes the output size")
     x, extra = through_zero_pad(node.inputs[0])
     spec = _add_pads(ConvSpec(tuple(kernel), pads, strides, dilations), extra)  # type: ignore[arg-type]
     taps = np.full(kernel, 1.0 / (kernel[0] * kernel[1]))
     return LinearBranch(x, spec, np.zeros(1), taps=taps, scale=np.ones(1), nodes=[node], kind="pool")
 
 
-def linear_branch(node: gs.Node | None) -> LinearBranch | str | None:
-    """Any node ``rep`` reads as a conv of its input (Conv, per-channel affine, AvgPool)."""
+def linear_branch(node: gs.Node | None) -> LinearBranch | None:
+    """Any node ``rep`` reads as a conv of its input (Conv, per-channel affine, AvgPool); None for other nodes,
+    Decline for an AvgPool that is not a zero-padded conv."""
     if node is None:
         return None
     if node.op == "Conv":
@@ -249,6 +255,14 @@ def linear_branch(node: gs.Node | None) -> LinearBranch | str | None:
     if node.op in AFFINE_OPS:
         return affine_branch(node)
     return None
+
+
+def linear_branch_or_none(node: gs.Node | None) -> LinearBranch | None:
+    """:func:`linear_branch`, with a node it declines read as no branch."""
+    try:
+        return linear_branch(node)
+    except Decline:
+        return None
 
 
 def identity_branch(x: gs.Tensor) -> LinearBranch:
@@ -268,28 +282,28 @@ class Alignment:
     offsets: list[tuple[int, int]]
 
 
-def align(branches: Sequence[LinearBranch]) -> Alignment | str:
-    """Common window for branches read at the same output pixels, or the reason they are not aligned."""
+def align(branches: Sequence[LinearBranch]) -> Alignment:
+    """Common window for branches read at the same output pixels; raises Decline saying why they are not aligned."""
     strides = {b.spec.strides for b in branches}
     if len(strides) > 1:
-        return f"strides differ ({', '.join(str(s) for s in sorted(strides))})"
+        raise Decline(f"strides differ ({', '.join(str(s) for s in sorted(strides))})")
     kernel, dil, begin, end = [], [], [], []
     offsets = [[0, 0] for _ in branches]
     for axis in (0, 1):
         taps = [b.kernel[axis] for b in branches]
         dils = {b.spec.dilations[axis] for b, k in zip(branches, taps) if k > 1}
         if len(dils) > 1:
-            return f"dilations differ ({sorted(dils)})"
+            raise Decline(f"dilations differ ({sorted(dils)})")
         d = dils.pop() if dils else 1
         deltas = {b.spec.pads[axis] + b.spec.pads[axis + 2] - d * (k - 1) for b, k in zip(branches, taps)}
         if len(deltas) > 1:
             pads = ", ".join(f"{b.kernel[0]}x{b.kernel[1]} pads {list(b.spec.pads)}" for b in branches)
-            return f"padding mismatch: the branches' output sizes differ ({pads})"
+            raise Decline(f"padding mismatch: the branches' output sizes differ ({pads})")
         top = max(b.spec.pads[axis] for b in branches)
         for i, b in enumerate(branches):
             shift = top - b.spec.pads[axis]
             if shift % d:
-                return f"padding mismatch: taps fall off the dilation-{d} grid"
+                raise Decline(f"padding mismatch: taps fall off the dilation-{d} grid")
             offsets[i][axis] = shift // d
         size = max(off[axis] + k for off, k in zip(offsets, taps))
         kernel.append(size)
@@ -363,8 +377,8 @@ def reads(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor, depth: int = 4) -> b
     for _ in range(depth + 1):
         if tensor is x:
             return True
-        branch = linear_branch(producer(tensor))
-        if not isinstance(branch, LinearBranch):
+        branch = linear_branch_or_none(producer(tensor))
+        if branch is None:
             return False
         tensor = branch.x
     return False
@@ -377,8 +391,8 @@ def joins_sum_with(graph: gs.Graph, tensor: gs.Tensor, x: gs.Tensor) -> bool:
         users = readers(path)
         if len(users) != 1 or is_graph_output(graph, path):
             return False
-        branch = linear_branch(users[0])
-        if not isinstance(branch, LinearBranch) or branch.x is not path:
+        branch = linear_branch_or_none(users[0])
+        if branch is None or branch.x is not path:
             break
         path = users[0].outputs[0]
     root = sum_parent(graph, path)

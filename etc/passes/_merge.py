@@ -33,7 +33,7 @@ from etc.graph import (
     retire,
     set_channels,
 )
-from etc.rules import Match, NoMatch, RewriteContext
+from etc.rules import Decline, Match, RewriteContext
 
 ACTIVATIONS = ("Relu", "PRelu", "LeakyRelu")
 
@@ -78,35 +78,46 @@ def leaves(tensor: gs.Tensor) -> list[gs.Tensor]:
     return [leaf for t in node.inputs for leaf in leaves(t)]
 
 
-def plain_conv_spec(node: gs.Node) -> ConvSpec | str:
-    """The spec of a Conv that merges exactly (stride 1, dilation 1, same-padded), else the reason it does not."""
+def plain_conv_spec(node: gs.Node) -> ConvSpec:
+    """The spec of a Conv that merges exactly (stride 1, dilation 1, same-padded); raises Decline otherwise."""
     spec = conv_spec(node)
     if spec is None or const_value(input_at(node, 1)) is None:
-        return "weights are not constant or the conv is not 2-D with explicit padding"
+        raise Decline("weights are not constant or the conv is not 2-D with explicit padding")
     if input_at(node, 2) is not None and const_value(input_at(node, 2)) is None:
-        return "bias is not constant"
+        raise Decline("bias is not constant")
     if spec.strides != (1, 1) or spec.dilations != (1, 1):
-        return f"stride {spec.strides} / dilation {spec.dilations} is not 1"
+        raise Decline(f"stride {spec.strides} / dilation {spec.dilations} is not 1")
     if not spec.is_same_padded:
-        return f"pads {spec.pads} are not k//2 on every side (kernel {spec.kernel})"
+        raise Decline(f"pads {spec.pads} are not k//2 on every side (kernel {spec.kernel})")
     return spec
 
 
-def conv_branch(node: gs.Node) -> MergeOperand | str:
-    """A MergeOperand for a Conv node (dense kernel, zero bias when absent) or the reason it cannot merge."""
-    spec = plain_conv_spec(node)
-    if isinstance(spec, str):
-        return f"{node.name}: {spec}"
+def merges_exactly(node: gs.Node) -> bool:
+    """Whether a Conv merges exactly (:func:`plain_conv_spec` does not decline)."""
+    try:
+        plain_conv_spec(node)
+    except Decline:
+        return False
+    return True
+
+
+def conv_branch(node: gs.Node) -> MergeOperand:
+    """A MergeOperand for a Conv node (dense kernel, zero bias when absent); raises Decline naming the conv and
+    why it cannot merge."""
+    try:
+        spec = plain_conv_spec(node)
+    except Decline as why:
+        raise Decline(f"{node.name}: {why.reason}") from None
     weight, bias = conv_weights(node)
     return MergeOperand(
         node.outputs[0], node.inputs[0], grouped_to_dense(weight, spec.group), bias, nodes=[node]
     )
 
 
-def identity_branch(part: gs.Tensor) -> MergeOperand | str:
+def identity_branch(part: gs.Tensor) -> MergeOperand:
     count = channels_of(part)
     if count is None:
-        return f"channel count of '{part.name}' is unknown"
+        raise Decline(f"channel count of '{part.name}' is unknown")
     return MergeOperand(part, part, identity_kernel(count), np.zeros(count))
 
 
@@ -122,11 +133,11 @@ def _slopes(node: gs.Node, count: int) -> np.ndarray | None:
 
 def branch_of(
     ctx: RewriteContext, part: gs.Tensor, owner: gs.Node, *, activations: bool = True
-) -> MergeOperand | str:
+) -> MergeOperand:
     """How ``part`` (an input of ``owner``) enters a merge: act(conv(x)), act(x), conv(x) or bare.
 
     A node is absorbed only when ``owner`` (or the absorbed node after it) is its sole reader; otherwise the part
-    is carried bare. Returns a reason string when a conv that would be absorbed cannot merge exactly.
+    is carried bare. Raises Decline when a conv that would be absorbed cannot merge exactly.
     """
     graph = ctx.graph
     node = producer(part)
@@ -150,8 +161,6 @@ def branch_of(
             found = identity_branch(inner)
         else:
             found = conv_branch(conv)
-        if isinstance(found, str):
-            return found
         found.part, found.act, found.slope = part, act, slope
         found.nodes = [*found.nodes, node]
         return found
@@ -216,118 +225,131 @@ def merged_spec(kh: int, kw: int) -> ConvSpec:
     return ConvSpec((kh, kw), (kh // 2, kw // 2, kh // 2, kw // 2))
 
 
-def branches_of_concat(ctx: RewriteContext, node: gs.Node) -> list[MergeOperand] | str | None:
-    """Branches of a channel Concat, None when it is not one, or the reason a branch cannot merge."""
+def branches_of_concat(ctx: RewriteContext, node: gs.Node) -> list[MergeOperand] | None:
+    """Operands of a channel Concat, None when it is not one; raises Decline when an operand cannot merge."""
     if not is_channel_concat(node) or len(node.inputs) < 2:
         return None
     out = []
     for part in node.inputs:
         if const_value(part) is not None:
             return None
-        found = branch_of(ctx, part, node)
-        if isinstance(found, str):
-            return found
-        out.append(found)
+        out.append(branch_of(ctx, part, node))
     return out
 
 
-def _activation_plan(ctx: RewriteContext, branches: list[MergeOperand]) -> tuple[str | None, list] | str:
-    """(target activation, per-branch plan): each branch passes as is, doubles as (z, -z), or gets a slope.
+@dataclass(frozen=True)
+class ActivationPlan:
+    """The merged conv's activation and how each operand passes it: unchanged, doubled as (z, -z) (Relu
+    target), or with its own slopes (PRelu target)."""
 
-    Relu target: a branch without activation passes unchanged when its values are proved >= 0, otherwise it is
+    act: str | None
+    doubled: tuple[bool, ...]
+    slopes: tuple[np.ndarray, ...] | None = None
+
+
+def _activation_plan(ctx: RewriteContext, branches: list[MergeOperand]) -> ActivationPlan:
+    """The target activation and what each operand needs to pass through it.
+
+    Relu target: an operand without activation passes unchanged when its values are proved >= 0, otherwise it is
     carried as relu(z) and relu(-z) (rows [W; -W], recombined by the Concat's Conv consumers).
-    PRelu target: Relu branches get slope 0, branches without activation slope 0 when >= 0, else slope 1.
-    LeakyRelu target (every activation is LeakyRelu with one alpha): a branch without activation passes when proved
-    >= 0 (leaky_relu(z) = z there); otherwise the reason it cannot (one alpha serves every channel).
+    PRelu target: Relu operands get slope 0, operands without activation slope 0 when >= 0, else slope 1.
+    LeakyRelu target (every activation is LeakyRelu with one alpha): an operand without activation passes when
+    proved >= 0 (leaky_relu(z) = z there); otherwise it declines (one alpha serves every channel).
     """
     acts = {b.act for b in branches}
     alphas = {float(b.slope[0]) for b in branches if b.act == "LeakyRelu" and b.slope is not None}
+    unchanged = (False,) * len(branches)
     if acts - {None} == {"LeakyRelu"} and len(alphas) == 1:
         signed = [b.part.name for b in branches if b.act is None and not ctx.ranges[b.part].nonnegative]
         if signed:
-            return f"{signed} may be negative: LeakyRelu would scale it (one alpha for every channel)"
-        return "LeakyRelu", ["pass"] * len(branches)
+            raise Decline(f"{signed} may be negative: LeakyRelu would scale it (one alpha for every channel)")
+        return ActivationPlan("LeakyRelu", unchanged)
     if "PRelu" in acts or "LeakyRelu" in acts:
-        plan = []
+        slopes = []
         for b in branches:
             if b.act in ("PRelu", "LeakyRelu"):
-                plan.append(b.slope)
+                slopes.append(b.slope)
             elif b.act == "Relu":
-                plan.append(np.zeros(b.out_channels))
+                slopes.append(np.zeros(b.out_channels))
             else:
                 nonneg = ctx.ranges[b.part].nonnegative
-                plan.append(np.zeros(b.out_channels) if nonneg else np.ones(b.out_channels))
-        return "PRelu", plan
+                slopes.append(np.zeros(b.out_channels) if nonneg else np.ones(b.out_channels))
+        return ActivationPlan("PRelu", unchanged, tuple(slopes))  # type: ignore[arg-type]
     if "Relu" in acts:
-        plan = []
-        for b in branches:
-            plan.append("pass" if b.act == "Relu" or ctx.ranges[b.part].nonnegative else "double")
-        return "Relu", plan
-    return None, ["pass"] * len(branches)
+        doubled = tuple(not (b.act == "Relu" or ctx.ranges[b.part].nonnegative) for b in branches)
+        return ActivationPlan("Relu", doubled)
+    return ActivationPlan(None, unchanged)
 
 
-def _doubling_consumers(ctx: RewriteContext, tensor: gs.Tensor) -> list[gs.Node] | str:
+def _doubling_consumers(ctx: RewriteContext, tensor: gs.Tensor) -> list[gs.Node]:
+    """The Conv readers that recombine relu(s) - relu(-s) of ``tensor``; raises Decline when one cannot."""
     if is_graph_output(ctx.graph, tensor):
-        return "it is a graph output"
+        raise Decline("it is a graph output")
     readers = list(tensor.outputs)
     if not readers:
-        return "it has no reader"
+        raise Decline("it has no reader")
     for reader in readers:
-        if reader.op != "Conv" or reader.inputs[0] is not tensor or isinstance(plain_conv_spec(reader), str):
-            return f"reader {reader.name} ({reader.op}) is not a Conv that can recombine relu(s) - relu(-s)"
+        if reader.op != "Conv" or reader.inputs[0] is not tensor or not merges_exactly(reader):
+            raise Decline(
+                f"reader {reader.name} ({reader.op}) is not a Conv that can recombine relu(s) - relu(-s)"
+            )
         if int(reader.attrs.get("group", 1)) != 1:
-            return f"reader {reader.name} is a grouped Conv"
+            raise Decline(f"reader {reader.name} is a grouped Conv")
     return readers
 
 
-def match_concat_merge(ctx: RewriteContext, node: gs.Node, *, carry: bool) -> Match | NoMatch | None:
+@dataclass(frozen=True)
+class ConcatMerge:
+    """What a Concat merge (et_dual, et_carry) found: the operands, the union of their inputs, the activation
+    plan and, when operands are doubled, the Conv readers that recombine them."""
+
+    branches: list[MergeOperand]
+    sources: list[gs.Tensor]
+    plan: ActivationPlan
+    readers: list[gs.Node]
+
+
+def match_concat_merge(ctx: RewriteContext, node: gs.Node, *, carry: bool) -> Match | None:
     """Shared matcher: ``carry`` selects Concats with bare parts (et_carry) or only conv parts (et_dual)."""
-    found = branches_of_concat(ctx, node)
-    if found is None:
+    branches = branches_of_concat(ctx, node)
+    if branches is None:
         return None
-    if isinstance(found, str):
-        return NoMatch(found)
-    branches = found
     if not any(b.has_conv for b in branches):
         return None
     has_bare = any(b.bare and b.act is None for b in branches)
     if has_bare != carry:
         return None
-    planned = _activation_plan(ctx, branches)
-    if isinstance(planned, str):
-        return NoMatch(planned)
-    act, plan = planned
+    plan = _activation_plan(ctx, branches)
     readers: list[gs.Node] = []
-    if any(isinstance(p, str) and p == "double" for p in plan):
-        got = _doubling_consumers(ctx, node.outputs[0])
-        if isinstance(got, str):
-            names = [b.part.name for b, p in zip(branches, plan) if isinstance(p, str) and p == "double"]
-            return NoMatch(f"{names} may be negative and cannot be carried as relu(s), relu(-s): {got}")
-        readers = got
+    if any(plan.doubled):
+        try:
+            readers = _doubling_consumers(ctx, node.outputs[0])
+        except Decline as why:
+            names = [b.part.name for b, d in zip(branches, plan.doubled) if d]
+            raise Decline(
+                f"{names} may be negative and cannot be carried as relu(s), relu(-s): {why.reason}"
+            ) from None
     sources = union_sources(branches)
     if any(channels_of(t) is None for t in sources):
-        return NoMatch("channel count of an input is unknown")
-    return Match(
-        [node], {"branches": branches, "act": act, "plan": plan, "readers": readers, "sources": sources}
-    )
+        raise Decline("channel count of an input is unknown")
+    return Match([node], ConcatMerge(branches, sources, plan, readers))
 
 
 def rewrite_concat_merge(ctx: RewriteContext, match: Match) -> None:
     node = match.nodes[0]
-    branches: list[MergeOperand] = match.data["branches"]
-    act, plan, readers = match.data["act"], match.data["plan"], match.data["readers"]
-    sources = match.data["sources"]
+    merge: ConcatMerge = match.data
+    branches, sources, plan, readers = merge.branches, merge.sources, merge.plan, merge.readers
+    act = plan.act
     kernels, kh, kw = merge_kernels(branches, sources)
     rows, biases, slopes, layout = [], [], [], []  # layout: (channels, doubled) per branch, in order
-    for branch, kernel, p in zip(branches, kernels, plan):
-        doubled = isinstance(p, str) and p == "double"
+    for i, (branch, kernel, doubled) in enumerate(zip(branches, kernels, plan.doubled)):
         rows.append(kernel)
         biases.append(branch.bias)
         if doubled:
             rows.append(-kernel)
             biases.append(-branch.bias)
         if act == "PRelu":
-            slopes.append(np.asarray(p))
+            slopes.append(np.asarray(plan.slopes[i]))  # type: ignore[index]
         layout.append((branch.out_channels, doubled))
     x = union_input(ctx, branches, sources)
     weight, bias = np.concatenate(rows), np.concatenate(biases)

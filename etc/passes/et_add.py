@@ -20,13 +20,23 @@ when the Add is its sole reader.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.cost import add_merge_widening
 from etc.graph import channels_of, const_value, make_conv, retire, same_spatial
-from etc.passes._merge import branch_of, merge_kernels, merged_spec, union_input, union_sources
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.passes._merge import MergeOperand, branch_of, merge_kernels, merged_spec, union_input, union_sources
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
+
+
+@dataclass(frozen=True)
+class AddMerge:
+    """The two operands of the Add/Sub as convs and the union of the tensors they read."""
+
+    branches: list[MergeOperand]
+    sources: list[gs.Tensor]
 
 
 class AddToConv(Rule):
@@ -35,35 +45,30 @@ class AddToConv(Rule):
     name = "add_to_conv"
     ops = ("Add", "Sub")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if len(node.inputs) != 2 or any(const_value(t) is not None for t in node.inputs):
             return None
         a, b = node.inputs
         ca, cb = channels_of(a), channels_of(b)
         if ca is None or cb is None or ca != cb:
             return None
-        branches = []
-        for part in node.inputs:
-            found = branch_of(ctx, part, node, activations=False)
-            if isinstance(found, str):
-                return NoMatch(found)
-            branches.append(found)
+        branches = [branch_of(ctx, part, node, activations=False) for part in node.inputs]
         if not any(b.has_conv for b in branches):
             return None
         same = same_spatial(a, b)
         if same is not True:
             why = "differ" if same is False else "cannot be proved equal"
-            return NoMatch(f"the operands' spatial sizes {why} (Add may broadcast)")
+            raise Decline(f"the operands' spatial sizes {why} (Add may broadcast)")
         sources = union_sources(branches)
         if any(channels_of(t) is None for t in sources):
-            return NoMatch("channel count of an input is unknown")
-        found = Match([node], {"branches": branches, "sources": sources})
-        found.data["widening"] = add_merge_widening(ctx, node, found.data)  # cost declaration (etc.cost)
-        return found
+            raise Decline("channel count of an input is unknown")
+        widening = add_merge_widening(ctx, node, branches, sources)  # cost declaration (etc.cost)
+        return Match([node], AddMerge(branches, sources), widening)
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node = match.nodes[0]
-        branches, sources = match.data["branches"], match.data["sources"]
+        merge: AddMerge = match.data
+        branches, sources = merge.branches, merge.sources
         kernels, kh, kw = merge_kernels(branches, sources)
         signs = (1.0, -1.0) if node.op == "Sub" else (1.0, 1.0)
         weight = np.sum([s * k for s, k in zip(signs, kernels)], axis=0)

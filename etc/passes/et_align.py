@@ -12,6 +12,8 @@ exact width, so no Slice is ever needed (the official x3 models instead widen th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -29,21 +31,35 @@ from etc.graph import (
     set_channels,
 )
 from etc.passes._merge import ACTIVATIONS
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
-def _readers(ctx: RewriteContext, tensor: gs.Tensor) -> list[gs.Node] | str:
+def _conv_readers(ctx: RewriteContext, tensor: gs.Tensor, width: int) -> list[gs.Node]:
+    """The ungrouped Convs reading ``tensor`` (of ``width`` channels); raises Decline when another node reads it."""
+
+    def kept(why: str) -> Decline:
+        return Decline(f"width {width} kept: {why}")
+
     if is_graph_output(ctx.graph, tensor):
-        return "its output is a graph output"
+        raise kept("its output is a graph output")
     readers = list(tensor.outputs)
     if not readers:
-        return "its output is unused"
+        raise kept("its output is unused")
     for node in readers:
         if node.op != "Conv" or node.inputs[0] is not tensor:
-            return f"reader {node.name} is {node.op}, not a Conv"
+            raise kept(f"reader {node.name} is {node.op}, not a Conv")
         if int(node.attrs.get("group", 1)) != 1 or conv_spec(node) is None:
-            return f"reader {node.name} is grouped or has non-constant weights"
+            raise kept(f"reader {node.name} is grouped or has non-constant weights")
     return readers
+
+
+@dataclass(frozen=True)
+class WidthPlan:
+    """The activation after the conv (or None), the Convs reading it and the rounded-up width."""
+
+    act: gs.Node | None
+    readers: list[gs.Node]
+    width: int
 
 
 class AlignChannels(Rule):
@@ -52,7 +68,7 @@ class AlignChannels(Rule):
     name = "align_channels"
     ops = ("Conv",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         n = int(ctx.options.align_channels or 1)
         if n <= 1:
             return None
@@ -60,29 +76,22 @@ class AlignChannels(Rule):
         if weight is None or weight.ndim != 4 or weight.shape[0] % n == 0:
             return None
         if int(node.attrs.get("group", 1)) != 1 or conv_spec(node) is None:
-            return NoMatch("grouped or non-constant conv")
+            raise Decline("grouped or non-constant conv")
         out, act = node.outputs[0], None
         users = list(out.outputs)
         if len(users) == 1 and users[0].op in ACTIVATIONS and not is_graph_output(ctx.graph, out):
             act = users[0]
             if act.op == "PRelu" and const_value(input_at(act, 1)) is None:
-                return NoMatch("PRelu slope is not constant")
+                raise Decline("PRelu slope is not constant")
             out = act.outputs[0]
-        readers = _readers(ctx, out)
-        if isinstance(readers, str):
-            return NoMatch(f"width {weight.shape[0]} kept: {readers}")
+        readers = _conv_readers(ctx, out, weight.shape[0])
         width = -(-weight.shape[0] // n) * n
-        found = Match([node], {"act": act, "readers": readers, "width": width})
-        found.data["widening"] = align_widening(node, readers, width)  # cost declaration (etc.cost)
-        return found
+        widening = align_widening(node, readers, width)  # cost declaration (etc.cost)
+        return Match([node], WidthPlan(act, readers, width), widening)
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        node, act, readers, width = (
-            match.nodes[0],
-            match.data["act"],
-            match.data["readers"],
-            match.data["width"],
-        )
+        plan: WidthPlan = match.data
+        node, act, readers, width = match.nodes[0], plan.act, plan.readers, plan.width
         weight, bias = conv_weights(node)
         extra = width - weight.shape[0]
         wide_w = np.concatenate([weight, np.zeros((extra, *weight.shape[1:]))])

@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 
 from etc.cost import concat_merge_widening
 from etc.passes._merge import match_concat_merge, rewrite_concat_merge
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Match, RewriteContext, Rule, RuleSet
 
 
 class CarrySkip(Rule):
@@ -33,10 +33,10 @@ class CarrySkip(Rule):
     name = "carry_skip"
     ops = ("Concat",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         found = match_concat_merge(ctx, node, carry=True)
-        if isinstance(found, Match):  # cost declaration: the whole chain's added MACs (etc.cost)
-            found.data["widening"] = concat_merge_widening(ctx, node, found.data, carry=True)
+        if found is not None:  # cost declaration: the whole chain's added MACs (etc.cost)
+            found.widening = concat_merge_widening(ctx, node, found.data, carry=True)
         return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:

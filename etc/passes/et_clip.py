@@ -12,6 +12,8 @@ rewrites it); other lower bounds would need a third conv and are left alone with
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -29,7 +31,14 @@ from etc.graph import (
     retire,
     set_channels,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
+
+
+@dataclass(frozen=True)
+class ClipBound:
+    """The Clip's finite upper bound M (its lower bound is 0)."""
+
+    hi: float
 
 
 def clip_bounds(node: gs.Node) -> tuple[float, float] | None:
@@ -55,31 +64,31 @@ class ClipToRelu(Rule):
     name = "clip_to_relu"
     ops = ("Clip",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         bounds = clip_bounds(node)
         if bounds is None:
-            return NoMatch("Clip bounds are not constant scalars")
+            raise Decline("Clip bounds are not constant scalars")
         lo, hi = bounds
         if lo == 0 and hi == np.inf:
             return None
         if lo != 0:
-            return NoMatch(f"lower bound {lo:g} is not 0")
+            raise Decline(f"lower bound {lo:g} is not 0")
         if not np.isfinite(hi) or hi <= 0:
-            return NoMatch(f"upper bound {hi:g} is not a finite positive number")
+            raise Decline(f"upper bound {hi:g} is not a finite positive number")
         conv = producer(node.inputs[0])
         if conv is None or conv.op != "Conv":
-            return NoMatch("the Clip does not read a Conv")
+            raise Decline("the Clip does not read a Conv")
         if not only_consumer(ctx.graph, node.inputs[0], node):
-            return NoMatch("the Conv output is read by other nodes too")
+            raise Decline("the Conv output is read by other nodes too")
         if conv_spec(conv) is None or (
             input_at(conv, 2) is not None and const_value(input_at(conv, 2)) is None
         ):
-            return NoMatch("the Conv weights or bias are not constant")
-        return Match([node, conv], {"hi": hi})
+            raise Decline("the Conv weights or bias are not constant")
+        return Match([node, conv], ClipBound(hi))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node, conv = match.nodes
-        hi = match.data["hi"]
+        hi = match.data.hi
         spec = conv_spec(conv)
         weight, bias = conv_weights(conv)
         out = conv.outputs[0]

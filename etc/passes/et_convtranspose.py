@@ -44,7 +44,7 @@ from etc.graph import (
     make_node,
     retire,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,11 @@ class PhasePlan:
     pad_hi: int
 
 
-def phase_plan(
-    stride: int, kernel: int, pad_begin: int, pad_end: int, output_padding: int
-) -> PhasePlan | str:
-    """The phase decomposition of one axis, or the reason it needs a crop."""
+def phase_plan(stride: int, kernel: int, pad_begin: int, pad_end: int, output_padding: int) -> PhasePlan:
+    """The phase decomposition of one axis; raises Decline when the output needs a crop."""
     c = kernel - stride - pad_begin - pad_end + output_padding
     if c % stride:
-        return (
+        raise Decline(
             f"output size is {stride}*H{c:+d}, not a multiple of the stride; "
             "DepthToSpace would need a crop a Conv cannot express"
         )
@@ -80,6 +78,16 @@ def phase_plan(
         for j in range(count):
             taps[r, a - j - t_lo] = stride * j + b
     return PhasePlan(taps, -t_lo, m + t_hi)
+
+
+@dataclass(frozen=True)
+class PhaseDecomposition:
+    """The ConvTranspose's stride s, the phase plans of its rows and columns, and its groups."""
+
+    stride: int
+    rows: PhasePlan
+    cols: PhasePlan
+    group: int
 
 
 def phase_kernel(weight: np.ndarray, group: int, plan_h: PhasePlan, plan_w: PhasePlan) -> np.ndarray:
@@ -116,36 +124,39 @@ class ConvTransposeToConvD2S(Rule):
     name = "convtranspose_to_conv_d2s"
     ops = ("ConvTranspose",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         weight = const_value(input_at(node, 1))
         if weight is None:
-            return NoMatch("weights are not constant")
+            raise Decline("weights are not constant")
         if weight.ndim != 4:
-            return NoMatch(f"only 2-D ConvTranspose is handled (kernel rank {weight.ndim - 2})")
+            raise Decline(f"only 2-D ConvTranspose is handled (kernel rank {weight.ndim - 2})")
         if input_at(node, 2) is not None and const_value(input_at(node, 2)) is None:
-            return NoMatch("bias is not constant")
+            raise Decline("bias is not constant")
         pads = explicit_pads(node)
         if pads is None:
-            return NoMatch(f"auto_pad={auto_pad(node)} is not handled; export with explicit pads")
+            raise Decline(f"auto_pad={auto_pad(node)} is not handled; export with explicit pads")
         if "output_shape" in node.attrs:
-            return NoMatch("output_shape attribute is not handled; export with explicit pads")
+            raise Decline("output_shape attribute is not handled; export with explicit pads")
         if _ints(node, "dilations", [1, 1]) != [1, 1]:
-            return NoMatch(f"dilations {_ints(node, 'dilations', [1, 1])} are not 1")
+            raise Decline(f"dilations {_ints(node, 'dilations', [1, 1])} are not 1")
         sh, sw = _ints(node, "strides", [1, 1])
         if sh != sw:
-            return NoMatch(f"strides ({sh}, {sw}) differ; DepthToSpace has one block size")
+            raise Decline(f"strides ({sh}, {sw}) differ; DepthToSpace has one block size")
         out_pad = _ints(node, "output_padding", [0, 0])
         plans = []
         for axis in range(2):
-            plan = phase_plan(sh, weight.shape[2 + axis], pads[axis], pads[axis + 2], out_pad[axis])
-            if isinstance(plan, str):
-                return NoMatch(f"{'HW'[axis]} axis: {plan}")
-            plans.append(plan)
-        return Match([node], {"stride": sh, "plans": plans, "group": int(node.attrs.get("group", 1))})
+            try:
+                plans.append(
+                    phase_plan(sh, weight.shape[2 + axis], pads[axis], pads[axis + 2], out_pad[axis])
+                )
+            except Decline as why:
+                raise Decline(f"{'HW'[axis]} axis: {why.reason}") from None
+        return Match([node], PhaseDecomposition(sh, plans[0], plans[1], int(node.attrs.get("group", 1))))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes
-        s, (plan_h, plan_w), group = match.data["stride"], match.data["plans"], match.data["group"]
+        phases: PhaseDecomposition = match.data
+        s, plan_h, plan_w, group = phases.stride, phases.rows, phases.cols, phases.group
         weight, bias = conv_weights(node)
         kernel = phase_kernel(weight, group, plan_h, plan_w)
         has_bias = input_at(node, 2) is not None

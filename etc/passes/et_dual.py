@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from etc.cost import concat_merge_widening
 from etc.passes._merge import match_concat_merge, rewrite_concat_merge
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Match, RewriteContext, Rule, RuleSet
 
 
 class MergeDualStream(Rule):
@@ -33,12 +34,10 @@ class MergeDualStream(Rule):
     name = "dual_stream"
     ops = ("Concat",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         found = match_concat_merge(ctx, node, carry=False)
-        if isinstance(found, Match):  # cost declaration: zero blocks and grouped -> dense (etc.cost)
-            from etc.cost import concat_merge_widening
-
-            found.data["widening"] = concat_merge_widening(ctx, node, found.data, carry=False)
+        if found is not None:  # cost declaration: zero blocks and grouped -> dense (etc.cost)
+            found.widening = concat_merge_widening(ctx, node, found.data, carry=False)
         return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:

@@ -24,6 +24,8 @@ Exact identities, always on:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -47,11 +49,12 @@ from etc.graph import (
     producer,
     retire,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
-def slope_of(node: gs.Node) -> np.ndarray | str | None:
-    """The per-channel (C,) or scalar (1,) slope; None if it is not constant; a reason if it varies in space."""
+def slope_of(node: gs.Node) -> np.ndarray | None:
+    """The per-channel (C,) or scalar (1,) slope; None if it is not constant; raises Decline if it varies in
+    space."""
     if node.op == "LeakyRelu":
         return np.array([float(node.attrs.get("alpha", 0.01))])
     value = const_value(input_at(node, 1))
@@ -59,7 +62,7 @@ def slope_of(node: gs.Node) -> np.ndarray | str | None:
         return None
     flat = per_channel_constant(value)
     if flat is None:
-        return f"slope of shape {list(value.shape)} varies along a spatial or batch axis"
+        raise Decline(f"slope of shape {list(value.shape)} varies along a spatial or batch axis")
     return flat.astype(np.float64)
 
 
@@ -81,15 +84,22 @@ class PReluOnNonnegative(Rule):
     name = "prelu_nonnegative"
     ops = ("PRelu", "LeakyRelu")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if not ctx.ranges[node.inputs[0]].nonnegative:
             return None
         if not _can_bypass(ctx, node):
-            return NoMatch("input is proved >= 0 but the node maps a graph input straight to a graph output")
+            raise Decline("input is proved >= 0 but the node maps a graph input straight to a graph output")
         return Match([node])
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         bypass(ctx.graph, match.nodes[0])
+
+
+@dataclass(frozen=True)
+class TrivialSlope:
+    """Slope 0 (the node becomes a Relu) or slope 1 (the node is bypassed)."""
+
+    relu: bool
 
 
 class PReluTrivialSlope(Rule):
@@ -98,19 +108,22 @@ class PReluTrivialSlope(Rule):
     name = "prelu_trivial_slope"
     ops = ("PRelu", "LeakyRelu")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
-        slope = slope_of(node)
-        if not isinstance(slope, np.ndarray):
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
+        try:
+            slope = slope_of(node)
+        except Decline:
+            return None  # PReluToRelu reports it
+        if slope is None:
             return None
         if np.all(slope == 0):
-            return Match([node], {"relu": True})
+            return Match([node], TrivialSlope(relu=True))
         if np.all(slope == 1) and _can_bypass(ctx, node):
-            return Match([node], {"relu": False})
+            return Match([node], TrivialSlope(relu=False))
         return None
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes
-        if not match.data["relu"]:
+        if not match.data.relu:
             bypass(ctx.graph, node)
             return
         x, y = node.inputs[0], node.outputs[0]
@@ -139,20 +152,32 @@ def _owned_conv(ctx: RewriteContext, z: gs.Tensor, node: gs.Node) -> gs.Node | N
     return conv if only_consumer(ctx.graph, z, node) else None
 
 
-def _consumer_problem(ctx: RewriteContext, y: gs.Tensor, user: gs.Node) -> str | None:
+def _check_consumer(y: gs.Tensor, user: gs.Node) -> None:
+    """Raises Decline unless ``user`` is a Conv/ConvTranspose with constant weights reading ``y`` as its data."""
     if user.op not in ("Conv", "ConvTranspose"):
-        return f"consumer {user.name} is {user.op}, not a Conv; it needs prelu(z) itself"
+        raise Decline(f"consumer {user.name} is {user.op}, not a Conv; it needs prelu(z) itself")
     if any(t is y for t in user.inputs[1:]) or user.inputs[0] is not y:
-        return f"consumer {user.name} reads the PRelu output as weights or bias"
+        raise Decline(f"consumer {user.name} reads the PRelu output as weights or bias")
     if const_value(input_at(user, 1)) is None or (
         input_at(user, 2) is not None and const_value(input_at(user, 2)) is None
     ):
-        return f"consumer {user.name} has non-constant weights"
+        raise Decline(f"consumer {user.name} has non-constant weights")
     if user.op == "Conv" and conv_spec(user) is None:
-        return f"consumer {user.name} is not a 2-D Conv with explicit padding"
+        raise Decline(f"consumer {user.name} is not a 2-D Conv with explicit padding")
     if user.op == "ConvTranspose" and const_value(input_at(user, 1)).ndim != 4:
-        return f"consumer {user.name} is not a 2-D ConvTranspose"
-    return None
+        raise Decline(f"consumer {user.name} is not a 2-D ConvTranspose")
+
+
+@dataclass(frozen=True)
+class Doubling:
+    """The producer Conv (or None: a 1x1 [I; -I] makes the halves), the slopes per channel, the channel count,
+    the grouping of the doubled channels and the consumer Convs that read them."""
+
+    conv: gs.Node | None
+    alpha: np.ndarray
+    count: int
+    group: int
+    users: list[gs.Node]
 
 
 class PReluToRelu(Rule):
@@ -161,38 +186,33 @@ class PReluToRelu(Rule):
     name = "prelu_to_relu"
     ops = ("PRelu", "LeakyRelu")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         slope = slope_of(node)
         if slope is None:
-            return NoMatch("slope is not constant")
-        if isinstance(slope, str):
-            return NoMatch(slope)
+            raise Decline("slope is not constant")
         z, y = node.inputs[0], node.outputs[0]
         if is_graph_output(ctx.graph, y):
-            return NoMatch("the PRelu output is a graph output; the ReLU form has no single tensor for it")
+            raise Decline("the PRelu output is a graph output; the ReLU form has no single tensor for it")
         users = consumers(y)
         if not users:
             return None
         for user in users:
-            problem = _consumer_problem(ctx, y, user)
-            if problem:
-                return NoMatch(problem)
+            _check_consumer(y, user)
         conv = _owned_conv(ctx, z, node)
         count = self._channels(z, conv, slope, users)
         if count is None:
-            return NoMatch("channel count of the PRelu input is unknown")
+            raise Decline("channel count of the PRelu input is unknown")
         if slope.size not in (1, count):
-            return NoMatch(f"slope has {slope.size} values for {count} channels")
+            raise Decline(f"slope has {slope.size} values for {count} channels")
         group = self._group(conv, users, count)
         groups = {int(u.attrs.get("group", 1)) for u in users if u.op == "ConvTranspose"}
         if any(g not in (1, group) for g in groups):
-            return NoMatch("a grouped ConvTranspose consumer does not share the producer's grouping")
+            raise Decline("a grouped ConvTranspose consumer does not share the producer's grouping")
         if not ctx.options.prelu_to_relu:
-            return NoMatch(self._cost(count, conv, users))
+            raise Decline(self._cost(count, conv, users))
         alpha = np.broadcast_to(slope, (count,)).astype(np.float64)
-        found = Match([node], {"conv": conv, "alpha": alpha, "count": count, "group": group, "users": users})
-        found.data["widening"] = prelu_widening(conv, users, count)  # cost declaration (etc.cost)
-        return found
+        widening = prelu_widening(conv, users, count)  # cost declaration (etc.cost)
+        return Match([node], Doubling(conv, alpha, count, group, users), widening)
 
     @staticmethod
     def _channels(z, conv, slope, users) -> int | None:
@@ -231,7 +251,8 @@ class PReluToRelu(Rule):
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes
-        conv, alpha, count, group = (match.data[k] for k in ("conv", "alpha", "count", "group"))
+        plan: Doubling = match.data
+        conv, alpha, count, group = plan.conv, plan.alpha, plan.count, plan.group
         source, sign = _sign_order(count, group)
         z, base = node.inputs[0], node.name or "prelu"
         if conv is not None:
@@ -255,7 +276,7 @@ class PReluToRelu(Rule):
             pos = make_conv(ctx.graph, ctx.namer, z, eye, None, spec, name=f"{base}_pm")
         relu = make_node(ctx.graph, ctx.namer, "Relu", pos.outputs, name=f"{base}_relu")
         factor = np.where(sign > 0, 1.0, -alpha[source])
-        for user in match.data["users"]:
+        for user in plan.users:
             _rewire_consumer(ctx, user, relu.outputs[0], source, factor, group)
         retire([node])
 

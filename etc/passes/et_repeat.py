@@ -18,15 +18,33 @@ Exact: a selection conv computes exactly the copies (0/1 weights, no bias); the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.cost import copy_widening
-from etc.graph import ConvSpec, channels_of, const_value, make_conv, same_spatial, set_channels
-from etc.passes._region import DATA_OPS, RegionError, channel_map, find_region, is_region_exit
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.graph import ConvSpec, channels_of, const_value, make_conv, producer, same_spatial, set_channels
+from etc.passes._region import DATA_OPS, Region, RegionError, channel_map, find_region, is_region_exit
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 ONE_BY_ONE = ConvSpec((1, 1), (0, 0, 0, 0))
+
+
+@dataclass(frozen=True)
+class ChannelSelection:
+    """The data-movement region and its channel map K (out x in): output channel o is sum_c K[o, c] input c."""
+
+    region: Region
+    kernel: np.ndarray
+
+
+@dataclass(frozen=True)
+class AnchorCopy:
+    """Which operand of the Add has one channel, and how many channels the other has."""
+
+    index: int
+    channels: int
 
 
 class RepeatToConv(Rule):
@@ -35,7 +53,7 @@ class RepeatToConv(Rule):
     name = "repeat_to_conv"
     ops = tuple(DATA_OPS)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         for out in node.outputs:
             shape = out.shape
             if shape is not None and len(shape) != 4:
@@ -47,37 +65,42 @@ class RepeatToConv(Rule):
                 return found
         return None
 
-    def _region(self, ctx: RewriteContext, out: gs.Tensor) -> Match | NoMatch | None:
+    def _region(self, ctx: RewriteContext, out: gs.Tensor) -> Match | None:
+        """The probed match of the region ending at ``out``, cached per tensor (a decline too) until a rewrite."""
         cache = ctx.__dict__.setdefault("_repeat_cache", {})
-        key = (out.name, id(producer_of(out)))
-        if key in cache:
-            return cache[key]
-        result = self._probe(ctx, out)
-        cache[key] = result
-        return result
+        key = (out.name, id(producer(out)))
+        if key not in cache:
+            try:
+                cache[key] = self._probe(ctx, out)
+            except Decline as declined:
+                cache[key] = declined
+        found = cache[key]
+        if isinstance(found, Decline):
+            raise Decline(found.reason, found.node)
+        return found
 
-    def _probe(self, ctx: RewriteContext, out: gs.Tensor) -> Match | NoMatch | None:
+    def _probe(self, ctx: RewriteContext, out: gs.Tensor) -> Match | None:
         try:
             region = find_region(out)
         except RegionError as err:
-            return NoMatch(str(err))
+            raise Decline(str(err)) from None
         if region is None:
             return None
         channels = channels_of(region.source)
         if channels is None:
-            return NoMatch(f"channel count of '{region.source.name}' is unknown")
+            raise Decline(f"channel count of '{region.source.name}' is unknown")
         try:
             kernel = channel_map(region, channels, int(ctx.graph.opset or 17))
         except RegionError as err:
-            return NoMatch(str(err))
+            raise Decline(str(err)) from None
         if kernel.shape[0] == kernel.shape[1] and np.array_equal(kernel, np.eye(channels)):
-            return NoMatch("the region is the identity (fold removes it)")
-        found = Match([producer_of(out)], {"region": region, "kernel": kernel})
-        found.data["widening"] = copy_widening(out, *kernel.shape[:2])  # cost declaration (etc.cost)
-        return found
+            raise Decline("the region is the identity (fold removes it)")
+        widening = copy_widening(out, *kernel.shape[:2])  # cost declaration (etc.cost)
+        return Match([producer(out)], ChannelSelection(region, kernel), widening)
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        region, kernel = match.data["region"], match.data["kernel"]
+        selection: ChannelSelection = match.data
+        region, kernel = selection.region, selection.kernel
         conv = make_conv(
             ctx.graph,
             ctx.namer,
@@ -92,29 +115,26 @@ class RepeatToConv(Rule):
         ctx.__dict__.pop("_repeat_cache", None)
 
 
-def producer_of(tensor: gs.Tensor) -> gs.Node | None:
-    return tensor.inputs[0] if tensor.inputs else None
-
-
 class BroadcastAnchor(Rule):
     """Replaces the 1-channel operand of a channel-broadcasting Add with a 1x1 conv copying it to every channel."""
 
     name = "broadcast_anchor"
     ops = ("Add",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if len(node.inputs) != 2 or any(const_value(t) is not None for t in node.inputs):
             return None
         counts = [channels_of(t) for t in node.inputs]
         if None in counts or sorted(counts)[0] != 1 or max(counts) == 1:  # type: ignore[type-var]
             return None
         if same_spatial(*node.inputs) is not True:
-            return NoMatch("cannot prove both operands have the same spatial size")
+            raise Decline("cannot prove both operands have the same spatial size")
         narrow = 0 if counts[0] == 1 else 1
-        return Match([node], {"index": narrow, "channels": max(counts)})  # type: ignore[type-var]
+        return Match([node], AnchorCopy(narrow, max(counts)))  # type: ignore[type-var]
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        node, index, channels = match.nodes[0], match.data["index"], match.data["channels"]
+        copy: AnchorCopy = match.data
+        node, index, channels = match.nodes[0], copy.index, copy.channels
         source = node.inputs[index]
         conv = make_conv(
             ctx.graph, ctx.namer, source, np.ones((channels, 1, 1, 1)), None, ONE_BY_ONE, name="etc_broadcast"

@@ -10,6 +10,8 @@ other reader, or the unscaled value would be lost.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -24,15 +26,23 @@ from etc.graph import (
     only_consumer,
     producer,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
-def bn_affine(node: gs.Node) -> tuple[np.ndarray, np.ndarray] | NoMatch:
-    """(a, c) with BN(x) = a·x + c per channel, or the reason it is not an inference affine."""
+@dataclass(frozen=True)
+class ChannelAffine:
+    """BN(x) = a·x + c per channel."""
+
+    a: np.ndarray
+    c: np.ndarray
+
+
+def bn_affine(node: gs.Node) -> ChannelAffine:
+    """The per-channel affine map of an inference BatchNormalization; raises Decline saying why it is not one."""
     try:
-        return batchnorm_affine(node)
+        return ChannelAffine(*batchnorm_affine(node))
     except ValueError as err:
-        return NoMatch(str(err))
+        raise Decline(str(err)) from None
 
 
 class BatchNormIntoConv(Rule):
@@ -41,22 +51,19 @@ class BatchNormIntoConv(Rule):
     name = "bn_into_conv"
     ops = ("BatchNormalization",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         conv = producer(node.inputs[0])
         if conv is None or conv.op not in ("Conv", "ConvTranspose"):
             return None
         if const_value(input_at(conv, 1)) is None:
-            return NoMatch("conv weights are not constant")
+            raise Decline("conv weights are not constant")
         if not only_consumer(ctx.graph, conv.outputs[0], node):
-            return NoMatch("the conv output is also read elsewhere")
-        affine = bn_affine(node)
-        if isinstance(affine, NoMatch):
-            return affine
-        return Match([conv, node], {"affine": affine})
+            raise Decline("the conv output is also read elsewhere")
+        return Match([conv, node], bn_affine(node))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         conv, bn = match.nodes
-        a, c = match.data["affine"]
+        a, c = match.data.a, match.data.c
         weight, bias = conv_weights(conv)
         if conv.op == "Conv":
             weight = weight * a.reshape(-1, 1, 1, 1)
@@ -91,24 +98,22 @@ class BatchNormToDepthwiseConv(Rule):
     name = "bn_to_conv"
     ops = ("BatchNormalization",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         feeder = producer(node.inputs[0])
         if feeder is not None and feeder.op in ("Conv", "ConvTranspose"):
             return None  # BatchNormIntoConv's business
         shape = node.inputs[0].shape
         if shape is None or len(shape) != 4:
-            return NoMatch("BatchNormalization input is not known to be 4-D")
+            raise Decline("BatchNormalization input is not known to be 4-D")
         affine = bn_affine(node)
-        if isinstance(affine, NoMatch):
-            return affine
-        count = channels(node.inputs[0]) or affine[0].size
-        if count != affine[0].size:
-            return NoMatch("channel count differs from the BN parameters")
-        return Match([node], {"affine": affine})
+        count = channels(node.inputs[0]) or affine.a.size
+        if count != affine.a.size:
+            raise Decline("channel count differs from the BN parameters")
+        return Match([node], affine)
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node = match.nodes[0]
-        a, c = match.data["affine"]
+        a, c = match.data.a, match.data.c
         spec = ConvSpec((1, 1), (0, 0, 0, 0), group=a.size)
         make_conv(
             ctx.graph,

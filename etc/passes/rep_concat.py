@@ -14,13 +14,15 @@ small kernels and raise the multiply-adds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.convmath import embed_kernel
 from etc.graph import is_graph_output, make_conv, make_node, producer, retire
 from etc.passes._linear import LinearBranch, align, conv_branch, readers
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
 def _channel_axis(node: gs.Node) -> bool:
@@ -38,18 +40,27 @@ def _stackable(ctx: RewriteContext, node: gs.Node, tensor: gs.Tensor) -> LinearB
     return conv_branch(conv)
 
 
-def _joinable(run: list[LinearBranch], branch: LinearBranch) -> str:
-    """Empty when ``branch`` can be stacked under ``run``, else why not."""
+def _check_joinable(run: list[LinearBranch], branch: LinearBranch | None) -> None:
+    """Raises Decline unless ``branch`` is a conv that can be stacked under ``run``."""
+    if branch is None:
+        raise Decline("not a conv")
     if branch.x is not run[0].x:
-        return "different inputs"
+        raise Decline("different inputs")
     if branch.spec.group != 1 or run[0].spec.group != 1:
-        return "grouped convs cannot be stacked into one grouped conv"
+        raise Decline("grouped convs cannot be stacked into one grouped conv")
     aligned = align([*run, branch])
-    if isinstance(aligned, str):
-        return aligned
     if aligned.spec.kernel != branch.kernel or any(b.kernel != branch.kernel for b in run):
-        return f"kernels differ ({run[0].kernel} vs {branch.kernel}); stacking would raise multiply-adds"
-    return ""
+        raise Decline(
+            f"kernels differ ({run[0].kernel} vs {branch.kernel}); stacking would raise multiply-adds"
+        )
+
+
+@dataclass(frozen=True)
+class StackedRun:
+    """The adjacent Concat inputs [start, start + len(run)) made by convs that stack into one."""
+
+    start: int
+    run: list[LinearBranch]
 
 
 class StackConcatConvs(Rule):
@@ -58,7 +69,7 @@ class StackConcatConvs(Rule):
     name = "stack_concat"
     ops = ("Concat",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if not _channel_axis(node):
             return None
         branches = [_stackable(ctx, node, t) for t in node.inputs]
@@ -68,21 +79,24 @@ class StackConcatConvs(Rule):
                 continue
             run = [first]
             for nxt in branches[start + 1 :]:
-                why = "not a conv" if nxt is None else _joinable(run, nxt)
-                if why:
+                try:
+                    _check_joinable(run, nxt)
+                except Decline as why:
                     if nxt is not None and nxt.x is first.x:
-                        reason = reason or why
+                        reason = reason or why.reason
                     break
                 run.append(nxt)  # type: ignore[arg-type]
             if len(run) > 1:
-                return Match([node], {"start": start, "run": run})
-        return NoMatch(reason) if reason else None
+                return Match([node], StackedRun(start, run))
+        if reason:
+            raise Decline(reason)
+        return None
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node = match.nodes[0]
-        start, run = match.data["start"], match.data["run"]
+        stacked: StackedRun = match.data
+        start, run = stacked.start, stacked.run
         aligned = align(run)
-        assert not isinstance(aligned, str)
         kh, kw = aligned.spec.kernel
         weight = np.concatenate(
             [embed_kernel(b.weight, kh, kw, *off) for b, off in zip(run, aligned.offsets)]

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -46,30 +46,31 @@ from etc.passes._linear import (
     align,
     identity_branch,
     is_sum,
-    linear_branch,
+    linear_branch_or_none,
     readers,
     sum_parent,
     sum_tree,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 # ---------------------------------------------------------------- merging aligned branches
 
 
-def channel_count(branches: Sequence[LinearBranch], x: gs.Tensor) -> int | str:
-    """The common channel count of branches summed together (identity-like branches need in == out)."""
+def channel_count(branches: Sequence[LinearBranch], x: gs.Tensor) -> int:
+    """The common channel count of branches summed together (identity-like branches need in == out); raises
+    Decline when there is none."""
     outs = {b.out_channels for b in branches} - {None}
     ins = {b.in_channels for b in branches if b.is_conv}
     known = channels(x)
     if known is not None:
         ins.add(known)
     if len(outs) > 1:
-        return f"output channels differ ({sorted(outs)})"
+        raise Decline(f"output channels differ ({sorted(outs)})")
     if not outs:
-        return "channel count unknown"
+        raise Decline("channel count unknown")
     count = outs.pop()
     if any(not b.is_conv for b in branches) and ins and ins != {count}:
-        return f"an identity/affine branch needs in == out channels ({sorted(ins)} vs {count})"
+        raise Decline(f"an identity/affine branch needs in == out channels ({sorted(ins)} vs {count})")
     return count
 
 
@@ -80,11 +81,9 @@ def merged_group(branches: Sequence[LinearBranch]) -> int:
 
 def merge_branches(
     branches: Sequence[LinearBranch], channels: int
-) -> tuple[np.ndarray, np.ndarray, ConvSpec] | str:
-    """Sum of aligned branches as one kernel, bias and spec, or the reason they cannot be merged."""
+) -> tuple[np.ndarray, np.ndarray, ConvSpec]:
+    """Sum of aligned branches as one kernel, bias and spec; raises Decline when they cannot be merged."""
     aligned = align(branches)
-    if isinstance(aligned, str):
-        return aligned
     group = merged_group(branches)
     kh, kw = aligned.spec.kernel
     weight = None
@@ -110,8 +109,8 @@ def leaf_branch(graph: gs.Graph, leaf: gs.Tensor) -> LinearBranch:
     """A summand read as a branch: the linear node producing it when it feeds only the sum, else identity."""
     node = producer(leaf)
     if node is not None and len(readers(leaf)) == 1 and not is_graph_output(graph, leaf):
-        branch = linear_branch(node)
-        if isinstance(branch, LinearBranch):
+        branch = linear_branch_or_none(node)
+        if branch is not None:
             return branch
     return identity_branch(leaf)
 
@@ -119,20 +118,18 @@ def leaf_branch(graph: gs.Graph, leaf: gs.Tensor) -> LinearBranch:
 # ---------------------------------------------------------------- the rule
 
 
-def _partition(branches: list[LinearBranch], channels_of) -> tuple[list[list[LinearBranch]], str]:
+def _partition(branches: list[LinearBranch], count_channels) -> tuple[list[list[LinearBranch]], str]:
     """Greedy classes of branches that align with each other; the first reason a branch did not join."""
     classes: list[list[LinearBranch]] = []
     reason = ""
     for b in branches:
         for cls in classes:
             attempt = [*cls, b]
-            why = align(attempt)
-            if isinstance(why, str):
-                reason = reason or why
-                continue
-            count = channels_of(attempt)
-            if isinstance(count, str):
-                reason = reason or count
+            try:
+                align(attempt)
+                count_channels(attempt)
+            except Decline as why:
+                reason = reason or why.reason
                 continue
             cls.append(b)
             break
@@ -141,13 +138,28 @@ def _partition(branches: list[LinearBranch], channels_of) -> tuple[list[list[Lin
     return classes, reason
 
 
+@dataclass(frozen=True)
+class ParallelMerge:
+    """The shared input x, the summands merged into one conv (``members``) with its kernel, bias and spec, and
+    every leaf of the sum tree with its sign and branch (the leaves not merged are re-joined by their sign)."""
+
+    x: gs.Tensor
+    members: list[LinearBranch]
+    leaves: list[gs.Tensor]
+    signs: list[int]
+    branches: list[LinearBranch]
+    weight: np.ndarray
+    bias: np.ndarray
+    spec: ConvSpec
+
+
 class MergeParallelConvs(Rule):
     """Replaces a sum of linear branches of one input (Conv, BN, affine, identity) with one Conv."""
 
     name = "merge_parallel"
     ops = ("Add", "Sum", "Sub", "Neg")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if not is_sum(node) or sum_parent(ctx.graph, node.outputs[0]) is not None:
             return None
         tree, leaves, signs = sum_tree(ctx.graph, node)
@@ -167,12 +179,11 @@ class MergeParallelConvs(Rule):
                 if len(cls) < 2 or not any(b.is_conv for b in cls):
                     continue
                 channels = channel_count(cls, x)
-                assert isinstance(channels, int)
-                merged = merge_branches(cls, channels)
-                if isinstance(merged, str):
-                    reason = reason or merged
+                try:
+                    weight, bias, spec = merge_branches(cls, channels)
+                except Decline as why:
+                    reason = reason or why.reason
                     continue
-                weight, _, spec = merged
                 cost = weight.shape[0] * weight.shape[1] * spec.kernel[0] * spec.kernel[1]
                 parts = sum(b.macs(channels) for b in cls if b.is_conv)
                 if cost > parts:
@@ -180,23 +191,22 @@ class MergeParallelConvs(Rule):
                         f"merging would raise multiply-adds per pixel from {parts} to {cost} (misaligned windows)"
                     )
                     continue
-                data = {"x": x, "members": cls, "leaves": leaves, "signs": signs, "branches": branches}
-                return Match(tree, {**data, "merged": merged})
-        return NoMatch(reason) if reason else None
+                return Match(tree, ParallelMerge(x, cls, leaves, signs, branches, weight, bias, spec))
+        if reason:
+            raise Decline(reason)
+        return None
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         root = match.nodes[0]
-        members: list[LinearBranch] = match.data["members"]
-        weight, bias, spec = match.data["merged"]
+        merge: ParallelMerge = match.data
+        members, weight, bias, spec = merge.members, merge.weight, merge.bias, merge.spec
         rest = [
             (leaf, sign)
-            for leaf, sign, b in zip(match.data["leaves"], match.data["signs"], match.data["branches"])
+            for leaf, sign, b in zip(merge.leaves, merge.signs, merge.branches)
             if not any(b is m for m in members)
         ]
         output = root.outputs[0] if not rest else None
-        conv = make_conv(
-            ctx.graph, ctx.namer, match.data["x"], weight, bias, spec, output=output, name="rep_conv"
-        )
+        conv = make_conv(ctx.graph, ctx.namer, merge.x, weight, bias, spec, output=output, name="rep_conv")
         total = conv.outputs[0]
         for i, (leaf, sign) in enumerate(rest):  # the merged conv is positive: every term joins by its sign
             out = root.outputs[0] if i == len(rest) - 1 else None

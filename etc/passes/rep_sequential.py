@@ -24,13 +24,40 @@ input, where the parallel merge absorbs it for free.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.convmath import compose_kernels, dense_to_grouped
 from etc.graph import ConvSpec, is_graph_output, make_conv, producer, retire
-from etc.passes._linear import AFFINE_OPS, LinearBranch, joins_sum_with, linear_branch, readers
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.passes._linear import (
+    AFFINE_OPS,
+    LinearBranch,
+    joins_sum_with,
+    linear_branch,
+    linear_branch_or_none,
+    readers,
+)
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
+
+
+@dataclass(frozen=True)
+class Composition:
+    """The input x of the first map and the one conv (kernel, bias, spec) computing the composition."""
+
+    x: gs.Tensor
+    weight: np.ndarray
+    bias: np.ndarray
+    spec: ConvSpec
+
+
+@dataclass(frozen=True)
+class ScaleAbsorbed:
+    """The input x of the per-channel scale and, per reader Conv in order, the conv absorbing it."""
+
+    x: gs.Tensor
+    merged: list[tuple[np.ndarray, np.ndarray, ConvSpec]]
 
 
 def _exclusive_path(graph: gs.Graph, first: gs.Node, second: gs.Node) -> bool:
@@ -47,35 +74,39 @@ def _exclusive_path(graph: gs.Graph, first: gs.Node, second: gs.Node) -> bool:
         tensor = users[0].outputs[0]
 
 
-def compose(first: LinearBranch, second: LinearBranch) -> tuple[np.ndarray, np.ndarray, ConvSpec] | str:
-    """One conv computing ``second(first(x))``, or the exactness condition that fails."""
+def compose(first: LinearBranch, second: LinearBranch) -> tuple[np.ndarray, np.ndarray, ConvSpec]:
+    """One conv computing ``second(first(x))``; raises Decline naming the exactness condition that fails."""
     mid = first.out_channels or second.in_channels
     if mid is None:
-        return "channel count unknown"
+        raise Decline("channel count unknown")
     if second.in_channels not in (None, mid):
-        return f"channel counts differ ({mid} -> {second.in_channels})"
+        raise Decline(f"channel counts differ ({mid} -> {second.in_channels})")
     out = second.out_channels or mid
     a, b = first.spec, second.spec
     plain_1x1 = second.kernel == (1, 1) and b.strides == (1, 1) and not any(b.pads)
     if a.strides != (1, 1) and not plain_1x1:
-        return "the first conv is strided; only a 1x1 conv without pads and stride may follow it exactly"
+        raise Decline(
+            "the first conv is strided; only a 1x1 conv without pads and stride may follow it exactly"
+        )
     first_is_1x1 = first.kernel == (1, 1) and a.strides == (1, 1)
     if not any(b.pads):
         pads = a.pads
     elif first_is_1x1 and not np.any(first.bias_at(mid)):
         pads = tuple(p + q for p, q in zip(a.pads, b.pads))
     elif first_is_1x1:
-        return (
+        raise Decline(
             "the next conv zero-pads the output of a 1x1 with a bias: its border would hold 0 instead of the "
             "bias (exact only if the 1x1's input is padded instead, as ECB does)"
         )
     else:
-        return f"zero padding between a {first.kernel[0]}x{first.kernel[1]} and a {second.kernel[0]}x{second.kernel[1]} conv is not exact at borders"
+        raise Decline(
+            f"zero padding between a {first.kernel[0]}x{first.kernel[1]} and a {second.kernel[0]}x{second.kernel[1]} conv is not exact at borders"
+        )
     dilations = []
     for axis in (0, 1):
         ka, kb = first.kernel[axis], second.kernel[axis]
         if ka > 1 and kb > 1 and (a.dilations[axis] != 1 or b.dilations[axis] != 1):
-            return "both convs are dilated kxk"
+            raise Decline("both convs are dilated kxk")
         dilations.append(a.dilations[axis] if ka > 1 else b.dilations[axis] if kb > 1 else 1)
     strides = b.strides if a.strides == (1, 1) else a.strides
     ga, gb = first.groups_or(0), second.groups_or(0)
@@ -84,7 +115,7 @@ def compose(first: LinearBranch, second: LinearBranch) -> tuple[np.ndarray, np.n
         first.dense(mid), first.bias_at(mid), second.dense(mid), second.bias_at(out)
     )
     if weight.shape[0] != out:
-        return "channel counts differ"
+        raise Decline("channel counts differ")
     try:
         weight = dense_to_grouped(weight, max(group, 1))
     except ValueError:
@@ -99,39 +130,46 @@ class ComposeLinear(Rule):
     name = "compose_sequential"
     ops = ("Conv", "AveragePool", *AFFINE_OPS)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
-        second = linear_branch(node)
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
+        try:
+            second = linear_branch(node)
+        except Decline:
+            feeding = producer(node.inputs[0])
+            if feeding is not None and feeding.op == "Conv":
+                raise
+            return None
         if second is None:
             return None
-        if isinstance(second, str):
-            feeding = producer(node.inputs[0])
-            return NoMatch(second) if feeding is not None and feeding.op == "Conv" else None
         first_node = producer(second.x)
-        first = linear_branch(first_node)
-        if not isinstance(first, LinearBranch) or first_node is None:
+        first = linear_branch_or_none(first_node)
+        if first is None or first_node is None:
             return None
         if "Conv" not in (first_node.op, node.op):
             return None
         if not _exclusive_path(ctx.graph, first_node, node):
-            return NoMatch(f"the output of {first_node.name} is also read elsewhere")
-        merged = compose(first, second)
-        if isinstance(merged, str):
-            return NoMatch(merged)
-        weight, _, _ = merged
+            raise Decline(f"the output of {first_node.name} is also read elsewhere")
+        weight, bias, spec = compose(first, second)
         cost = int(np.prod(weight.shape))
         parts = first.macs(first.out_channels or weight.shape[0]) + second.macs(weight.shape[0])
         if cost > parts and not joins_sum_with(ctx.graph, node.outputs[0], first.x):
-            return NoMatch(
+            raise Decline(
                 f"merging would raise multiply-adds per pixel from {parts} to {cost} and the result joins no "
                 "parallel sum of the same input"
             )
-        return Match([first_node, node], {"x": first.x, "merged": merged})
+        return Match([first_node, node], Composition(first.x, weight, bias, spec))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         first_node, node = match.nodes
-        weight, bias, spec = match.data["merged"]
+        merged: Composition = match.data
         make_conv(
-            ctx.graph, ctx.namer, match.data["x"], weight, bias, spec, output=node.outputs[0], name="rep_conv"
+            ctx.graph,
+            ctx.namer,
+            merged.x,
+            merged.weight,
+            merged.bias,
+            merged.spec,
+            output=node.outputs[0],
+            name="rep_conv",
         )
         retire([first_node, node])
 
@@ -163,9 +201,9 @@ class ScaleIntoReaders(Rule):
     name = "scale_into_readers"
     ops = ("Conv", *AFFINE_OPS)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
-        first = linear_branch(node)
-        if not isinstance(first, LinearBranch) or not _is_per_channel(first):
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
+        first = linear_branch_or_none(node)
+        if first is None or not _is_per_channel(first):
             return None
         tensor = node.outputs[0]
         users = readers(tensor)
@@ -174,25 +212,25 @@ class ScaleIntoReaders(Rule):
         merged = []
         for user in users:
             second = linear_branch(user) if user.op == "Conv" else None
-            if not isinstance(second, LinearBranch) or second.x is not tensor:
-                return NoMatch(
-                    f"reader {user.name} is {user.op}, not a Conv with constant weights reading it"
-                )
-            result = compose(first, second)
-            if isinstance(result, str):
-                return NoMatch(f"reader {user.name}: {result}")
+            if second is None or second.x is not tensor:
+                raise Decline(f"reader {user.name} is {user.op}, not a Conv with constant weights reading it")
+            try:
+                result = compose(first, second)
+            except Decline as why:
+                raise Decline(f"reader {user.name}: {why.reason}") from None
             if second.weight is None or result[0].size > second.weight.size:
-                return NoMatch(f"reader {user.name} would grow")
+                raise Decline(f"reader {user.name} would grow")
             merged.append(result)
-        return Match([node, *users], {"x": first.x, "merged": merged})
+        return Match([node, *users], ScaleAbsorbed(first.x, merged))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node, *users = match.nodes
-        for user, (weight, bias, spec) in zip(users, match.data["merged"]):
+        absorbed: ScaleAbsorbed = match.data
+        for user, (weight, bias, spec) in zip(users, absorbed.merged):
             make_conv(
                 ctx.graph,
                 ctx.namer,
-                match.data["x"],
+                absorbed.x,
                 weight,
                 bias,
                 spec,
