@@ -37,6 +37,34 @@ class DeclineNote:
         return f"{self.pass_name}/{self.rule} declined at {self.node}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class HitSite:
+    """Where a rule fired: the pass, the rule, and the name and op type of the node it matched at."""
+
+    pass_name: str
+    rule: str
+    node: str
+    op: str
+
+
+@dataclass
+class Tracer:
+    """What the rules of one run did: where each fired (``hits``) and where each refused and why
+    (``declines``, shown by ``--explain``). The rule driver reports to the tracer of its PassContext."""
+
+    hits: list[HitSite] = field(default_factory=list)
+    declines: list[DeclineNote] = field(default_factory=list)
+
+    def hit(self, pass_name: str, rule: str, node: str, op: str) -> None:
+        self.hits.append(HitSite(pass_name, rule, node, op))
+
+    def decline(self, pass_name: str, rule: str, node: str, reason: str) -> None:
+        """Records a decline unless the same one was recorded lately (a rule re-offered the node each sweep)."""
+        entry = DeclineNote(pass_name, rule, node, reason)
+        if not any(vars(d) == vars(entry) for d in self.declines[-50:]):
+            self.declines.append(entry)
+
+
 @dataclass
 class Options:
     """What the user declared; passes read it, never mutate it."""
@@ -58,15 +86,14 @@ class PassContext:
     """Shared by every pass of one pipeline run."""
 
     options: Options = field(default_factory=Options)
-    declines: list[DeclineNote] = field(default_factory=list)
+    tracer: Tracer = field(default_factory=Tracer)  # hits and declines of every rule in the run
     notes: list[str] = field(default_factory=list)
     cache: dict[str, object] = field(default_factory=dict)  # state passes share within one run (e.g. a graph)
     budget: object | None = None  # an etc.cost.CostBudget once a widening phase has started
 
-    def decline(self, pass_name: str, rule: str, node: str, reason: str) -> None:
-        entry = DeclineNote(pass_name, rule, node, reason)
-        if not any(vars(d) == vars(entry) for d in self.declines[-50:]):
-            self.declines.append(entry)
+    @property
+    def declines(self) -> list[DeclineNote]:
+        return self.tracer.declines
 
     def warn(self, message: str) -> None:
         """A limit was hit or a budget overrun was accepted: kept in ``notes`` and raised as a LimitWarning."""

@@ -11,9 +11,7 @@ a dataclass of what it computed), raises :class:`Decline` naming the exactness c
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -50,30 +48,6 @@ class NoMatch:
 
     reason: str
     node: str | None = None
-
-
-@dataclass(frozen=True)
-class HitSite:
-    """Where a rule fired: the pass, the rule, and the name and op type of the node it matched at."""
-
-    pass_name: str
-    rule: str
-    node: str
-    op: str
-
-
-_HIT_SITES: ContextVar[list[HitSite] | None] = ContextVar("etc_hit_sites", default=None)
-
-
-@contextmanager
-def recording_hits() -> Iterator[list[HitSite]]:
-    """Collects a :class:`HitSite` for every rule applied inside the block (nothing is recorded otherwise)."""
-    sites: list[HitSite] = []
-    token = _HIT_SITES.set(sites)
-    try:
-        yield sites
-    finally:
-        _HIT_SITES.reset(token)
 
 
 class RewriteContext:
@@ -159,7 +133,7 @@ def apply_rules(
     """
     hits: dict[str, int] = {}
     ctx = RewriteContext(graph, options, pass_ctx)
-    sites = _HIT_SITES.get()
+    tracer = pass_ctx.tracer if pass_ctx is not None else None
     for _ in range(max_sweeps):
         changed = False
         queue = deque(graph.nodes)
@@ -175,9 +149,8 @@ def apply_rules(
                 if isinstance(found, Match) and not _admitted(pass_ctx, pass_name, rule, node, found):
                     continue
                 if isinstance(found, Match):
-                    if sites is not None:
-                        where = node.name or (node.outputs[0].name if node.outputs else "")
-                        sites.append(HitSite(pass_name, rule.rule_name, where, node.op))
+                    if tracer is not None:
+                        tracer.hit(pass_name, rule.rule_name, _where(node), node.op)
                     created_from = len(graph.nodes)
                     rule.rewrite(ctx, found)
                     hits[rule.rule_name] = hits.get(rule.rule_name, 0) + 1
@@ -186,8 +159,8 @@ def apply_rules(
                     if budget > 0:
                         queue.extendleft(reversed(graph.nodes[created_from:]))
                     break
-                if isinstance(found, NoMatch) and pass_ctx is not None:
-                    pass_ctx.decline(pass_name, rule.rule_name, found.node or node.name, found.reason)
+                if isinstance(found, NoMatch) and tracer is not None:
+                    tracer.decline(pass_name, rule.rule_name, found.node or node.name, found.reason)
             if budget <= 0:
                 _limit(pass_ctx, f"pass '{pass_name}' stopped a sweep after {limit} rewrites")
                 break
@@ -242,12 +215,16 @@ def _admitted(pass_ctx: PassContext | None, pass_name: str, rule: Rule, node: gs
     widening = widening_of(found)
     if widening is None or pass_ctx is None or pass_ctx.budget is None:
         return True
-    where = node.name or (node.outputs[0].name if node.outputs else "")
-    reason = pass_ctx.budget.admit(widening, rule.rule_name, where)
+    reason = pass_ctx.budget.admit(widening, rule.rule_name, _where(node))
     if reason is None:
         return True
-    pass_ctx.decline(pass_name, rule.rule_name, where, reason)
+    pass_ctx.tracer.decline(pass_name, rule.rule_name, _where(node), reason)
     return False
+
+
+def _where(node: gs.Node) -> str:
+    """A node's name for hit and decline records (its first output's name when it has none)."""
+    return node.name or (node.outputs[0].name if node.outputs else "")
 
 
 class RulePass(Pass):
