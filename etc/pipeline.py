@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnx
 
-from etc.errors import EquivalenceError, LimitWarning, OscillationError, UnknownPassError
+from etc.errors import EquivalenceError, LimitWarning, OscillationError, PassContractError, UnknownPassError
 
 
 @dataclass
@@ -115,6 +115,10 @@ CLEANUP, MERGE, WIDEN, FINISH = 0, 1, 2, 3
 
 class Pass:
     """A model-to-model transformation. Subclasses set ``name`` and ``summary`` and implement ``run``.
+
+    The contract of ``run`` (the pipeline checks it after every run, :func:`run_checked`): it returns a
+    :class:`PassResult`; it leaves its input model as it was; ``modified=False`` means the result is the input
+    object itself; ``modified=True`` means the result differs from the input.
 
     ``phase`` places the pass in the canonical schedule (CLEANUP, MERGE, WIDEN, FINISH); passes of a phase at
     or after WIDEN are judged by the cost budget (etc.cost).
@@ -351,6 +355,32 @@ def fingerprint(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
+def run_checked(p: Pass, model: onnx.ModelProto, ctx: PassContext, digest: str) -> tuple[PassResult, str]:
+    """Runs ``p`` on ``model`` (whose fingerprint is ``digest``) and holds it to the contract of
+    :meth:`Pass.run`; returns the result and its fingerprint. A breach raises PassContractError naming the pass."""
+    result = p.run(model, ctx)
+    if not isinstance(result, PassResult):
+        _breach(p, f"returned {type(result).__name__}, not a PassResult")
+    if fingerprint(model) != digest:
+        _breach(p, "changed its input model in place (a pass builds a new model and leaves its input alone)")
+    if not result.modified:
+        if result.model is not model:
+            _breach(
+                p, "reported modified=False but returned another model object (unmodified means the input)"
+            )
+        return result, digest
+    if not isinstance(result.model, onnx.ModelProto):
+        _breach(p, f"returned a {type(result.model).__name__} as its model, not an onnx.ModelProto")
+    after = fingerprint(result.model)
+    if after == digest:
+        _breach(p, "reported modified=True but returned a model byte-identical to its input")
+    return result, after
+
+
+def _breach(p: Pass, what: str) -> None:
+    raise PassContractError(f"pass '{p.name}' broke the pass contract: it {what}; this is a bug in the pass")
+
+
 @dataclass
 class PipelineResult:
     model: onnx.ModelProto
@@ -402,7 +432,8 @@ def run_pipeline(
     tools = [timing, *instruments]
     for tool in tools:
         tool.before_pipeline(model, ctx)
-    seen = {fingerprint(model)}
+    digest = fingerprint(model)
+    seen = {digest}
     hits: dict[str, int] = {}
     step = 0
     rounds = 0
@@ -412,7 +443,8 @@ def run_pipeline(
             # cleanup passes settle before anything reads their output, so a rewrite that needs several
             # cleanup sweeps (shape arithmetic of a dynamic export, then an in-place write) is done before merge
             # and widen rules see the graph, whichever round it is
-            for _ in range(max_rounds if phase_of(p) == CLEANUP else 1):
+            repeats = max_rounds if phase_of(p) == CLEANUP else 1
+            for _ in range(repeats):
                 step += 1
                 if progress:
                     progress(p.name)
@@ -422,7 +454,7 @@ def run_pipeline(
                     if ctx.budget is None:
                         ctx.budget = CostBudget(model, ctx.options)
                     ctx.budget.refresh(model)
-                result = p.run(model, ctx)
+                result, after = run_checked(p, model, ctx, digest)
                 for tool in tools:
                     tool.after_pass(p.name, result, step)
                 if not result.modified:
@@ -430,15 +462,20 @@ def run_pipeline(
                 for rule, count in result.hits.items():
                     key = f"{p.name}/{rule}"
                     hits[key] = hits.get(key, 0) + count
-                digest = fingerprint(result.model)
-                if digest in seen:
+                if after in seen:
                     raise OscillationError(
                         f"pass '{p.name}' reproduced a model the pipeline had already produced; "
                         "two rules undo each other (report this with the model)"
                     )
-                seen.add(digest)
-                model = result.model
+                seen.add(after)
+                model, digest = result.model, after
                 changed = True
+            else:
+                if repeats > 1:
+                    ctx.warn(
+                        f"pass '{p.name}' still changed the model after {repeats} runs in a row and the "
+                        "pipeline moved on; the result is equivalent but may not be fully rewritten"
+                    )
         if not changed:
             break
     else:

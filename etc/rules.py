@@ -53,10 +53,9 @@ class NoMatch:
 class RewriteContext:
     """What a rule sees: the graph, a namer, the user's options and (lazily) value ranges."""
 
-    def __init__(self, graph: gs.Graph, options: Options, pass_ctx: PassContext | None = None) -> None:
+    def __init__(self, graph: gs.Graph, options: Options) -> None:
         self.graph = graph
         self.options = options
-        self.pass_ctx = pass_ctx
         self.namer = Namer.for_graph(graph)
         self._ranges = None
 
@@ -132,7 +131,7 @@ def apply_rules(
     Retired nodes are skipped; cleanup runs between sweeps.
     """
     hits: dict[str, int] = {}
-    ctx = RewriteContext(graph, options, pass_ctx)
+    ctx = RewriteContext(graph, options)
     tracer = pass_ctx.tracer if pass_ctx is not None else None
     for _ in range(max_sweeps):
         changed = False
@@ -295,13 +294,21 @@ def _remember_graph(model: onnx.ModelProto, graph: gs.Graph, ctx: PassContext) -
 
 
 def load_families(modules: Sequence[str]) -> list[RuleSet]:
-    """The ``rules`` RuleSet of each family module, in order (modules not present in this build are skipped)."""
+    """The ``rules`` RuleSet of each family module, in order; a module that is missing or has no RuleSet
+    named ``rules`` is an error (a pass must not quietly lose a family)."""
     import importlib
-    import importlib.util
 
     families = []
     for name in modules:
-        if importlib.util.find_spec(name) is None:
-            continue
-        families.append(importlib.import_module(name).rules)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            raise ModuleNotFoundError(
+                f"rule family module '{name}' is missing from this build", name=name
+            ) from None
+        if not isinstance(getattr(module, "rules", None), RuleSet):
+            raise TypeError(f"rule family module '{name}' has no RuleSet named 'rules'")
+        families.append(module.rules)
     return families
