@@ -4,7 +4,8 @@ A rule is a small object: ``match`` only reads the graph and returns a :class:`M
 a dataclass of what it computed), raises :class:`Decline` naming the exactness condition that failed (reported by
 ``--explain``; helpers deep in a match raise it too), or returns None when the node is not its business;
 ``rewrite`` builds the replacement. The driver calls :meth:`Rule.find`, which turns a Decline into a
-:class:`NoMatch` record. A family file ends with ``rules = RuleSet([...])`` and a
+:class:`NoMatch` record, and after a rewrite retires the matched nodes nothing reads any more (a rewrite that
+only takes over a node's output need not retire it). A family file ends with ``rules = RuleSet([...])`` and a
 :class:`RulePass` exposes it under a short name.
 """
 
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 import onnx
 import onnx_graphsurgeon as gs
 
-from etc.graph import Namer, cleanup, is_retired, to_gs, to_onnx
+from etc.graph import Namer, cleanup, is_retired, retire, to_gs, to_onnx
 from etc.pipeline import Options, Pass, PassContext, PassResult
 
 
@@ -152,6 +153,7 @@ def apply_rules(
                         tracer.hit(pass_name, rule.rule_name, _where(node), node.op)
                     created_from = len(graph.nodes)
                     rule.rewrite(ctx, found)
+                    retire_unread(graph, found.nodes)
                     hits[rule.rule_name] = hits.get(rule.rule_name, 0) + 1
                     changed = True
                     budget -= 1
@@ -170,6 +172,19 @@ def apply_rules(
         if _pending(ctx, rules, pass_ctx):
             _limit(pass_ctx, f"pass '{pass_name}' still had rewrites to make after {max_sweeps} sweeps")
     return hits
+
+
+def retire_unread(graph: gs.Graph, nodes: Sequence[gs.Node]) -> None:
+    """Retires the nodes (a match's) whose outputs no live node reads any more and that produce no graph
+    output, repeatedly, so a chain the rewrite replaced goes as a whole. The driver calls it after every rewrite."""
+    outputs = {id(t) for t in graph.outputs}
+    left = list(nodes)
+    while True:
+        unread = [n for n in left if not any(id(t) in outputs or t.outputs for t in n.outputs)]
+        if not unread:
+            return
+        retire(unread)  # a node that handed its output on (adopt_output) lets go of its inputs here
+        left = [n for n in left if not any(n is u for u in unread)]
 
 
 def _pending(ctx: RewriteContext, rules: RuleSet, pass_ctx: PassContext | None) -> bool:

@@ -8,9 +8,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
 
-from etc.graph import retire
+from etc.graph import Namer, is_retired, make_node, retire
 from etc.ranges import ValueRanges
-from etc.rules import load_families
+from etc.rules import load_families, retire_unread
 
 
 def test_a_missing_family_module_is_an_error():
@@ -37,3 +37,22 @@ def test_value_ranges_stay_right_for_tensors_created_after_others_died():
         z = gs.Variable(f"neg{i}", dtype=np.float32)
         graph.nodes.append(gs.Node("Neg", f"Neg{i}", inputs=[x], outputs=[z]))
         assert not ranges[z].nonnegative, f"step {i}: a new tensor got a dead tensor's interval"
+
+
+def test_the_driver_retires_matched_nodes_nothing_reads_any_more():
+    """x -> Relu -> r -> Neg -> y (graph output), r also read by Sigmoid: a rewrite that takes over y's
+    production leaves Neg unread (retired); Relu is still read by Sigmoid (kept) until that goes too."""
+    x = gs.Variable("x", dtype=np.float32, shape=[1, 2, 5, 7])
+    r, y, s = (gs.Variable(n, dtype=np.float32) for n in ("r", "y", "s"))
+    relu = gs.Node("Relu", "relu", inputs=[x], outputs=[r])
+    neg = gs.Node("Neg", "neg", inputs=[r], outputs=[y])
+    sigmoid = gs.Node("Sigmoid", "sigmoid", inputs=[r], outputs=[s])
+    graph = gs.Graph(nodes=[relu, neg, sigmoid], inputs=[x], outputs=[y, s])
+    make_node(graph, Namer.for_graph(graph), "Abs", [x], output=y)  # takes y over from neg
+    retire_unread(graph, [relu, neg])
+    assert is_retired(neg) and not neg.inputs and not is_retired(relu)
+    retire_unread(graph, [relu, sigmoid])  # sigmoid produces a graph output: both stay
+    assert not is_retired(sigmoid) and not is_retired(relu)
+    graph.outputs = [y]
+    retire_unread(graph, [relu, sigmoid])  # the chain goes as a whole, whatever the order given
+    assert is_retired(relu) and is_retired(sigmoid) and not r.outputs

@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.graph import conv_spec, conv_weights, input_at, make_conv, retire
+from etc.graph import conv_spec, conv_weights, input_at, make_conv
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RulePass, RuleSet
 
 
@@ -67,7 +67,6 @@ class DiagonalToDepthwise(Rule):
             output=node.outputs[0],
             name="Conv",
         )
-        retire([node])
 
 
 rules = RuleSet([DiagonalToDepthwise()])

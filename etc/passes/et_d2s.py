@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from etc.graph import const_value, input_at, make_node, only_consumer, producer, retire
+from etc.graph import const_value, input_at, make_node, only_consumer, producer
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
 
@@ -58,7 +58,6 @@ class AddThroughDepthToSpace(Rule):
         node, first, second = match.nodes
         add = make_node(ctx.graph, ctx.namer, node.op, [first.inputs[0], second.inputs[0]], name=node.op)
         _new_d2s(ctx, first, add.outputs[0], node.outputs[0])
-        retire(match.nodes)
 
 
 class ActivationThroughDepthToSpace(Rule):
@@ -84,7 +83,6 @@ class ActivationThroughDepthToSpace(Rule):
         inputs = [d2s.inputs[0], *node.inputs[1:]]
         op = make_node(ctx.graph, ctx.namer, node.op, inputs, attrs=dict(node.attrs), name=node.op)
         _new_d2s(ctx, d2s, op.outputs[0], node.outputs[0])
-        retire(match.nodes)
 
 
 rules = RuleSet([AddThroughDepthToSpace(), ActivationThroughDepthToSpace()])

@@ -43,7 +43,6 @@ from etc.graph import (
     make_conv,
     make_node,
     producer,
-    retire,
 )
 from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
 
@@ -177,7 +176,6 @@ class NearestResizeToConvD2S(Rule):
         kernel = selection_kernel(copies // (s * s) if crd else copies % count, count)
         spec = ConvSpec(kernel=(1, 1), pads=(0, 0, 0, 0))
         conv = make_conv(ctx.graph, ctx.namer, x, kernel, None, spec, name=f"{base}_copies")
-        retire([node])
         attrs = {"blocksize": s, "mode": "CRD"} if crd else {"blocksize": s}
         make_node(
             ctx.graph, ctx.namer, "DepthToSpace", conv.outputs, attrs=attrs, output=y, name=f"{base}_d2s"

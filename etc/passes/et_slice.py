@@ -226,7 +226,6 @@ class ChannelSliceToConv(Rule):
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes
         data, out, rows = node.inputs[0], node.outputs[0], match.data["rows"]
-        retire([node])
         _emit(ctx, data, rows, [(match.data["idx"], out)], match.data["count"], node.name or "slice")
         if rows is not None:
             retire([rows.conv, *rows.chain])
