@@ -18,7 +18,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from etc.graph import const_value, input_at, make_node, only_consumer, producer
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
 def _mode(node: gs.Node) -> str:
@@ -44,14 +44,14 @@ class AddThroughDepthToSpace(Rule):
     name = "add_through_d2s"
     ops = ("Add", "Sub")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if len(node.inputs) != 2 or node.inputs[0] is node.inputs[1]:
             return None
         first, second = (_d2s(ctx, t, node) for t in node.inputs)
         if first is None or second is None:
             return None
         if int(first.attrs["blocksize"]) != int(second.attrs["blocksize"]) or _mode(first) != _mode(second):
-            return NoMatch("the DepthToSpace nodes differ in blocksize or mode")
+            raise Decline("the DepthToSpace nodes differ in blocksize or mode")
         return Match([node, first, second])
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
@@ -66,7 +66,7 @@ class ActivationThroughDepthToSpace(Rule):
     name = "activation_through_d2s"
     ops = ("Relu", "Clip", "LeakyRelu", "Neg")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         d2s = _d2s(ctx, node.inputs[0], node)
         if d2s is None:
             return None
@@ -75,7 +75,7 @@ class ActivationThroughDepthToSpace(Rule):
             if bound is not None:
                 value = const_value(bound)
                 if value is None or value.size != 1:
-                    return NoMatch(f"Clip bound '{bound.name}' is not a constant scalar")
+                    raise Decline(f"Clip bound '{bound.name}' is not a constant scalar")
         return Match([node, d2s])
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
