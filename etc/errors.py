@@ -32,6 +32,10 @@ class OscillationError(EtcError):
     """The pipeline revisited a model it had already produced: two passes undo each other."""
 
 
+class PassContractError(EtcError):
+    """A pass broke the contract of Pass.run (a bug in that pass, named in the message)."""
+
+
 class UnrunnableModelError(BadModelError):
     """onnxruntime itself cannot run the input model at the sizes ETC checks (and at no size ETC can find)."""
 

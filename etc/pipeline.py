@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnx
 
-from etc.errors import EquivalenceError, LimitWarning, OscillationError, UnknownPassError
+from etc.errors import EquivalenceError, LimitWarning, OscillationError, PassContractError, UnknownPassError
 
 
 @dataclass
@@ -35,6 +35,34 @@ class DeclineNote:
 
     def __str__(self) -> str:
         return f"{self.pass_name}/{self.rule} declined at {self.node}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class HitSite:
+    """Where a rule fired: the pass, the rule, and the name and op type of the node it matched at."""
+
+    pass_name: str
+    rule: str
+    node: str
+    op: str
+
+
+@dataclass
+class Tracer:
+    """What the rules of one run did: where each fired (``hits``) and where each refused and why
+    (``declines``, shown by ``--explain``). The rule driver reports to the tracer of its PassContext."""
+
+    hits: list[HitSite] = field(default_factory=list)
+    declines: list[DeclineNote] = field(default_factory=list)
+
+    def hit(self, pass_name: str, rule: str, node: str, op: str) -> None:
+        self.hits.append(HitSite(pass_name, rule, node, op))
+
+    def decline(self, pass_name: str, rule: str, node: str, reason: str) -> None:
+        """Records a decline unless the same one was recorded lately (a rule re-offered the node each sweep)."""
+        entry = DeclineNote(pass_name, rule, node, reason)
+        if not any(vars(d) == vars(entry) for d in self.declines[-50:]):
+            self.declines.append(entry)
 
 
 @dataclass
@@ -58,15 +86,14 @@ class PassContext:
     """Shared by every pass of one pipeline run."""
 
     options: Options = field(default_factory=Options)
-    declines: list[DeclineNote] = field(default_factory=list)
+    tracer: Tracer = field(default_factory=Tracer)  # hits and declines of every rule in the run
     notes: list[str] = field(default_factory=list)
     cache: dict[str, object] = field(default_factory=dict)  # state passes share within one run (e.g. a graph)
     budget: object | None = None  # an etc.cost.CostBudget once a widening phase has started
 
-    def decline(self, pass_name: str, rule: str, node: str, reason: str) -> None:
-        entry = DeclineNote(pass_name, rule, node, reason)
-        if not any(vars(d) == vars(entry) for d in self.declines[-50:]):
-            self.declines.append(entry)
+    @property
+    def declines(self) -> list[DeclineNote]:
+        return self.tracer.declines
 
     def warn(self, message: str) -> None:
         """A limit was hit or a budget overrun was accepted: kept in ``notes`` and raised as a LimitWarning."""
@@ -88,6 +115,10 @@ CLEANUP, MERGE, WIDEN, FINISH = 0, 1, 2, 3
 
 class Pass:
     """A model-to-model transformation. Subclasses set ``name`` and ``summary`` and implement ``run``.
+
+    The contract of ``run`` (the pipeline checks it after every run, :func:`run_checked`): it returns a
+    :class:`PassResult`; it leaves its input model as it was; ``modified=False`` means the result is the input
+    object itself; ``modified=True`` means the result differs from the input.
 
     ``phase`` places the pass in the canonical schedule (CLEANUP, MERGE, WIDEN, FINISH); passes of a phase at
     or after WIDEN are judged by the cost budget (etc.cost).
@@ -324,6 +355,32 @@ def fingerprint(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
+def run_checked(p: Pass, model: onnx.ModelProto, ctx: PassContext, digest: str) -> tuple[PassResult, str]:
+    """Runs ``p`` on ``model`` (whose fingerprint is ``digest``) and holds it to the contract of
+    :meth:`Pass.run`; returns the result and its fingerprint. A breach raises PassContractError naming the pass."""
+    result = p.run(model, ctx)
+    if not isinstance(result, PassResult):
+        _breach(p, f"returned {type(result).__name__}, not a PassResult")
+    if fingerprint(model) != digest:
+        _breach(p, "changed its input model in place (a pass builds a new model and leaves its input alone)")
+    if not result.modified:
+        if result.model is not model:
+            _breach(
+                p, "reported modified=False but returned another model object (unmodified means the input)"
+            )
+        return result, digest
+    if not isinstance(result.model, onnx.ModelProto):
+        _breach(p, f"returned a {type(result.model).__name__} as its model, not an onnx.ModelProto")
+    after = fingerprint(result.model)
+    if after == digest:
+        _breach(p, "reported modified=True but returned a model byte-identical to its input")
+    return result, after
+
+
+def _breach(p: Pass, what: str) -> None:
+    raise PassContractError(f"pass '{p.name}' broke the pass contract: it {what}; this is a bug in the pass")
+
+
 @dataclass
 class PipelineResult:
     model: onnx.ModelProto
@@ -375,7 +432,8 @@ def run_pipeline(
     tools = [timing, *instruments]
     for tool in tools:
         tool.before_pipeline(model, ctx)
-    seen = {fingerprint(model)}
+    digest = fingerprint(model)
+    seen = {digest}
     hits: dict[str, int] = {}
     step = 0
     rounds = 0
@@ -385,7 +443,8 @@ def run_pipeline(
             # cleanup passes settle before anything reads their output, so a rewrite that needs several
             # cleanup sweeps (shape arithmetic of a dynamic export, then an in-place write) is done before merge
             # and widen rules see the graph, whichever round it is
-            for _ in range(max_rounds if phase_of(p) == CLEANUP else 1):
+            repeats = max_rounds if phase_of(p) == CLEANUP else 1
+            for _ in range(repeats):
                 step += 1
                 if progress:
                     progress(p.name)
@@ -395,7 +454,7 @@ def run_pipeline(
                     if ctx.budget is None:
                         ctx.budget = CostBudget(model, ctx.options)
                     ctx.budget.refresh(model)
-                result = p.run(model, ctx)
+                result, after = run_checked(p, model, ctx, digest)
                 for tool in tools:
                     tool.after_pass(p.name, result, step)
                 if not result.modified:
@@ -403,15 +462,20 @@ def run_pipeline(
                 for rule, count in result.hits.items():
                     key = f"{p.name}/{rule}"
                     hits[key] = hits.get(key, 0) + count
-                digest = fingerprint(result.model)
-                if digest in seen:
+                if after in seen:
                     raise OscillationError(
                         f"pass '{p.name}' reproduced a model the pipeline had already produced; "
                         "two rules undo each other (report this with the model)"
                     )
-                seen.add(digest)
-                model = result.model
+                seen.add(after)
+                model, digest = result.model, after
                 changed = True
+            else:
+                if repeats > 1:
+                    ctx.warn(
+                        f"pass '{p.name}' still changed the model after {repeats} runs in a row and the "
+                        "pipeline moved on; the result is equivalent but may not be fully rewritten"
+                    )
         if not changed:
             break
     else:

@@ -107,6 +107,26 @@ def const_interval(value: np.ndarray) -> Interval:
     return Interval.of(value.min(), value.max())
 
 
+class _TensorMemo:
+    """Intervals by tensor identity. It holds each tensor it keys, so a tensor that dies elsewhere (a rewrite
+    dropped it) cannot hand its id, and with it its interval, to a tensor created later."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[gs.Tensor, Interval]] = {}
+
+    def __contains__(self, tensor: gs.Tensor) -> bool:
+        return id(tensor) in self._items
+
+    def __getitem__(self, tensor: gs.Tensor) -> Interval:
+        return self._items[id(tensor)][1]
+
+    def __setitem__(self, tensor: gs.Tensor, interval: Interval) -> None:
+        self._items[id(tensor)] = (tensor, interval)
+
+    def setdefault(self, tensor: gs.Tensor, interval: Interval) -> Interval:
+        return self._items.setdefault(id(tensor), (tensor, interval))[1]
+
+
 class ValueRanges:
     """Intervals for every tensor of a graph; tensors added later are computed on first request."""
 
@@ -115,7 +135,7 @@ class ValueRanges:
     ) -> None:
         self.graph = graph
         self.input_ranges = dict(input_ranges or {})
-        self._memo: dict[int, Interval] = {}
+        self._memo = _TensorMemo()
         for node in graph.nodes:
             self._compute_node(node)
 
@@ -123,25 +143,24 @@ class ValueRanges:
         return self.get(tensor)
 
     def get(self, tensor: gs.Tensor) -> Interval:
-        key = id(tensor)
-        if key in self._memo:
-            return self._memo[key]
+        if tensor in self._memo:
+            return self._memo[tensor]
         # iterative on-demand evaluation of producers not yet seen
         stack = [tensor]
         while stack:
             top = stack[-1]
             node = producer(top)
-            if node is None or id(top) in self._memo:
-                self._memo.setdefault(id(top), self._leaf(top))
+            if node is None or top in self._memo:
+                self._memo.setdefault(top, self._leaf(top))
                 stack.pop()
                 continue
-            missing = [t for t in node.inputs if id(t) not in self._memo and producer(t) is not None]
+            missing = [t for t in node.inputs if t not in self._memo and producer(t) is not None]
             if missing:
                 stack.extend(missing)
                 continue
             self._compute_node(node)
             stack.pop()
-        return self._memo[key]
+        return self._memo[tensor]
 
     def _leaf(self, tensor: gs.Tensor) -> Interval:
         value = const_value(tensor)
@@ -159,15 +178,14 @@ class ValueRanges:
         tensor = input_at(node, index)
         if tensor is None:
             return Interval.unknown()
-        key = id(tensor)
-        if key not in self._memo:
-            self._memo[key] = self._leaf(tensor) if producer(tensor) is None else self.get(tensor)
-        return self._memo[key]
+        if tensor not in self._memo:
+            self._memo[tensor] = self._leaf(tensor) if producer(tensor) is None else self.get(tensor)
+        return self._memo[tensor]
 
     def _compute_node(self, node: gs.Node) -> None:
         if node.op == "Constant":
             for out in node.outputs:
-                self._memo[id(out)] = self._leaf(out)
+                self._memo[out] = self._leaf(out)
             return
         handler = getattr(self, f"_op_{node.op}", None)
         try:
@@ -179,7 +197,7 @@ class ValueRanges:
         elif isinstance(results, Interval):
             results = [results] * len(node.outputs)
         for out, interval in zip(node.outputs, results):
-            self._memo[id(out)] = interval
+            self._memo[out] = interval
 
     # ------------------------------------------------------------ transfer functions
 

@@ -34,8 +34,7 @@ import numpy as np
 import onnx
 
 from etc.info import PLAIN_OPS
-from etc.pipeline import Instrument, PassContext, PassResult
-from etc.rules import HitSite, recording_hits
+from etc.pipeline import HitSite, Instrument, PassContext, PassResult
 
 MAX_DRAWN_NODES = 1500
 LATENCY_SIZE = (64, 64)
@@ -54,35 +53,27 @@ class PassHit:
 
 
 class HitRecorder(Instrument):
-    """Records where every rule fired during a pipeline run (pass, rule, node name, op type).
+    """Records where every rule fired during a pipeline run (pass, rule, node name, op type), read from the
+    run's tracer (PassContext.tracer).
 
     Only applications inside passes that changed the model are kept, so ``sites`` matches the hit counts.
     """
 
     def __init__(self) -> None:
         self.sites: list[PassHit] = []
-        self._block = None
-        self._current: list[HitSite] = []
+        self._ctx: PassContext | None = None
+        self._start = 0
 
     def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         self.sites = []
+        self._ctx = ctx
 
     def before_pass(self, pass_name: str, model: onnx.ModelProto) -> None:
-        self._close()
-        self._block = recording_hits()
-        self._current = self._block.__enter__()
+        self._start = len(self._ctx.tracer.hits) if self._ctx is not None else 0
 
     def after_pass(self, pass_name: str, result: PassResult, step: int) -> None:
-        current = self._current
-        self._close()
-        if result.modified:
-            self.sites.extend(PassHit(step, pass_name, site) for site in current)
-
-    def _close(self) -> None:
-        if self._block is not None:
-            self._block.__exit__(None, None, None)
-            self._block = None
-        self._current = []
+        if result.modified and self._ctx is not None:
+            self.sites.extend(PassHit(step, pass_name, site) for site in self._ctx.tracer.hits[self._start :])
 
 
 # ---------------------------------------------------------------- graph layout

@@ -4,23 +4,22 @@ A rule is a small object: ``match`` only reads the graph and returns a :class:`M
 a dataclass of what it computed), raises :class:`Decline` naming the exactness condition that failed (reported by
 ``--explain``; helpers deep in a match raise it too), or returns None when the node is not its business;
 ``rewrite`` builds the replacement. The driver calls :meth:`Rule.find`, which turns a Decline into a
-:class:`NoMatch` record. A family file ends with ``rules = RuleSet([...])`` and a
+:class:`NoMatch` record, and after a rewrite retires the matched nodes nothing reads any more (a rewrite that
+only takes over a node's output need not retire it). A family file ends with ``rules = RuleSet([...])`` and a
 :class:`RulePass` exposes it under a short name.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import onnx
 import onnx_graphsurgeon as gs
 
-from etc.graph import Namer, cleanup, is_retired, to_gs, to_onnx
+from etc.graph import Namer, cleanup, is_retired, retire, to_gs, to_onnx
 from etc.pipeline import Options, Pass, PassContext, PassResult
 
 
@@ -52,37 +51,12 @@ class NoMatch:
     node: str | None = None
 
 
-@dataclass(frozen=True)
-class HitSite:
-    """Where a rule fired: the pass, the rule, and the name and op type of the node it matched at."""
-
-    pass_name: str
-    rule: str
-    node: str
-    op: str
-
-
-_HIT_SITES: ContextVar[list[HitSite] | None] = ContextVar("etc_hit_sites", default=None)
-
-
-@contextmanager
-def recording_hits() -> Iterator[list[HitSite]]:
-    """Collects a :class:`HitSite` for every rule applied inside the block (nothing is recorded otherwise)."""
-    sites: list[HitSite] = []
-    token = _HIT_SITES.set(sites)
-    try:
-        yield sites
-    finally:
-        _HIT_SITES.reset(token)
-
-
 class RewriteContext:
     """What a rule sees: the graph, a namer, the user's options and (lazily) value ranges."""
 
-    def __init__(self, graph: gs.Graph, options: Options, pass_ctx: PassContext | None = None) -> None:
+    def __init__(self, graph: gs.Graph, options: Options) -> None:
         self.graph = graph
         self.options = options
-        self.pass_ctx = pass_ctx
         self.namer = Namer.for_graph(graph)
         self._ranges = None
 
@@ -158,8 +132,8 @@ def apply_rules(
     Retired nodes are skipped; cleanup runs between sweeps.
     """
     hits: dict[str, int] = {}
-    ctx = RewriteContext(graph, options, pass_ctx)
-    sites = _HIT_SITES.get()
+    ctx = RewriteContext(graph, options)
+    tracer = pass_ctx.tracer if pass_ctx is not None else None
     for _ in range(max_sweeps):
         changed = False
         queue = deque(graph.nodes)
@@ -175,19 +149,19 @@ def apply_rules(
                 if isinstance(found, Match) and not _admitted(pass_ctx, pass_name, rule, node, found):
                     continue
                 if isinstance(found, Match):
-                    if sites is not None:
-                        where = node.name or (node.outputs[0].name if node.outputs else "")
-                        sites.append(HitSite(pass_name, rule.rule_name, where, node.op))
+                    if tracer is not None:
+                        tracer.hit(pass_name, rule.rule_name, _where(node), node.op)
                     created_from = len(graph.nodes)
                     rule.rewrite(ctx, found)
+                    retire_unread(graph, found.nodes)
                     hits[rule.rule_name] = hits.get(rule.rule_name, 0) + 1
                     changed = True
                     budget -= 1
                     if budget > 0:
                         queue.extendleft(reversed(graph.nodes[created_from:]))
                     break
-                if isinstance(found, NoMatch) and pass_ctx is not None:
-                    pass_ctx.decline(pass_name, rule.rule_name, found.node or node.name, found.reason)
+                if isinstance(found, NoMatch) and tracer is not None:
+                    tracer.decline(pass_name, rule.rule_name, found.node or node.name, found.reason)
             if budget <= 0:
                 _limit(pass_ctx, f"pass '{pass_name}' stopped a sweep after {limit} rewrites")
                 break
@@ -198,6 +172,19 @@ def apply_rules(
         if _pending(ctx, rules, pass_ctx):
             _limit(pass_ctx, f"pass '{pass_name}' still had rewrites to make after {max_sweeps} sweeps")
     return hits
+
+
+def retire_unread(graph: gs.Graph, nodes: Sequence[gs.Node]) -> None:
+    """Retires the nodes (a match's) whose outputs no live node reads any more and that produce no graph
+    output, repeatedly, so a chain the rewrite replaced goes as a whole. The driver calls it after every rewrite."""
+    outputs = {id(t) for t in graph.outputs}
+    left = list(nodes)
+    while True:
+        unread = [n for n in left if not any(id(t) in outputs or t.outputs for t in n.outputs)]
+        if not unread:
+            return
+        retire(unread)  # a node that handed its output on (adopt_output) lets go of its inputs here
+        left = [n for n in left if not any(n is u for u in unread)]
 
 
 def _pending(ctx: RewriteContext, rules: RuleSet, pass_ctx: PassContext | None) -> bool:
@@ -242,12 +229,16 @@ def _admitted(pass_ctx: PassContext | None, pass_name: str, rule: Rule, node: gs
     widening = widening_of(found)
     if widening is None or pass_ctx is None or pass_ctx.budget is None:
         return True
-    where = node.name or (node.outputs[0].name if node.outputs else "")
-    reason = pass_ctx.budget.admit(widening, rule.rule_name, where)
+    reason = pass_ctx.budget.admit(widening, rule.rule_name, _where(node))
     if reason is None:
         return True
-    pass_ctx.decline(pass_name, rule.rule_name, where, reason)
+    pass_ctx.tracer.decline(pass_name, rule.rule_name, _where(node), reason)
     return False
+
+
+def _where(node: gs.Node) -> str:
+    """A node's name for hit and decline records (its first output's name when it has none)."""
+    return node.name or (node.outputs[0].name if node.outputs else "")
 
 
 class RulePass(Pass):
@@ -318,13 +309,21 @@ def _remember_graph(model: onnx.ModelProto, graph: gs.Graph, ctx: PassContext) -
 
 
 def load_families(modules: Sequence[str]) -> list[RuleSet]:
-    """The ``rules`` RuleSet of each family module, in order (modules not present in this build are skipped)."""
+    """The ``rules`` RuleSet of each family module, in order; a module that is missing or has no RuleSet
+    named ``rules`` is an error (a pass must not quietly lose a family)."""
     import importlib
-    import importlib.util
 
     families = []
     for name in modules:
-        if importlib.util.find_spec(name) is None:
-            continue
-        families.append(importlib.import_module(name).rules)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            raise ModuleNotFoundError(
+                f"rule family module '{name}' is missing from this build", name=name
+            ) from None
+        if not isinstance(getattr(module, "rules", None), RuleSet):
+            raise TypeError(f"rule family module '{name}' has no RuleSet named 'rules'")
+        families.append(module.rules)
     return families

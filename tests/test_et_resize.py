@@ -79,7 +79,7 @@ def resize_model(
 def decline_reason(model: onnx.ModelProto) -> str:
     graph = to_gs(model)
     ctx = RewriteContext(graph, Options())
-    found = et_resize.NearestResizeToConvD2S().match(ctx, graph.nodes[0])
+    found = et_resize.NearestResizeToConvD2S().find(ctx, graph.nodes[0])
     assert isinstance(found, NoMatch), found
     return found.reason
 

@@ -73,7 +73,7 @@ def conv_slice(rng, c=6, start=1, end=5, step=1, axis=1, extra_output=False, bia
 def decline(model: onnx.ModelProto, rule) -> str:
     graph = to_gs(model)
     node = next(n for n in graph.nodes if n.op in rule.ops)
-    found = rule.match(RewriteContext(graph, Options()), node)
+    found = rule.find(RewriteContext(graph, Options()), node)
     assert isinstance(found, NoMatch), found
     return found.reason
 

@@ -25,7 +25,6 @@ from onnx import TensorProto, helper, numpy_helper
 import etc
 from etc.graph import op_histogram
 from etc.report import HitRecorder, graph_svg, layout, render_report, write_report
-from etc.rules import recording_hits
 from etc.testing import random_conv_weights
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -128,18 +127,19 @@ def assert_self_contained(page: str) -> None:
 # ---------------------------------------------------------------- hit locations
 
 
-def test_recording_hits_names_the_nodes_rules_fired_at():
+def test_the_tracer_names_the_nodes_rules_fired_at():
     from etc.pipeline import Options, PassContext, get_pass
 
     model = conv_bn_relu()
-    with recording_hits() as sites:
-        result = get_pass("fold").run(model, PassContext(Options()))
+    ctx = PassContext(Options())
+    result = get_pass("fold").run(model, ctx)
+    sites = ctx.tracer.hits
     assert result.modified and sites
     assert sum(result.hits.values()) == len(sites)
     names = {n.name for n in model.graph.node}
     assert any(s.node in names and s.op == "BatchNormalization" for s in sites), sites
     assert {s.rule for s in sites} == set(result.hits)
-    # Outside the block nothing is collected (and nothing breaks).
+    # Another run's context collects nothing here (and nothing breaks).
     again = get_pass("fold").run(conv_bn_relu(seed=1), PassContext(Options()))
     assert again.modified and len(sites) == sum(result.hits.values())
 
@@ -150,6 +150,31 @@ def test_hit_recorder_agrees_with_the_pipeline_counts():
     counted = Counter(f"{h.pass_name}/{h.site.rule}" for h in recorder.sites)
     assert dict(counted) == report.pipeline.hits
     assert all(h.step >= 1 for h in recorder.sites)
+
+
+def test_a_raising_pass_leaves_no_recording_state_behind():
+    from contextvars import ContextVar
+
+    import etc.pipeline
+    import etc.rules
+    from etc.pipeline import Pass, get_pass, run_pipeline
+
+    class FoldThenFail(Pass):
+        name = "fold_then_fail"
+
+        def run(self, model, ctx):
+            get_pass("fold").run(model, ctx)  # rules fire and are traced, then the pass fails
+            raise RuntimeError("the pass failed")
+
+    recorder = HitRecorder()
+    with pytest.raises(RuntimeError, match="the pass failed"):
+        run_pipeline(conv_bn_relu(), [FoldThenFail()], instruments=[recorder])
+    assert not recorder.sites
+    for module in (etc.rules, etc.pipeline):
+        assert not [name for name, value in vars(module).items() if isinstance(value, ContextVar)], module
+    # the next run through the same recorder sees its own hits only
+    result = run_pipeline(conv_bn_relu(seed=1), "fold", instruments=[recorder])
+    assert len(recorder.sites) == sum(result.hits.values()) > 0
 
 
 # ---------------------------------------------------------------- layout

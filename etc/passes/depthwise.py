@@ -14,12 +14,13 @@ Not part of ``et``: some NPU compilers handle grouped convs poorly, so the dense
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.graph import conv_spec, conv_weights, input_at, make_conv, retire
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RulePass, RuleSet
+from etc.graph import ConvSpec, conv_spec, conv_weights, input_at, make_conv
+from etc.rules import Decline, Match, RewriteContext, Rule, RulePass, RuleSet
 
 
 def diagonal_kernel(weight: np.ndarray) -> np.ndarray | None:
@@ -35,24 +36,32 @@ def diagonal_kernel(weight: np.ndarray) -> np.ndarray | None:
     return weight[index, index][:, None].copy()
 
 
+@dataclass(frozen=True)
+class Depthwise:
+    """The depthwise form of a matched Conv: its (C, 1, kh, kw) kernel and its spec with group C."""
+
+    kernel: np.ndarray
+    spec: ConvSpec
+
+
 class DiagonalToDepthwise(Rule):
     """Replaces a group-1 Conv with a diagonal channel matrix by the depthwise Conv with the same taps."""
 
     name = "diagonal_to_depthwise"
     ops = ("Conv",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         spec = conv_spec(node)
         if spec is None or spec.group != 1:
             return None
         bias = input_at(node, 2)
         if bias is not None and not isinstance(bias, gs.Constant):
-            return NoMatch("the bias is not constant")
+            raise Decline("the bias is not constant")
         weight, _ = conv_weights(node)
         kernel = diagonal_kernel(weight)
         if kernel is None:
             return None
-        return Match([node], {"kernel": kernel, "spec": dataclasses.replace(spec, group=weight.shape[0])})
+        return Match([node], Depthwise(kernel, dataclasses.replace(spec, group=weight.shape[0])))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes
@@ -61,13 +70,12 @@ class DiagonalToDepthwise(Rule):
             ctx.graph,
             ctx.namer,
             node.inputs[0],
-            match.data["kernel"],
+            match.data.kernel,
             bias,
-            match.data["spec"],
+            match.data.spec,
             output=node.outputs[0],
             name="Conv",
         )
-        retire([node])
 
 
 rules = RuleSet([DiagonalToDepthwise()])

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from etc.graph import const_value, input_at, make_node, only_consumer, producer, retire
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.graph import const_value, input_at, make_node, only_consumer, producer
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
 def _mode(node: gs.Node) -> str:
@@ -44,21 +44,20 @@ class AddThroughDepthToSpace(Rule):
     name = "add_through_d2s"
     ops = ("Add", "Sub")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if len(node.inputs) != 2 or node.inputs[0] is node.inputs[1]:
             return None
         first, second = (_d2s(ctx, t, node) for t in node.inputs)
         if first is None or second is None:
             return None
         if int(first.attrs["blocksize"]) != int(second.attrs["blocksize"]) or _mode(first) != _mode(second):
-            return NoMatch("the DepthToSpace nodes differ in blocksize or mode")
+            raise Decline("the DepthToSpace nodes differ in blocksize or mode")
         return Match([node, first, second])
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node, first, second = match.nodes
         add = make_node(ctx.graph, ctx.namer, node.op, [first.inputs[0], second.inputs[0]], name=node.op)
         _new_d2s(ctx, first, add.outputs[0], node.outputs[0])
-        retire(match.nodes)
 
 
 class ActivationThroughDepthToSpace(Rule):
@@ -67,7 +66,7 @@ class ActivationThroughDepthToSpace(Rule):
     name = "activation_through_d2s"
     ops = ("Relu", "Clip", "LeakyRelu", "Neg")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         d2s = _d2s(ctx, node.inputs[0], node)
         if d2s is None:
             return None
@@ -76,7 +75,7 @@ class ActivationThroughDepthToSpace(Rule):
             if bound is not None:
                 value = const_value(bound)
                 if value is None or value.size != 1:
-                    return NoMatch(f"Clip bound '{bound.name}' is not a constant scalar")
+                    raise Decline(f"Clip bound '{bound.name}' is not a constant scalar")
         return Match([node, d2s])
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
@@ -84,7 +83,6 @@ class ActivationThroughDepthToSpace(Rule):
         inputs = [d2s.inputs[0], *node.inputs[1:]]
         op = make_node(ctx.graph, ctx.namer, node.op, inputs, attrs=dict(node.attrs), name=node.op)
         _new_d2s(ctx, d2s, op.outputs[0], node.outputs[0])
-        retire(match.nodes)
 
 
 rules = RuleSet([AddThroughDepthToSpace(), ActivationThroughDepthToSpace()])

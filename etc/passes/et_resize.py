@@ -30,6 +30,8 @@ H and W, a coordinate/rounding combination from the list above, and a known chan
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -43,9 +45,8 @@ from etc.graph import (
     make_conv,
     make_node,
     producer,
-    retire,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 ROUND = ("round_prefer_floor", "round_prefer_ceil")
 # (coordinate_transformation_mode, nearest_mode) -> scales for which nearest Resize is a pure repeat
@@ -90,15 +91,15 @@ def _input_shape(x: gs.Tensor) -> list[int | None]:
     return [int(d) if isinstance(d, (int, np.integer)) and d > 0 else None for d in shape]
 
 
-def _full_scales(node: gs.Node, opset: int) -> np.ndarray | str:
-    """The per-axis scale factors of a 4-D Resize/Upsample, or the reason they are unknown."""
+def _full_scales(node: gs.Node, opset: int) -> np.ndarray:
+    """The per-axis scale factors of a 4-D Resize/Upsample; raises Decline when they are unknown."""
     if node.op == "Upsample" and "scales" in node.attrs:
         return np.asarray(node.attrs["scales"], dtype=np.float64)
     scales_at = 1 if (node.op == "Upsample" or opset < 11) else 2
     scales_in = input_at(node, scales_at)
     scales = const_value(scales_in)
     if scales_in is not None and scales is None:
-        return "scales are not constant"
+        raise Decline("scales are not constant")
     axes = [int(a) for a in node.attrs.get("axes", range(4))]
     axes = [a + 4 if a < 0 else a for a in axes]
     if scales is not None and scales.size:
@@ -107,16 +108,16 @@ def _full_scales(node: gs.Node, opset: int) -> np.ndarray | str:
         sizes_in = input_at(node, 3) if scales_at == 2 else None
         sizes = const_value(sizes_in)
         if sizes is None:
-            return "neither constant scales nor constant sizes are given"
+            raise Decline("neither constant scales nor constant sizes are given")
         if _text(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
-            return "sizes with keep_aspect_ratio_policy other than stretch"
+            raise Decline("sizes with keep_aspect_ratio_policy other than stretch")
         shape = _input_shape(node.inputs[0])
         dims = [shape[a] if a < len(shape) else None for a in axes]
         if len(shape) != 4 or any(d is None for d in dims):
-            return "sizes are given but the input shape is not static"
+            raise Decline("sizes are given but the input shape is not static")
         given = np.asarray(sizes, dtype=np.float64).reshape(-1) / np.asarray(dims, dtype=np.float64)
     if len(given) != len(axes):
-        return f"{len(given)} scales for {len(axes)} axes"
+        raise Decline(f"{len(given)} scales for {len(axes)} axes")
     full = np.ones(4)
     full[axes] = given
     return full
@@ -132,44 +133,50 @@ def _channel_count(x: gs.Tensor) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class Upsampling:
+    """The integer factor of a nearest Resize and the channel count of its input."""
+
+    scale: int
+    channels: int
+
+
 class NearestResizeToConvD2S(Rule):
     """Replaces nearest Resize/Upsample by an integer factor with a 1x1 selection Conv and DepthToSpace."""
 
     name = "nearest_resize_to_conv_d2s"
     ops = ("Resize", "Upsample")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         mode = _text(node, "mode", "nearest")
         if mode != "nearest":
-            return NoMatch(f"mode {mode} is not a repeat (only nearest is)")
+            raise Decline(f"mode {mode} is not a repeat (only nearest is)")
         opset = graph_opset(ctx)
         scales = _full_scales(node, opset)
-        if isinstance(scales, str):
-            return NoMatch(scales)
         if len(scales) != 4:
-            return NoMatch(f"input rank is {len(scales)}, not 4")
+            raise Decline(f"input rank is {len(scales)}, not 4")
         if scales[0] != 1 or scales[1] != 1:
-            return NoMatch(f"scales {scales.tolist()} change the batch or channel axis")
+            raise Decline(f"scales {scales.tolist()} change the batch or channel axis")
         sh, sw = scales[2], scales[3]
         if sh != sw:
-            return NoMatch(f"scales {sh:g} and {sw:g} differ; DepthToSpace has one block size")
+            raise Decline(f"scales {sh:g} and {sw:g} differ; DepthToSpace has one block size")
         if sh != round(sh) or sh < 2:
-            return NoMatch(f"scale {sh:g} is not an integer >= 2")
+            raise Decline(f"scale {sh:g} is not an integer >= 2")
         s = int(sh)
         coordinate_mode, nearest_mode = _semantics(node, opset)
         if not is_repeat(coordinate_mode, nearest_mode, s):
-            return NoMatch(
+            raise Decline(
                 f"coordinate_transformation_mode={coordinate_mode} with nearest_mode={nearest_mode} at scale {s} "
                 "is not a pure pixel repeat"
             )
         count = _channel_count(node.inputs[0])
         if count is None:
-            return NoMatch("channel count of the input is unknown")
-        return Match([node], {"scale": s, "channels": count})
+            raise Decline("channel count of the input is unknown")
+        return Match([node], Upsampling(s, count))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         (node,) = match.nodes
-        s, count = match.data["scale"], match.data["channels"]
+        s, count = match.data.scale, match.data.channels
         x, y = node.inputs[0], node.outputs[0]
         base = node.name or "resize"
         crd = graph_opset(ctx) >= 11  # DepthToSpace-1 has no mode attribute: DCR
@@ -177,7 +184,6 @@ class NearestResizeToConvD2S(Rule):
         kernel = selection_kernel(copies // (s * s) if crd else copies % count, count)
         spec = ConvSpec(kernel=(1, 1), pads=(0, 0, 0, 0))
         conv = make_conv(ctx.graph, ctx.namer, x, kernel, None, spec, name=f"{base}_copies")
-        retire([node])
         attrs = {"blocksize": s, "mode": "CRD"} if crd else {"blocksize": s}
         make_node(
             ctx.graph, ctx.namer, "DepthToSpace", conv.outputs, attrs=attrs, output=y, name=f"{base}_d2s"

@@ -48,7 +48,7 @@ from etc.graph import (
     producer,
     retire,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 INT_LIMIT = 2**31 - 1
 
@@ -84,8 +84,8 @@ def _rank(tensor: gs.Tensor) -> int | None:
     return 4 if node is not None and node.op == "Conv" and conv_spec(node) is not None else None
 
 
-def _slice_args(node: gs.Node) -> tuple[np.ndarray, ...] | str:
-    """(starts, ends, axes, steps) as int arrays, or why they are unknown."""
+def _slice_args(node: gs.Node) -> tuple[np.ndarray, ...]:
+    """(starts, ends, axes, steps) as int arrays; raises Decline saying why they are unknown."""
     if "starts" in node.attrs:  # Slice-1
         starts = np.asarray(node.attrs["starts"])
         ends = np.asarray(node.attrs["ends"])
@@ -94,10 +94,10 @@ def _slice_args(node: gs.Node) -> tuple[np.ndarray, ...] | str:
     values = [const_value(input_at(node, i)) for i in range(1, 5)]
     for i, value in enumerate(values):
         if value is None and input_at(node, i + 1) is not None:
-            return f"{('starts', 'ends', 'axes', 'steps')[i]} are not constant"
+            raise Decline(f"{('starts', 'ends', 'axes', 'steps')[i]} are not constant")
     starts, ends, axes, steps = values
     if starts is None or ends is None:
-        return "starts/ends are missing"
+        raise Decline("starts/ends are missing")
     axes = np.arange(len(starts)) if axes is None else axes
     steps = np.ones(len(starts), dtype=np.int64) if steps is None else steps
     return tuple(np.asarray(v, dtype=np.int64).reshape(-1) for v in (starts, ends, axes, steps))
@@ -185,59 +185,74 @@ def _emit(
             )
 
 
+@dataclass(frozen=True)
+class SplitSizes:
+    """The channel count of each Slice, in channel order, that the Split's outputs take over."""
+
+    sizes: list[int]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a channel Slice or Split becomes: the (indices, output tensor) pieces, the input's channel count
+    and the Conv whose rows are cut (None: 1x1 selection Convs)."""
+
+    pieces: list[tuple[list[int], gs.Tensor]]
+    count: int
+    rows: RowSource | None
+
+
+def _selection_nodes(node: gs.Node, rows: RowSource | None) -> list[gs.Node]:
+    """The matched node and the row source's Conv and pointwise ops, which the rewrite replaces too."""
+    return [node] if rows is None else [node, *reversed(rows.chain), rows.conv]
+
+
 class ChannelSliceToConv(Rule):
     """Replaces a channel Slice with the producer Conv's selected rows or a 1x1 selection Conv."""
 
     name = "channel_slice_to_conv"
     ops = ("Slice",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         data = node.inputs[0]
         if _rank(data) != 4:
             return None
-        args = _slice_args(node)
-        if isinstance(args, str):
-            return NoMatch(args)
-        starts, ends, axes, steps = args
+        starts, ends, axes, steps = _slice_args(node)
         axes = [int(a) + 4 if a < 0 else int(a) for a in axes]
         if 1 not in axes:
             return None
         if 0 in steps:
-            return NoMatch("step 0")
+            raise Decline("step 0")
         for start, end, axis, step in zip(starts, ends, axes, steps):
             if axis != 1 and not (start == 0 and step == 1 and end >= INT_LIMIT):
                 dim = (data.shape or [None] * 4)[axis]
                 if not (start == 0 and step == 1 and isinstance(dim, (int, np.integer)) and end >= dim):
-                    return NoMatch(f"the Slice also cuts axis {axis}")
+                    raise Decline(f"the Slice also cuts axis {axis}")
         count = channel_count(data)
         if count is None:
-            return NoMatch("channel count of the input is unknown")
+            raise Decline("channel count of the input is unknown")
         k = axes.index(1)
         idx = onnx_slice_indices(count, int(starts[k]), int(ends[k]), int(steps[k]))
         if not idx:
-            return NoMatch("the Slice selects no channel")
+            raise Decline("the Slice selects no channel")
         if idx == list(range(count)):
             return None  # a full slice is a no-op (fold removes it)
-        found = Match([node], {"idx": idx, "count": count, "rows": _row_source(ctx, data, node)})
-        if found.data["rows"] is None:  # cost declaration: a selection conv (etc.cost)
-            found.data["widening"] = selection_widening(node, [len(idx)], count)
-        return found
+        rows = _row_source(ctx, data, node)
+        # cost declaration without rows to cut: a selection conv (etc.cost)
+        widening = selection_widening(node, [len(idx)], count) if rows is None else None
+        return Match(_selection_nodes(node, rows), Selection([(idx, node.outputs[0])], count, rows), widening)
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        (node,) = match.nodes
-        data, out, rows = node.inputs[0], node.outputs[0], match.data["rows"]
-        retire([node])
-        _emit(ctx, data, rows, [(match.data["idx"], out)], match.data["count"], node.name or "slice")
-        if rows is not None:
-            retire([rows.conv, *rows.chain])
+        node, selection = match.nodes[0], match.data
+        _emit(ctx, node.inputs[0], selection.rows, selection.pieces, selection.count, node.name or "slice")
 
 
 def _channel_range(node: gs.Node, count: int) -> tuple[int, int] | None:
     """(start, end) of a Slice that cuts only axis 1 into a contiguous, step-1 range, else None."""
-    args = _slice_args(node)
-    if isinstance(args, str):
+    try:
+        starts, ends, axes, steps = _slice_args(node)
+    except Decline:
         return None
-    starts, ends, axes, steps = args
     axes = [int(a) + 4 if a < 0 else int(a) for a in axes]
     if axes != [1] or int(steps[0]) != 1:
         return None
@@ -251,7 +266,7 @@ class ChannelSlicesToSplit(Rule):
     name = "channel_slices_to_split"
     ops = ("Slice",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         data = node.inputs[0]
         readers = consumers(data)
         if _rank(data) != 4 or len(readers) < 2 or any(r.op != "Slice" for r in readers):
@@ -269,17 +284,15 @@ class ChannelSlicesToSplit(Rule):
             or bounds[-1] != count
             or any(e != s for ((_, e), _), s in zip(ordered, bounds[1:]))
         ):
-            return NoMatch(
-                f"the channel Slices of {data.name} do not cut it into disjoint ranges covering it"
-            )
-        return Match([r for _, r in ordered], {"sizes": [e - s for (s, e), _ in ordered]})
+            raise Decline(f"the channel Slices of {data.name} do not cut it into disjoint ranges covering it")
+        return Match([r for _, r in ordered], SplitSizes([e - s for (s, e), _ in ordered]))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         data = match.nodes[0].inputs[0]
         outputs = [s.outputs[0] for s in match.nodes]
         name = match.nodes[0].name or "slices"
         retire(match.nodes)
-        sizes = np.asarray(match.data["sizes"], dtype=np.int64)
+        sizes = np.asarray(match.data.sizes, dtype=np.int64)
         split = gs.Node(
             "Split", ctx.namer(f"{name}_split"), attrs={"axis": 1}, inputs=[data], outputs=outputs
         )
@@ -290,11 +303,12 @@ class ChannelSlicesToSplit(Rule):
         ctx.graph.nodes.append(split)
 
 
-def _split_sizes(node: gs.Node, count: int) -> list[int] | str:
+def _split_sizes(node: gs.Node, count: int) -> list[int]:
+    """The channel count of each output of a channel Split; raises Decline when unknown or inconsistent."""
     sizes_in = input_at(node, 1)
     sizes = const_value(sizes_in)
     if sizes_in is not None and sizes is None:
-        return "split sizes are not constant"
+        raise Decline("split sizes are not constant")
     if sizes is None and "split" in node.attrs:
         sizes = np.asarray(node.attrs["split"])
     parts = len(node.outputs)
@@ -303,7 +317,7 @@ def _split_sizes(node: gs.Node, count: int) -> list[int] | str:
         sizes = [chunk] * (parts - 1) + [count - chunk * (parts - 1)]
     sizes = [int(s) for s in np.asarray(sizes).reshape(-1)]
     if len(sizes) != parts or sum(sizes) != count or min(sizes) < 0:
-        return f"split sizes {sizes} do not cover {count} channels in {parts} outputs"
+        raise Decline(f"split sizes {sizes} do not cover {count} channels in {parts} outputs")
     return sizes
 
 
@@ -313,35 +327,31 @@ class ChannelSplitToConvs(Rule):
     name = "channel_split_to_convs"
     ops = ("Split",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         data = node.inputs[0]
         if _rank(data) != 4 or int(node.attrs.get("axis", 0)) not in (1, -3):
             return None
         count = channel_count(data)
         if count is None:
-            return NoMatch("channel count of the input is unknown")
+            raise Decline("channel count of the input is unknown")
         sizes = _split_sizes(node, count)
-        if isinstance(sizes, str):
-            return NoMatch(sizes)
         pieces, start = [], 0
         for size, out in zip(sizes, node.outputs):
             if size and (consumers(out) or is_graph_output(ctx.graph, out)):
                 pieces.append((list(range(start, start + size)), out))
             elif size == 0 and (consumers(out) or is_graph_output(ctx.graph, out)):
-                return NoMatch("an empty split output is used")
+                raise Decline("an empty split output is used")
             start += size
-        found = Match([node], {"pieces": pieces, "count": count, "rows": _row_source(ctx, data, node)})
-        if found.data["rows"] is None:  # cost declaration: selection convs (etc.cost)
-            found.data["widening"] = selection_widening(node, [len(idx) for idx, _ in pieces], count)
-        return found
+        rows = _row_source(ctx, data, node)
+        # cost declaration without rows to cut: selection convs (etc.cost)
+        widening = selection_widening(node, [len(idx) for idx, _ in pieces], count) if rows is None else None
+        return Match(_selection_nodes(node, rows), Selection(pieces, count, rows), widening)
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        (node,) = match.nodes
-        data, rows = node.inputs[0], match.data["rows"]
-        retire([node])
-        _emit(ctx, data, rows, match.data["pieces"], match.data["count"], node.name or "split")
-        if rows is not None:
-            retire([rows.conv, *rows.chain])
+        node, selection = match.nodes[0], match.data
+        data = node.inputs[0]
+        retire([node])  # a Split handing over its outputs one by one would get fresh tensors in their slots
+        _emit(ctx, data, selection.rows, selection.pieces, selection.count, node.name or "split")
 
 
 rules = RuleSet([ChannelSlicesToSplit(), ChannelSliceToConv(), ChannelSplitToConvs()])

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from etc.graph import const_value, input_at, is_empty_input, is_graph_output, producer, replace_uses, retire
+from etc.graph import const_value, input_at, is_empty_input, is_graph_output, producer, replace_uses
 from etc.rules import ANY_OP, Match, NoMatch, RewriteContext, Rule, RuleSet
 
 MAX_FOLDED_BYTES = 16 * 2**20
@@ -42,7 +42,6 @@ def _to_initializer(ctx: RewriteContext, node: gs.Node, values: list[np.ndarray]
         return False
     for out, value in zip(node.outputs, values):
         replace_uses(ctx.graph, out, gs.Constant(ctx.namer(out.name or "folded"), np.asarray(value)))
-    retire([node])
     return True
 
 

@@ -9,19 +9,22 @@ from a Conv's zero padding at the border and is refused.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.graph import const_value, consumers, conv_spec, input_at, is_graph_output, producer
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
-def spatial_pads(node: gs.Node) -> tuple[int, int, int, int] | NoMatch | None:
-    """(top, left, bottom, right) of a 4-D zero Pad, a NoMatch saying why not, or None if not a Pad we read."""
+def spatial_pads(node: gs.Node) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) of a 4-D zero Pad, or None if not a Pad we read; raises Decline saying why
+    a Pad cannot become Conv padding."""
     mode = node.attrs.get("mode", "constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     if mode != "constant":
-        return NoMatch(f"Pad mode '{mode}' differs from Conv zero padding at the border")
+        raise Decline(f"Pad mode '{mode}' differs from Conv zero padding at the border")
     pads_t = input_at(node, 1)
     pads = const_value(pads_t) if pads_t is not None else node.attrs.get("pads")
     if pads is None:
@@ -30,9 +33,9 @@ def spatial_pads(node: gs.Node) -> tuple[int, int, int, int] | NoMatch | None:
     if value_t is not None:
         value = const_value(value_t)
         if value is None:
-            return NoMatch("Pad value is not constant")
+            raise Decline("Pad value is not constant")
         if value.size and float(np.asarray(value).reshape(-1)[0]) != 0.0:
-            return NoMatch("Pad value is not 0; Conv pads with zeros")
+            raise Decline("Pad value is not 0; Conv pads with zeros")
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
     rank = len(pads) // 2
     axes_t = input_at(node, 3)
@@ -47,10 +50,17 @@ def spatial_pads(node: gs.Node) -> tuple[int, int, int, int] | NoMatch | None:
     if rank != 4:
         return None
     if any(p < 0 for p in pads):
-        return NoMatch("negative Pad (a crop) cannot become Conv padding")
+        raise Decline("negative Pad (a crop) cannot become Conv padding")
     if pads[0] or pads[1] or pads[4] or pads[5]:
-        return NoMatch("Pad touches the batch or channel axis")
+        raise Decline("Pad touches the batch or channel axis")
     return pads[2], pads[3], pads[6], pads[7]
+
+
+@dataclass(frozen=True)
+class ExtraPads:
+    """The (top, left, bottom, right) padding the Convs take over from the Pad."""
+
+    pads: tuple[int, int, int, int]
 
 
 class PadIntoConv(Rule):
@@ -59,26 +69,26 @@ class PadIntoConv(Rule):
     name = "pad_into_conv"
     ops = ("Conv",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         pad = producer(node.inputs[0])
         if pad is None or pad.op != "Pad":
             return None
         extra = spatial_pads(pad)
-        if not isinstance(extra, tuple):
-            return extra
+        if extra is None:
+            return None
         padded = pad.outputs[0]
         readers = consumers(padded)
         if is_graph_output(ctx.graph, padded):
-            return NoMatch("the padded tensor is a graph output")
+            raise Decline("the padded tensor is a graph output")
         if any(r.op != "Conv" or r.inputs[0] is not padded or conv_spec(r) is None for r in readers):
-            return NoMatch("the padded tensor is also read by something other than a Conv's data input")
+            raise Decline("the padded tensor is also read by something other than a Conv's data input")
         if any(r.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET") for r in readers):
-            return NoMatch("Conv uses auto_pad")
-        return Match([pad, *readers], {"extra": extra})
+            raise Decline("Conv uses auto_pad")
+        return Match([pad, *readers], ExtraPads(extra))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         pad, *convs = match.nodes
-        extra = match.data["extra"]
+        extra = match.data.pads
         source = pad.inputs[0]
         for conv in convs:
             pads = list(conv_spec(conv).pads)

@@ -10,11 +10,13 @@ upper bound, is left alone (Clip with both bounds is et's business).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.graph import bypass, const_value, input_at, make_node, producer
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
 def _replace_with_relu(ctx: RewriteContext, node: gs.Node, x: gs.Tensor) -> None:
@@ -40,6 +42,13 @@ class ReluOfRelu(Rule):
             _replace_with_relu(ctx, node, producer(node.inputs[0]).inputs[0])
 
 
+@dataclass(frozen=True)
+class MaxZero:
+    """The data input of a Max(x, 0)."""
+
+    x: gs.Tensor
+
+
 class MaxZeroToRelu(Rule):
     """Replaces Max(x, 0) with Relu(x)."""
 
@@ -54,14 +63,14 @@ class MaxZeroToRelu(Rule):
             if value is None or const_value(node.inputs[data]) is not None:
                 continue
             if value.size != 1 or float(np.asarray(value).reshape(-1)[0]) != 0.0:
-                return NoMatch("Max with a non-zero constant is not ReLU")
+                raise Decline("Max with a non-zero constant is not ReLU")
             if value.ndim > len(node.inputs[data].shape or ()):
-                return NoMatch("the constant would broadcast the input to a higher rank")
-            return Match([node], {"x": node.inputs[data]})
+                raise Decline("the constant would broadcast the input to a higher rank")
+            return Match([node], MaxZero(node.inputs[data]))
         return None
 
     def rewrite(self, ctx, match):
-        _replace_with_relu(ctx, match.nodes[0], match.data["x"])
+        _replace_with_relu(ctx, match.nodes[0], match.data.x)
 
 
 class ClipZeroToRelu(Rule):

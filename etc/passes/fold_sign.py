@@ -74,7 +74,6 @@ class NegIntoConv(Rule):
         spec = conv_spec(conv)
         assert spec is not None
         x, out = conv.inputs[0], node.outputs[0]
-        retire([conv, node])
         make_conv(ctx.graph, ctx.namer, x, -weight, -bias, spec, output=out, name=conv.name or "Conv")
 
 
@@ -100,7 +99,6 @@ class NegIntoSum(Rule):
         op = "Sub" if node.op == "Add" else "Add"
         out = node.outputs[0]
         inputs = [other, neg.inputs[0]]
-        retire([node, neg])
         make_node(ctx.graph, ctx.namer, op, inputs, output=out, name=op)
 
 
@@ -130,7 +128,6 @@ class NegOfSub(Rule):
             bypass(ctx.graph, node)
             return
         a, b = inner.inputs
-        retire([node, inner])
         make_node(ctx.graph, ctx.namer, "Sub", [b, a], output=out, name="Sub")
 
 
