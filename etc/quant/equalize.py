@@ -43,6 +43,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from etc.quant import proto
+
 HOMOGENEOUS = frozenset({"Relu", "PRelu", "LeakyRelu"})
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_GAIN = 0.05  # rescale only when the estimated noise drops by at least 5 % (keeps the pass idempotent)
@@ -60,36 +62,14 @@ class Pair:
     consumers: tuple[str, ...]
 
 
-def _const_names(model: onnx.ModelProto) -> set[str]:
-    return {i.name for i in model.graph.initializer}
-
-
-def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in dict.fromkeys(node.input):
-            if name:
-                readers.setdefault(name, []).append(node)
-    return readers
-
-
-def _is_const_conv(node: onnx.NodeProto, consts: set[str]) -> bool:
-    return (
-        node.op_type == "Conv"
-        and len(node.input) >= 2
-        and node.input[1] in consts
-        and (len(node.input) < 3 or not node.input[2] or node.input[2] in consts)
-    )
-
-
 def find_pairs(model: onnx.ModelProto) -> list[Pair]:
     """Every Conv -> [homogeneous activation] -> Conv(s) site where rescaling is exact (see module doc)."""
-    consts = _const_names(model)
-    readers = _readers(model)
+    consts = proto.initializer_names(model)
+    readers = proto.readers(model)
     outputs = {o.name for o in model.graph.output}
     pairs = []
     for node in model.graph.node:
-        if not _is_const_conv(node, consts) or node.output[0] in outputs:
+        if not proto.is_const_conv(node, consts) or node.output[0] in outputs:
             continue
         tensor, act = node.output[0], None
         users = readers.get(tensor, [])
@@ -101,7 +81,7 @@ def find_pairs(model: onnx.ModelProto) -> list[Pair]:
             if tensor in outputs:
                 continue
             users = readers.get(tensor, [])
-        if not users or not all(_is_const_conv(u, consts) and u.input[0] == tensor for u in users):
+        if not users or not all(proto.is_const_conv(u, consts) and u.input[0] == tensor for u in users):
             continue
         if any(tensor in u.input[1:] for u in users):
             continue
@@ -177,20 +157,6 @@ def choose_scales(
     return best, best_alpha
 
 
-def initializer_updater(model: onnx.ModelProto, suffix: str):
-    """``update(name, fn) -> new name``: adds fn(value of initializer ``name``) to ``model`` as a fresh initializer
-    (so weights shared with other nodes stay untouched); computed in float64, stored as float32."""
-    inits = {i.name: i for i in model.graph.initializer}
-
-    def update(name: str, fn) -> str:
-        value = numpy_helper.to_array(inits[name]).astype(np.float64)
-        new_name = _fresh(model, name + suffix)
-        model.graph.initializer.append(numpy_helper.from_array(fn(value).astype(np.float32), new_name))
-        return new_name
-
-    return update
-
-
 def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx.ModelProto:
     """A copy of ``model`` with rows of the producer multiplied and columns of the consumers divided by scales."""
     scales = np.asarray(scales, dtype=np.float64)
@@ -199,7 +165,7 @@ def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx
     out = onnx.ModelProto()
     out.CopyFrom(model)
     nodes = {n.name: n for n in out.graph.node}
-    update = initializer_updater(out, "_eq")
+    update = proto.initializer_updater(out, "_eq")
 
     prod = nodes[pair.producer]
     prod.input[1] = update(prod.input[1], lambda w: w * scales.reshape(-1, 1, 1, 1))
@@ -207,7 +173,7 @@ def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx
         prod.input[2] = update(prod.input[2], lambda b: b * scales)
     for name in pair.consumers:
         cons = nodes[name]
-        group = next((a.i for a in cons.attribute if a.name == "group"), 1)
+        group = proto.conv_attrs(cons).group
 
         def divide(w, group=group):
             cpg = w.shape[1]
@@ -219,26 +185,8 @@ def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx
             return out_w
 
         cons.input[1] = update(cons.input[1], divide)
-    _drop_unused(out)
+    proto.drop_unused_initializers(out)
     return out
-
-
-def _fresh(model: onnx.ModelProto, base: str) -> str:
-    taken = {i.name for i in model.graph.initializer} | {
-        t for n in model.graph.node for t in [*n.input, *n.output]
-    }
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}{k}"
-    return name
-
-
-def _drop_unused(model: onnx.ModelProto) -> None:
-    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    keep = [i for i in model.graph.initializer if i.name in read]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
 
 
 @dataclass
@@ -268,7 +216,7 @@ def equalize(
         weights = []
         for name in pair.consumers:
             cons = nodes[name]
-            group = next((a.i for a in cons.attribute if a.name == "group"), 1)
+            group = proto.conv_attrs(cons).group
             weights.append(
                 _column_view(numpy_helper.to_array(inits[cons.input[1]]).astype(np.float64), group)
             )
