@@ -36,14 +36,15 @@ ETDS M4C32 x2 0.100 -> 0.073 dB, ABPN_ET 0.065 -> 0.038 dB, ECBSR_ET M4C32 0.072
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from etc.quant import proto
+from etc.pipeline import Pass, PassContext, PassResult
+from etc.quant import observe, proto
 
 HOMOGENEOUS = frozenset({"Relu", "PRelu", "LeakyRelu"})
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -231,3 +232,53 @@ def equalize(
         model = apply_scales(model, pair, scales)
         records.append(EqualizeRecord(pair.tensor, alpha, float(scales.max()), float(scales.min())))
     return model, records
+
+
+class EqualizePass(Pass):
+    """Replaces Conv -> Relu -> Conv with an equivalent per-channel rescaled pair that quantizes better.
+
+    Scales come from per-channel activation ranges measured on calibration inputs: ``feeds`` when the quantizer
+    passes them, else seeded 64x64 patches of the bundled calibration photos. Tensors in ``skip`` (e.g. the
+    input of a clip conv, whose exact 8-bit grid must not move) are left alone. ``modified=False`` when no pair
+    changed."""
+
+    name = "equalize"
+    summary = "cross-layer equalization across Conv-ReLU/PReLU-Conv (exact in FP32; helps INT8)"
+
+    def __init__(
+        self,
+        feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+        skip: frozenset[str] = frozenset(),
+        progress: Callable[[int], None] | None = None,
+        act_weight: float | None = None,
+    ) -> None:
+        self.feeds = feeds
+        self.skip = skip
+        self.progress = progress
+        self.act_weight = act_weight  # None: ACT_WEIGHT
+        self.records: list = []
+
+    def _feeds(self, model: onnx.ModelProto, ctx: PassContext) -> list[dict[str, np.ndarray]]:
+        if self.feeds is not None:
+            return [dict(f) for f in self.feeds]
+        from etc.quant.calib import calibration_patches
+        from etc.runtime import input_specs
+
+        specs = input_specs(model)
+        if len(specs) != 1 or specs[0].shape[1] not in (None, 3):
+            from etc.runtime import input_sets
+
+            return input_sets(model, ctx.options.input_ranges, sizes=((32, 32), (48, 40)))
+        patches = calibration_patches("samples", 2, num=8, patch=64)
+        return [{specs[0].name: p} for p in patches]
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        pairs = [p for p in find_pairs(model) if p.tensor not in self.skip]
+        if not pairs:
+            return PassResult(model, False)
+        stats = observe.collect(model, self._feeds(model, ctx), [p.tensor for p in pairs], self.progress)
+        out, records = equalize(model, stats, skip=set(self.skip), act_weight=self.act_weight)
+        self.records.extend(records)
+        if not records:
+            return PassResult(model, False)
+        return PassResult(out, True, {"equalize": len(records)})

@@ -244,7 +244,7 @@ def quantize_with_report(
     (0 = identical copies). ``target`` is the kernel the model is made for (:mod:`etc.quant.target`: ``int32``
     exact accumulation, ``x86-avx2`` pair limit, ``native`` probes this CPU); ``safe_u8s8`` overrides the
     weight-grid constraint the target implies."""
-    from etc.api import as_model
+    from etc.frontends.onnx_io import as_model
     from etc.quant import target as targets
     from etc.quant.calib import calibration_patches
 
@@ -373,14 +373,19 @@ def relu_form(
 ) -> tuple[onnx.ModelProto, int]:
     """(model with its PReLU/LeakyReLU rewritten by the exact ``prelu`` pass, how many disappeared).
 
-    The pass runs under etc.optimize's per-pass numeric check and final verification (odd sizes), so a rewrite
-    that changed the FP32 function raises EquivalenceError. A model without them is returned unchanged."""
+    The pass runs under the pipeline's per-pass numeric check, then the result is verified (odd sizes), so a
+    rewrite that changed the FP32 function raises EquivalenceError. A model without them is returned unchanged."""
     before = sum(n.op_type in PRELU_OPS for n in model.graph.node)
     if not before:
         return model, 0
-    from etc.api import optimize
+    from etc.errors import EquivalenceError
+    from etc.pipeline import NumericCheck, Options, run_pipeline
+    from etc.verification import verify
 
-    out, _ = optimize(model, "prelu", input_ranges=input_ranges, size=(48, 40))
+    check = NumericCheck(atol=1e-5, rtol=1e-5)
+    out = run_pipeline(model, "prelu", options=Options(dict(input_ranges or {})), instruments=[check]).model
+    if not verify(model, out, input_ranges=input_ranges).equivalent:
+        raise EquivalenceError("the prelu pass changed the FP32 outputs before quantization", "prelu")
     return out, before - sum(n.op_type in PRELU_OPS for n in out.graph.node)
 
 
@@ -414,7 +419,7 @@ def _checked(model, pass_, input_ranges) -> tuple[onnx.ModelProto, float]:
 
 
 def _split(model, caps, max_copies, input_ranges):
-    from etc.passes.equalize import SplitPass
+    from etc.quant.split import SplitPass
 
     sp = SplitPass(skip=frozenset(caps), max_copies=max_copies)
     out, _ = _checked(model, sp, input_ranges)
@@ -430,7 +435,7 @@ def _stagger(model, caps, spread, input_ranges):
 
 
 def _equalize(model, feeds, caps, input_ranges, progress, act_weight=None):
-    from etc.passes.equalize import EqualizePass
+    from etc.quant.equalize import EqualizePass
 
     eq = EqualizePass(feeds=feeds, skip=frozenset(caps), progress=progress, act_weight=act_weight)
     out, worst = _checked(model, eq, input_ranges)

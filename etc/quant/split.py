@@ -42,6 +42,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from etc.pipeline import Pass, PassContext, PassResult
 from etc.quant import proto
 
 ELEMENTWISE = frozenset({"Relu", "LeakyRelu"})
@@ -204,3 +205,22 @@ def split_channels(
             SplitRecord(site.tensor, len(copies), int(copies.sum() - len(copies)), int(copies.max()))
         )
     return model, records
+
+
+class SplitPass(Pass):
+    """Replaces Conv -> Relu -> Conv with an equivalent wider pair whose dominant input channels are copied."""
+
+    name = "split"
+    summary = "duplicate channels that dominate a consumer row (exact in FP32; finer int8 weight grids)"
+
+    def __init__(self, skip: frozenset[str] = frozenset(), max_copies: int = 3) -> None:
+        self.skip = skip
+        self.max_copies = max_copies
+        self.records: list = []
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        out, records = split_channels(model, skip=set(self.skip), max_copies=self.max_copies)
+        self.records.extend(records)
+        if not records:
+            return PassResult(model, False)
+        return PassResult(out, True, {"split": len(records)})
