@@ -53,14 +53,7 @@ MAX_SCALE = 64.0
 ACT_WEIGHT = 16.0  # weight of activation noise against weight noise in estimated_noise (module doc)
 
 
-@dataclass(frozen=True)
-class Pair:
-    """A tensor ``tensor`` between ``producer`` (a Conv, through ``activation``) and the Convs ``consumers``."""
-
-    tensor: str
-    producer: str
-    activation: str | None
-    consumers: tuple[str, ...]
+Pair = proto.ConvSite  # a tensor between a Conv (through its activation) and the Convs reading it
 
 
 def find_pairs(model: onnx.ModelProto) -> list[Pair]:

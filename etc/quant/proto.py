@@ -47,6 +47,17 @@ def is_const_conv(node: onnx.NodeProto, consts: Container[str]) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class ConvSite:
+    """A tensor ``tensor`` made by the Conv ``producer`` (through ``activation``) and read by the Convs
+    ``consumers``: where equalization rescales and channel splitting widens."""
+
+    tensor: str
+    producer: str
+    activation: str | None
+    consumers: tuple[str, ...]
+
+
 def nodes_named(model: onnx.ModelProto, names: Sequence[str]) -> list[onnx.NodeProto]:
     """The nodes called ``names``, in that order (KeyError for a missing one)."""
     by_name = {n.name: n for n in model.graph.node}

@@ -110,13 +110,8 @@ def float_tensors(model: onnx.ModelProto) -> set[str]:
 
 
 def is_quantizable_conv(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> bool:
-    return (
-        node.op_type == "Conv"
-        and len(node.input) >= 2
-        and node.input[1] in consts
-        and consts[node.input[1]].ndim == 4
-        and (len(node.input) < 3 or not node.input[2] or node.input[2] in consts)
-    )
+    """A Conv with constant 4-D weights (and constant bias when present)."""
+    return proto.is_const_conv(node, consts) and consts[node.input[1]].ndim == 4
 
 
 def plan_qdq(model: onnx.ModelProto) -> Plan:

@@ -51,14 +51,7 @@ MIN_RATIO = 2.0
 PER_COPY = 2.0  # after the split the dominant channel's weight is at most this times the runner-up's
 
 
-@dataclass(frozen=True)
-class Site:
-    """A tensor ``tensor`` made by ``producer`` (through ``activation``) and read by the Convs ``consumers``."""
-
-    tensor: str
-    producer: str
-    activation: str | None
-    consumers: tuple[str, ...]
+Site = proto.ConvSite  # a tensor made by a Conv (through its activation) and read by Convs
 
 
 @dataclass(frozen=True)
