@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from etc.frontends.onnx_io import as_model
 from etc.pipeline import Dump, Instrument, NumericCheck, Options, Pass, PipelineResult, run_pipeline
 
 DEFAULT_PASSES = "fold,rep,et"
@@ -46,15 +47,6 @@ class OptimizeReport:
             "cpu": self.cpu.as_dict() if self.cpu else None,
             "notes": self.notes,
         }
-
-
-def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
-    from etc.frontends.onnx_io import load, validate
-
-    if isinstance(model_or_path, onnx.ModelProto):
-        validate(model_or_path)
-        return model_or_path
-    return load(model_or_path)
 
 
 def optimize(

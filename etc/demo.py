@@ -238,8 +238,8 @@ class DemoResult:
 
     def table(self) -> str:
         """The final summary: one table, then the facts it rests on."""
-        from etc.commands.common import table
         from etc.info import human
+        from etc.text import table
 
         h, w = self.latency_size
         header = [

@@ -143,7 +143,7 @@ _BUILTIN: dict[str, str] = {
     "rep": "etc.passes.rep:RepPass",
     "et": "etc.passes.et:EtPass",
     "prelu": "etc.passes.prelu:PReluPass",
-    "equalize": "etc.passes.equalize:EqualizePass",
+    "equalize": "etc.quant.equalize:EqualizePass",
     "depthwise": "etc.passes.depthwise:DepthwisePass",
 }
 # Canonical position of the built-in passes: phase first, then this order within a phase.

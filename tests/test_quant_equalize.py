@@ -79,7 +79,7 @@ def test_clip_conv_bias_scales_with_its_rows(rng):
 
 
 def test_equalize_picks_scales_and_passes_numeric_check(rng):
-    from etc.passes.equalize import EqualizePass
+    from etc.quant.equalize import EqualizePass
 
     model = _chain(rng)
     check = NumericCheck()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from etc import runtime
-from etc.quant import qdq, quantizer, refit, summary
+from etc.quant import proto, qdq, quantizer, refit, summary
 from tests.test_quant_equalize import _chain
 
 
@@ -146,7 +146,7 @@ def test_finetune_simulation_matches_onnxruntime(rng):
             q = qdq.quantize_weight(w, grids[node.name]).astype(np.float64) * grids[node.name].reshape(
                 -1, 1, 1, 1
             )
-            quantizer._set_initializer(on_grid, node.input[1], q)
+            proto.set_initializer(on_grid, node.input[1], q)
     sim = finetune._Sim(on_grid, plan, ranges, grids)
     x = _images(rng, n=1)[0]
     got = sim(torch.tensor(x)).detach().numpy()

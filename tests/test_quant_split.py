@@ -73,7 +73,7 @@ def test_duplication_is_exact(rng, act):
 
 
 def test_split_channels_copies_the_dominant_channel_and_passes_numeric_check(rng):
-    from etc.passes.equalize import SplitPass
+    from etc.quant.split import SplitPass
 
     model = _model(rng)
     check = NumericCheck()

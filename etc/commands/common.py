@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import click
 
 from etc.errors import EtcError
+from etc.text import table as table  # re-exported: the commands print their tables with it
 
 INPUT_RANGE_HELP = (
     "Value range of an input, NAME=LO,HI (or LO,HI for every input). Repeatable. "
@@ -55,27 +57,13 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def table(rows: list[list[object]], header: list[str]) -> str:
-    """A plain left/right aligned text table."""
-    cells = [[str(c) for c in header], *[[_fmt(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(cells):
-        parts = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(parts).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def progress_bar(desc: str, enabled: bool):
+    """A tqdm bar on stderr (None when disabled or stderr is not a terminal)."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
 
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.2e}"
-        return f"{value:.4g}"
-    return str(value)
+    return tqdm(desc=desc, unit="run", file=sys.stderr, leave=False)
 
 
 def echo_json(payload: object) -> None:

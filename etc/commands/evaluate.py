@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, table
+from etc.commands.common import echo_json, progress_bar, table
 
 
 @click.command()
@@ -49,7 +49,6 @@ def evaluate(
     HR images are cropped to a multiple of the scale; LR images are given (BasicSR/DIV2K layouts) or made
     with PIL's bicubic. Outputs are rounded to 8 bits before measuring. Exit codes: 0 ok, 2 bad input.
     """
-    from etc.commands.quantize import progress_bar
     from etc.errors import EtcError
     from etc.frontends.onnx_io import load
     from etc.quant.calib import load_pairs

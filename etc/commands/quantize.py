@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, input_range_option, parse_input_ranges, runnable_model, table
-
-
-def progress_bar(desc: str, enabled: bool):
-    """A tqdm bar on stderr (None when disabled or stderr is not a terminal)."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(desc=desc, unit="run", file=sys.stderr, leave=False)
+from etc.commands.common import (
+    echo_json,
+    input_range_option,
+    parse_input_ranges,
+    progress_bar,
+    runnable_model,
+    table,
+)
 
 
 @click.command()

@@ -43,6 +43,14 @@ def load(path: str | os.PathLike, *, check: bool = True) -> onnx.ModelProto:
     return model
 
 
+def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
+    """``model_or_path`` validated as it is, or loaded (and validated) from its path."""
+    if isinstance(model_or_path, onnx.ModelProto):
+        validate(model_or_path)
+        return model_or_path
+    return load(model_or_path)
+
+
 def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
     """Checks every external tensor (inside the folder, present, within its file, under 2 GB in all), then reads."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data

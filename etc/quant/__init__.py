@@ -4,12 +4,14 @@
     int8 = etc.quantize("plain.onnx", calib="samples")            # onnx.ModelProto, QDQ
     rows = etc.quant.evaluate.evaluate_models({"int8": int8}, "samples", scale=4)
 
-Modules: :mod:`calib` (image folders and bundled photos), :mod:`equalize` (FP32-exact rescaling),
+Modules: :mod:`calib` (image folders and bundled photos), :mod:`equalize` (FP32-exact rescaling, the
+``equalize`` pass), :mod:`split` and :mod:`stagger` (channel copies and their rescaling, exact passes),
 :mod:`observe` (calibration statistics, range methods), :mod:`rounding` (GPTQ weight rounding), :mod:`refit`
 (each Conv refitted to the FP32 output from its quantized input), :mod:`search` (output-error range search),
 :mod:`finetune` (bounded torch fine-tuning), :mod:`target` (deployment kernels: int32, x86-avx2, native probe),
-:mod:`qdq` (placement and int8/int32 tensors), :mod:`quantizer` (the whole flow), :mod:`summary` (held-out drop,
-MACs, latency), :mod:`metrics` (PSNR/SSIM on Y), :mod:`evaluate` (model evaluation on image sets).
+:mod:`qdq` (placement and int8/int32 tensors), :mod:`proto` (the ModelProto helpers they share),
+:mod:`quantizer` (the whole flow), :mod:`summary` (held-out drop, MACs, latency), :mod:`metrics` (PSNR/SSIM on
+Y), :mod:`evaluate` (model evaluation on image sets).
 """
 
 from __future__ import annotations

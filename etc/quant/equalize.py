@@ -36,12 +36,15 @@ ETDS M4C32 x2 0.100 -> 0.073 dB, ABPN_ET 0.065 -> 0.038 dB, ECBSR_ET M4C32 0.072
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from etc.pipeline import Pass, PassContext, PassResult
+from etc.quant import observe, proto
 
 HOMOGENEOUS = frozenset({"Relu", "PRelu", "LeakyRelu"})
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -50,46 +53,17 @@ MAX_SCALE = 64.0
 ACT_WEIGHT = 16.0  # weight of activation noise against weight noise in estimated_noise (module doc)
 
 
-@dataclass(frozen=True)
-class Pair:
-    """A tensor ``tensor`` between ``producer`` (a Conv, through ``activation``) and the Convs ``consumers``."""
-
-    tensor: str
-    producer: str
-    activation: str | None
-    consumers: tuple[str, ...]
-
-
-def _const_names(model: onnx.ModelProto) -> set[str]:
-    return {i.name for i in model.graph.initializer}
-
-
-def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in dict.fromkeys(node.input):
-            if name:
-                readers.setdefault(name, []).append(node)
-    return readers
-
-
-def _is_const_conv(node: onnx.NodeProto, consts: set[str]) -> bool:
-    return (
-        node.op_type == "Conv"
-        and len(node.input) >= 2
-        and node.input[1] in consts
-        and (len(node.input) < 3 or not node.input[2] or node.input[2] in consts)
-    )
+Pair = proto.ConvSite  # a tensor between a Conv (through its activation) and the Convs reading it
 
 
 def find_pairs(model: onnx.ModelProto) -> list[Pair]:
     """Every Conv -> [homogeneous activation] -> Conv(s) site where rescaling is exact (see module doc)."""
-    consts = _const_names(model)
-    readers = _readers(model)
+    consts = proto.initializer_names(model)
+    readers = proto.readers(model)
     outputs = {o.name for o in model.graph.output}
     pairs = []
     for node in model.graph.node:
-        if not _is_const_conv(node, consts) or node.output[0] in outputs:
+        if not proto.is_const_conv(node, consts) or node.output[0] in outputs:
             continue
         tensor, act = node.output[0], None
         users = readers.get(tensor, [])
@@ -101,7 +75,7 @@ def find_pairs(model: onnx.ModelProto) -> list[Pair]:
             if tensor in outputs:
                 continue
             users = readers.get(tensor, [])
-        if not users or not all(_is_const_conv(u, consts) and u.input[0] == tensor for u in users):
+        if not users or not all(proto.is_const_conv(u, consts) and u.input[0] == tensor for u in users):
             continue
         if any(tensor in u.input[1:] for u in users):
             continue
@@ -177,20 +151,6 @@ def choose_scales(
     return best, best_alpha
 
 
-def initializer_updater(model: onnx.ModelProto, suffix: str):
-    """``update(name, fn) -> new name``: adds fn(value of initializer ``name``) to ``model`` as a fresh initializer
-    (so weights shared with other nodes stay untouched); computed in float64, stored as float32."""
-    inits = {i.name: i for i in model.graph.initializer}
-
-    def update(name: str, fn) -> str:
-        value = numpy_helper.to_array(inits[name]).astype(np.float64)
-        new_name = _fresh(model, name + suffix)
-        model.graph.initializer.append(numpy_helper.from_array(fn(value).astype(np.float32), new_name))
-        return new_name
-
-    return update
-
-
 def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx.ModelProto:
     """A copy of ``model`` with rows of the producer multiplied and columns of the consumers divided by scales."""
     scales = np.asarray(scales, dtype=np.float64)
@@ -199,7 +159,7 @@ def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx
     out = onnx.ModelProto()
     out.CopyFrom(model)
     nodes = {n.name: n for n in out.graph.node}
-    update = initializer_updater(out, "_eq")
+    update = proto.initializer_updater(out, "_eq")
 
     prod = nodes[pair.producer]
     prod.input[1] = update(prod.input[1], lambda w: w * scales.reshape(-1, 1, 1, 1))
@@ -207,7 +167,7 @@ def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx
         prod.input[2] = update(prod.input[2], lambda b: b * scales)
     for name in pair.consumers:
         cons = nodes[name]
-        group = next((a.i for a in cons.attribute if a.name == "group"), 1)
+        group = proto.conv_attrs(cons).group
 
         def divide(w, group=group):
             cpg = w.shape[1]
@@ -219,26 +179,8 @@ def apply_scales(model: onnx.ModelProto, pair: Pair, scales: np.ndarray) -> onnx
             return out_w
 
         cons.input[1] = update(cons.input[1], divide)
-    _drop_unused(out)
+    proto.drop_unused_initializers(out)
     return out
-
-
-def _fresh(model: onnx.ModelProto, base: str) -> str:
-    taken = {i.name for i in model.graph.initializer} | {
-        t for n in model.graph.node for t in [*n.input, *n.output]
-    }
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}{k}"
-    return name
-
-
-def _drop_unused(model: onnx.ModelProto) -> None:
-    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    keep = [i for i in model.graph.initializer if i.name in read]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
 
 
 @dataclass
@@ -268,7 +210,7 @@ def equalize(
         weights = []
         for name in pair.consumers:
             cons = nodes[name]
-            group = next((a.i for a in cons.attribute if a.name == "group"), 1)
+            group = proto.conv_attrs(cons).group
             weights.append(
                 _column_view(numpy_helper.to_array(inits[cons.input[1]]).astype(np.float64), group)
             )
@@ -283,3 +225,53 @@ def equalize(
         model = apply_scales(model, pair, scales)
         records.append(EqualizeRecord(pair.tensor, alpha, float(scales.max()), float(scales.min())))
     return model, records
+
+
+class EqualizePass(Pass):
+    """Replaces Conv -> Relu -> Conv with an equivalent per-channel rescaled pair that quantizes better.
+
+    Scales come from per-channel activation ranges measured on calibration inputs: ``feeds`` when the quantizer
+    passes them, else seeded 64x64 patches of the bundled calibration photos. Tensors in ``skip`` (e.g. the
+    input of a clip conv, whose exact 8-bit grid must not move) are left alone. ``modified=False`` when no pair
+    changed."""
+
+    name = "equalize"
+    summary = "cross-layer equalization across Conv-ReLU/PReLU-Conv (exact in FP32; helps INT8)"
+
+    def __init__(
+        self,
+        feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+        skip: frozenset[str] = frozenset(),
+        progress: Callable[[int], None] | None = None,
+        act_weight: float | None = None,
+    ) -> None:
+        self.feeds = feeds
+        self.skip = skip
+        self.progress = progress
+        self.act_weight = act_weight  # None: ACT_WEIGHT
+        self.records: list = []
+
+    def _feeds(self, model: onnx.ModelProto, ctx: PassContext) -> list[dict[str, np.ndarray]]:
+        if self.feeds is not None:
+            return [dict(f) for f in self.feeds]
+        from etc.quant.calib import calibration_patches
+        from etc.runtime import input_specs
+
+        specs = input_specs(model)
+        if len(specs) != 1 or specs[0].shape[1] not in (None, 3):
+            from etc.runtime import input_sets
+
+            return input_sets(model, ctx.options.input_ranges, sizes=((32, 32), (48, 40)))
+        patches = calibration_patches("samples", 2, num=8, patch=64)
+        return [{specs[0].name: p} for p in patches]
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        pairs = [p for p in find_pairs(model) if p.tensor not in self.skip]
+        if not pairs:
+            return PassResult(model, False)
+        stats = observe.collect(model, self._feeds(model, ctx), [p.tensor for p in pairs], self.progress)
+        out, records = equalize(model, stats, skip=set(self.skip), act_weight=self.act_weight)
+        self.records.extend(records)
+        if not records:
+            return PassResult(model, False)
+        return PassResult(out, True, {"equalize": len(records)})

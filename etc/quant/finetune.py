@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from etc.quant import qdq
+from etc.quant import proto, qdq
 
 SUPPORTED = frozenset({"Conv", "Relu", "DepthToSpace", "Slice", "Identity"})
 
@@ -174,7 +174,6 @@ def finetune(
     ``model`` holds the float weights already on the ``grids``; ``reference`` is the FP32 model."""
     import torch
 
-    from etc.quant.quantizer import _set_initializer
     from etc.quant.search import output_error
 
     reason = unsupported(model, plan)
@@ -218,8 +217,8 @@ def finetune(
             if conv in frozen:
                 continue
             w, _ = sim.weight(conv)
-            _set_initializer(out, by_name[conv].input[1], w.numpy().astype(np.float64))
-            _set_initializer(out, by_name[conv].input[2], b.numpy().astype(np.float64))
+            proto.set_initializer(out, by_name[conv].input[1], w.numpy().astype(np.float64))
+            proto.set_initializer(out, by_name[conv].input[2], b.numpy().astype(np.float64))
     out_name = model.graph.output[0].name
     from etc.quant import observe
 

@@ -89,7 +89,7 @@ def run_tensors(
         yield dict(zip(names, values))
 
 
-def _per_channel(value: np.ndarray) -> np.ndarray:
+def channel_rows(value: np.ndarray) -> np.ndarray:
     """(N, C, ...) -> (C, N*...) float64."""
     if value.ndim < 2:
         return value.reshape(1, -1).astype(np.float64)
@@ -111,7 +111,7 @@ def collect(
     count: dict[str, int] = {}
     for values in run_tensors(model, feeds, names, progress):
         for name, value in values.items():
-            ch = _per_channel(value)
+            ch = channel_rows(value)
             cur = acc.get(name)
             stats = [ch.min(1), ch.max(1), ch.sum(1), (ch * ch).sum(1)]
             if cur is None:
@@ -132,7 +132,7 @@ def collect(
                 h, _ = np.histogram(value, bins=BINS, range=(lo, hi))
                 hists[name] += h
                 if name in whists:
-                    ch = _per_channel(value)
+                    ch = channel_rows(value)
                     wts = np.broadcast_to(np.asarray(channel_weights[name], np.float64)[:, None], ch.shape)
                     h, _ = np.histogram(ch, bins=BINS, range=(lo, hi), weights=wts)
                     whists[name] += h

@@ -35,6 +35,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from etc.errors import BadModelError
+from etc.quant import proto
+from etc.quant.proto import constants  # also read as qdq.constants by the quant modules
 
 TIED_OPS = frozenset(
     {
@@ -94,15 +96,6 @@ class Plan:
         return tensor
 
 
-def constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Initializers and Constant-node outputs by name."""
-    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return out
-
-
 def float_tensors(model: onnx.ModelProto) -> set[str]:
     """Names of float tensors (graph inputs, outputs and inferred value infos)."""
     try:
@@ -116,30 +109,16 @@ def float_tensors(model: onnx.ModelProto) -> set[str]:
     return out
 
 
-def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in dict.fromkeys(node.input):
-            if name:
-                readers.setdefault(name, []).append(node)
-    return readers
-
-
 def is_quantizable_conv(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> bool:
-    return (
-        node.op_type == "Conv"
-        and len(node.input) >= 2
-        and node.input[1] in consts
-        and consts[node.input[1]].ndim == 4
-        and (len(node.input) < 3 or not node.input[2] or node.input[2] in consts)
-    )
+    """A Conv with constant 4-D weights (and constant bias when present)."""
+    return proto.is_const_conv(node, consts) and consts[node.input[1]].ndim == 4
 
 
 def plan_qdq(model: onnx.ModelProto) -> Plan:
     """Decides the Q/DQ placement described in the module docstring (model nodes in topological order)."""
     consts = constants(model)
     floats = float_tensors(model)
-    readers = _readers(model)
+    readers = proto.readers(model)
     outputs = {o.name for o in model.graph.output}
     plan = Plan()
     init_names = {i.name for i in model.graph.initializer}
@@ -384,7 +363,7 @@ def _quantize_conv_inputs(
 ) -> None:
     """Rewires a Conv's weight and bias through int8/int32 DequantizeLinear nodes."""
     weight = consts[node.input[1]]
-    if safe_u8s8 and any(a.name == "group" and a.i != 1 for a in node.attribute):
+    if safe_u8s8 and proto.conv_attrs(node).group != 1:
         safe_u8s8 = "any"
     scales = weight_scales(weight, per_channel, safe_u8s8) if grid is None else np.asarray(grid, np.float32)
     qw = quantize_weight(weight, scales)
@@ -412,10 +391,7 @@ def _quantize_conv_inputs(
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
-    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    keep = [i for i in model.graph.initializer if i.name in read]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
+    read = proto.drop_unused_initializers(model)
     dead = [n for n in model.graph.node if n.op_type == "Constant" and not (set(n.output) & read)]
     for n in dead:
         model.graph.node.remove(n)

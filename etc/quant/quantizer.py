@@ -38,7 +38,7 @@ import onnx
 from onnx import numpy_helper
 
 from etc.errors import BadModelError
-from etc.quant import observe, qdq
+from etc.quant import observe, proto, qdq
 
 
 @dataclass
@@ -107,19 +107,10 @@ def infer_scale(model: onnx.ModelProto) -> int:
     return int(out.shape[2] // inp.shape[2])
 
 
-def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in dict.fromkeys(node.input):
-            if name:
-                readers.setdefault(name, []).append(node)
-    return readers
-
-
 def clip_structures(model: onnx.ModelProto) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """({tensor: exact cap}, {conv output tensor: exact range}) for the clip structures (module doc, step 2)."""
     consts = qdq.constants(model)
-    readers = _readers(model)
+    readers = proto.readers(model)
     producers = {o: n for n in model.graph.node for o in n.output}
     outputs = {o.name for o in model.graph.output}
     caps: dict[str, float] = {}
@@ -135,7 +126,7 @@ def clip_structures(model: onnx.ModelProto) -> tuple[dict[str, float], dict[str,
         if len(users) != 1 or users[0].op_type != "Relu" or node.output[0] in outputs:
             continue
         w = consts[node.input[1]].astype(np.float64)
-        if w.shape[2:] != (1, 1) or any(a.name == "group" and a.i != 1 for a in node.attribute):
+        if w.shape[2:] != (1, 1) or proto.conv_attrs(node).group != 1:
             continue
         b = (
             consts[node.input[2]].astype(np.float64)
@@ -158,7 +149,7 @@ def consumer_weights(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, 
     """{tensor: Σ W[:, c]² per channel c over its readers} for the tensors read only by ungrouped Convs with
     constant weights as their data input: how strongly the next layer sees each channel (for ``auto``)."""
     consts = qdq.constants(model)
-    readers = _readers(model)
+    readers = proto.readers(model)
     outputs = {o.name for o in model.graph.output}
     out: dict[str, np.ndarray] = {}
     for name in names:
@@ -167,7 +158,7 @@ def consumer_weights(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, 
             continue
         total = None
         for node in users:
-            grouped = any(a.name == "group" and a.i != 1 for a in node.attribute)
+            grouped = proto.conv_attrs(node).group != 1
             if not qdq.is_quantizable_conv(node, consts) or grouped or node.input[0] != name:
                 total = None
                 break
@@ -177,19 +168,6 @@ def consumer_weights(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, 
         if total is not None and total.sum() > 0:
             out[name] = total
     return out
-
-
-def _conv_nodes(model: onnx.ModelProto, names: Sequence[str]) -> list[onnx.NodeProto]:
-    by_name = {n.name: n for n in model.graph.node}
-    return [by_name[n] for n in names]
-
-
-def _set_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
-    for init in model.graph.initializer:
-        if init.name == name:
-            init.CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
-            return
-    raise KeyError(name)
 
 
 def _ensure_named(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -266,7 +244,7 @@ def quantize_with_report(
     (0 = identical copies). ``target`` is the kernel the model is made for (:mod:`etc.quant.target`: ``int32``
     exact accumulation, ``x86-avx2`` pair limit, ``native`` probes this CPU); ``safe_u8s8`` overrides the
     weight-grid constraint the target implies."""
-    from etc.api import as_model
+    from etc.frontends.onnx_io import as_model
     from etc.quant import target as targets
     from etc.quant.calib import calibration_patches
 
@@ -395,14 +373,19 @@ def relu_form(
 ) -> tuple[onnx.ModelProto, int]:
     """(model with its PReLU/LeakyReLU rewritten by the exact ``prelu`` pass, how many disappeared).
 
-    The pass runs under etc.optimize's per-pass numeric check and final verification (odd sizes), so a rewrite
-    that changed the FP32 function raises EquivalenceError. A model without them is returned unchanged."""
+    The pass runs under the pipeline's per-pass numeric check, then the result is verified (odd sizes), so a
+    rewrite that changed the FP32 function raises EquivalenceError. A model without them is returned unchanged."""
     before = sum(n.op_type in PRELU_OPS for n in model.graph.node)
     if not before:
         return model, 0
-    from etc.api import optimize
+    from etc.errors import EquivalenceError
+    from etc.pipeline import NumericCheck, Options, run_pipeline
+    from etc.verification import verify
 
-    out, _ = optimize(model, "prelu", input_ranges=input_ranges, size=(48, 40))
+    check = NumericCheck(atol=1e-5, rtol=1e-5)
+    out = run_pipeline(model, "prelu", options=Options(dict(input_ranges or {})), instruments=[check]).model
+    if not verify(model, out, input_ranges=input_ranges).equivalent:
+        raise EquivalenceError("the prelu pass changed the FP32 outputs before quantization", "prelu")
     return out, before - sum(n.op_type in PRELU_OPS for n in out.graph.node)
 
 
@@ -436,7 +419,7 @@ def _checked(model, pass_, input_ranges) -> tuple[onnx.ModelProto, float]:
 
 
 def _split(model, caps, max_copies, input_ranges):
-    from etc.passes.equalize import SplitPass
+    from etc.quant.split import SplitPass
 
     sp = SplitPass(skip=frozenset(caps), max_copies=max_copies)
     out, _ = _checked(model, sp, input_ranges)
@@ -452,7 +435,7 @@ def _stagger(model, caps, spread, input_ranges):
 
 
 def _equalize(model, feeds, caps, input_ranges, progress, act_weight=None):
-    from etc.passes.equalize import EqualizePass
+    from etc.quant.equalize import EqualizePass
 
     eq = EqualizePass(feeds=feeds, skip=frozenset(caps), progress=progress, act_weight=act_weight)
     out, worst = _checked(model, eq, input_ranges)
@@ -467,7 +450,7 @@ def _gptq(model, plan, feeds, per_channel, safe_u8s8):
     out = onnx.ModelProto()
     out.CopyFrom(model)
     consts = qdq.constants(out)
-    convs = _conv_nodes(out, plan.convs)
+    convs = proto.nodes_named(out, plan.convs)
     grids: dict[str, np.ndarray] = {}
     inputs = [n.input[0] for n in convs]
     values = list(observe.run_tensors(out, feeds, inputs))
@@ -483,7 +466,7 @@ def _gptq(model, plan, feeds, per_channel, safe_u8s8):
             q = qdq.clamp_pairs(q)
         if safe_u8s8 and not qdq.u8s8_safe(q, safe_u8s8):
             continue
-        _set_initializer(out, node.input[1], q.astype(np.float64) * scales.reshape(-1, 1, 1, 1))
+        proto.set_initializer(out, node.input[1], q.astype(np.float64) * scales.reshape(-1, 1, 1, 1))
         grids[node.name] = scales
     return out, grids
 
@@ -492,12 +475,12 @@ def _bias_correct(model, plan, ranges, feeds, caps, build):
     """Adds the mean float-minus-QDQ error of every Conv's output (before its activation) to its bias."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    convs = [n for n in _conv_nodes(out, plan.convs) if n.input[0] not in caps and len(n.input) > 2]
+    convs = [n for n in proto.nodes_named(out, plan.convs) if n.input[0] not in caps and len(n.input) > 2]
     names = [n.output[0] for n in convs]
     want = {n: np.zeros(0) for n in names}
     for values in observe.run_tensors(out, feeds, names):
         for name, v in values.items():
-            m = observe._per_channel(v).mean(1)
+            m = observe.channel_rows(v).mean(1)
             want[name] = m if want[name].size == 0 else want[name] + m
     corrected = 0
     for node in convs:
@@ -505,10 +488,10 @@ def _bias_correct(model, plan, ranges, feeds, caps, build):
         q = qdq.build_qdq(out, plan, ranges, **build)
         got = np.zeros(0)
         for values in observe.run_tensors(q, feeds, [name]):
-            m = observe._per_channel(values[name]).mean(1)
+            m = observe.channel_rows(values[name]).mean(1)
             got = m if got.size == 0 else got + m
         delta = (want[name] - got) / len(feeds)
         bias = qdq.constants(out)[node.input[2]].astype(np.float64)
-        _set_initializer(out, node.input[2], bias + delta)
+        proto.set_initializer(out, node.input[2], bias + delta)
         corrected += 1
     return out, corrected

@@ -22,20 +22,15 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from etc.quant import observe, qdq, rounding
+from etc.quant import observe, proto, qdq, rounding
 
 
 def conv_geometry(node: onnx.NodeProto) -> tuple[int, int, int, int] | None:
     """pads of a stride-1, dilation-1, ungrouped Conv with explicit pads, or None (not refittable)."""
-    attrs = {a.name: a for a in node.attribute}
-    strides = tuple(attrs["strides"].ints) if "strides" in attrs else (1, 1)
-    dil = tuple(attrs["dilations"].ints) if "dilations" in attrs else (1, 1)
-    group = attrs["group"].i if "group" in attrs else 1
-    pads = tuple(attrs["pads"].ints) if "pads" in attrs else (0, 0, 0, 0)
-    auto = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
-    if strides != (1, 1) or dil != (1, 1) or group != 1 or auto not in ("NOTSET", "") or len(pads) != 4:
+    a = proto.conv_attrs(node)
+    if (a.strides, a.dilations, a.group, a.auto_pad) != ((1, 1), (1, 1), 1, "NOTSET") or len(a.pads) != 4:
         return None
-    return pads  # type: ignore[return-value]
+    return a.pads  # type: ignore[return-value]
 
 
 def _targets(values: Sequence[np.ndarray], step: int) -> np.ndarray:
@@ -98,13 +93,11 @@ def refit(
 
     ``original`` is the FP32 model whose Conv outputs are the targets (same node and tensor names);
     Convs reading a tensor in ``skip_inputs`` (exact clip structures) keep their weights."""
-    from etc.quant.quantizer import _conv_nodes, _set_initializer
-
     out = onnx.ModelProto()
     out.CopyFrom(model)
     convs = [
         n
-        for n in _conv_nodes(out, plan.convs)
+        for n in proto.nodes_named(out, plan.convs)
         if n.input[0] not in skip_inputs and len(n.input) > 2 and conv_geometry(n) is not None
     ]
     targets = {n.output[0]: [] for n in convs}
@@ -127,8 +120,8 @@ def refit(
         )
         if safe_u8s8 and safe_u8s8 != "any":
             q = qdq.clamp_pairs(q)
-        _set_initializer(out, node.input[1], q.astype(np.float64) * scales.reshape(-1, 1, 1, 1))
-        _set_initializer(out, node.input[2], b_fit)
+        proto.set_initializer(out, node.input[1], q.astype(np.float64) * scales.reshape(-1, 1, 1, 1))
+        proto.set_initializer(out, node.input[2], b_fit)
         grids[node.name] = scales
         if progress:
             progress(1)

@@ -42,13 +42,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from etc.quant.equalize import (
-    _const_names,
-    _drop_unused,
-    _is_const_conv,
-    _readers,
-    initializer_updater,
-)
+from etc.pipeline import Pass, PassContext, PassResult
+from etc.quant import proto
 
 ELEMENTWISE = frozenset({"Relu", "LeakyRelu"})
 MAX_COPIES = 3
@@ -56,14 +51,7 @@ MIN_RATIO = 2.0
 PER_COPY = 2.0  # after the split the dominant channel's weight is at most this times the runner-up's
 
 
-@dataclass(frozen=True)
-class Site:
-    """A tensor ``tensor`` made by ``producer`` (through ``activation``) and read by the Convs ``consumers``."""
-
-    tensor: str
-    producer: str
-    activation: str | None
-    consumers: tuple[str, ...]
+Site = proto.ConvSite  # a tensor made by a Conv (through its activation) and read by Convs
 
 
 @dataclass(frozen=True)
@@ -74,18 +62,14 @@ class NoSite:
     reason: str
 
 
-def _group(node: onnx.NodeProto) -> int:
-    return next((a.i for a in node.attribute if a.name == "group"), 1)
-
-
 def check_site(model: onnx.ModelProto, node: onnx.NodeProto) -> Site | NoSite:
     """The site rooted at Conv ``node``, or why the exactness conditions of the module doc fail."""
-    consts = _const_names(model)
-    readers = _readers(model)
+    consts = proto.initializer_names(model)
+    readers = proto.readers(model)
     outputs = {o.name for o in model.graph.output}
-    if not _is_const_conv(node, consts):
+    if not proto.is_const_conv(node, consts):
         return NoSite(node.name, "producer is not a Conv with constant weights")
-    if _group(node) != 1:
+    if proto.conv_attrs(node).group != 1:
         return NoSite(node.name, "producer is a grouped Conv")
     tensor, act = node.output[0], None
     if tensor in outputs:
@@ -102,13 +86,13 @@ def check_site(model: onnx.ModelProto, node: onnx.NodeProto) -> Site | NoSite:
     if not users:
         return NoSite(node.name, "no readers")
     for user in users:
-        if not _is_const_conv(user, consts):
+        if not proto.is_const_conv(user, consts):
             return NoSite(
                 node.name, f"reader {user.name or user.op_type} is not a Conv with constant weights"
             )
         if user.input[0] != tensor or tensor in user.input[1:]:
             return NoSite(node.name, f"reader {user.name} does not take the tensor as its data input")
-        if _group(user) != 1:
+        if proto.conv_attrs(user).group != 1:
             return NoSite(node.name, f"reader {user.name} is a grouped Conv")
     return Site(tensor, node.name, act.name if act is not None else None, tuple(u.name for u in users))
 
@@ -165,7 +149,7 @@ def duplicate(model: onnx.ModelProto, site: Site, copies: np.ndarray) -> onnx.Mo
     out = onnx.ModelProto()
     out.CopyFrom(model)
     nodes = {n.name: n for n in out.graph.node}
-    update = initializer_updater(out, "_dup")
+    update = proto.initializer_updater(out, "_dup")
 
     prod = nodes[site.producer]
     prod.input[1] = update(prod.input[1], lambda w: w[order])
@@ -179,7 +163,7 @@ def duplicate(model: onnx.ModelProto, site: Site, copies: np.ndarray) -> onnx.Mo
     keep = [v for v in out.graph.value_info if v.name not in changed]
     del out.graph.value_info[:]
     out.graph.value_info.extend(keep)
-    _drop_unused(out)
+    proto.drop_unused_initializers(out)
     return out
 
 
@@ -214,3 +198,22 @@ def split_channels(
             SplitRecord(site.tensor, len(copies), int(copies.sum() - len(copies)), int(copies.max()))
         )
     return model, records
+
+
+class SplitPass(Pass):
+    """Replaces Conv -> Relu -> Conv with an equivalent wider pair whose dominant input channels are copied."""
+
+    name = "split"
+    summary = "duplicate channels that dominate a consumer row (exact in FP32; finer int8 weight grids)"
+
+    def __init__(self, skip: frozenset[str] = frozenset(), max_copies: int = 3) -> None:
+        self.skip = skip
+        self.max_copies = max_copies
+        self.records: list = []
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        out, records = split_channels(model, skip=set(self.skip), max_copies=self.max_copies)
+        self.records.extend(records)
+        if not records:
+            return PassResult(model, False)
+        return PassResult(out, True, {"split": len(records)})

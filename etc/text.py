@@ -1,0 +1,29 @@
+"""Plain-text formatting shared by the command line and the demo (no heavy imports)."""
+
+from __future__ import annotations
+
+import math
+
+
+def table(rows: list[list[object]], header: list[str]) -> str:
+    """A plain left/right aligned text table."""
+    cells = [[str(c) for c in header], *[[cell(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cell(value: object) -> str:
+    """A table cell: floats to 4 significant digits, scientific outside [1e-3, 1e5), infinities by name."""
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    return str(value)
