@@ -47,12 +47,10 @@ def variants(model):
 
 
 def session(model, threads: int):
-    import onnxruntime as ort
+    """A timing session: onnxruntime's own graph optimizations on, as deployed."""
+    from etc import runtime
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return runtime.session(model, optimize=True, threads=threads)
 
 
 def time_side_by_side(models: dict, repeat: int, threads: int) -> dict[str, float]:

@@ -18,46 +18,30 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from etc.testing import GraphBuilder
 
 FIXED = 6  # first Conv, Relu, last Conv, Concat, Add, DepthToSpace (4 without the anchor)
 CELL = 9
 
 
-class _Builder:
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.count = 0
-
-    def name(self, base: str) -> str:
-        self.count += 1
-        return f"{base}_{self.count}"
-
-    def const(self, base: str, value: np.ndarray) -> str:
-        name = self.name(base)
-        self.inits.append(numpy_helper.from_array(value.astype(np.float32), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], **attrs: object) -> str:
-        out = self.name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], name=self.name(op), **attrs))
-        return out
-
-    def conv(self, x: str, cin: int, cout: int, k: int, norm: float) -> str:
+class _Builder(GraphBuilder):
+    def normed_conv(self, x: str, cin: int, cout: int, k: int, norm: float) -> str:
+        """A size-keeping Conv whose kernel rows have L1 norm ``norm`` (so a cell cannot amplify its input)."""
         w = self.rng.normal(size=(cout, cin, k, k))
         w *= norm / np.abs(w).sum(axis=(1, 2, 3), keepdims=True)
-        b = self.rng.uniform(-0.02, 0.02, size=cout)
-        return self.node("Conv", [x, self.const("w", w), self.const("b", b)], pads=[k // 2] * 4)
+        return self.conv(x, cin, cout, k, weight=w, bias_value=self.rng.uniform(-0.02, 0.02, size=cout))
 
-    def batchnorm(self, x: str, c: int) -> str:
-        scale = self.rng.uniform(0.5, 1.0, c)
-        bias = self.rng.uniform(-0.02, 0.02, c)
-        mean = self.rng.uniform(-0.02, 0.02, c)
-        var = self.rng.uniform(1.0, 1.5, c)
-        args = [self.const(n, v) for n, v in (("scale", scale), ("bias", bias), ("mean", mean), ("var", var))]
-        return self.node("BatchNormalization", [x, *args], epsilon=1e-5)
+    def small_bn(self, x: str, c: int) -> str:
+        r = self.rng
+        params = [
+            r.uniform(0.5, 1.0, c),
+            r.uniform(-0.02, 0.02, c),
+            r.uniform(-0.02, 0.02, c),
+            r.uniform(1.0, 1.5, c),
+        ]
+        return self.bn(x, c, params)
 
 
 def cells_for(nodes: int, anchor: bool = True) -> int:
@@ -73,29 +57,23 @@ def synthetic(
     nodes: int, channels: int = 8, scale: int = 2, seed: int = 0, opset: int = 17, anchor: bool = True
 ) -> onnx.ModelProto:
     """A dynamic-H/W super-resolution-shaped graph of about ``nodes`` nodes, built from rule-exercising cells."""
-    b = _Builder(np.random.default_rng(seed))
-    x = b.node("Relu", [b.conv("input", 3, channels, 3, 1.0)])
+    b = _Builder(3, hw=("height", "width"), opset=opset, seed=seed)
+    x = b.op("Relu", [b.normed_conv("input", 3, channels, 3, 1.0)])
     merge, tail = 0.4, 0.95 / np.sqrt(1.4)  # branch rows sum to 0.4 (+ identity 1); then 3x3 and 1x1 shrink
     for _ in range(cells_for(nodes, anchor)):
-        s = b.node(
-            "Add", [b.conv(x, channels, channels, 3, merge / 2), b.conv(x, channels, channels, 1, merge / 2)]
+        s = b.op(
+            "Add",
+            [
+                b.normed_conv(x, channels, channels, 3, merge / 2),
+                b.normed_conv(x, channels, channels, 1, merge / 2),
+            ],
         )
-        r = b.node("Relu", [b.node("Add", [s, x])])
-        y = b.conv(b.batchnorm(b.conv(r, channels, channels, 3, tail), channels), channels, channels, 1, tail)
-        x = b.node("Relu", [y])
-    out = b.conv(x, channels, 3 * scale * scale, 3, 1.0)
-    y = b.node("Add", [out, b.node("Concat", ["input"] * (scale * scale), axis=1)]) if anchor else out
-    b.nodes.append(helper.make_node("DepthToSpace", [y], ["output"], blocksize=scale, mode="CRD", name="d2s"))
-    graph = helper.make_graph(
-        b.nodes,
-        f"synthetic_{nodes}{'' if anchor else '_no_anchor'}",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "height", "width"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "out_height", "out_width"])],
-        b.inits,
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="bench.synthetic"
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+        r = b.op("Relu", [b.op("Add", [s, x])])
+        y = b.small_bn(b.normed_conv(r, channels, channels, 3, tail), channels)
+        x = b.op("Relu", [b.normed_conv(y, channels, channels, 1, tail)])
+    out = b.normed_conv(x, channels, 3 * scale * scale, 3, 1.0)
+    y = b.op("Add", [out, b.op("Concat", ["input"] * (scale * scale), axis=1)]) if anchor else out
+    b.add_node("DepthToSpace", [y], ["output"], "d2s", blocksize=scale, mode="CRD")
+    output = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "out_height", "out_width"])
+    name = f"synthetic_{nodes}{'' if anchor else '_no_anchor'}"
+    return b.model(output, graph_name=name, producer_name="bench.synthetic")

@@ -102,7 +102,7 @@ def optimize(
     result = run_pipeline(model, passes, options=options, instruments=tools, progress=progress)
     cpu = None
     if target == "cpu":
-        cpu = _choose_for_cpu(model, result, passes, options)
+        cpu = choose_cpu_candidate(model, result, passes, options)
         result.notes.append(cpu.summary())
     report = OptimizeReport(
         model_info(model, size), model_info(result.model, size), result, target=target, cpu=cpu
@@ -123,7 +123,7 @@ def optimize(
 TARGETS = ("npu", "cpu")
 
 
-def _choose_for_cpu(model: onnx.ModelProto, result: PipelineResult, passes, options: Options):
+def choose_cpu_candidate(model: onnx.ModelProto, result: PipelineResult, passes, options: Options):
     """Builds the --target cpu candidates, measures them and puts the chosen one in ``result.model``."""
     import dataclasses
 

@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from etc.testing import GraphBuilder
 
 INT64_MAX = 2**63 - 1
 OPSETS = (17, 18, 13, 11)
@@ -149,39 +151,17 @@ class _Skip(Exception):
     """The layer does not fit the shapes it meets."""
 
 
-class _Builder:
+class _Builder(GraphBuilder):
     def __init__(self, spec: GraphSpec) -> None:
+        dims = ["H", "W"] if spec.dynamic else list(spec.sizes()[0])
+        super().__init__(spec.channels, hw=dims, opset=spec.opset, seed=spec.seed)
         self.spec = spec
-        self.rng = np.random.default_rng(spec.seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.count = 0
         self.tensors = [_T("input", spec.channels, tuple(spec.sizes()))]
-
-    # names, constants, nodes
-    def name(self, base: str) -> str:
-        self.count += 1
-        return f"{base}_{self.count}"
-
-    def const(self, base: str, value: np.ndarray) -> str:
-        name = self.name(base)
-        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def const_node(self, base: str, value: np.ndarray) -> str:
-        out = self.name(base)
-        self.nodes.append(
-            helper.make_node(
-                "Constant", [], [out], value=numpy_helper.from_array(np.asarray(value), out + "_v")
-            )
-        )
-        return out
 
     def node(self, op: str, inputs: Sequence[str], c: int, hw, **attrs) -> _T:
         out = self.name(op.lower())
-        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out + "_node", **attrs))
-        t = _T(out, c, tuple(hw))
-        return t
+        self.add_node(op, inputs, [out], out + "_node", **attrs)
+        return _T(out, c, tuple(hw))
 
     def weights(self, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
         return self.rng.normal(0, 1 / np.sqrt(max(fan_in, 1)), size=shape).astype(np.float32)
@@ -240,9 +220,9 @@ class _Builder:
             hw.append((oh, ow))
         cin_g = x.c // group
         w = self.weights((c_out, cin_g, kh, kw), cin_g * kh * kw)
-        inputs = [x.name, self.const("w", w)]
+        inputs = [x.name, self.const(w, "w")]
         if bias:
-            inputs.append(self.const("b", self.floats((c_out,), -0.2, 0.2)))
+            inputs.append(self.const(self.floats((c_out,), -0.2, 0.2), "b"))
         attrs: dict = {"kernel_shape": [kh, kw], "group": group}
         if auto_pad == "NOTSET":
             attrs["pads"] = pads
@@ -270,9 +250,9 @@ class _Builder:
                 raise _Skip
             hw.append((oh, ow))
         w = self.weights((x.c, c_out // group, k, k), x.c // group * k)
-        inputs = [x.name, self.const("wt", w)]
+        inputs = [x.name, self.const(w, "wt")]
         if not a.chance(3):
-            inputs.append(self.const("bt", self.floats((c_out,), -0.2, 0.2)))
+            inputs.append(self.const(self.floats((c_out,), -0.2, 0.2), "bt"))
         attrs: dict = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": pad}
         if group != 1:
             attrs["group"] = group
@@ -282,7 +262,7 @@ class _Builder:
 
     def channel_const(self, x: _T, a: _Args, lo: float, hi: float) -> str:
         shape = a.pick(((x.c, 1, 1), (1, x.c, 1, 1), (1,), ()))
-        return self.const("k", self.floats(shape, lo, hi))
+        return self.const(self.floats(shape, lo, hi), "k")
 
     def mul_add(self, x: _T, a: _Args) -> _T:
         op = a.pick(("Mul", "Add", "Sub", "Div"))
@@ -296,10 +276,10 @@ class _Builder:
     def bn(self, x: _T, a: _Args) -> _T:
         c = x.c
         params = [
-            self.const("scale", self.floats((c,), 0.5, 1.5) * (-1 if a.chance(4) else 1)),
-            self.const("shift", self.floats((c,), -0.3, 0.3)),
-            self.const("mean", self.floats((c,), -0.3, 0.3)),
-            self.const("var", self.floats((c,), 0.5, 2.0)),
+            self.const(self.floats((c,), 0.5, 1.5) * (-1 if a.chance(4) else 1), "scale"),
+            self.const(self.floats((c,), -0.3, 0.3), "shift"),
+            self.const(self.floats((c,), -0.3, 0.3), "mean"),
+            self.const(self.floats((c,), 0.5, 2.0), "var"),
         ]
         eps = a.pick((1e-5, 1e-3, 0.1))
         return self.node("BatchNormalization", [x.name, *params], c, x.hw, epsilon=eps)
@@ -307,7 +287,7 @@ class _Builder:
     def prelu(self, x: _T, a: _Args) -> _T:
         shape = a.pick(((x.c, 1, 1), (1,), (1, x.c, 1, 1), (1, 1, 1)))
         slope = self.floats(shape, -0.5, 0.5)
-        return self.node("PRelu", [x.name, self.const("slope", slope)], x.c, x.hw)
+        return self.node("PRelu", [x.name, self.const(slope, "slope")], x.c, x.hw)
 
     def leaky(self, x: _T, a: _Args) -> _T:
         alpha = a.pick((0.01, 0.2, 0.1, -0.3, 1.5))
@@ -326,7 +306,7 @@ class _Builder:
     def dwconv(self, x: _T, k: int, a: _Args) -> _T:
         """A same-padded depthwise k x k conv (with bias, sometimes followed by BN)."""
         w = self.weights((x.c, 1, k, k), k * k)
-        inputs = [x.name, self.const("w", w), self.const("b", self.floats((x.c,), -0.2, 0.2))]
+        inputs = [x.name, self.const(w, "w"), self.const(self.floats((x.c,), -0.2, 0.2), "b")]
         y = self.node("Conv", inputs, x.c, x.hw, kernel_shape=[k, k], pads=[k // 2] * 4, group=x.c)
         return self.bn(y, a) if a.chance(3) else y
 
@@ -374,7 +354,7 @@ class _Builder:
                 names.append("")
                 continue
             value = np.float32(default if bound is None else bound)
-            names.append(self.const("clipb", value) if form != "const" else self.const_node("clipb", value))
+            names.append(self.const(value, "clipb") if form != "const" else self.const_node(value, "clipb"))
         while names and names[-1] == "":
             names.pop()
         return self.node("Clip", [x.name, *names], x.c, x.hw)
@@ -386,7 +366,7 @@ class _Builder:
             assert other is not None
             return self.node(a.pick(("Max", "Min")), [x.name, other.name], x.c, x.hw)
         c = np.float32(a.pick((0.0, 0.1, -0.3)) if kind else 0.0)
-        k = self.const("m", c) if not a.chance(2) else self.const_node("m", c)
+        k = self.const(c, "m") if not a.chance(2) else self.const_node(c, "m")
         op = "Max" if kind < 2 else "Min"
         return self.node(op, [x.name, k] if not a.chance(2) else [k, x.name], x.c, x.hw)
 
@@ -424,20 +404,20 @@ class _Builder:
             raise _Skip
         c = x.c * n
         if kind == "tile":
-            return self.node("Tile", [x.name, self.const("reps", np.array([1, n, 1, 1], np.int64))], c, x.hw)
+            return self.node("Tile", [x.name, self.const(np.array([1, n, 1, 1], np.int64), "reps")], c, x.hw)
         if kind == "concat":
             return self.node("Concat", [x.name] * n, c, x.hw, axis=1)
         axes = np.array([2], np.int64)
         five = [(x.c, n, h, w) for h, w in x.hw]
         if self.spec.opset >= 13:
-            u = self.node("Unsqueeze", [x.name, self.const("axes", axes)], x.c, x.hw)
+            u = self.node("Unsqueeze", [x.name, self.const(axes, "axes")], x.c, x.hw)
         else:
             u = self.node("Unsqueeze", [x.name], x.c, x.hw, axes=[2])
         if kind == "interleave_tile":
-            r = self.node("Tile", [u.name, self.const("reps", np.array([1, 1, n, 1, 1], np.int64))], 0, five)
+            r = self.node("Tile", [u.name, self.const(np.array([1, 1, n, 1, 1], np.int64), "reps")], 0, five)
         else:
             r = self.node(
-                "Expand", [u.name, self.const("shape", np.array([1, x.c, n, 1, 1], np.int64))], 0, five
+                "Expand", [u.name, self.const(np.array([1, x.c, n, 1, 1], np.int64), "shape")], 0, five
             )
         if self.spec.dynamic:
             shape = self.node("Shape", [x.name], 0, x.hw)
@@ -445,18 +425,18 @@ class _Builder:
                 "Slice",
                 [
                     shape.name,
-                    self.const("s", np.array([2], np.int64)),
-                    self.const("e", np.array([4], np.int64)),
+                    self.const(np.array([2], np.int64), "s"),
+                    self.const(np.array([4], np.int64), "e"),
                 ],
                 0,
                 x.hw,
             )
             target = self.node(
-                "Concat", [self.const("nc", np.array([1, c], np.int64)), hw.name], 0, x.hw, axis=0
+                "Concat", [self.const(np.array([1, c], np.int64), "nc"), hw.name], 0, x.hw, axis=0
             )
             return self.node("Reshape", [r.name, target.name], c, x.hw)
         h, w = x.hw[0]
-        return self.node("Reshape", [r.name, self.const("shape", np.array([1, c, h, w], np.int64))], c, x.hw)
+        return self.node("Reshape", [r.name, self.const(np.array([1, c, h, w], np.int64), "shape")], c, x.hw)
 
     def slice(self, x: _T, a: _Args) -> _T:
         axis = a.pick((1, 1, 2, 3))
@@ -477,12 +457,12 @@ class _Builder:
             raise _Skip
         inputs = [
             x.name,
-            self.const("st", np.array([start], np.int64)),
-            self.const("en", np.array([end], np.int64)),
-            self.const("ax", np.array([axis if not a.chance(3) else axis - 4], np.int64)),
+            self.const(np.array([start], np.int64), "st"),
+            self.const(np.array([end], np.int64), "en"),
+            self.const(np.array([axis if not a.chance(3) else axis - 4], np.int64), "ax"),
         ]
         if step != 1 or a.chance(2):
-            inputs.append(self.const("sp", np.array([step], np.int64)))
+            inputs.append(self.const(np.array([step], np.int64), "sp"))
         if axis == 1:
             return self.node("Slice", inputs, lengths[0], x.hw)
         hw = [(n, w) if axis == 2 else (h, n) for (h, w), n in zip(x.hw, lengths)]
@@ -492,9 +472,9 @@ class _Builder:
         p = [0, 0, a.int(3), a.int(3), 0, 0, a.int(3), a.int(3)]
         hw = [(h + p[2] + p[6], w + p[3] + p[7]) for h, w in x.hw]
         value = np.float32(a.pick((0.0, 0.0, 0.5)))
-        inputs = [x.name, self.const("pads", np.array(p, np.int64))]
+        inputs = [x.name, self.const(np.array(p, np.int64), "pads")]
         if value or a.chance(2):
-            inputs.append(self.const("pv", value))
+            inputs.append(self.const(value, "pv"))
         mode = a.pick(("constant", "constant", "reflect", "edge"))
         if mode == "reflect" and min(min(hw_) for hw_ in x.hw) <= max(p):
             mode = "constant"
@@ -513,8 +493,8 @@ class _Builder:
             ctm = a.pick((None, "asymmetric", "half_pixel", "align_corners"))
             if ctm:
                 attrs["coordinate_transformation_mode"] = ctm
-        scales = self.const("scales", np.array([1, 1, sh, sw], np.float32))
-        roi = "" if self.spec.opset >= 13 else self.const("roi", np.zeros(0, np.float32))
+        scales = self.const(np.array([1, 1, sh, sw], np.float32), "scales")
+        roi = "" if self.spec.opset >= 13 else self.const(np.zeros(0, np.float32), "roi")
         hw = [(h * sh, w * sw) for h, w in x.hw]
         return self.node("Resize", [x.name, roi, scales], x.c, hw, **attrs)
 
@@ -533,10 +513,10 @@ class _Builder:
         if self.spec.opset >= 18 and sizes == [x.c // n] * n and a.chance(2):
             attrs["num_outputs"] = n
         elif self.spec.opset >= 13:
-            inputs.append(self.const("split", np.array(sizes, np.int64)))
+            inputs.append(self.const(np.array(sizes, np.int64), "split"))
         else:
             attrs["split"] = sizes
-        self.nodes.append(helper.make_node("Split", inputs, outs, name=outs[0] + "_node", **attrs))
+        self.add_node("Split", inputs, outs, outs[0] + "_node", **attrs)
         parts = [_T(o, c, x.hw) for o, c in zip(outs, sizes)]
         for part in parts:
             self.tensors.append(part)
@@ -616,7 +596,7 @@ class _Builder:
         attrs = {"blocksize": s} | ({"mode": mode} if mode else {})
         out = self.node("DepthToSpace", [y.name], x.c, [(h * s, w * s) for h, w in x.hw], **attrs)
         if not a.chance(3):
-            zero, one = self.const("lo", np.float32(0)), self.const("hi", np.float32(1))
+            zero, one = self.const(np.float32(0), "lo"), self.const(np.float32(1), "hi")
             out = self.node("Clip", [out.name, zero, one], out.c, out.hw)
         return out
 
@@ -669,27 +649,15 @@ class _Builder:
             extra = self.tensors[-1 - (1 + (k - 1) % (len(self.tensors) - 2))]
             if extra.name != "input":
                 outs.append(extra)
-        dims = ["H", "W"] if self.spec.dynamic else list(self.spec.sizes()[0])
-        graph = helper.make_graph(
-            self.nodes,
-            "fuzz",
-            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, self.spec.channels, *dims])],
-            [self._out_info(t, i) for i, t in enumerate(outs)],
-            self.inits,
-        )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", self.spec.opset)],
-            ir_version=8,
-            producer_name="etc.fuzz",
-        )
+        infos = [self._out_info(t, i) for i, t in enumerate(outs)]
+        model = self.model(*infos, graph_name="fuzz", producer_name="etc.fuzz", check=False)
         helper.set_model_props(model, {"etc.fuzz.spec": self.spec.to_json()})
         return model
 
     def _out_info(self, t: _T, i: int) -> onnx.ValueInfoProto:
         # rename through Identity so outputs have stable, distinct names
         name = f"output{i}" if i else "output"
-        self.nodes.append(helper.make_node("Identity", [t.name], [name], name=f"{name}_node"))
+        self.add_node("Identity", [t.name], [name], f"{name}_node")
         shape = [1, t.c, *t.hw[0]] if not self.spec.dynamic else [1, t.c, None, None]
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
@@ -961,8 +929,8 @@ def _scatter_strips(self: _Builder, y: _T, pads: list[int], values: np.ndarray, 
             continue
         grid = np.stack(np.meshgrid([0], range(c), rows, cols, indexing="ij"), axis=-1).astype(np.int64)
         upd = np.broadcast_to(values[None, :, None, None], grid.shape[:-1]).astype(np.float32)
-        idx = self.const("idx", grid)
-        y = self.node("ScatterND", [y.name, idx, self.const("upd", np.ascontiguousarray(upd))], c, y.hw)
+        idx = self.const(grid, "idx")
+        y = self.node("ScatterND", [y.name, idx, self.const(np.ascontiguousarray(upd), "upd")], c, y.hw)
     return y
 
 
@@ -973,7 +941,7 @@ def _concat_strips(self: _Builder, y: _T, pads: list[int], values: np.ndarray) -
 
     def strip(rows: int, cols: int) -> str:
         return self.const(
-            "strip", np.ascontiguousarray(np.broadcast_to(values[None, :, None, None], (1, c, rows, cols)))
+            np.ascontiguousarray(np.broadcast_to(values[None, :, None, None], (1, c, rows, cols))), "strip"
         )
 
     cols = [strip(h, n) if n else None for n in (left, right)]
@@ -992,7 +960,7 @@ def _border_write(self: _Builder, x: _T, a: _Args) -> _T:
     stride = 1 if not a.chance(6) else 2
     y = self.node(
         "Conv",
-        [x.name, self.const("w", weight), self.const("b", bias)],
+        [x.name, self.const(weight, "w"), self.const(bias, "b")],
         c,
         [((h - 1) // stride + 1, (w - 1) // stride + 1) for h, w in x.hw],
         kernel_shape=[1, 1],
@@ -1006,14 +974,14 @@ def _border_write(self: _Builder, x: _T, a: _Args) -> _T:
         y = _concat_strips(self, y, pads, values)
     else:
         full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]
-        y = self.node("Pad", [y.name, self.const("pads", np.array(full, np.int64))], c, hw, mode="constant")
+        y = self.node("Pad", [y.name, self.const(np.array(full, np.int64), "pads")], c, hw, mode="constant")
         y = _scatter_strips(self, y, pads, values, a)
     k = a.pick((3, 3, 1, 5))
     if any(h < k or w < k for h, w in y.hw):
         raise _Skip
     weight = self.weights((x.c, c, k, k), c * k * k)
     out_hw = [(h - k + 1, w - k + 1) for h, w in y.hw]
-    return self.node("Conv", [y.name, self.const("w", weight)], x.c, out_hw, kernel_shape=[k, k])
+    return self.node("Conv", [y.name, self.const(weight, "w")], x.c, out_hw, kernel_shape=[k, k])
 
 
 def _channel_write(self: _Builder, x: _T, a: _Args) -> _T:
@@ -1023,7 +991,7 @@ def _channel_write(self: _Builder, x: _T, a: _Args) -> _T:
     k = 1 + a.int(x.c - 1)
     start = a.int(x.c - k + 1)
     bounds = [
-        self.const(n, np.array([v], np.int64)) for n, v in (("st", start), ("en", start + k), ("ax", 1))
+        self.const(np.array([v], np.int64), n) for n, v in (("st", start), ("en", start + k), ("ax", 1))
     ]
     part = self.node("Slice", [x.name, *bounds], k, x.hw)
     upd = self.conv(part, k, a, same=True)
@@ -1034,10 +1002,10 @@ def _channel_write(self: _Builder, x: _T, a: _Args) -> _T:
         perm = [1, 0, 2, 3]
         data = self.node("Transpose", [x.name], x.c, x.hw, perm=perm)
         upd = self.node("Transpose", [upd.name], k, upd.hw, perm=perm)
-        idx = self.const("idx", np.array([[ch] for ch in channels], np.int64))
+        idx = self.const(np.array([[ch] for ch in channels], np.int64), "idx")
         y = self.node("ScatterND", [data.name, idx, upd.name], x.c, x.hw)
         return self.node("Transpose", [y.name], x.c, x.hw, perm=perm)
-    idx = self.const("idx", np.array([[[0, ch] for ch in channels]], np.int64))
+    idx = self.const(np.array([[[0, ch] for ch in channels]], np.int64), "idx")
     return self.node("ScatterND", [x.name, idx, upd.name], x.c, x.hw)
 
 

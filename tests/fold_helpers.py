@@ -1,19 +1,13 @@
-"""Tiny graph builders for the fold tests."""
+"""The fold tests' names for the text builder (etc.testing.text_model) and small weight helpers."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
 
-from etc.testing import model_from_text
+from etc.testing import text_model
 
-HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
-
-
-def graph(body: str, inputs: str = "float[1,3,H,W] input", outputs: str = "float[1,4,H,W] output", **inits):
-    """A model from ONNX text with float32/int64 initializers given as keyword arrays."""
-    text = f"{HEADER}\ng ({inputs}) => ({outputs}) {{\n{body}\n}}"
-    return model_from_text(text, {k: np.asarray(v) for k, v in inits.items()})
+graph = text_model  # the fold tests' name for it
 
 
 def conv_inits(

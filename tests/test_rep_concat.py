@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_rep_parallel import Net, reasons, rep
+from test_rep_parallel import reasons, rep, rep_net
 
 from etc.testing import assert_equivalent, op_types
 
 
 def test_two_convs_of_one_input_stack():
-    net = Net(3)
+    net = rep_net(3)
     y = net.op("Concat", [net.conv("x", 3, 4), net.conv("x", 3, 5)], axis=1)
     model = net.model(y)
     result, _ = rep(model)
@@ -20,7 +20,7 @@ def test_two_convs_of_one_input_stack():
 
 
 def test_only_adjacent_runs_stack_and_order_is_kept():
-    net = Net(3)
+    net = rep_net(3)
     other = net.conv(net.op("Relu", ["x"]), 3, 2)
     y = net.op(
         "Concat", [net.conv("x", 3, 4), net.conv("x", 3, 2, bias=False), other, net.conv("x", 3, 3)], axis=1
@@ -32,14 +32,14 @@ def test_only_adjacent_runs_stack_and_order_is_kept():
 
 
 def test_refuses_different_inputs_silently():
-    net = Net(3)
+    net = rep_net(3)
     model = net.model(net.op("Concat", [net.conv("x", 3, 4), net.conv(net.op("Relu", ["x"]), 3, 4)], axis=1))
     result, ctx = rep(model)
     assert not result.modified and not ctx.declines
 
 
 def test_refuses_different_kernels():
-    net = Net(3)
+    net = rep_net(3)
     model = net.model(net.op("Concat", [net.conv("x", 3, 4, (3, 3)), net.conv("x", 3, 4, (1, 1))], axis=1))
     result, ctx = rep(model)
     assert not result.modified
@@ -47,7 +47,7 @@ def test_refuses_different_kernels():
 
 
 def test_refuses_grouped_convs():
-    net = Net(4)
+    net = rep_net(4)
     model = net.model(net.op("Concat", [net.conv("x", 4, 4, group=2), net.conv("x", 4, 4, group=2)], axis=1))
     result, ctx = rep(model)
     assert not result.modified
@@ -55,19 +55,19 @@ def test_refuses_grouped_convs():
 
 
 def test_refuses_different_strides():
-    net = Net(3)
-    a = net.conv("x", 3, 3, (3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
-    b = net.conv("x", 3, 3, (3, 3), strides=(1, 1), pads=(0, 0, 0, 0))
-    model = net.model(net.op("Concat", [a, b], axis=1), hw=(4, 4))
+    net = rep_net(3, hw=(4, 4))
+    a = net.conv("x", 3, 3, (3, 3), stride=(2, 2), pad=(1, 1, 1, 1))
+    b = net.conv("x", 3, 3, (3, 3), stride=(1, 1), pad=(0, 0, 0, 0))
+    model = net.model(net.op("Concat", [a, b], axis=1))
     result, ctx = rep(model)
     assert not result.modified
     assert "strides differ" in reasons(ctx)
 
 
 def test_refuses_padding_mismatch():
-    net = Net(3)
-    a = net.conv("x", 3, 3, (3, 3), pads=(1, 1, 1, 1))
-    b = net.conv("x", 3, 3, (3, 3), pads=(2, 2, 0, 0))
+    net = rep_net(3)
+    a = net.conv("x", 3, 3, (3, 3), pad=(1, 1, 1, 1))
+    b = net.conv("x", 3, 3, (3, 3), pad=(2, 2, 0, 0))
     model = net.model(net.op("Concat", [a, b], axis=1))
     result, ctx = rep(model)
     assert not result.modified
@@ -75,7 +75,7 @@ def test_refuses_padding_mismatch():
 
 
 def test_channel_axis_only():
-    net = Net(3)
+    net = rep_net(3)
     model = net.model(net.op("Concat", [net.conv("x", 3, 3), net.conv("x", 3, 3)], axis=3))
     result, _ = rep(model)
     assert not result.modified
@@ -92,9 +92,9 @@ def test_channel_axis_only():
     seed=st.integers(0, 2**16),
 )
 def test_concat_property(cin, outs, kernel, stride, dilation, bias, seed):
-    net = Net(cin, np.random.default_rng(seed))
+    net = rep_net(cin, np.random.default_rng(seed))
     convs = [
-        net.conv("x", cin, o, kernel, strides=(stride, stride), dilations=(dilation, dilation), bias=b)
+        net.conv("x", cin, o, kernel, stride=(stride, stride), dilations=(dilation, dilation), bias=b)
         for o, b in zip(outs, bias)
     ]
     model = net.model(net.op("Concat", convs, axis=1))

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_rep_parallel import Net, reasons, rep
+from test_rep_parallel import reasons, rep, rep_net
 
-from etc.testing import assert_equivalent, op_types
+from etc.testing import GraphBuilder, assert_equivalent, op_types
 
 SOBEL = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float32)
 
 
 def test_kxk_then_1x1_is_one_kxk():
-    net = Net(3)
+    net = rep_net(3)
     y = net.conv(net.conv("x", 3, 8, (3, 3)), 8, 4, (1, 1))
     model = net.model(y)
     result, _ = rep(model)
@@ -23,7 +23,7 @@ def test_kxk_then_1x1_is_one_kxk():
 
 
 def test_conv_then_batchnorm_when_rep_runs_alone():
-    net = Net(3)
+    net = rep_net(3)
     model = net.model(net.bn(net.conv("x", 3, 5, (3, 3), bias=False), 5))
     result, _ = rep(model)
     assert op_types(result.model) == ["Conv"]
@@ -32,8 +32,8 @@ def test_conv_then_batchnorm_when_rep_runs_alone():
 
 def test_ecb_padded_1x1_with_bias_then_valid_3x3():
     """Pad(x) -> Conv1x1(bias) -> Conv3x3(pad 0): the 1x1 output border holds its bias; merged pads 1."""
-    net = Net(4)
-    y = net.conv(net.conv(net.pad("x", 1, 1, 1, 1), 4, 8, (1, 1)), 8, 4, (3, 3), pads=(0, 0, 0, 0))
+    net = rep_net(4)
+    y = net.conv(net.conv(net.pad("x", 1, 1, 1, 1), 4, 8, (1, 1)), 8, 4, (3, 3), pad=(0, 0, 0, 0))
     model = net.model(y)
     result, _ = rep(model)
     assert op_types(result.model) == ["Conv"]
@@ -41,8 +41,8 @@ def test_ecb_padded_1x1_with_bias_then_valid_3x3():
 
 
 def test_dynamo_form_1x1_with_pads_then_valid_3x3():
-    net = Net(4)
-    y = net.conv(net.conv("x", 4, 8, (1, 1), pads=(1, 1, 1, 1)), 8, 4, (3, 3), pads=(0, 0, 0, 0))
+    net = rep_net(4)
+    y = net.conv(net.conv("x", 4, 8, (1, 1), pad=(1, 1, 1, 1)), 8, 4, (3, 3), pad=(0, 0, 0, 0))
     model = net.model(y)
     result, _ = rep(model)
     assert op_types(result.model) == ["Conv"]
@@ -50,7 +50,7 @@ def test_dynamo_form_1x1_with_pads_then_valid_3x3():
 
 
 def test_bias_free_1x1_then_padded_kxk():
-    net = Net(4)
+    net = rep_net(4)
     y = net.conv(net.conv("x", 4, 4, (1, 1), bias=False), 4, 4, (5, 5))
     model = net.model(y)
     result, _ = rep(model)
@@ -59,12 +59,12 @@ def test_bias_free_1x1_then_padded_kxk():
 
 
 def test_valid_kxk_then_valid_kxk_composes_to_a_larger_kernel():
-    net = Net(2)
-    y = net.conv(net.conv("x", 2, 2, (3, 3), pads=(1, 1, 1, 1)), 2, 2, (3, 3), pads=(0, 0, 0, 0))
+    net = rep_net(2)
+    y = net.conv(net.conv("x", 2, 2, (3, 3), pad=(1, 1, 1, 1)), 2, 2, (3, 3), pad=(0, 0, 0, 0))
     model = net.model(y)
     result, _ = rep(model)
     assert not result.modified  # a 5x5 (100 MACs) costs more than 3x3 + 3x3 (72) and joins no sum
-    y2 = net.op("Add", [y, net.conv("x", 2, 2, (3, 3), pads=(0, 0, 0, 0))])
+    y2 = net.op("Add", [y, net.conv("x", 2, 2, (3, 3), pad=(0, 0, 0, 0))])
     model = net.model(y2)
     result, _ = rep(model)
     assert op_types(result.model) == ["Conv"]
@@ -73,14 +73,17 @@ def test_valid_kxk_then_valid_kxk_composes_to_a_larger_kernel():
 
 def test_ecb_mask_branch_merges_inside_a_sum():
     """Conv1x1 -> depthwise Sobel -> Mul -> Add: raises MACs alone, but the sum absorbs it."""
-    net = Net(4)
+    net = rep_net(4)
     mask = np.broadcast_to(SOBEL, (4, 1, 3, 3)).copy()
     dw = net.conv(
-        net.conv("x", 4, 4, (1, 1), pads=(1, 1, 1, 1)), 4, 4, (3, 3), (0, 0, 0, 0), group=4, weight=mask
+        net.conv("x", 4, 4, (1, 1), pad=(1, 1, 1, 1)), 4, 4, (3, 3), pad=(0, 0, 0, 0), group=4, weight=mask
     )
     dw = net.op(
         "Add",
-        [net.op("Mul", [dw, net.const(net.rng.normal(size=(1, 4, 1, 1)))]), net.const(np.ones((1, 4, 1, 1)))],
+        [
+            net.op("Mul", [dw, net.float_const(net.rng.normal(size=(1, 4, 1, 1)))]),
+            net.float_const(np.ones((1, 4, 1, 1))),
+        ],
     )
     model = net.model(net.op("Add", [net.conv("x", 4, 4, (3, 3)), dw]))
     result, _ = rep(model)
@@ -89,8 +92,8 @@ def test_ecb_mask_branch_merges_inside_a_sum():
 
 
 def test_dbb_1x1_then_avgpool():
-    net = Net(3)
-    avg = net.op("AveragePool", [net.conv("x", 3, 3, (1, 1), pads=(1, 1, 1, 1))], kernel_shape=[3, 3])
+    net = rep_net(3)
+    avg = net.op("AveragePool", [net.conv("x", 3, 3, (1, 1), pad=(1, 1, 1, 1))], kernel_shape=[3, 3])
     model = net.model(net.op("Add", [net.conv("x", 3, 3, (3, 3)), avg]))
     result, _ = rep(model)
     assert op_types(result.model) == ["Conv"]
@@ -98,7 +101,7 @@ def test_dbb_1x1_then_avgpool():
 
 
 def test_avgpool_counting_pads_is_a_zero_padded_conv():
-    net = Net(3)
+    net = rep_net(3)
     avg = net.op(
         "AveragePool",
         [net.conv("x", 3, 3, (1, 1), bias=False)],
@@ -113,7 +116,7 @@ def test_avgpool_counting_pads_is_a_zero_padded_conv():
 
 
 def test_depthwise_then_batchnorm_stays_depthwise():
-    net = Net(4)
+    net = rep_net(4)
     model = net.model(net.bn(net.conv("x", 4, 4, (3, 3), group=4), 4))
     result, _ = rep(model)
     assert op_types(result.model) == ["Conv"]
@@ -126,7 +129,7 @@ def test_depthwise_then_batchnorm_stays_depthwise():
 
 
 def test_refuses_zero_padding_the_output_of_a_biased_1x1():
-    net = Net(4)
+    net = rep_net(4)
     model = net.model(net.conv(net.conv("x", 4, 8, (1, 1)), 8, 4, (3, 3)))
     result, ctx = rep(model)
     assert not result.modified
@@ -134,7 +137,7 @@ def test_refuses_zero_padding_the_output_of_a_biased_1x1():
 
 
 def test_refuses_kxk_then_padded_kxk():
-    net = Net(2)
+    net = rep_net(2)
     y = net.conv(net.conv("x", 2, 2, (3, 3)), 2, 2, (3, 3))
     model = net.model(net.op("Add", [y, net.conv("x", 2, 2, (5, 5))]))
     result, ctx = rep(model)
@@ -143,24 +146,24 @@ def test_refuses_kxk_then_padded_kxk():
 
 
 def test_refuses_strided_first_conv_before_kxk():
-    net = Net(2)
-    model = net.model(net.conv(net.conv("x", 2, 4, (3, 3), strides=(2, 2)), 4, 2, (3, 3), pads=(0, 0, 0, 0)))
+    net = rep_net(2)
+    model = net.model(net.conv(net.conv("x", 2, 4, (3, 3), stride=(2, 2)), 4, 2, (3, 3), pad=(0, 0, 0, 0)))
     result, ctx = rep(model)
     assert not result.modified
     assert "strided" in reasons(ctx)
 
 
 def test_refuses_two_dilated_kxk():
-    net = Net(2)
+    net = rep_net(2)
     inner = net.conv("x", 2, 2, (3, 3), dilations=(2, 2))
-    model = net.model(net.conv(inner, 2, 2, (3, 3), pads=(0, 0, 0, 0), dilations=(2, 2)))
+    model = net.model(net.conv(inner, 2, 2, (3, 3), pad=(0, 0, 0, 0), dilations=(2, 2)))
     result, ctx = rep(model)
     assert not result.modified
     assert "dilated" in reasons(ctx)
 
 
 def test_refuses_avgpool_excluding_pads():
-    net = Net(3)
+    net = rep_net(3)
     avg = net.op("AveragePool", [net.conv("x", 3, 3, (1, 1))], kernel_shape=[3, 3], pads=[1] * 4)
     model = net.model(net.op("Add", [net.conv("x", 3, 3, (3, 3)), avg]))
     result, ctx = rep(model)
@@ -169,7 +172,7 @@ def test_refuses_avgpool_excluding_pads():
 
 
 def test_refuses_a_shared_intermediate():
-    net = Net(3)
+    net = rep_net(3)
     mid = net.conv("x", 3, 4, (3, 3))
     model = net.model(net.op("Add", [net.conv(mid, 4, 4, (1, 1)), mid]))
     result, ctx = rep(model)
@@ -178,7 +181,7 @@ def test_refuses_a_shared_intermediate():
 
 
 def test_refuses_a_merge_that_costs_more_outside_a_sum():
-    net = Net(8)
+    net = rep_net(8)
     model = net.model(net.conv(net.conv("x", 8, 2, (1, 1), bias=False), 2, 8, (3, 3)))  # a bottleneck
     result, ctx = rep(model)
     assert not result.modified
@@ -203,12 +206,12 @@ def test_refuses_a_merge_that_costs_more_outside_a_sum():
 )
 def test_sequential_property(cin, mid, k0, k1, pad0, pad1, stride, depthwise, bias0, seed):
     """Whatever the rule decides, the result is equivalent; it fires exactly when the conditions hold."""
-    net = Net(cin, np.random.default_rng(seed))
+    net = rep_net(cin, np.random.default_rng(seed))
     pads0 = {"same": None, "none": (0, 0, 0, 0), "pad1": (1, 1, 1, 1)}[pad0]
     group = cin if depthwise and mid % cin == 0 else 1
-    first = net.conv("x", cin, mid, k0, pads=pads0, group=group, bias=bias0)
+    first = net.conv("x", cin, mid, k0, pad=pads0, group=group, bias=bias0)
     pads1 = None if pad1 == "same" else (0, 0, 0, 0)
-    second = net.conv(first, mid, mid, k1, pads=pads1, strides=(stride, stride))
+    second = net.conv(first, mid, mid, k1, pad=pads1, stride=(stride, stride))
     # a sibling branch of the same input makes cost-raising merges worth it
     y = net.op("Relu", [second])
     model = net.model(y)
@@ -226,16 +229,18 @@ def test_sequential_property(cin, mid, k0, k1, pad0, pad1, stride, depthwise, bi
 
 @pytest.mark.parametrize("scalar", [True, False])
 def test_affine_constants_after_conv(scalar):
-    net = Net(3)
+    net = rep_net(3)
     c = np.float32(0.5) if scalar else net.rng.normal(size=(3, 1, 1)).astype(np.float32)
-    y = net.op("Sub", [net.op("Div", [net.conv("x", 3, 3, (3, 3)), net.const(c + 2)]), net.const(c)])
+    y = net.op(
+        "Sub", [net.op("Div", [net.conv("x", 3, 3, (3, 3)), net.float_const(c + 2)]), net.float_const(c)]
+    )
     model = net.model(y)
     result, _ = rep(model)
     assert op_types(result.model) == ["Conv"]
     assert_equivalent(model, result.model)
 
 
-def _two_readers(net: Net, scaled: str, cin: int, kernel=(1, 1)) -> str:
+def _two_readers(net: GraphBuilder, scaled: str, cin: int, kernel=(1, 1)) -> str:
     """Relu(Conv_a(scaled)) + Relu(Conv_b(scaled)): two readers that no parallel merge may fuse."""
     a = net.op("Relu", [net.conv(scaled, cin, 4, kernel)])
     b = net.op("Relu", [net.conv(scaled, cin, 4, kernel)])
@@ -244,7 +249,7 @@ def _two_readers(net: Net, scaled: str, cin: int, kernel=(1, 1)) -> str:
 
 def test_batchnorm_read_by_two_1x1_convs_folds_into_both():
     """EIMN's norm: Conv -> BN -> two 1x1 convs, the Conv also feeding a skip; the BN vanishes."""
-    net = Net(4)
+    net = rep_net(4)
     c = net.conv("x", 4, 6, (3, 3))
     y = _two_readers(net, net.bn(c, 6), 6)
     model = net.model(net.op("Add", [y, net.conv(c, 6, 4, (1, 1))]))
@@ -255,8 +260,8 @@ def test_batchnorm_read_by_two_1x1_convs_folds_into_both():
 
 
 def test_scale_without_shift_folds_into_padded_readers():
-    net = Net(4)
-    scaled = net.op("Mul", ["x", net.const(net.rng.uniform(0.5, 2.0, (1, 4, 1, 1)))])
+    net = rep_net(4)
+    scaled = net.op("Mul", ["x", net.float_const(net.rng.uniform(0.5, 2.0, (1, 4, 1, 1)))])
     model = net.model(_two_readers(net, scaled, 4, (3, 3)))
     result, _ = rep(model)
     assert "Mul" not in op_types(result.model)
@@ -265,7 +270,7 @@ def test_scale_without_shift_folds_into_padded_readers():
 
 def test_shift_before_padded_readers_is_refused():
     """A BN shift seen through zero padding: the border would hold 0 in the original, the shift in a fold."""
-    net = Net(4)
+    net = rep_net(4)
     model = net.model(_two_readers(net, net.bn("x", 4), 4, (3, 3)))
     result, ctx = rep(model)
     assert "BatchNormalization" in op_types(result.model)
@@ -274,7 +279,7 @@ def test_shift_before_padded_readers_is_refused():
 
 
 def test_scale_with_a_non_conv_reader_stays():
-    net = Net(4)
+    net = rep_net(4)
     scaled = net.bn("x", 4)
     y = net.op("Add", [net.conv(scaled, 4, 4, (1, 1)), net.op("Relu", [scaled])])
     model = net.model(y)

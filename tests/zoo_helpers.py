@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
 
 from etc import zoo
+from etc.testing import run_first
 
 NAMES = zoo.available()
 UNSIZED = ("espcn", "fsrcnn")
@@ -83,9 +83,5 @@ def max_diff(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> floa
 
 
 def ort_run(model: onnx.ModelProto, x: torch.Tensor, input_name: str = "input") -> np.ndarray:
-    """Run the first output with onnxruntime, graph optimizations disabled (so ORT fusions hide nothing)."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {input_name: x.numpy()})[0]
+    """The first output in onnxruntime, graph optimizations disabled (so ORT fusions hide nothing)."""
+    return run_first(model, {input_name: x.numpy()})

@@ -13,10 +13,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import onnx
 
 from etc.pipeline import Instrument, NumericCheck, Options, Pass, PipelineResult, run_pipeline
+
+
+class SettingsKeywords(TypedDict, total=False):
+    """The keywords every adapter takes after the pass list (the fields of :class:`PipelineSettings`)."""
+
+    input_ranges: Mapping[str, tuple[float, float]] | None
+    align_channels: int
+    prelu_to_relu: bool
+    check: bool
+    atol: float
+    rtol: float
+    target: str
+    max_growth: float
+    allow_dense: bool
 
 
 @dataclass
@@ -34,9 +49,15 @@ class PipelineSettings:
     max_growth: float = 1.25  # cost budget of widening rewrites (etc.cost)
     allow_dense: bool = False
 
+    @classmethod
+    def of(cls, passes: str | Sequence[str | Pass] = "fold,rep,et", **settings) -> PipelineSettings:
+        """The settings of an adapter call: ``passes`` and the :class:`SettingsKeywords` it was given."""
+        settings["input_ranges"] = dict(settings.get("input_ranges") or {})
+        return cls(passes, **settings)
+
     def run(self, model: onnx.ModelProto) -> PipelineResult:
         """Runs the pipeline; with ``check`` an EquivalenceError names the first pass that changed outputs."""
-        from etc.api import TARGETS, _choose_for_cpu
+        from etc.api import TARGETS, choose_cpu_candidate
         from etc.errors import EtcError
 
         if self.target not in TARGETS:
@@ -52,10 +73,16 @@ class PipelineSettings:
         tools: list[Instrument] = [NumericCheck(self.atol, self.rtol)] if self.check else []
         result = run_pipeline(model, self.passes, options=options, instruments=tools)
         if self.target == "cpu":
-            result.notes.append(_choose_for_cpu(model, result, self.passes, options).summary())
+            result.notes.append(choose_cpu_candidate(model, result, self.passes, options).summary())
         return result
 
 
 def modified(result: PipelineResult) -> bool:
     """True when some pass of the run changed the model."""
     return any(r.modified for r in result.records)
+
+
+def add_hits(total: dict[str, int], result: PipelineResult) -> None:
+    """Adds a run's rule hits to ``total`` (an adapter may be called many times by its host)."""
+    for rule, count in result.hits.items():
+        total[rule] = total.get(rule, 0) + count

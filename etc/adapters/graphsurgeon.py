@@ -10,12 +10,13 @@ The input graph is not modified. Opset, model-level metadata and input/output na
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import Unpack
 
 import onnx
 import onnx_graphsurgeon as gs
 
-from etc.adapters import PipelineSettings
+from etc.adapters import PipelineSettings, SettingsKeywords
 from etc.pipeline import Pass, PipelineResult
 
 
@@ -31,60 +32,17 @@ def graph_to_model(graph: gs.Graph) -> onnx.ModelProto:
 def optimize_graph(
     graph: gs.Graph,
     passes: str | Sequence[str | Pass] = "fold,rep,et",
-    *,
-    input_ranges: Mapping[str, tuple[float, float]] | None = None,
-    align_channels: int = 1,
-    prelu_to_relu: bool = False,
-    check: bool = True,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    target: str = "npu",
-    max_growth: float = 1.25,
-    allow_dense: bool = False,
+    **settings: Unpack[SettingsKeywords],
 ) -> gs.Graph:
     """Runs ETC passes on ``graph`` and returns the rewritten graph as a new ``gs.Graph``."""
-    graph_out, _ = optimize_graph_with_result(
-        graph,
-        passes,
-        input_ranges=input_ranges,
-        align_channels=align_channels,
-        prelu_to_relu=prelu_to_relu,
-        check=check,
-        atol=atol,
-        rtol=rtol,
-        target=target,
-        max_growth=max_growth,
-        allow_dense=allow_dense,
-    )
-    return graph_out
+    return optimize_graph_with_result(graph, passes, **settings)[0]
 
 
 def optimize_graph_with_result(
     graph: gs.Graph,
     passes: str | Sequence[str | Pass] = "fold,rep,et",
-    *,
-    input_ranges: Mapping[str, tuple[float, float]] | None = None,
-    align_channels: int = 1,
-    prelu_to_relu: bool = False,
-    check: bool = True,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    target: str = "npu",
-    max_growth: float = 1.25,
-    allow_dense: bool = False,
+    **settings: Unpack[SettingsKeywords],
 ) -> tuple[gs.Graph, PipelineResult]:
     """As :func:`optimize_graph`, also returning the pipeline record (passes, rule hits, declines)."""
-    settings = PipelineSettings(
-        passes,
-        dict(input_ranges or {}),
-        align_channels,
-        prelu_to_relu,
-        check,
-        atol,
-        rtol,
-        target,
-        max_growth,
-        allow_dense,
-    )
-    result = settings.run(graph_to_model(graph))
+    result = PipelineSettings.of(passes, **settings).run(graph_to_model(graph))
     return gs.import_onnx(result.model), result

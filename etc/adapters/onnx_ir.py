@@ -13,11 +13,12 @@ this). The conversion goes through ``ModelProto`` because our rules work on onnx
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import Unpack
 
 import onnx_ir as ir
 
-from etc.adapters import PipelineSettings, modified
+from etc.adapters import PipelineSettings, SettingsKeywords, add_hits, modified
 from etc.pipeline import Pass, PipelineResult
 
 
@@ -27,37 +28,16 @@ class EtcPass(ir.passes.FunctionalPass):
     def __init__(
         self,
         passes: str | Sequence[str | Pass] = "fold,rep,et",
-        *,
-        input_ranges: Mapping[str, tuple[float, float]] | None = None,
-        align_channels: int = 1,
-        prelu_to_relu: bool = False,
-        check: bool = True,
-        atol: float = 1e-5,
-        rtol: float = 1e-5,
-        target: str = "npu",
-        max_growth: float = 1.25,
-        allow_dense: bool = False,
+        **settings: Unpack[SettingsKeywords],
     ) -> None:
-        self.settings = PipelineSettings(
-            passes,
-            dict(input_ranges or {}),
-            align_channels,
-            prelu_to_relu,
-            check,
-            atol,
-            rtol,
-            target,
-            max_growth,
-            allow_dense,
-        )
+        self.settings = PipelineSettings.of(passes, **settings)
         self.last_result: PipelineResult | None = None
         self.hits: dict[str, int] = {}  # rule hits summed over every call (a manager may call it repeatedly)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         result = self.settings.run(ir.to_proto(model))
         self.last_result = result
-        for rule, count in result.hits.items():
-            self.hits[rule] = self.hits.get(rule, 0) + count
+        add_hits(self.hits, result)
         return ir.passes.PassResult(ir.from_proto(result.model), modified(result))
 
     def __repr__(self) -> str:

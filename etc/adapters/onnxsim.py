@@ -14,10 +14,11 @@ changed anything, which lets onnxsim skip copying the model back.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 import onnx
 
-from etc.adapters import PipelineSettings, modified
+from etc.adapters import PipelineSettings, SettingsKeywords, add_hits, modified
 from etc.pipeline import Pass, PipelineResult
 
 
@@ -27,37 +28,16 @@ class EtcRewriter:
     def __init__(
         self,
         passes: str | Sequence[str | Pass] = "fold,rep,et",
-        *,
-        input_ranges: Mapping[str, tuple[float, float]] | None = None,
-        align_channels: int = 1,
-        prelu_to_relu: bool = False,
-        check: bool = True,
-        atol: float = 1e-5,
-        rtol: float = 1e-5,
-        target: str = "npu",
-        max_growth: float = 1.25,
-        allow_dense: bool = False,
+        **settings: Unpack[SettingsKeywords],
     ) -> None:
-        self.settings = PipelineSettings(
-            passes,
-            dict(input_ranges or {}),
-            align_channels,
-            prelu_to_relu,
-            check,
-            atol,
-            rtol,
-            target,
-            max_growth,
-            allow_dense,
-        )
+        self.settings = PipelineSettings.of(passes, **settings)
         self.calls = 0
         self.hits: dict[str, int] = {}
 
     def __call__(self, model: onnx.ModelProto) -> onnx.ModelProto | bool:
         self.calls += 1
         result: PipelineResult = self.settings.run(model)
-        for rule, count in result.hits.items():
-            self.hits[rule] = self.hits.get(rule, 0) + count
+        add_hits(self.hits, result)
         return result.model if modified(result) else False
 
 

@@ -1,4 +1,7 @@
-"""Helpers for testing rules and passes (used by the test suite and by plugin authors).
+"""Helpers for testing rules and passes (used by the test suite, the fuzzer, the benchmarks and plugin authors).
+
+One graph builder (:class:`GraphBuilder`, or ONNX text through :func:`model_from_text`) and one runner
+(:func:`run_first` / ``etc.runtime.run``: onnxruntime with graph optimizations disabled).
 
 model = model_from_text('''<ir_version: 8, opset_import: ["" : 17]>
     g (float[1,3,H,W] input) => (float[1,3,H,W] output) { output = Relu(input) }''')
@@ -16,6 +19,24 @@ import onnx
 
 from etc.pipeline import Options, PassContext, PassResult, get_pass
 from etc.runtime import DEFAULT_SIZES
+from etc.testing.builder import GraphBuilder
+
+__all__ = [
+    "GraphBuilder",
+    "apply_pass",
+    "assert_equivalent",
+    "assert_int8_close",
+    "conv_kernels",
+    "image_model",
+    "model_from_text",
+    "op_types",
+    "ops",
+    "random_conv_weights",
+    "reasons",
+    "run_family",
+    "run_first",
+    "text_model",
+]
 
 
 def model_from_text(text: str, initializers: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
@@ -27,14 +48,60 @@ def model_from_text(text: str, initializers: Mapping[str, np.ndarray] | None = N
     return model
 
 
+TEXT_HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
+
+
+def text_model(
+    body: str, inputs: str = "float[1,3,H,W] input", outputs: str = "float[1,4,H,W] output", **inits
+) -> onnx.ModelProto:
+    """A model from the body of an ONNX text graph, with initializers given as keyword arrays."""
+    text = f"{TEXT_HEADER}\ng ({inputs}) => ({outputs}) {{\n{body}\n}}"
+    return model_from_text(text, {k: np.asarray(v) for k, v in inits.items()})
+
+
 def op_types(model: onnx.ModelProto) -> list[str]:
     return [node.op_type for node in model.graph.node]
+
+
+def ops(model: onnx.ModelProto) -> list[str]:
+    """The op list without Constant nodes."""
+    return [n.op_type for n in model.graph.node if n.op_type != "Constant"]
+
+
+def conv_kernels(model: onnx.ModelProto) -> list[np.ndarray]:
+    """The weight of every Conv, in node order."""
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [inits[n.input[1]] for n in model.graph.node if n.op_type == "Conv"]
+
+
+def reasons(declines: list, rule: str) -> list[str]:
+    """The decline reasons one rule gave."""
+    return [d.reason for d in declines if d.rule == rule]
+
+
+def run_first(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], threads: int = 1) -> np.ndarray:
+    """The first output in onnxruntime with graph optimizations disabled (so ORT fusions hide nothing)."""
+    from etc import runtime
+
+    return next(iter(runtime.run(runtime.session(model, threads=threads), feeds).values()))
 
 
 def apply_pass(model: onnx.ModelProto, name: str, ctx: PassContext | None = None, **options) -> PassResult:
     """Runs one registered pass once with the given Options fields."""
     ctx = ctx or PassContext(Options(**options))
     return get_pass(name).run(model, ctx)
+
+
+def run_family(model: onnx.ModelProto, rules, **options) -> tuple[onnx.ModelProto, dict, list]:
+    """Applies one rule family (an ``etc.rules.RuleSet``) to a fixed point: (model, hits, declines)."""
+    from etc.graph import cleanup, to_gs, to_onnx
+    from etc.rules import apply_rules
+
+    ctx = PassContext(Options(**options))
+    graph = to_gs(model)
+    hits = apply_rules(graph, rules, ctx.options, pass_ctx=ctx, pass_name="et")
+    cleanup(graph)
+    return to_onnx(graph, model), hits, ctx.declines
 
 
 def assert_equivalent(
