@@ -314,11 +314,7 @@ class ValueRanges:
         return Interval.of(a.lo + b.lo, a.hi + b.hi)
 
     def _op_Sum(self, node: gs.Node) -> Interval:
-        total = self._input(node, 0)
-        for i in range(1, len(node.inputs)):
-            a, b = _broadcast(total, self._input(node, i))
-            total = Interval.of(a.lo + b.lo, a.hi + b.hi)
-        return total
+        return self._variadic(node, np.add)
 
     def _op_Sub(self, node: gs.Node) -> Interval:
         a, b = _broadcast(self._input(node, 0), self._input(node, 1))
@@ -338,19 +334,19 @@ class ValueRanges:
             return None
         return Interval.of(*_mul_bounds(a.lo, a.hi, 1 / b.hi, 1 / b.lo))
 
-    def _op_Max(self, node: gs.Node) -> Interval:
+    def _variadic(self, node: gs.Node, combine) -> Interval:
+        """Folds the inputs of a variadic elementwise op with ``combine`` applied to both bounds."""
         total = self._input(node, 0)
         for i in range(1, len(node.inputs)):
             a, b = _broadcast(total, self._input(node, i))
-            total = Interval.of(np.maximum(a.lo, b.lo), np.maximum(a.hi, b.hi))
+            total = Interval.of(combine(a.lo, b.lo), combine(a.hi, b.hi))
         return total
 
+    def _op_Max(self, node: gs.Node) -> Interval:
+        return self._variadic(node, np.maximum)
+
     def _op_Min(self, node: gs.Node) -> Interval:
-        total = self._input(node, 0)
-        for i in range(1, len(node.inputs)):
-            a, b = _broadcast(total, self._input(node, i))
-            total = Interval.of(np.minimum(a.lo, b.lo), np.minimum(a.hi, b.hi))
-        return total
+        return self._variadic(node, np.minimum)
 
     def _op_BatchNormalization(self, node: gs.Node) -> Interval | None:
         try:

@@ -20,11 +20,13 @@ from etc.graph import (
     batchnorm_affine,
     channels,
     const_value,
+    constant,
     conv_weights,
     input_at,
     make_conv,
     only_consumer,
     producer,
+    retire,
 )
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
@@ -78,18 +80,15 @@ class BatchNormIntoConv(Rule):
         bias = a * bias + c
         inputs = [
             conv.inputs[0],
-            gs.Constant(ctx.namer(f"{conv.name}.weight"), weight.astype(np.float32)),
-            gs.Constant(ctx.namer(f"{conv.name}.bias"), bias.astype(np.float32)),
+            constant(ctx.namer, f"{conv.name}.weight", weight),
+            constant(ctx.namer, f"{conv.name}.bias", bias),
         ]
         merged = gs.Node(conv.op, ctx.namer(conv.name), dict(conv.attrs), inputs, [])
         out = bn.outputs[0]
-        bn.outputs.remove(out)
+        bn.outputs.remove(out)  # the merged node takes over the BN's output tensor
         merged.outputs.append(out)
         ctx.graph.nodes.append(merged)
-        bn.inputs.clear()
-        bn.outputs.clear()
-        conv.outputs.clear()
-        conv.inputs.clear()
+        retire([bn, conv])
 
 
 class BatchNormToDepthwiseConv(Rule):
@@ -125,8 +124,7 @@ class BatchNormToDepthwiseConv(Rule):
             output=node.outputs[0],
             name=f"{node.name}_conv",
         )
-        node.inputs.clear()
-        node.outputs.clear()
+        retire([node])
 
 
 rules = RuleSet([BatchNormIntoConv(), BatchNormToDepthwiseConv()])
