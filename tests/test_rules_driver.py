@@ -8,9 +8,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
 
+from etc.errors import LimitWarning
 from etc.graph import Namer, is_retired, make_node, retire
+from etc.pipeline import Options
 from etc.ranges import ValueRanges
-from etc.rules import load_families, retire_unread
+from etc.rules import Match, Rule, RuleSet, apply_rules, load_families, retire_unread
 
 
 def test_a_missing_family_module_is_an_error():
@@ -56,3 +58,30 @@ def test_the_driver_retires_matched_nodes_nothing_reads_any_more():
     graph.outputs = [y]
     retire_unread(graph, [relu, sigmoid])  # the chain goes as a whole, whatever the order given
     assert is_retired(relu) and is_retired(sigmoid) and not r.outputs
+
+
+class _OncePerSweep(Rule):
+    """Renews a Relu once per sweep (it recognises a sweep by the node list cleanup leaves): never settles."""
+
+    name = "once_per_sweep"
+    ops = ("Relu",)
+
+    def __init__(self) -> None:
+        self.fired_on: list | None = None
+
+    def match(self, ctx, node):
+        return None if ctx.graph.nodes is self.fired_on else Match([node])
+
+    def rewrite(self, ctx, match):
+        self.fired_on = ctx.graph.nodes
+        node = match.nodes[0]
+        make_node(ctx.graph, ctx.namer, "Relu", [node.inputs[0]], output=node.outputs[0], name="Relu")
+
+
+def test_running_out_of_sweeps_with_rewrites_pending_warns():
+    x = gs.Variable("x", dtype=np.float32, shape=[1, 2, 5, 7])
+    y = gs.Variable("y", dtype=np.float32, shape=[1, 2, 5, 7])
+    graph = gs.Graph(nodes=[gs.Node("Relu", "relu", inputs=[x], outputs=[y])], inputs=[x], outputs=[y])
+    with pytest.warns(LimitWarning, match="pass 'test' still had rewrites to make after 3 sweeps"):
+        hits = apply_rules(graph, RuleSet([_OncePerSweep()]), Options(), pass_name="test", max_sweeps=3)
+    assert hits == {"once_per_sweep": 3}

@@ -18,6 +18,8 @@ intermediate tensor must have no other reader.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -30,7 +32,7 @@ from etc.graph import (
     per_channel_constant,
     producer,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
 def _data_and_constant(node: gs.Node) -> tuple[gs.Tensor, np.ndarray, int] | None:
@@ -56,13 +58,29 @@ def _replace_conv(ctx: RewriteContext, conv: gs.Node, weight, bias, output: gs.T
     make_conv(ctx.graph, ctx.namer, x, weight, bias, spec, output=output, name=conv.name)
 
 
+@dataclass(frozen=True)
+class AffineAfter:
+    """The per-channel constant after a Conv, and whether it is subtracted from (c - conv) rather than applied."""
+
+    vector: np.ndarray
+    negated: bool
+
+
+@dataclass(frozen=True)
+class AffineBefore:
+    """The per-channel constant before a Conv and the tensor it was applied to."""
+
+    vector: np.ndarray
+    x: gs.Tensor
+
+
 class AffineAfterConv(Rule):
     """Replaces Conv -> Mul/Div/Add/Sub(per-channel constant) with one Conv."""
 
     name = "affine_after_conv"
     ops = ("Mul", "Div", "Add", "Sub")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         found = _data_and_constant(node)
         if found is None:
             return None
@@ -71,20 +89,20 @@ class AffineAfterConv(Rule):
         if conv is None or conv.op != "Conv" or conv_spec(conv) is None:
             return None
         if node.op == "Div" and data != 0:
-            return NoMatch("constant Div x is not affine in x per channel")
+            raise Decline("constant Div x is not affine in x per channel")
         weight, _ = conv_weights(conv)
         vector = _channel_vector(value, weight.shape[0])
         if vector is None:
-            return NoMatch("constant does not broadcast along the channel axis only")
+            raise Decline("constant does not broadcast along the channel axis only")
         if node.op == "Div" and np.any(vector == 0):
-            return NoMatch("division by zero")
+            raise Decline("division by zero")
         if not only_consumer(ctx.graph, x, node):
-            return NoMatch("the conv output is also read elsewhere")
-        return Match([conv, node], {"vector": vector, "negated": node.op == "Sub" and data != 0})
+            raise Decline("the conv output is also read elsewhere")
+        return Match([conv, node], AffineAfter(vector, node.op == "Sub" and data != 0))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         conv, node = match.nodes
-        c = match.data["vector"]
+        c = match.data.vector
         weight, bias = conv_weights(conv)
         if node.op == "Mul":
             weight, bias = weight * c.reshape(-1, 1, 1, 1), bias * c
@@ -92,13 +110,11 @@ class AffineAfterConv(Rule):
             weight, bias = weight / c.reshape(-1, 1, 1, 1), bias / c
         elif node.op == "Add":
             bias = bias + c
-        elif match.data["negated"]:
+        elif match.data.negated:
             weight, bias = -weight, c - bias
         else:
             bias = bias - c
         _replace_conv(ctx, conv, weight, bias, node.outputs[0], conv.inputs[0])
-        node.inputs.clear()
-        conv.outputs.clear()
 
 
 class AffineBeforeConv(Rule):
@@ -107,7 +123,7 @@ class AffineBeforeConv(Rule):
     name = "affine_before_conv"
     ops = ("Conv",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         pre = producer(node.inputs[0])
         if pre is None or pre.op not in ("Mul", "Add", "Sub", "Div"):
             return None
@@ -121,20 +137,20 @@ class AffineBeforeConv(Rule):
         weight, _ = conv_weights(node)
         vector = _channel_vector(value, weight.shape[1] * spec.group)
         if vector is None:
-            return NoMatch("constant does not broadcast along the channel axis only")
+            raise Decline("constant does not broadcast along the channel axis only")
         if pre.op == "Div" and np.any(vector == 0):
-            return NoMatch("division by zero")
+            raise Decline("division by zero")
         if pre.op in ("Add", "Sub") and any(spec.pads):
-            return NoMatch(
+            raise Decline(
                 f"{pre.op} before a zero-padded Conv is not exact: the border would see the constant, not 0"
             )
         if not only_consumer(ctx.graph, pre.outputs[0], node):
-            return NoMatch("the scaled tensor is also read elsewhere")
-        return Match([pre, node], {"vector": vector, "x": x})
+            raise Decline("the scaled tensor is also read elsewhere")
+        return Match([pre, node], AffineBefore(vector, x))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         pre, conv = match.nodes
-        c = match.data["vector"]
+        c = match.data.vector
         spec = conv_spec(conv)
         weight, bias = conv_weights(conv)
         per_group = weight.shape[1]
@@ -149,10 +165,7 @@ class AffineBeforeConv(Rule):
         else:
             sign = 1.0 if pre.op == "Add" else -1.0
             bias = bias + sign * np.einsum("oihw,oi->o", weight, columns)
-        _replace_conv(ctx, conv, weight, bias, conv.outputs[0], match.data["x"])
-        conv.inputs.clear()
-        pre.inputs.clear()
-        pre.outputs.clear()
+        _replace_conv(ctx, conv, weight, bias, conv.outputs[0], match.data.x)
 
 
 rules = RuleSet([AffineAfterConv(), AffineBeforeConv()])

@@ -33,6 +33,8 @@ line then works at the traced size, where the shapes are static). Anything else 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -48,19 +50,20 @@ from etc.graph import (
     producer,
     static_shape,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 from etc.runtime import DEFAULT_SIZES
 
 CHAIN_OPS = ("Transpose", "ScatterND")
 PROBE_SIZES = (*DEFAULT_SIZES, (5, 7))  # the verifier's sizes and a small odd one
 
 
-def constant_pad(node: gs.Node) -> tuple[tuple[int, int, int, int], float] | NoMatch | None:
-    """((top, left, bottom, right), value) of a constant-mode spatial Pad, a NoMatch, or None if not readable."""
+def constant_pad(node: gs.Node) -> tuple[tuple[int, int, int, int], float] | None:
+    """((top, left, bottom, right), value) of a constant-mode spatial Pad, or None if not readable; raises
+    Decline when the Pad is not a constant border."""
     mode = node.attrs.get("mode", "constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     if mode != "constant":
-        return NoMatch(f"Pad mode '{mode}': the border is not a constant")
+        raise Decline(f"Pad mode '{mode}': the border is not a constant")
     pads = const_value(input_at(node, 1))
     if pads is None or input_at(node, 3) is not None:
         return None
@@ -70,9 +73,9 @@ def constant_pad(node: gs.Node) -> tuple[tuple[int, int, int, int], float] | NoM
     value_t = input_at(node, 2)
     value = const_value(value_t) if value_t is not None else np.zeros(1)
     if value is None or value.size != 1:
-        return NoMatch("Pad value is not a constant scalar")
+        raise Decline("Pad value is not a constant scalar")
     if any(p < 0 for p in pads) or pads[0] or pads[1] or pads[4] or pads[5]:
-        return NoMatch("Pad crops or touches the batch or channel axis")
+        raise Decline("Pad crops or touches the batch or channel axis")
     return (pads[2], pads[3], pads[6], pads[7]), float(np.asarray(value).reshape(-1)[0])
 
 
@@ -122,8 +125,9 @@ Probe = dict[str, np.ndarray]  # concrete values of the scatter indices/updates 
 
 def simulate(
     chain: list[gs.Node], shape: tuple[int, ...], probe: Probe | None = None
-) -> tuple[np.ndarray, np.ndarray] | str:
-    """(source index or -1 per output element, written value) of the chain on a tensor of ``shape``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """(source index or -1 per output element, written value) of the chain on a tensor of ``shape``; raises
+    Decline when the writes cannot be simulated.
 
     Scatter indices and updates are the constants of the graph, or their values in ``probe`` (dynamic shapes).
     """
@@ -137,46 +141,50 @@ def simulate(
             continue
         reduction = node.attrs.get("reduction", "none")
         if (reduction.decode() if isinstance(reduction, bytes) else reduction) != "none":
-            return f"{node.name} scatters with reduction '{reduction}'"
+            raise Decline(f"{node.name} scatters with reduction '{reduction}'")
         indices, updates = (
             probe[t.name] if t.name in probe else const_value(t) for t in (node.inputs[1], node.inputs[2])
         )
         if indices is None:
-            return f"{node.name}: scatter indices are not constant (a dynamic shape, or data-dependent)"
+            raise Decline(
+                f"{node.name}: scatter indices are not constant (a dynamic shape, or data-dependent)"
+            )
         if updates is None:
-            return f"{node.name}: scattered values are not constant"
+            raise Decline(f"{node.name}: scattered values are not constant")
         depth = indices.shape[-1]
         dims = np.asarray(source.shape[:depth])
         if np.any(indices < -dims) or np.any(indices >= dims):
-            return f"{node.name}: scatter index out of range"
+            raise Decline(f"{node.name}: scatter index out of range")
         where = tuple(np.moveaxis(indices % dims, -1, 0))
         try:
             source[where] = -1
             value[where] = updates
         except (ValueError, IndexError):
-            return f"{node.name}: scatter updates do not fit the indices"
+            raise Decline(f"{node.name}: scatter updates do not fit the indices") from None
     return source, value
 
 
 def border_values(
     source: np.ndarray, value: np.ndarray, pads: tuple[int, int, int, int], fill: float
-) -> np.ndarray | str:
-    """The per-channel value of the border ring, or why the chain is not a border write."""
+) -> np.ndarray:
+    """The per-channel value of the border ring; raises Decline saying why the chain is not a border write."""
     _, c, h, w = source.shape
     top, left, bottom, right = pads
     interior = np.zeros((h, w), dtype=bool)
     interior[top : h - bottom, left : w - right] = True
     identity = np.arange(source.size).reshape(source.shape)
     if np.any(source[:, :, interior] != identity[:, :, interior]):
-        return "the writes reach inside the padded region (or move elements)"
+        raise Decline("the writes reach inside the padded region (or move elements)")
     ring = value[:, :, ~interior]
     kept = source[:, :, ~interior]
     if np.any((kept != -1) & (kept != identity[:, :, ~interior])):
-        return "the border is moved, not written"
+        raise Decline("the border is moved, not written")
     ring = np.where(kept == -1, ring, fill).astype(np.float32)
     per_channel = ring[0, :, :1]
     if ring.size and np.any(ring != per_channel[None]):
-        return "the border does not hold one value per channel (a strip is missing or the values vary)"
+        raise Decline(
+            "the border does not hold one value per channel (a strip is missing or the values vary)"
+        )
     return per_channel.reshape(c)
 
 
@@ -198,13 +206,14 @@ def shape_only(tensors: list[gs.Tensor]) -> bool:
 
 def probe_sides(
     graph: gs.Graph, pad: gs.Node, chain: list[gs.Node], sizes: tuple[tuple[int, int], ...]
-) -> list[tuple[tuple[int, ...], Probe]] | str:
-    """(padded shape, scatter indices/updates) at each input size, computed by onnxruntime, or why not."""
+) -> list[tuple[tuple[int, ...], Probe]]:
+    """(padded shape, scatter indices/updates) at each input size, computed by onnxruntime; raises Decline
+    saying why not."""
     from etc import runtime
 
     sides = [t for n in chain if n.op == "ScatterND" for t in n.inputs[1:3]]
     if not shape_only(sides):
-        return "scatter indices or values depend on tensor values, not only on shapes"
+        raise Decline("scatter indices or values depend on tensor values, not only on shapes")
     sub = graph.copy()
     tensors = sub.tensors()
     outputs = [tensors[pad.outputs[0].name], *(tensors[t.name] for t in sides)]
@@ -222,21 +231,33 @@ def probe_sides(
             probes.append((tuple(values[0].shape), {t.name: v for t, v in zip(sides, values[1:])}))
     except Exception as err:  # onnxruntime rejects the shape arithmetic at this size
         first = str(err).strip().splitlines()[0][:200]
-        return f"the shape arithmetic of the writes does not run at {size[0]}x{size[1]}: {first}"
+        raise Decline(
+            f"the shape arithmetic of the writes does not run at {size[0]}x{size[1]}: {first}"
+        ) from None
     return probes
 
 
-def bias_conv(tensor: gs.Variable) -> gs.Node | str:
-    """The stride-1 1x1 Conv with constant weights producing ``tensor``, or why it is not one."""
+def bias_conv(tensor: gs.Variable) -> gs.Node:
+    """The stride-1 1x1 Conv with constant weights producing ``tensor``; raises Decline saying why not."""
     conv = producer(tensor)
     if conv is None or conv.op != "Conv":
-        return "the padded tensor is not the output of a Conv"
+        raise Decline("the padded tensor is not the output of a Conv")
     spec = conv_spec(conv)
     if spec is None or spec.kernel != (1, 1):
-        return "the padded tensor is not the output of a 1x1 Conv with constant weights"
+        raise Decline("the padded tensor is not the output of a 1x1 Conv with constant weights")
     if spec.strides != (1, 1):
-        return "the 1x1 Conv is strided; padding its input is not padding its output"
+        raise Decline("the 1x1 Conv is strided; padding its input is not padding its output")
     return conv
+
+
+@dataclass(frozen=True)
+class BorderPadding:
+    """What a border write becomes: ``pads`` (top, left, bottom, right) added to the 1x1 ``conv`` whose bias the
+    border holds, or, without a conv, a constant Pad with ``fill``."""
+
+    pads: tuple[int, int, int, int]
+    conv: gs.Node | None = None
+    fill: float = 0.0
 
 
 class BorderWriteAsPadding(Rule):
@@ -245,13 +266,13 @@ class BorderWriteAsPadding(Rule):
     name = "border_write_as_padding"
     ops = ("Pad",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         chain = write_chain(ctx.graph, node)
         if not any(n.op == "ScatterND" for n in chain):
             return None
         pad = constant_pad(node)
-        if not isinstance(pad, tuple):
-            return pad
+        if pad is None:
+            return None
         pads, fill = pad
         if not any(pads):
             return None  # nothing padded: the writes are not a border
@@ -261,20 +282,21 @@ class BorderWriteAsPadding(Rule):
             n, c, h, w = source_shape
             shape = (n, c, h + pads[0] + pads[2], w + pads[1] + pads[3])
         border = self.border(ctx, node, chain, shape, pads, fill)
-        if border is None or isinstance(border, NoMatch):
-            return border
-        conv = bias_conv(node.inputs[0])
-        if isinstance(conv, gs.Node):
+        if border is None:
+            return None
+        try:
+            conv = bias_conv(node.inputs[0])
+        except Decline as declined:
+            why = declined.reason
+        else:
             bias = const_value(input_at(conv, 2))
             bias = np.zeros(border.shape, np.float32) if bias is None else bias.astype(np.float32).reshape(-1)
             if bias.shape == border.shape and np.array_equal(bias, border):
-                return Match([node, *chain], {"conv": conv, "pads": pads})
+                return Match([node, *chain], BorderPadding(pads, conv=conv))
             why = "the border values are not the bias of the 1x1 Conv"
-        else:
-            why = conv
         if np.all(border == border[0]):
-            return Match([node, *chain], {"fill": float(border[0]), "pads": pads})
-        return NoMatch(f"per-channel border values need a 1x1 Conv whose bias they are: {why}")
+            return Match([node, *chain], BorderPadding(pads, fill=float(border[0])))
+        raise Decline(f"per-channel border values need a 1x1 Conv whose bias they are: {why}")
 
     @staticmethod
     def border(
@@ -284,46 +306,43 @@ class BorderWriteAsPadding(Rule):
         shape: tuple[int, ...] | None,
         pads: tuple[int, int, int, int],
         fill: float,
-    ) -> np.ndarray | NoMatch | None:
-        """The per-channel border values, the same at every probed size when the shape is dynamic.
+    ) -> np.ndarray | None:
+        """The per-channel border values, the same at every probed size when the shape is dynamic (raises Decline
+        otherwise).
 
         None while a static-input graph still has shape arithmetic to fold (the rule looks again after it).
         """
         sides = [t for n in chain if n.op == "ScatterND" for t in n.inputs[1:3]]
         static_input = all(static_shape(t) is not None for t in ctx.graph.inputs)
         if static_input and (shape is None or any(const_value(t) is None for t in sides)):
-            return None if shape_only(sides) else NoMatch("the written values depend on tensor values")
+            if shape_only(sides):
+                return None
+            raise Decline("the written values depend on tensor values")
         if shape is not None and len(shape) == 4:
-            probes: list[tuple[tuple[int, ...], Probe]] | str = [(shape, {})]
+            probes: list[tuple[tuple[int, ...], Probe]] = [(shape, {})]
         else:
             probes = probe_sides(ctx.graph, pad, chain, PROBE_SIZES)
-        if isinstance(probes, str):
-            return NoMatch(probes)
         found = None
         for probe_shape, probe in probes:
             result = simulate(chain, probe_shape, probe)
-            if isinstance(result, str):
-                return NoMatch(result)
             if result[0].shape != probe_shape:
-                return NoMatch("the written tensor does not end in the padded layout")
+                raise Decline("the written tensor does not end in the padded layout")
             border = border_values(*result, pads, fill)
-            if isinstance(border, str):
-                return NoMatch(border)
             if found is not None and not np.array_equal(found, border):
-                return NoMatch("the border values change with the input size")
+                raise Decline("the border values change with the input size")
             found = border
         return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         pad, *chain = match.nodes  # the old nodes lose their output and are cleaned up
         out = chain[-1].outputs[0]
-        top, left, bottom, right = match.data["pads"]
-        conv = match.data.get("conv")
+        top, left, bottom, right = match.data.pads
+        conv = match.data.conv
         if conv is not None:
             _padded_conv(ctx, conv, (top, left, bottom, right), out)
         else:
             pads_t = constant(ctx.namer, "border_pads", [0, 0, top, left, 0, 0, bottom, right], np.int64)
-            fill = constant(ctx.namer, "border_fill", match.data["fill"])
+            fill = constant(ctx.namer, "border_fill", match.data.fill)
             inputs = [pad.inputs[0], pads_t, fill]
             make_node(
                 ctx.graph, ctx.namer, "Pad", inputs, attrs={"mode": "constant"}, output=out, name="border_pad"
@@ -357,7 +376,7 @@ class BorderStripsAsPadding(Rule):
     name = "border_strips_as_padding"
     ops = ("Concat",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         axis = int(node.attrs.get("axis", 0))
         rank = len(node.outputs[0].shape or ()) or 4
         if axis % rank not in (2, 3) or rank != 4 or len(node.inputs) < 2:
@@ -367,8 +386,6 @@ class BorderStripsAsPadding(Rule):
         if len(middle) != 1 or any(v is None or v.ndim != 4 for i, v in enumerate(values) if i != middle[0]):
             return None
         conv = bias_conv(node.inputs[middle[0]])
-        if isinstance(conv, str):
-            return NoMatch(conv)
         bias = const_value(input_at(conv, 2))
         channels = const_value(conv.inputs[1]).shape[0]
         bias = np.zeros(channels, np.float32) if bias is None else bias.astype(np.float32).reshape(-1)
@@ -378,14 +395,14 @@ class BorderStripsAsPadding(Rule):
             if value.shape[1] != channels or not np.array_equal(
                 value.astype(np.float32), np.broadcast_to(bias[None, :, None, None], value.shape)
             ):
-                return NoMatch("a constant strip does not hold the 1x1 Conv's bias in every channel")
+                raise Decline("a constant strip does not hold the 1x1 Conv's bias in every channel")
         before = sum(values[i].shape[axis % 4] for i in range(middle[0]))
         after = sum(values[i].shape[axis % 4] for i in range(middle[0] + 1, len(values)))
         extra = (before, 0, after, 0) if axis % 4 == 2 else (0, before, 0, after)
-        return Match([node], {"conv": conv, "extra": extra})
+        return Match([node], BorderPadding(extra, conv=conv))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        _padded_conv(ctx, match.data["conv"], match.data["extra"], match.nodes[0].outputs[0])
+        _padded_conv(ctx, match.data.conv, match.data.pads, match.nodes[0].outputs[0])
 
 
 rules = RuleSet([BorderWriteAsPadding(), BorderStripsAsPadding()])

@@ -11,12 +11,14 @@ what the node computes. Random ops, ops with subgraphs and results over 16 MB ar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from etc.graph import const_value, input_at, is_empty_input, is_graph_output, producer, replace_uses
-from etc.rules import ANY_OP, Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import ANY_OP, Decline, Match, RewriteContext, Rule, RuleSet
 
 MAX_FOLDED_BYTES = 16 * 2**20
 NEVER_FOLD = frozenset(
@@ -76,6 +78,13 @@ def _plain_attrs(node: gs.Node) -> dict:
     return attrs
 
 
+@dataclass(frozen=True)
+class FoldedValues:
+    """The value of each output of the matched node."""
+
+    values: list[np.ndarray]
+
+
 class ConstantNodeToInitializer(Rule):
     """Replaces a Constant node with an initializer."""
 
@@ -86,10 +95,10 @@ class ConstantNodeToInitializer(Rule):
         value = const_value(node.outputs[0])
         if value is None or is_graph_output(ctx.graph, node.outputs[0]):
             return None
-        return Match([node], {"values": [value]})
+        return Match([node], FoldedValues([value]))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        _to_initializer(ctx, match.nodes[0], match.data["values"])
+        _to_initializer(ctx, match.nodes[0], match.data.values)
 
 
 class FoldConstantNode(Rule):
@@ -98,7 +107,7 @@ class FoldConstantNode(Rule):
     name = "constant_fold"
     ops = (ANY_OP,)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if node.op in NEVER_FOLD or node.op == "Constant" or not node.inputs:
             return None
         values = []
@@ -115,15 +124,15 @@ class FoldConstantNode(Rule):
         try:
             results = evaluate_node(node, values, int(ctx.graph.opset or 18))
         except Exception as exc:  # the evaluator lacks the op or the attrs are unusual: leave it
-            return NoMatch(
+            raise Decline(
                 f"could not evaluate {node.op}: {str(exc).splitlines()[0][:120] if str(exc) else exc}"
-            )
+            ) from None
         if sum(r.nbytes for r in results) > MAX_FOLDED_BYTES:
-            return NoMatch("folded value would exceed 16 MB")
-        return Match([node], {"values": results})
+            raise Decline("folded value would exceed 16 MB")
+        return Match([node], FoldedValues(results))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        _to_initializer(ctx, match.nodes[0], match.data["values"])
+        _to_initializer(ctx, match.nodes[0], match.data.values)
 
 
 def _static_dims(tensor: gs.Tensor) -> list[int | None] | None:
@@ -154,10 +163,10 @@ class StaticShape(Rule):
         ]
         if any(d is None for d in picked):
             return None
-        return Match([node], {"values": [np.asarray(picked, dtype=np.int64)]})
+        return Match([node], FoldedValues([np.asarray(picked, dtype=np.int64)]))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        _to_initializer(ctx, match.nodes[0], match.data["values"])
+        _to_initializer(ctx, match.nodes[0], match.data.values)
 
 
 class StaticPartOfShape(Rule):
@@ -197,10 +206,10 @@ class StaticPartOfShape(Rule):
         )
         if any(d is None for d in picked.reshape(-1)):
             return None
-        return Match([node], {"values": [picked.astype(np.int64)]})
+        return Match([node], FoldedValues([picked.astype(np.int64)]))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        _to_initializer(ctx, match.nodes[0], match.data["values"])
+        _to_initializer(ctx, match.nodes[0], match.data.values)
 
 
 rules = RuleSet([ConstantNodeToInitializer(), StaticShape(), StaticPartOfShape(), FoldConstantNode()])

@@ -12,13 +12,14 @@ the node stays (ONNX needs a node between them).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.graph import bypass, const_value, input_at, is_graph_output, producer, static_shape
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 INT64_BIG = 2**31 - 1
 
@@ -31,20 +32,17 @@ def _can_bypass(ctx: RewriteContext, node: gs.Node, index: int = 0) -> bool:
 
 
 class NoOpRule(Rule):
-    """Base: ``is_noop`` decides, ``rewrite`` bypasses the data input."""
+    """Base: ``is_noop`` decides (or raises Decline), ``rewrite`` bypasses the data input."""
 
     data_input = 0
 
-    def is_noop(self, ctx: RewriteContext, node: gs.Node) -> bool | NoMatch:
+    def is_noop(self, ctx: RewriteContext, node: gs.Node) -> bool:
         raise NotImplementedError
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if len(node.inputs) <= self.data_input:
             return None
-        verdict = self.is_noop(ctx, node)
-        if isinstance(verdict, NoMatch):
-            return verdict
-        if not verdict or not _can_bypass(ctx, node, self.data_input):
+        if not self.is_noop(ctx, node) or not _can_bypass(ctx, node, self.data_input):
             return None
         return Match([node])
 
@@ -73,9 +71,9 @@ class RemoveDropout(NoOpRule):
         if training is not None:
             value = const_value(training)
             if value is None or bool(np.asarray(value).reshape(-1)[0]):
-                return NoMatch("Dropout may run in training mode")
+                raise Decline("Dropout may run in training mode")
         if len(node.outputs) > 1 and node.outputs[1].outputs:
-            return NoMatch("the dropout mask is used")
+            raise Decline("the dropout mask is used")
         return True
 
 
@@ -203,6 +201,13 @@ class RemoveIdentityTranspose(NoOpRule):
         return perm is not None and list(perm) == list(range(len(perm)))
 
 
+@dataclass(frozen=True)
+class DataOperand:
+    """Which operand of the arithmetic node is the data (the other is the neutral constant)."""
+
+    index: int
+
+
 class RemoveNeutralArithmetic(NoOpRule):
     """Replaces x*1, 1*x, x/1, x+0, 0+x, x-0 with x when the constant cannot broadcast x to a larger shape."""
 
@@ -222,14 +227,14 @@ class RemoveNeutralArithmetic(NoOpRule):
             if value.size == 0 or not np.all(np.asarray(value, dtype=np.float64) == self.neutral[node.op]):
                 continue
             if not _cannot_enlarge(node.inputs[data], value, node.outputs[0]):
-                return NoMatch(f"the constant {node.op} operand may broadcast the input to a larger shape")
+                raise Decline(f"the constant {node.op} operand may broadcast the input to a larger shape")
             if not _can_bypass(ctx, node, data):
                 return None
-            return Match([node], {"data": data})
+            return Match([node], DataOperand(data))
         return None
 
     def rewrite(self, ctx, match):
-        bypass(ctx.graph, match.nodes[0], match.data["data"])
+        bypass(ctx.graph, match.nodes[0], match.data.index)
 
 
 def _cannot_enlarge(x: gs.Tensor, value: np.ndarray, out: gs.Tensor) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.graph import const_value, consumers, conv_spec, input_at, is_graph_output, producer
+from etc.graph import const_value, consumers, conv_spec, input_at, is_graph_output, producer, replace_uses
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
@@ -89,7 +89,6 @@ class PadIntoConv(Rule):
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         pad, *convs = match.nodes
         extra = match.data.pads
-        source = pad.inputs[0]
         for conv in convs:
             pads = list(conv_spec(conv).pads)
             conv.attrs["pads"] = [
@@ -98,7 +97,7 @@ class PadIntoConv(Rule):
                 pads[2] + extra[2],
                 pads[3] + extra[3],
             ]
-            conv.inputs[0] = source
+        replace_uses(ctx.graph, pad.outputs[0], pad.inputs[0])  # every reader is one of the convs
 
 
 rules = RuleSet([PadIntoConv()])

@@ -21,7 +21,6 @@ from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 def _replace_with_relu(ctx: RewriteContext, node: gs.Node, x: gs.Tensor) -> None:
     make_node(ctx.graph, ctx.namer, "Relu", [x], output=node.outputs[0], name=f"{node.name}_relu")
-    node.inputs.clear()
 
 
 class ReluOfRelu(Rule):

@@ -20,11 +20,22 @@ channel c of Y is channel c - a of V. Anything else is declined with the reason.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.graph import channels, const_value, constant, consumers, is_graph_output, make_node, producer
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.graph import (
+    channels,
+    const_value,
+    constant,
+    consumers,
+    conv_spec,
+    is_graph_output,
+    make_node,
+    producer,
+)
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 IDENTITY = (0, 1, 2, 3)
 
@@ -36,8 +47,9 @@ def _perm(node: gs.Node | None) -> tuple[int, ...] | None:
     return tuple(int(p) for p in perm) if perm is not None and len(perm) == 4 else None
 
 
-def _layout(ctx: RewriteContext, scatter: gs.Node) -> tuple[gs.Tensor, gs.Tensor, gs.Tensor, tuple] | NoMatch:
-    """(X, V, Y, perm): the untransposed data, updates and result around ``scatter``, or why not."""
+def _layout(ctx: RewriteContext, scatter: gs.Node) -> tuple[gs.Tensor, gs.Tensor, gs.Tensor, tuple]:
+    """(X, V, Y, perm): the untransposed data, updates and result around ``scatter``; raises Decline saying
+    why they cannot be read."""
     data, updates, out = scatter.inputs[0], scatter.inputs[2], scatter.outputs[0]
     before = producer(data)
     perm = _perm(before)
@@ -47,9 +59,9 @@ def _layout(ctx: RewriteContext, scatter: gs.Node) -> tuple[gs.Tensor, gs.Tensor
     after = users[0] if len(users) == 1 and not is_graph_output(ctx.graph, out) else None
     back = _perm(after)
     if back is None or tuple(perm[i] for i in back) != IDENTITY:
-        return NoMatch("the data is transposed before the scatter but not transposed back after it")
+        raise Decline("the data is transposed before the scatter but not transposed back after it")
     if _perm(producer(updates)) != perm:
-        return NoMatch("the updates are not transposed like the data")
+        raise Decline("the updates are not transposed like the data")
     return before.inputs[0], producer(updates).inputs[0], after.outputs[0], perm
 
 
@@ -59,8 +71,6 @@ SAME_SIZE_UNARY = ("Relu", "PRelu", "LeakyRelu", "Sigmoid", "Tanh", "Identity", 
 def _same_size_as(tensor: gs.Tensor, x: gs.Tensor, depth: int = 8) -> bool:
     """True when ``tensor`` is computed from ``x`` by ops that keep batch, H and W (same-padded stride-1 Convs,
     elementwise unary ops, channel Slices), so the two agree on every axis but the channels."""
-    from etc.graph import conv_spec
-
     for _ in range(depth):
         if tensor is x:
             return True
@@ -107,8 +117,9 @@ def _dims(tensor: gs.Tensor, fallback: int) -> tuple[int, int] | None:
 
 def channel_range(
     indices: np.ndarray, perm: tuple, data: tuple[int, int], update: tuple[int, int]
-) -> tuple[int, int] | str:
-    """[a, b) when the scatter writes V's channels to X's channels a..b-1 one to one, else why not."""
+) -> tuple[int, int]:
+    """[a, b) when the scatter writes V's channels to X's channels a..b-1 one to one; raises Decline saying
+    why not."""
     shape = (*data, 2, 3)  # H and W are never addressed: any size shows the mapping
     source = np.arange(int(np.prod(shape))).reshape(shape).transpose(perm)
     upd_shape = (*update, 2, 3)
@@ -116,26 +127,38 @@ def channel_range(
     depth = indices.shape[-1]
     dims = np.asarray(source.shape[:depth])
     if np.any(indices < -dims) or np.any(indices >= dims):
-        return "scatter index out of range"
+        raise Decline("scatter index out of range")
     result = source.copy()
     try:
         result[tuple(np.moveaxis(indices % dims, -1, 0))] = upd
     except (ValueError, IndexError):
-        return "the updates do not fit the indices"
+        raise Decline("the updates do not fit the indices") from None
     result = result.transpose(np.argsort(perm))
     written = np.nonzero(np.all(result < 0, axis=(0, 2, 3)))[0]
     kept = np.all(result >= 0, axis=(0, 2, 3))
     if not np.all(kept | np.isin(np.arange(data[1]), written)):
-        return "the scatter writes part of a channel (not whole channels for every batch entry)"
+        raise Decline("the scatter writes part of a channel (not whole channels for every batch entry)")
     if written.size != update[1] or np.any(np.diff(written) != 1):
-        return "the written channels are not one contiguous range the size of the update"
+        raise Decline("the written channels are not one contiguous range the size of the update")
     a = int(written[0])
     identity = np.arange(int(np.prod(shape))).reshape(shape)
     expected = identity.copy()
     expected[:, a : a + update[1]] = -1 - np.arange(int(np.prod(upd_shape))).reshape(upd_shape)
     if not np.array_equal(result, expected):
-        return "the written channels are reordered or the kept channels move"
+        raise Decline("the written channels are reordered or the kept channels move")
     return a, a + update[1]
+
+
+@dataclass(frozen=True)
+class ChannelWrite:
+    """A scatter read in the untransposed layout: Y = X with channels [a, b) = ``range`` replaced by V; X has
+    ``channels`` channels."""
+
+    x: gs.Tensor
+    v: gs.Tensor
+    y: gs.Tensor
+    range: tuple[int, int]
+    channels: int
 
 
 class ChannelWriteAsConcat(Rule):
@@ -144,17 +167,14 @@ class ChannelWriteAsConcat(Rule):
     name = "channel_write_as_concat"
     ops = ("ScatterND",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         reduction = node.attrs.get("reduction", "none")
         if (reduction.decode() if isinstance(reduction, bytes) else reduction) != "none":
-            return NoMatch(f"scatter with reduction '{reduction}' is not a plain write")
+            raise Decline(f"scatter with reduction '{reduction}' is not a plain write")
         indices = const_value(node.inputs[1])
         if indices is None:
             return None  # written positions computed at run time: fold_border's business, or nobody's
-        layout = _layout(ctx, node)
-        if isinstance(layout, NoMatch):
-            return layout
-        x, v, y, perm = layout
+        x, v, y, perm = _layout(ctx, node)
         if perm == IDENTITY:
             v = _peel_shape_noops(v, x)
         depth = indices.shape[-1]
@@ -162,20 +182,18 @@ class ChannelWriteAsConcat(Rule):
             return None  # addresses spatial positions: a border write (fold_border) or a write no rule reads
         data = _dims(x, 1)
         if data is None or (0 in perm[:depth] and not _static_batch(x)):
-            return NoMatch("the written tensor's batch or channel count is not static")
+            raise Decline("the written tensor's batch or channel count is not static")
         update = _dims(v, data[0])
         if update is None:
-            return NoMatch("the update's channel count is not static")
-        found = channel_range(indices, perm, data, update)
-        if isinstance(found, str):
-            return NoMatch(found)
-        return Match([node], {"x": x, "v": v, "y": y, "range": found, "channels": data[1]})
+            raise Decline("the update's channel count is not static")
+        return Match([node], ChannelWrite(x, v, y, channel_range(indices, perm, data, update), data[1]))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        x, v, y = match.data["x"], match.data["v"], match.data["y"]
-        a, b = match.data["range"]
+        write = match.data
+        x, v, y = write.x, write.v, write.y
+        a, b = write.range
         parts = []
-        for start, end in ((0, a), (b, match.data["channels"])):
+        for start, end in ((0, a), (b, write.channels)):
             if start < end:
                 bounds = [constant(ctx.namer, f"channels_{k}", [k], np.int64) for k in (start, end, 1)]
                 parts.append(

@@ -19,6 +19,8 @@ Sub under a Neg) must have no other reader and must not be a graph output, so no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx_graphsurgeon as gs
 
 from etc.graph import (
@@ -31,9 +33,8 @@ from etc.graph import (
     make_node,
     only_consumer,
     producer,
-    retire,
 )
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
 def _absorbed(ctx: RewriteContext, tensor: gs.Tensor, reader: gs.Node, op: str) -> gs.Node | None:
@@ -55,17 +56,17 @@ class NegIntoConv(Rule):
     name = "neg_into_conv"
     ops = ("Neg",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         conv = producer(node.inputs[0])
         if conv is None or conv.op != "Conv":
             return None
         if conv_spec(conv) is None or const_value(input_at(conv, 1)) is None:
-            return NoMatch("the conv's weights are not constant")
+            raise Decline("the conv's weights are not constant")
         bias = input_at(conv, 2)
         if bias is not None and const_value(bias) is None:
-            return NoMatch("the conv's bias is not constant")
+            raise Decline("the conv's bias is not constant")
         if _absorbed(ctx, node.inputs[0], node, "Conv") is None:
-            return NoMatch("the conv output is also read elsewhere")
+            raise Decline("the conv output is also read elsewhere")
         return Match([conv, node])
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
@@ -77,24 +78,31 @@ class NegIntoConv(Rule):
         make_conv(ctx.graph, ctx.namer, x, -weight, -bias, spec, output=out, name=conv.name or "Conv")
 
 
+@dataclass(frozen=True)
+class NegatedOperand:
+    """Which operand of the Add/Sub the Neg produces."""
+
+    index: int
+
+
 class NegIntoSum(Rule):
     """Replaces Add(a, Neg(b)) with Sub(a, b) and Sub(a, Neg(b)) with Add(a, b)."""
 
     name = "neg_into_sum"
     ops = ("Add", "Sub")
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if len(node.inputs) != 2 or len(node.outputs) != 1 or node.inputs[0] is node.inputs[1]:
             return None
         for index in (1, 0) if node.op == "Add" else (1,):
             neg = _absorbed(ctx, node.inputs[index], node, "Neg")
             if neg is not None:
-                return Match([node, neg], {"index": index})
+                return Match([node, neg], NegatedOperand(index))
         return None
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node, neg = match.nodes
-        index = match.data["index"]
+        index = match.data.index
         other = node.inputs[1 - index]
         op = "Sub" if node.op == "Add" else "Add"
         out = node.outputs[0]
@@ -108,24 +116,21 @@ class NegOfSub(Rule):
     name = "neg_of_sub"
     ops = ("Neg",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         for op in ("Sub", "Neg"):
             inner = _absorbed(ctx, node.inputs[0], node, op)
             if inner is not None and len(inner.inputs) == (2 if op == "Sub" else 1):
                 if op == "Neg" and not _can_bypass(ctx, inner, node):
-                    return NoMatch("Neg(Neg(x)) maps a graph input straight to a graph output")
+                    raise Decline("Neg(Neg(x)) maps a graph input straight to a graph output")
                 return Match([node, inner])
         return None
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node, inner = match.nodes
         out = node.outputs[0]
-        if inner.op == "Neg":
-            x = inner.inputs[0]
-            retire([inner])
-            node.inputs.clear()
-            node.inputs.append(x)
+        if inner.op == "Neg":  # both go; _can_bypass checked that they can
             bypass(ctx.graph, node)
+            bypass(ctx.graph, inner)
             return
         a, b = inner.inputs
         make_node(ctx.graph, ctx.namer, "Sub", [b, a], output=out, name="Sub")
