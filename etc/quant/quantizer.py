@@ -379,9 +379,11 @@ def relu_form(
     if not before:
         return model, 0
     from etc.errors import EquivalenceError
+    from etc.frontends.onnx_io import validate
     from etc.pipeline import NumericCheck, Options, run_pipeline
     from etc.verification import verify
 
+    validate(model)
     check = NumericCheck(atol=1e-5, rtol=1e-5)
     out = run_pipeline(model, "prelu", options=Options(dict(input_ranges or {})), instruments=[check]).model
     if not verify(model, out, input_ranges=input_ranges).equivalent:
