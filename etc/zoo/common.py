@@ -102,6 +102,14 @@ def backbone_sizes(
     return M, C, scale
 
 
+def plain_sizes(sd: StateDict, *, allow_pad: bool = False) -> tuple[int, int, int]:
+    """(M, C, scale) of a ``conv_first`` / ``backbone_convs.{i}`` / ``conv_last`` state dict (Plain, ETDS)."""
+    C = sd["conv_first.weight"].shape[0]
+    M = count_prefix(sd, "backbone_convs.")
+    scale = scale_from_channels(sd["conv_last.weight"].shape[0], allow_pad=allow_pad)
+    return M, C, scale
+
+
 def load_exact(module: nn.Module, sd: StateDict) -> nn.Module:
     """``load_state_dict(strict=True)`` with an error that names the model on a key/shape mismatch."""
     try:
