@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -28,12 +26,11 @@ def models(exporter: str) -> dict:
 
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from etc import zoo
     from etc.frontends.torch import export
     from etc.pipeline import run_pipeline
     from etc.zoo.ecbsr import ECBSRTrain
-    from tests.ecb_published import PublishedECBSR
+    from etc.zoo.published.ecbsr import PublishedECBSR
 
     deploy = zoo.build("ecbsr", scale=4, pretrained="ECBSR_M4C16_x4")
     published = PublishedECBSR.from_train(ECBSRTrain.from_deploy(deploy, seed=7))

@@ -3,7 +3,7 @@
 python -m bench.bench_published_reparam               # writes the "published reparam: latency" section
 python -m bench.bench_published_reparam --rounds 5 --no-write
 
-The test nets of tests/published_reparam.py at deployment widths: a MobileOne stack (timm's blocks, 4 conv
+The test nets of etc/zoo/published/reparam.py at deployment widths: a MobileOne stack (timm's blocks, 4 conv
 branches as in mobileone_s0, 48/96 channels) on 1x3x224x224, and SPAN (Conv3XC in SPAB blocks, 48 channels,
 6 blocks, x4) with and without its concat tail on 1x3x128x128. Each is exported in its training form and in its
 deployed form (the library's fusion, computed in torch); etc = ``fold,rep,et`` of the training export; etc and
@@ -30,7 +30,7 @@ from bench.common import (
 
 
 def networks():
-    from tests.published_reparam import SPAN, MobileOneStack
+    from etc.zoo.published.reparam import SPAN, MobileOneStack
 
     return [
         ("MobileOne stack (k=4, 48/96 ch)", MobileOneStack(channels=48, kernel=3, branches=4), (224, 224)),

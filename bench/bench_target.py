@@ -4,7 +4,7 @@ python -m bench.bench_target                 # writes the "target cpu: latency v
 python -m bench.bench_target --no-write --only compact,abpn
 
 For every zoo model (random weights, default sizes, x2, legacy export) and the cost test models
-(tests/cost_models.py), ``etc.optimize(..., target="cpu")`` picks a form; then, independently of that choice's own
+(etc/zoo/published/cost.py), ``etc.optimize(..., target="cpu")`` picks a form; then, independently of that choice's own
 measurement, the chosen model and the input are timed again: onnxruntime CPU, default graph optimizations, one
 thread, fresh sessions every round, interleaved in a seeded random order (etc.timing), and compared by the median
 per-round ratio with a 95% bootstrap interval; a second session of the input is timed alongside, so its ratio to
@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
-from pathlib import Path
 
 from bench.common import interleaved_times, machine, markdown_table, paired_ratio, write_section
 from etc.target import latency_runner
@@ -29,9 +27,7 @@ SIZE = (128, 128)
 def models() -> dict[str, object]:
     """name -> a zero-argument builder of the torch module."""
     from etc import zoo
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from cost_models import MODELS
+    from etc.zoo.published.cost import MODELS
 
     out = {name: (lambda n=name: zoo.build(n, scale=2)) for name in zoo.available()}
     out.update({f"{name} (test)": cls for name, cls in MODELS.items()})

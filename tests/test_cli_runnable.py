@@ -60,7 +60,7 @@ def test_published_ecb_legacy_dynamic_export_is_optimized_at_its_traced_size(tmp
     """The published ECB code exported with dynamic H/W by the legacy exporter: one conv per block, exit 0."""
     torch = pytest.importorskip("torch")
     from etc.frontends.torch import export
-    from tests.ecb_published import PublishedECBSR
+    from etc.zoo.published.ecbsr import PublishedECBSR
 
     torch.manual_seed(0)
     src = save(export(PublishedECBSR(0, 4, 2, act="relu"), exporter="legacy"), tmp_path / "ecb.onnx")

@@ -1,5 +1,5 @@
 """The cost model and the budget every widening rewrite answers to (etc.cost), on nets shaped like RepGhost,
-PLKSR, EDSR and Real-ESRGAN's compact net (tests/cost_models.py): each decision accepted or declined with its
+PLKSR, EDSR and Real-ESRGAN's compact net (etc/zoo/published/cost.py): each decision accepted or declined with its
 reason and figure, the result always equivalent, and the limits that warn instead of stopping quietly."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from cost_models import MODELS
 from et_helpers import Builder, run_family
 
 from etc.cli import cli as main
@@ -21,6 +20,7 @@ from etc.info import count_macs
 from etc.pipeline import LimitWarning, NumericCheck, Options, Pass, PassResult, run_pipeline
 from etc.rules import Match, Rule, RuleSet
 from etc.target import Measured, decide
+from etc.zoo.published.cost import MODELS
 
 PLAIN = {"Conv", "Relu", "DepthToSpace"}
 

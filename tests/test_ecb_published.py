@@ -11,13 +11,13 @@ import inspect  # noqa: E402
 
 import onnx  # noqa: E402
 
-import tests.ecb_published  # noqa: E402
 from etc import runtime, zoo  # noqa: E402
 from etc.frontends.torch import export  # noqa: E402
 from etc.pipeline import NumericCheck, run_pipeline  # noqa: E402
 from etc.testing import assert_equivalent, op_types  # noqa: E402
 from etc.zoo.ecbsr import ECBSRTrain  # noqa: E402
-from tests.ecb_published import PublishedECBSR  # noqa: E402
+from etc.zoo.published import ecbsr as published_ecbsr  # noqa: E402
+from etc.zoo.published.ecbsr import PublishedECBSR  # noqa: E402
 
 EXPORTERS = ["legacy", pytest.param("dynamo", marks=pytest.mark.slow)]
 
@@ -25,7 +25,7 @@ EXPORTERS = ["legacy", pytest.param("dynamo", marks=pytest.mark.slow)]
 def cached_export(request, net: torch.nn.Module, exporter: str, dynamic_hw: bool = False) -> onnx.ModelProto:
     """A real export kept in pytest's cache, keyed by exporter, torch version, dynamic H/W, sources, weights."""
     digest = hashlib.sha256(f"{exporter} {dynamic_hw} {torch.__version__}".encode())
-    digest.update(inspect.getsource(tests.ecb_published).encode())
+    digest.update(inspect.getsource(published_ecbsr).encode())
     for key, value in net.state_dict().items():
         digest.update(key.encode() + value.detach().numpy().tobytes())
     path = request.config.cache.mkdir("ecb_published") / f"{digest.hexdigest()[:32]}.onnx"

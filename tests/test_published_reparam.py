@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 import onnx  # noqa: E402
 
 import etc  # noqa: E402
-from tests.published_reparam import SPAN, MobileOneStack  # noqa: E402
+from etc.zoo.published.reparam import SPAN, MobileOneStack  # noqa: E402
 from tests.test_rep_zoo import cached_export  # noqa: E402
 
 EXPORTERS = ["legacy", pytest.param("dynamo", marks=pytest.mark.slow)]

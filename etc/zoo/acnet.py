@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from etc.zoo.common import keep_global_rng, seeded_init_
-from etc.zoo.repvgg import conv_bn, fuse_conv_bn, seeded_bn_
+from etc.zoo.common import BlockChainSR, keep_global_rng
+from etc.zoo.repvgg import conv_bn, fuse_conv_bn
 
 
 class ACBlock(nn.Module):
@@ -38,23 +38,10 @@ class ACBlock(nn.Module):
         return sum(k for k, _ in parts), sum(b for _, b in parts)  # type: ignore[return-value]
 
 
-class ACNetSR(nn.Module):
+class ACNetSR(BlockChainSR):
     """AC blocks 3->C, M x C->C, C->3s², then PixelShuffle(s)."""
 
     @keep_global_rng
     def __init__(self, M: int = 4, C: int = 16, scale: int = 4, *, seed: int | None = 0) -> None:
-        super().__init__()
-        self.M, self.C, self.scale = M, C, scale
         blocks = [ACBlock(3, C), *[ACBlock(C, C) for _ in range(M)], ACBlock(C, 3 * scale**2, False)]
-        self.body = nn.Sequential(*blocks)
-        self.upsampler = nn.PixelShuffle(scale)
-        seeded_init_(self, seed)
-        seeded_bn_(self, seed)
-        self.eval()
-
-    @property
-    def deploy_convs(self) -> int:
-        return self.M + 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.upsampler(self.body(x))
+        super().__init__(M, C, scale, blocks, seed)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from etc.zoo.common import keep_global_rng, seeded_init_
-from etc.zoo.repvgg import conv_bn, seeded_bn_
+from etc.zoo.common import BlockChainSR, keep_global_rng
+from etc.zoo.repvgg import conv_bn
 
 
 class DBBlock(nn.Module):
@@ -47,27 +47,14 @@ class DBBlock(nn.Module):
         return self.act(self.square(x) + self.one(x) + self.one_square(x) + self.one_avg(x))
 
 
-class DBBSR(nn.Module):
+class DBBSR(BlockChainSR):
     """DBB blocks 3->C, M x C->C, C->3s², then PixelShuffle(s)."""
 
     @keep_global_rng
     def __init__(
         self, M: int = 4, C: int = 16, scale: int = 4, kernel: int = 3, *, seed: int | None = 0
     ) -> None:
-        super().__init__()
-        self.M, self.C, self.scale = M, C, scale
         blocks = [DBBlock(3, C, kernel)]
         blocks += [DBBlock(C, C, kernel) for _ in range(M)]
         blocks.append(DBBlock(C, 3 * scale**2, kernel, act=False))
-        self.body = nn.Sequential(*blocks)
-        self.upsampler = nn.PixelShuffle(scale)
-        seeded_init_(self, seed)
-        seeded_bn_(self, seed)
-        self.eval()
-
-    @property
-    def deploy_convs(self) -> int:
-        return self.M + 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.upsampler(self.body(x))
+        super().__init__(M, C, scale, blocks, seed)

@@ -25,15 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from etc.zoo.abpn import _clip_1x1, _embed
 from etc.zoo.common import (
+    AnchoredSR,
+    CarriedImageSR,
     StateDict,
-    anchor,
+    backbone_sizes,
+    clip_1x1_,
     conv3,
-    count_prefix,
+    embed_,
     keep_global_rng,
     load_exact,
-    scale_from_channels,
+    one_minus_with_anchor_,
     seeded_init_,
 )
 
@@ -55,29 +57,22 @@ def _deploy_blocks(cin: int, C: int, M: int, out: int, head: bool) -> list[nn.Mo
     return blocks
 
 
-class ECBSR(nn.Module):
+class ECBSR(AnchoredSR):
     """ECBSR after re-parameterization (``ECBSR_M{b}C{c}_x{s}``); keys ``backbone.{i}.0`` conv, ``.1`` PReLU."""
 
     @keep_global_rng
     def __init__(
         self, M: int = 4, C: int = 16, scale: int = 4, clamp: bool = False, *, seed: int | None = 0
     ) -> None:
-        super().__init__()
-        self.M, self.C, self.scale, self.clamp = M, C, scale, clamp
+        super().__init__(M, C, scale, clamp)
         self.backbone = nn.Sequential(*_deploy_blocks(3, C, M, 3 * scale * scale, head=True))
         self.upsampler = nn.PixelShuffle(scale)
         seeded_init_(self, seed)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.upsampler(self.backbone(x) + anchor(x, self.scale))
-        return y.clamp(0.0, 1.0) if self.clamp else y
-
     @classmethod
     def from_state_dict(cls, sd: StateDict, clamp: bool = False) -> ECBSR:
         """Build from an official deploy state dict."""
-        C = sd["backbone.0.0.weight"].shape[0]
-        M = count_prefix(sd, "backbone.") - 2
-        scale = scale_from_channels(sd[f"backbone.{M + 1}.0.weight"].shape[0])
+        M, C, scale = backbone_sizes(sd, 2, 1, conv="0.weight")
         return load_exact(cls(M, C, scale, clamp, seed=None), sd)
 
 
@@ -195,7 +190,7 @@ def _randomize(branch: nn.Module, gen: torch.Generator) -> None:
         p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) / fan**0.5)
 
 
-class ECBSRTrain(nn.Module):
+class ECBSRTrain(AnchoredSR):
     """ECBSR before re-parameterization: every conv is an ECB block (``backbone.{i}`` are ECB modules).
 
     A random model (``seed``) is ``from_deploy(ECBSR(M, C, scale, clamp, seed=seed), seed)``, so its
@@ -206,18 +201,13 @@ class ECBSRTrain(nn.Module):
     def __init__(
         self, M: int = 4, C: int = 16, scale: int = 4, clamp: bool = False, *, seed: int | None = 0
     ) -> None:
-        super().__init__()
-        self.M, self.C, self.scale, self.clamp = M, C, scale, clamp
+        super().__init__(M, C, scale, clamp)
         blocks = [ECB(3, C), *[ECB(C, C) for _ in range(M)], ECB(C, 3 * scale * scale, act=False)]
         self.backbone = nn.Sequential(*blocks)
         self.upsampler = nn.PixelShuffle(scale)
         seeded_init_(self, None)
         if seed is not None:
             self.load_state_dict(self.from_deploy(ECBSR(M, C, scale, clamp, seed=seed), seed).state_dict())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.upsampler(self.backbone(x) + anchor(x, self.scale))
-        return y.clamp(0.0, 1.0) if self.clamp else y
 
     @classmethod
     def from_deploy(cls, deploy: ECBSR, seed: int = 0) -> ECBSRTrain:
@@ -247,7 +237,7 @@ class ECBSRTrain(nn.Module):
         return net.eval()
 
 
-class ECBSR_ET(nn.Module):
+class ECBSR_ET(CarriedImageSR):
     """Official plain form of ECBSR + clamp (``ECBSR_ET_M{b}C{c}_x{s}``); PReLU kept, width C+4.
 
     A random model (``seed``) is ``from_ecbsr(ECBSR(M, C, scale, seed=seed))``.
@@ -255,8 +245,7 @@ class ECBSR_ET(nn.Module):
 
     @keep_global_rng
     def __init__(self, M: int = 4, C: int = 16, scale: int = 4, *, seed: int | None = 0) -> None:
-        super().__init__()
-        self.M, self.C, self.scale = M, C, scale
+        super().__init__(M, C, scale)
         out = 3 * scale * scale + (1 if scale == 3 else 0)
         blocks = _deploy_blocks(3, C + 4, M, out, head=False)
         blocks += [
@@ -264,24 +253,12 @@ class ECBSR_ET(nn.Module):
             nn.Sequential(nn.Conv2d(out, out, 1), nn.ReLU()),
         ]
         self.backbone = nn.Sequential(*blocks)
-        self.upsampler = nn.PixelShuffle(scale)
-        if seed is not None:
-            self.load_state_dict(self.from_ecbsr(ECBSR(M, C, scale, seed=seed)).state_dict())
-        else:
-            seeded_init_(self, None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.backbone(x)
-        if self.scale == 3:
-            y = y[:, :-1]
-        return self.upsampler(y)
+        self.finish_(scale, None if seed is None else lambda: self.from_ecbsr(ECBSR(M, C, scale, seed=seed)))
 
     @classmethod
     def from_state_dict(cls, sd: StateDict) -> ECBSR_ET:
         """Build from an official ``ECBSR_ET`` state dict."""
-        C = sd["backbone.0.0.weight"].shape[0] - 4
-        M = count_prefix(sd, "backbone.") - 3
-        scale = scale_from_channels(sd[f"backbone.{M + 2}.0.weight"].shape[0], allow_pad=True)
+        M, C, scale = backbone_sizes(sd, 3, 2, conv="0.weight", carried=4, allow_pad=True)
         return load_exact(cls(M, C, scale, seed=None), sd)
 
     @classmethod
@@ -289,22 +266,16 @@ class ECBSR_ET(nn.Module):
         """Convert a deploy ECBSR (clamp implied) the way the official converter does."""
         M, C, s = net.M, net.C, net.scale
         et = cls(M, C, s, seed=None)
-        out = 3 * s * s
         with torch.no_grad():
             for b in range(M + 1):
                 cin = 3 if b == 0 else C
                 conv, prelu = et.backbone[b]
-                _embed(conv, net.backbone[b][0], rows=C, cols=cin)
+                embed_(conv, net.backbone[b][0], rows=C, cols=cin)
                 prelu.weight.zero_()
                 prelu.weight[:C] = net.backbone[b][1].weight
                 for i in range(3):
                     conv.weight[C + 1 + i, i if b == 0 else C + 1 + i, 1, 1] = 1.0
             last = et.backbone[M + 1][0]
-            last.weight.zero_()
-            last.bias.fill_(1.0)
-            last.weight[:out, :C] = -net.backbone[M + 1][0].weight
-            last.bias[:out] = 1.0 - net.backbone[M + 1][0].bias
-            for o in range(out):
-                last.weight[o, C + 1 + o // (s * s), 1, 1] = -1.0
-            _clip_1x1(et.backbone[M + 2][0])
+            one_minus_with_anchor_(last, net.backbone[M + 1][0], C + 1, s)
+            clip_1x1_(et.backbone[M + 2][0])
         return et.eval()

@@ -24,10 +24,9 @@ from torch import nn
 from etc.zoo.common import (
     StateDict,
     conv3,
-    count_prefix,
     keep_global_rng,
     load_exact,
-    scale_from_channels,
+    plain_sizes,
     seeded_init_,
 )
 
@@ -66,9 +65,7 @@ class ETDSPlain(nn.Module):
     @classmethod
     def from_state_dict(cls, sd: StateDict) -> ETDSPlain:
         """Build from an official ``ETDS_M{b}C{c}_x{s}`` state dict."""
-        C = sd["conv_first.weight"].shape[0]
-        M = count_prefix(sd, "backbone_convs.")
-        scale = scale_from_channels(sd["conv_last.weight"].shape[0], allow_pad=True)
+        M, C, scale = plain_sizes(sd, allow_pad=True)
         return load_exact(cls(M, C, scale, seed=None), sd)
 
 

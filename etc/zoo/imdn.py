@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from etc.zoo.common import conv3, keep_global_rng, seeded_init_
+from etc.zoo.common import DistillationSR, conv3, keep_global_rng
 
 SLOPE = 0.05
 
@@ -76,27 +76,9 @@ class IMDB(nn.Module):
         return self.c5(self.cca(torch.cat([d1, d2, d3, d4], dim=1))) + x
 
 
-class IMDN(nn.Module):
+class IMDN(DistillationSR):
     """IMDN with M IMDBs of C channels for RGB input, upscale ``scale``."""
 
     @keep_global_rng
     def __init__(self, M: int = 3, C: int = 32, scale: int = 4, *, seed: int | None = 0) -> None:
-        super().__init__()
-        self.M, self.C, self.scale = M, C, scale
-        self.fea_conv = conv3(3, C)
-        self.blocks = nn.ModuleList([IMDB(C) for _ in range(M)])
-        self.fuse = nn.Conv2d(M * C, C, 1)
-        self.act = nn.LeakyReLU(SLOPE)
-        self.lr_conv = conv3(C, C)
-        self.upsampler = nn.Sequential(conv3(C, 3 * scale * scale), nn.PixelShuffle(scale))
-        seeded_init_(self, seed)
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fea = self.fea_conv(x)
-        outs, y = [], fea
-        for block in self.blocks:
-            y = block(y)
-            outs.append(y)
-        body = self.act(self.fuse(torch.cat(outs, dim=1)))
-        return self.upsampler(self.lr_conv(body) + fea)
+        super().__init__(M, C, scale, lambda: IMDB(C), SLOPE, seed)

@@ -12,10 +12,9 @@ from torch import nn
 from etc.zoo.common import (
     StateDict,
     conv3,
-    count_prefix,
     keep_global_rng,
     load_exact,
-    scale_from_channels,
+    plain_sizes,
     seeded_init_,
 )
 
@@ -42,7 +41,5 @@ class Plain(nn.Module):
     @classmethod
     def from_state_dict(cls, sd: StateDict) -> Plain:
         """Build from an official state dict, inferring M, C and the scale from the shapes."""
-        C = sd["conv_first.weight"].shape[0]
-        M = count_prefix(sd, "backbone_convs.")
-        scale = scale_from_channels(sd["conv_last.weight"].shape[0])
+        M, C, scale = plain_sizes(sd)
         return load_exact(cls(M, C, scale, seed=None), sd)

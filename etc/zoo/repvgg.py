@@ -15,21 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from etc.zoo.common import keep_global_rng, seeded_init_
-
-
-def seeded_bn_(module: nn.Module, seed: int | None) -> nn.Module:
-    """Random, deterministic BatchNorm affine parameters and running statistics (eval-mode BN is affine)."""
-    gen = torch.Generator().manual_seed(10_000 + (seed or 0))
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-    return module
+from etc.zoo.common import BlockChainSR, keep_global_rng
 
 
 def conv_bn(
@@ -79,30 +65,17 @@ class RepVGGBlock(nn.Module):
         return kernel, bias
 
 
-class RepVGGSR(nn.Module):
+class RepVGGSR(BlockChainSR):
     """RepVGG blocks 3->C, M x C->C, C->3s², then PixelShuffle(s)."""
 
     @keep_global_rng
     def __init__(self, M: int = 4, C: int = 16, scale: int = 4, *, seed: int | None = 0) -> None:
-        super().__init__()
-        self.M, self.C, self.scale = M, C, scale
         blocks = [
             RepVGGBlock(3, C),
             *[RepVGGBlock(C, C) for _ in range(M)],
             RepVGGBlock(C, 3 * scale**2, False),
         ]
-        self.body = nn.Sequential(*blocks)
-        self.upsampler = nn.PixelShuffle(scale)
-        seeded_init_(self, seed)
-        seeded_bn_(self, seed)
-        self.eval()
-
-    @property
-    def deploy_convs(self) -> int:
-        return self.M + 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.upsampler(self.body(x))
+        super().__init__(M, C, scale, blocks, seed)
 
     @torch.no_grad()
     def reparameterize(self) -> nn.Module:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from etc.zoo.common import conv3, keep_global_rng, seeded_init_
+from etc.zoo.common import DistillationSR, conv3, keep_global_rng
 
 SLOPE = 0.05
 
@@ -96,29 +96,11 @@ class RFDB(nn.Module):
         return self.esa(self.c5(torch.cat([d1, d2, d3, d4], dim=1)))
 
 
-class RFDN(nn.Module):
+class RFDN(DistillationSR):
     """RFDN with M RFDBs of C channels for RGB input, upscale ``scale``."""
 
     @keep_global_rng
     def __init__(
         self, M: int = 4, C: int = 32, scale: int = 4, pool_padding: int = 3, *, seed: int | None = 0
     ) -> None:
-        super().__init__()
-        self.M, self.C, self.scale = M, C, scale
-        self.fea_conv = conv3(3, C)
-        self.blocks = nn.ModuleList([RFDB(C, pool_padding) for _ in range(M)])
-        self.fuse = nn.Conv2d(M * C, C, 1)
-        self.act = nn.LeakyReLU(SLOPE)
-        self.lr_conv = conv3(C, C)
-        self.upsampler = nn.Sequential(conv3(C, 3 * scale * scale), nn.PixelShuffle(scale))
-        seeded_init_(self, seed)
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fea = self.fea_conv(x)
-        outs, y = [], fea
-        for block in self.blocks:
-            y = block(y)
-            outs.append(y)
-        body = self.act(self.fuse(torch.cat(outs, dim=1)))
-        return self.upsampler(self.lr_conv(body) + fea)
+        super().__init__(M, C, scale, lambda: RFDB(C, pool_padding), SLOPE, seed)

@@ -16,7 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.published_residuals import randomize_bn
+
+def randomize_bn(net: nn.Module, seed: int) -> nn.Module:
+    """Non-trivial eval-mode statistics and affine parameters in every BatchNorm (a trained net's BN)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                m.bias.copy_(0.2 * torch.randn(n, generator=gen))
+                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+    return net.eval()
 
 
 class ConvBN(nn.Module):
