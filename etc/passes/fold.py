@@ -4,6 +4,7 @@ Families, run in this order (see each module for its rules and their exactness c
   fold_constants  evaluate nodes whose inputs are all constant, shape arithmetic on static shapes
   fold_noop       Identity, Dropout, infinite Clip, zero Pad, full Slice, same-shape Reshape/Expand, x*1, x+0
   fold_relu       Relu(Relu(x)), Max(x, 0), Clip(x, 0, inf) -> Relu
+  fold_clip       Clip(Clip(x)), Clip(Relu(x)) -> one Clip on the intersected bounds
   fold_pad        zero Pad -> Conv pads
   fold_bn         BatchNormalization into Conv/ConvTranspose (or a 1x1 depthwise Conv when alone)
   fold_affine     per-channel Mul/Add/Sub/Div constants into Conv weights and bias
@@ -18,6 +19,7 @@ FAMILIES = (
     "etc.passes.fold_constants",
     "etc.passes.fold_noop",
     "etc.passes.fold_relu",
+    "etc.passes.fold_clip",
     "etc.passes.fold_border",
     "etc.passes.fold_scatter",
     "etc.passes.fold_pad",
