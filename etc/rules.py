@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import onnx
@@ -29,7 +29,7 @@ class Match:
     (``data``), and what the rewrite would add to the model's cost (``widening``, an etc.cost.Widening)."""
 
     nodes: list[gs.Node]
-    data: Any = field(default_factory=dict)
+    data: Any = None
     widening: Any = None
 
 
@@ -76,9 +76,8 @@ class Rule:
     name: ClassVar[str] = ""
     ops: ClassVar[tuple[str, ...]] = ()
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
-        """A Match, None (not this rule's business), or raises :class:`Decline` (returning NoMatch is the
-        older spelling of the same)."""
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
+        """A Match, None (not this rule's business), or raises :class:`Decline`."""
         raise NotImplementedError
 
     def find(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
@@ -195,7 +194,7 @@ def _pending(ctx: RewriteContext, rules: RuleSet, pass_ctx: PassContext | None) 
         for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
             found = rule.find(ctx, node)
             if isinstance(found, Match) and (
-                widening_of(found) is None or pass_ctx is None or pass_ctx.budget is None
+                found.widening is None or pass_ctx is None or pass_ctx.budget is None
             ):
                 return True
     return False
@@ -216,17 +215,10 @@ def _limit(pass_ctx: PassContext | None, message: str) -> None:
         warnings.warn(text, LimitWarning, stacklevel=3)
 
 
-def widening_of(found: Match) -> Any:
-    """The etc.cost.Widening a match declares (``Match.widening``; older rules put it in ``data['widening']``)."""
-    if found.widening is not None:
-        return found.widening
-    return found.data.get("widening") if isinstance(found.data, dict) else None
-
-
 def _admitted(pass_ctx: PassContext | None, pass_name: str, rule: Rule, node: gs.Node, found: Match) -> bool:
     """Whether the run's cost budget lets a widening match (``data['widening']``, etc.cost.Widening) go ahead;
     a decline is recorded with its figure. Without a budget (a rule applied outside a pipeline) every match is."""
-    widening = widening_of(found)
+    widening = found.widening
     if widening is None or pass_ctx is None or pass_ctx.budget is None:
         return True
     reason = pass_ctx.budget.admit(widening, rule.rule_name, _where(node))

@@ -8,12 +8,21 @@ relu(relu(x)) = relu(x) for every x, so the rule needs no exactness condition be
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx_graphsurgeon as gs
 
 from etc.graph import producer
-from etc.rules import Match, NoMatch, RewriteContext, Rule, RulePass, RuleSet
+from etc.rules import Match, RewriteContext, Rule, RulePass, RuleSet
 
 __all__ = ["ReluChainPass", "ReluOfRelu"]
+
+
+@dataclass(frozen=True)
+class InnerRelu:
+    """The Relu feeding the matched one."""
+
+    node: gs.Node
 
 
 class ReluOfRelu(Rule):
@@ -22,14 +31,14 @@ class ReluOfRelu(Rule):
     name = "relu_of_relu"
     ops = ("Relu",)
 
-    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
+    def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         inner = producer(node.inputs[0])
         if inner is None or inner.op != "Relu":
             return None
-        return Match([node], {"inner": inner})
+        return Match([node], InnerRelu(inner))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
-        outer, inner = match.nodes[0], match.data["inner"]
+        outer, inner = match.nodes[0], match.data.node
         outer.inputs[0] = inner.inputs[0]  # the outer Relu keeps its output tensor, so nothing is renamed
 
 
