@@ -491,19 +491,14 @@ def _evaluate(models: dict, photos: Sequence[str]) -> tuple[dict[str, float], fl
 def _latency(models: dict, size: tuple[int, int], runs: int, threads: int) -> dict[str, float]:
     """Median wall time (ms) of ``runs`` runs after one warm-up, per model."""
     from etc import runtime
+    from etc.timing import median_ms
 
     x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
     times = {}
     for name, model in models.items():
         sess = runtime.session(model, optimize=True, threads=threads)
         feed = {sess.get_inputs()[0].name: x}
-        sess.run(None, feed)
-        samples = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            sess.run(None, feed)
-            samples.append((time.perf_counter() - start) * 1000.0)
-        times[name] = statistics.median(samples)
+        times[name] = median_ms(lambda sess=sess, feed=feed: sess.run(None, feed), runs)
     return times
 
 

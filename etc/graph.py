@@ -344,6 +344,72 @@ def make_conv(
     return make_node(graph, namer, "Conv", inputs, attrs=attrs, output=output, name=name)
 
 
+@dataclass(frozen=True)
+class PadOperands:
+    """A Pad's mode and constant operands: ``pads`` (begins then ends) and ``value`` are None when computed at
+    run time (``value`` is 0.0 when absent), ``axes`` None when absent; ``axes_dynamic`` when computed."""
+
+    mode: str
+    pads: list[int] | None
+    value: float | None
+    axes: list[int] | None
+    axes_dynamic: bool
+
+
+def pad_operands(node: Node) -> PadOperands:
+    """Reads a Pad node (opset 2 attributes or opset 11+ inputs)."""
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pads_t = input_at(node, 1)
+    pads = const_value(pads_t) if pads_t is not None else node.attrs.get("pads")
+    value_t = input_at(node, 2)
+    value: float | None = 0.0
+    if value_t is not None:
+        found = const_value(value_t)
+        value = None if found is None else float(np.asarray(found).reshape(-1)[0]) if found.size else 0.0
+    axes_t = input_at(node, 3)
+    axes = const_value(axes_t) if axes_t is not None else None
+    return PadOperands(
+        mode=mode,
+        pads=None if pads is None else [int(p) for p in np.asarray(pads).reshape(-1)],
+        value=value,
+        axes=None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)],
+        axes_dynamic=axes_t is not None and axes is None,
+    )
+
+
+def pads_on_axes(pads: list[int], axes: list[int]) -> list[int]:
+    """The 4-D begins-then-ends padding of a Pad that names its ``axes``."""
+    half = len(pads) // 2
+    full = [0] * 8
+    for k, axis in enumerate(a % 4 for a in axes):
+        full[axis], full[axis + 4] = pads[k], pads[k + half]
+    return full
+
+
+def make_conv_rows(
+    graph: gs.Graph,
+    namer: Namer,
+    conv: Node,
+    rows: np.ndarray,
+    sign: np.ndarray | None = None,
+    *,
+    output: Tensor | None = None,
+    name: str = "Conv",
+) -> Node:
+    """A Conv computing output channels ``rows`` of ``conv`` (each times ``sign``, if given) from the same input
+    with the same geometry; the bias is kept only if ``conv`` has one."""
+    weight, bias = conv_weights(conv)
+    weight, bias = weight[rows], bias[rows]
+    if sign is not None:
+        weight, bias = weight * sign[:, None, None, None], bias * sign
+    has_bias = input_at(conv, 2) is not None
+    spec = conv_spec(conv)
+    return make_conv(
+        graph, namer, conv.inputs[0], weight, bias if has_bias else None, spec, output=output, name=name
+    )
+
+
 def release_output(node: Node, tensor: Tensor, namer: Namer) -> None:
     """Detaches ``tensor`` from its producer ``node`` so another node can produce it.
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 import html
 import itertools
 import os
-import statistics
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -492,20 +490,14 @@ def latency_ms(
 ) -> float | None:
     """Median wall time of one inference in ms (onnxruntime CPU, graph optimizations on), or None if it fails."""
     from etc import runtime
+    from etc.timing import median_ms
 
     try:
         sess = runtime.session(model, optimize=True, threads=threads)
         feeds = runtime.make_inputs(runtime.input_specs(model), size=size)
-        names = [o.name for o in sess.get_outputs()]
-        sess.run(names, feeds)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            sess.run(names, feeds)
-            times.append((time.perf_counter() - start) * 1000)
+        return median_ms(lambda: sess.run(None, feeds), runs)
     except Exception:
         return None
-    return statistics.median(times)
 
 
 # ---------------------------------------------------------------- the page

@@ -11,6 +11,21 @@ import time
 from collections.abc import Callable
 
 
+def median_ms(run: Callable[[], object], runs: int, warmup: int = 1) -> float:
+    """Median wall time in ms of ``runs`` calls of ``run`` after ``warmup`` untimed ones (one session, a rough
+    figure; comparisons of candidates use :func:`interleaved_times`)."""
+    import statistics
+
+    for _ in range(warmup):
+        run()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(samples)
+
+
 def interleaved_times(
     factories: dict[str, Callable[[], Callable[[], object]]],
     rounds: int,

@@ -27,6 +27,8 @@ from etc.graph import (
     explicit_pads,
     input_at,
     is_graph_output,
+    pad_operands,
+    pads_on_axes,
     per_channel_constant,
     producer,
 )
@@ -118,30 +120,16 @@ class LinearBranch:
 
 def zero_pad_amounts(node: gs.Node) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) of a constant-zero Pad of H/W of a 4-D tensor; raises Decline saying why not."""
-    mode = node.attrs.get("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode != "constant":
-        raise Decline(f"Pad mode '{mode}' is not zero padding")
-    pads_t = input_at(node, 1)
-    pads = const_value(pads_t) if pads_t is not None else node.attrs.get("pads")
-    if pads is None:
+    pad = pad_operands(node)
+    if pad.mode != "constant":
+        raise Decline(f"Pad mode '{pad.mode}' is not zero padding")
+    if pad.pads is None:
         raise Decline("Pad amounts are computed at run time (run fold first)")
-    value_t = input_at(node, 2)
-    if value_t is not None:
-        value = const_value(value_t)
-        if value is None or (value.size and float(np.asarray(value).reshape(-1)[0]) != 0.0):
-            raise Decline("Pad value is not a constant 0")
-    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
-    axes_t = input_at(node, 3)
-    if axes_t is not None:
-        axes = const_value(axes_t)
-        if axes is None:
-            raise Decline("Pad axes are computed at run time")
-        half = len(pads) // 2
-        full = [0] * 8
-        for k, axis in enumerate(int(a) % 4 for a in np.asarray(axes).reshape(-1)):
-            full[axis], full[axis + 4] = pads[k], pads[k + half]
-        pads = full
+    if pad.value != 0.0:
+        raise Decline("Pad value is not a constant 0")
+    if pad.axes_dynamic:
+        raise Decline("Pad axes are computed at run time")
+    pads = pads_on_axes(pad.pads, pad.axes) if pad.axes is not None else pad.pads
     if len(pads) != 8 or any(p < 0 for p in pads) or pads[0] or pads[1] or pads[4] or pads[5]:
         raise Decline("Pad is not a non-negative padding of H and W of a 4-D tensor")
     return pads[2], pads[3], pads[6], pads[7]

@@ -43,6 +43,7 @@ from etc.graph import (
     input_at,
     is_graph_output,
     make_conv,
+    make_conv_rows,
     make_node,
     only_consumer,
     per_channel_constant,
@@ -256,17 +257,7 @@ class PReluToRelu(Rule):
         source, sign = _sign_order(count, group)
         z, base = node.inputs[0], node.name or "prelu"
         if conv is not None:
-            weight, bias = conv_weights(conv)
-            has_bias = input_at(conv, 2) is not None
-            pos = make_conv(
-                ctx.graph,
-                ctx.namer,
-                conv.inputs[0],
-                weight[source] * sign[:, None, None, None],
-                bias[source] * sign if has_bias else None,
-                conv_spec(conv),
-                name=f"{conv.name or 'conv'}_pm",
-            )
+            pos = make_conv_rows(ctx.graph, ctx.namer, conv, source, sign, name=f"{conv.name or 'conv'}_pm")
             retire([conv])
         else:
             per = count // group

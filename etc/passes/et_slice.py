@@ -38,11 +38,11 @@ from etc.graph import (
     const_value,
     consumers,
     conv_spec,
-    conv_weights,
     input_at,
     is_empty_input,
     is_graph_output,
     make_conv,
+    make_conv_rows,
     make_node,
     only_consumer,
     producer,
@@ -161,17 +161,9 @@ def _emit(
             make_conv(ctx.graph, ctx.namer, data, kernel, None, spec, output=out, name=f"{base}_select")
             continue
         conv = rows.conv
-        weight, bias = conv_weights(conv)
-        has_bias = input_at(conv, 2) is not None
-        last = make_conv(
-            ctx.graph,
-            ctx.namer,
-            conv.inputs[0],
-            weight[idx],
-            bias[idx] if has_bias else None,
-            conv_spec(conv),
-            output=None if rows.chain else out,
-            name=f"{conv.name or 'conv'}_rows",
+        output = None if rows.chain else out
+        last = make_conv_rows(
+            ctx.graph, ctx.namer, conv, idx, output=output, name=f"{conv.name or 'conv'}_rows"
         )
         for i, op in enumerate(rows.chain):
             last = make_node(

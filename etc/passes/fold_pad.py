@@ -11,42 +11,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.graph import const_value, consumers, conv_spec, input_at, is_graph_output, producer, replace_uses
+from etc.graph import (
+    consumers,
+    conv_spec,
+    is_graph_output,
+    pad_operands,
+    pads_on_axes,
+    producer,
+    replace_uses,
+)
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
 def spatial_pads(node: gs.Node) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right) of a 4-D zero Pad, or None if not a Pad we read; raises Decline saying why
     a Pad cannot become Conv padding."""
-    mode = node.attrs.get("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode != "constant":
-        raise Decline(f"Pad mode '{mode}' differs from Conv zero padding at the border")
-    pads_t = input_at(node, 1)
-    pads = const_value(pads_t) if pads_t is not None else node.attrs.get("pads")
-    if pads is None:
+    pad = pad_operands(node)
+    if pad.mode != "constant":
+        raise Decline(f"Pad mode '{pad.mode}' differs from Conv zero padding at the border")
+    if pad.pads is None:
         return None
-    value_t = input_at(node, 2)
-    if value_t is not None:
-        value = const_value(value_t)
-        if value is None:
-            raise Decline("Pad value is not constant")
-        if value.size and float(np.asarray(value).reshape(-1)[0]) != 0.0:
-            raise Decline("Pad value is not 0; Conv pads with zeros")
-    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
-    rank = len(pads) // 2
-    axes_t = input_at(node, 3)
-    if axes_t is not None:
-        axes = const_value(axes_t)
-        if axes is None:
-            return None
-        full = [0] * 8
-        for k, axis in enumerate(int(a) % 4 for a in axes):
-            full[axis], full[axis + 4] = pads[k], pads[k + rank]
-        pads, rank = full, 4
+    if pad.value is None:
+        raise Decline("Pad value is not constant")
+    if pad.value != 0.0:
+        raise Decline("Pad value is not 0; Conv pads with zeros")
+    if pad.axes_dynamic:
+        return None
+    pads, rank = pad.pads, len(pad.pads) // 2
+    if pad.axes is not None:
+        pads, rank = pads_on_axes(pads, pad.axes), 4
     if rank != 4:
         return None
     if any(p < 0 for p in pads):
