@@ -64,6 +64,7 @@ class QuantReport:
     target: str = "int32"  # resolved deployment target (etc.quant.target)
     prelu_to_relu: int = 0  # PReLU/LeakyReLU nodes rewritten as ReLU before quantizing
     ops: dict[str, int] = field(default_factory=dict)
+    blocks: list = field(default_factory=list)  # etc.quant.reconstruct.BlockResult per block (reconstruct)
 
     def as_dict(self) -> dict:
         return {
@@ -328,6 +329,11 @@ def quantize_with_report(
         ranges[name] = (lo, hi)
     for name in plan.inputs:
         ranges[name] = tuple((input_ranges or {}).get(name, (0.0, 1.0)))  # type: ignore[assignment]
+    if method == "auto":
+        from etc.quant.prelu import prelu_input_ranges
+
+        for name, chosen in prelu_input_ranges(model, plan, feeds).items():
+            ranges[name], report.methods[name] = chosen, "prelu"
     report.ranges = ranges
     float_model = model
     grids: dict[str, np.ndarray] = {}
@@ -337,6 +343,20 @@ def quantize_with_report(
         from etc.quant.refit import refit
 
         model, grids = refit(
+            model,
+            model,
+            plan,
+            ranges,
+            feeds,
+            per_channel=per_channel,
+            safe_u8s8=safe_u8s8,
+            skip_inputs=frozenset(caps),
+            progress=progress,
+        )
+    elif rounding == "reconstruct":
+        from etc.quant.reconstruct import reconstruct
+
+        model, grids, report.blocks = reconstruct(
             model,
             model,
             plan,
@@ -387,7 +407,7 @@ PRELU_OPS = ("PRelu", "LeakyRelu")
 # against 0.052 on ETDS M4C32 x4, 0.112 against 0.114 on M6C32 x2, 0.043 against 0.040 on ABPN_ET.
 ACT_WEIGHT_WITH_COPIES = 16.0
 ACT_WEIGHT_NO_COPIES = 6.0
-ROUNDINGS = ("refit", "gptq", "nearest")
+ROUNDINGS = ("refit", "gptq", "nearest", "reconstruct")
 
 
 def relu_form(
