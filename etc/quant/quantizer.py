@@ -16,10 +16,12 @@ Steps, each on the float model unless said otherwise:
    channel copies first, rescaled 1, 1 - s, 1 - 2s, ... afterwards (:mod:`etc.quant.stagger`, same check) so
    that their uint8 roundings differ and average out;
 4. per-tensor ranges (``--method``; ``auto`` picks per tensor, each channel's error weighted by how strongly
-   the next layer reads it, :func:`consumer_weights`), QDQ placement (:mod:`etc.quant.qdq`);
+   the next layer reads it, :func:`consumer_weights`; a kept PReLU's input by the error after its slopes,
+   :mod:`etc.quant.prelu`), QDQ placement (:mod:`etc.quant.qdq`);
 5. weights: by default each Conv, in order, refitted to the FP32 output from the quantized input it reads and
    rounded with GPTQ (:mod:`etc.quant.refit`); ``rounding="gptq"`` rounds the FP32 weights with GPTQ only
-   (:mod:`etc.quant.rounding`); the ``target`` decides whether the int8 weights must respect the x86 AVX2 pair
+   (:mod:`etc.quant.rounding`); ``rounding="reconstruct"`` refits, then learns each block's rounding against the
+   FP32 block output (:mod:`etc.quant.reconstruct`); the ``target`` decides whether the int8 weights must respect the x86 AVX2 pair
    limit (:mod:`etc.quant.target`);
 6. bias correction: Conv by Conv in topological order, the mean output error of the QDQ model against the float
    model on the calibration patches is added back to the bias;
