@@ -1,6 +1,7 @@
 """INT8 PSNR drop, MACs and latency: ETC against onnxruntime's quantize_static and NNCF, on the real weights.
 
     python -m bench.bench_quant [--only etds_M4C32_x4,...] [--runs 7] [--no-write] [--render-only]
+    python -m bench.bench_quant --rounding reconstruct --no-peers --only ...   (own section and cache keys)
 
 For each pretrained model: export (legacy exporter, dynamic H/W), [anchored ABPN/ECBSR: ``fold,rep,et`` first
 when that makes them plain], then
@@ -139,7 +140,7 @@ def latencies(models: dict, runs: int) -> dict[str, list[float]]:
     return interleaved_times({k: factory(m) for k, m in models.items()}, runs, warmup=1, fresh=False)
 
 
-def bench_one(name, m, c, s, runs):
+def bench_one(name, m, c, s, runs, rounding="refit", peers=True):
     from etc.quant.calib import calibration_patches, load_pairs
     from etc.quant.evaluate import evaluate_models
     from etc.quant.quantizer import quantize_with_report
@@ -151,18 +152,20 @@ def bench_one(name, m, c, s, runs):
         model, note = maybe_plain(model)
     patches = calibration_patches("samples", s, num=32, patch=64)
     t = time.perf_counter()
-    ours, report = quantize_with_report(model, patches, scale=s)
+    ours, report = quantize_with_report(model, patches, scale=s, rounding=rounding)
     t_ours = time.perf_counter() - t
     if report.prelu_to_relu:
         note += f"; quantizer: {report.prelu_to_relu} PReLU -> ReLU"
-    models = {"fp32": model, "ort": ort_default(model, patches), "etc": ours}
-    peer = nncf_ptq(model, patches)
+    models = {"fp32": model, "etc": ours}
+    if peers:
+        models["ort"] = ort_default(model, patches)
+    peer = nncf_ptq(model, patches) if peers else None
     if peer is not None:
         models["nncf"] = peer
     pairs = load_pairs("samples", s)
     keep = None
     if report.prelu_to_relu:  # the exact PReLU -> ReLU rewrite widens the graph: measure the lean variant too
-        lean, _ = quantize_with_report(model, patches, scale=s, prelu_to_relu=False)
+        lean, _ = quantize_with_report(model, patches, scale=s, prelu_to_relu=False, rounding=rounding)
         row = evaluate_models({"fp32": model, "q": lean}, pairs, s, reference="fp32", optimize=False)[-1]
         keep = {"drop": -row.delta, "macs": conv_macs(lean) / conv_macs(model)}
     rows = evaluate_models(models, pairs, s, reference="fp32", optimize=False)
@@ -266,19 +269,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--rounding", default="refit", help="ETC's rounding; not refit: own section and keys")
+    parser.add_argument("--no-peers", action="store_true", help="skip ORT quantize_static and NNCF")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument(
         "--render-only", action="store_true", help="rewrite the table from the cached results"
     )
     args = parser.parse_args()
-    wanted = set(filter(None, args.only.split(",")))
+    suffix = "" if args.rounding == "refit" else f"@{args.rounding}"
+    wanted = {w + suffix for w in filter(None, args.only.split(","))}
     results = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     for name, m, c, s in MODELS:
-        k = key(name, m, c, s)
+        k = key(name, m, c, s) + suffix
         if args.render_only or (wanted and k not in wanted):
             continue
         t = time.perf_counter()
-        results[k] = bench_one(name, m, c, s, args.runs)
+        results[k] = bench_one(name, m, c, s, args.runs, args.rounding, not args.no_peers)
         CACHE.write_text(json.dumps(results, indent=1))
         r = results[k]
         print(
@@ -286,7 +292,7 @@ def main() -> None:
             f"({time.perf_counter() - t:.0f}s)",
             flush=True,
         )
-    order = [key(*spec) for spec in MODELS]
+    order = [key(*spec) + suffix for spec in MODELS]
     ordered = {k: results[k] for k in order if k in results}
     import os
 
@@ -315,10 +321,24 @@ def main() -> None:
         + "\n\n"
         + summary(ordered)
     )
+    section = "quantize: PSNR and latency"
+    if suffix:
+        section = f"quantize: rounding={args.rounding}"
+        body = (
+            f"Command: `python -m bench.bench_quant --rounding {args.rounding} --runs {args.runs}"
+            + (" --no-peers" if args.no_peers else "")
+            + f" --only ...` ({machine()}; CPU {cpu}, int8 flags: {' '.join(flags)}; onnxruntime's u8s8 kernel "
+            f"here: {kernel}; load average at the end {load}). Same protocol as the section 'quantize: PSNR and "
+            f"latency', with ETC's weights rounded by `rounding=\"{args.rounding}\"` instead of the default "
+            "refit; the other ETC settings are the defaults.\n\n"
+            + render(ordered)
+            + "\n\n"
+            + summary(ordered)
+        )
     if args.no_write:
         print(body)
     else:
-        write_section("quantize: PSNR and latency", body)
+        write_section(section, body)
 
 
 if __name__ == "__main__":

@@ -61,11 +61,12 @@ from etc.commands.common import (
 )
 @click.option(
     "--rounding",
-    type=click.Choice(["refit", "gptq", "nearest"]),
+    type=click.Choice(["refit", "gptq", "nearest", "reconstruct"]),
     default="refit",
     show_default=True,
     help="Weights: refit = each Conv refitted to the FP32 output from its quantized input, then GPTQ-rounded; "
-    "gptq = GPTQ rounding of the FP32 weights; nearest.",
+    "gptq = GPTQ rounding of the FP32 weights; nearest; reconstruct = refit, then each Conv(+Relu) block's "
+    "rounding and bias learned against the FP32 block output (torch, slower).",
 )
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True)
 @click.option(

@@ -16,10 +16,12 @@ Steps, each on the float model unless said otherwise:
    channel copies first, rescaled 1, 1 - s, 1 - 2s, ... afterwards (:mod:`etc.quant.stagger`, same check) so
    that their uint8 roundings differ and average out;
 4. per-tensor ranges (``--method``; ``auto`` picks per tensor, each channel's error weighted by how strongly
-   the next layer reads it, :func:`consumer_weights`), QDQ placement (:mod:`etc.quant.qdq`);
+   the next layer reads it, :func:`consumer_weights`; a kept PReLU's input by the error after its slopes,
+   :mod:`etc.quant.prelu`), QDQ placement (:mod:`etc.quant.qdq`);
 5. weights: by default each Conv, in order, refitted to the FP32 output from the quantized input it reads and
    rounded with GPTQ (:mod:`etc.quant.refit`); ``rounding="gptq"`` rounds the FP32 weights with GPTQ only
-   (:mod:`etc.quant.rounding`); the ``target`` decides whether the int8 weights must respect the x86 AVX2 pair
+   (:mod:`etc.quant.rounding`); ``rounding="reconstruct"`` refits, then learns each block's rounding against the
+   FP32 block output (:mod:`etc.quant.reconstruct`); the ``target`` decides whether the int8 weights must respect the x86 AVX2 pair
    limit (:mod:`etc.quant.target`);
 6. bias correction: Conv by Conv in topological order, the mean output error of the QDQ model against the float
    model on the calibration patches is added back to the bias;
@@ -64,6 +66,7 @@ class QuantReport:
     target: str = "int32"  # resolved deployment target (etc.quant.target)
     prelu_to_relu: int = 0  # PReLU/LeakyReLU nodes rewritten as ReLU before quantizing
     ops: dict[str, int] = field(default_factory=dict)
+    blocks: list = field(default_factory=list)  # etc.quant.reconstruct.BlockResult per block (reconstruct)
 
     def as_dict(self) -> dict:
         return {
@@ -306,6 +309,11 @@ def quantize_with_report(
         ranges[name] = (lo, hi)
     for name in plan.inputs:
         ranges[name] = tuple((input_ranges or {}).get(name, (0.0, 1.0)))  # type: ignore[assignment]
+    if method == "auto":
+        from etc.quant.prelu import prelu_input_ranges
+
+        for name, chosen in prelu_input_ranges(model, plan, feeds).items():
+            ranges[name], report.methods[name] = chosen, "prelu"
     report.ranges = ranges
     float_model = model
     grids: dict[str, np.ndarray] = {}
@@ -315,6 +323,20 @@ def quantize_with_report(
         from etc.quant.refit import refit
 
         model, grids = refit(
+            model,
+            model,
+            plan,
+            ranges,
+            feeds,
+            per_channel=per_channel,
+            safe_u8s8=safe_u8s8,
+            skip_inputs=frozenset(caps),
+            progress=progress,
+        )
+    elif rounding == "reconstruct":
+        from etc.quant.reconstruct import reconstruct
+
+        model, grids, report.blocks = reconstruct(
             model,
             model,
             plan,
@@ -365,7 +387,7 @@ PRELU_OPS = ("PRelu", "LeakyRelu")
 # against 0.052 on ETDS M4C32 x4, 0.112 against 0.114 on M6C32 x2, 0.043 against 0.040 on ABPN_ET.
 ACT_WEIGHT_WITH_COPIES = 16.0
 ACT_WEIGHT_NO_COPIES = 6.0
-ROUNDINGS = ("refit", "gptq", "nearest")
+ROUNDINGS = ("refit", "gptq", "nearest", "reconstruct")
 
 
 def relu_form(
