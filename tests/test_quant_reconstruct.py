@@ -8,7 +8,7 @@ import pytest
 
 from etc import runtime, zoo
 from etc.frontends.torch import export
-from etc.quant import observe, prelu, qdq, quantizer, reconstruct
+from etc.quant import observe, prelu, proto, qdq, quantizer, reconstruct
 from tests.conftest import shared_pretrained
 from tests.test_quant_equalize import _chain
 
@@ -130,8 +130,8 @@ def test_prelu_input_ranges_lower_the_output_error_of_a_kept_prelu(rng, monkeypa
     slope[:4] = 0.0
     b1 = onnx.numpy_helper.to_array(consts["b1"]).copy()
     b1[:4] -= 6.0
-    quantizer._set_initializer(model, "slope", slope)
-    quantizer._set_initializer(model, "b1", b1)
+    proto.set_initializer(model, "slope", slope)
+    proto.set_initializer(model, "b1", b1)
     images = [rng.uniform(0, 1, size=(1, 3, 15, 13)).astype(np.float32) for _ in range(6)]
     held = [rng.uniform(0, 1, size=(1, 3, 17, 11)).astype(np.float32) for _ in range(3)]
     common = dict(scale=1, num=6, prelu_to_relu=False, equalize=False)

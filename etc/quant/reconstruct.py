@@ -196,7 +196,8 @@ def reconstruct(
     tensor names, Convs reading a tensor in ``skip_inputs`` keep their weights."""
     import torch
 
-    from etc.quant.quantizer import _conv_nodes, _set_initializer, consumer_weights
+    from etc.quant.proto import nodes_named, set_initializer
+    from etc.quant.quantizer import consumer_weights
     from etc.quant.refit import conv_geometry, fit_layer
 
     settings = settings or DEFAULT
@@ -204,7 +205,7 @@ def reconstruct(
     out.CopyFrom(model)
     convs = [
         n
-        for n in _conv_nodes(out, plan.convs)
+        for n in nodes_named(out, plan.convs)
         if n.input[0] not in skip_inputs and len(n.input) > 2 and conv_geometry(n) is not None
     ]
     block_out = {n.name: plan.fused.get(n.output[0], n.output[0]) for n in convs}
@@ -237,8 +238,8 @@ def reconstruct(
         loss_learn = block_loss(block, q_learn, scales, b_learn)
         learned = loss_learn < loss_refit
         q, b = (q_learn, b_learn) if learned else (q_refit, b_refit)
-        _set_initializer(out, node.input[1], q.astype(np.float64) * scales.reshape(-1, 1, 1, 1))
-        _set_initializer(out, node.input[2], b)
+        set_initializer(out, node.input[1], q.astype(np.float64) * scales.reshape(-1, 1, 1, 1))
+        set_initializer(out, node.input[2], b)
         grids[node.name] = scales
         results.append(
             BlockResult(node.name, loss_refit, loss_learn, "learned" if learned else "refit", steps)
