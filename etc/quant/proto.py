@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from etc import graph
+
 
 def readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     """{tensor: nodes reading it}, each node once per tensor, in graph order."""
@@ -123,11 +125,10 @@ def conv_attrs(node: onnx.NodeProto) -> ConvAttrs:
     """The Conv attributes of ``node`` read from the protobuf (no graph or shapes needed)."""
     attrs = {a.name: a for a in node.attribute}
     defaults = ConvAttrs()
-    auto_pad = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else ""
     return ConvAttrs(
         group=attrs["group"].i if "group" in attrs else defaults.group,
         strides=tuple(attrs["strides"].ints) if "strides" in attrs else defaults.strides,
         dilations=tuple(attrs["dilations"].ints) if "dilations" in attrs else defaults.dilations,
         pads=tuple(attrs["pads"].ints) if "pads" in attrs else defaults.pads,
-        auto_pad=auto_pad or defaults.auto_pad,
+        auto_pad=graph.auto_pad(node),
     )
