@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 
 from etc.errors import LimitWarning, PassContractError
 from etc.pipeline import CLEANUP, Pass, PassResult, run_pipeline
-from etc.testing import model_from_text
-
-TEXT = """<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,3,H,W] input) => (float[1,4,H,W] output) {
-    c = Conv <pads = [1, 1, 1, 1]> (input, w, b)
-    output = Relu(c)
-}"""
+from etc.testing import conv_relu_model
 
 
 @pytest.fixture
 def model() -> onnx.ModelProto:
-    rng = np.random.default_rng(1)
-    return model_from_text(
-        TEXT,
-        {"w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)},
-    )
+    return conv_relu_model()
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

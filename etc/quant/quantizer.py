@@ -319,10 +319,11 @@ def quantize_with_report(
     grids: dict[str, np.ndarray] = {}
     if rounding == "gptq":
         model, grids = _gptq(model, plan, feeds, per_channel, safe_u8s8)
-    elif rounding == "refit":
+    elif rounding in ("refit", "reconstruct"):
+        from etc.quant.reconstruct import reconstruct
         from etc.quant.refit import refit
 
-        model, grids = refit(
+        fitted = (refit if rounding == "refit" else reconstruct)(
             model,
             model,
             plan,
@@ -333,20 +334,9 @@ def quantize_with_report(
             skip_inputs=frozenset(caps),
             progress=progress,
         )
-    elif rounding == "reconstruct":
-        from etc.quant.reconstruct import reconstruct
-
-        model, grids, report.blocks = reconstruct(
-            model,
-            model,
-            plan,
-            ranges,
-            feeds,
-            per_channel=per_channel,
-            safe_u8s8=safe_u8s8,
-            skip_inputs=frozenset(caps),
-            progress=progress,
-        )
+        model, grids = fitted[0], fitted[1]
+        if rounding == "reconstruct":
+            report.blocks = fitted[2]
     build = dict(per_channel=per_channel, safe_u8s8=safe_u8s8, grids=grids)
     if bias_correction:
         model, report.bias_corrected = _bias_correct(model, plan, ranges, feeds, caps, build)

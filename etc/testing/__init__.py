@@ -51,6 +51,17 @@ def model_from_text(text: str, initializers: Mapping[str, np.ndarray] | None = N
 TEXT_HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
 
 
+def conv_relu_model(seed: int = 1) -> onnx.ModelProto:
+    """The smallest real model: a 3x3 Conv (3 -> 4 channels, random weights) and a Relu, dynamic H/W."""
+    rng = np.random.default_rng(seed)
+    weight, bias = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
+    return text_model(
+        "c = Conv <pads = [1, 1, 1, 1]> (input, w, b)\noutput = Relu(c)",
+        w=weight.astype(np.float32),
+        b=bias.astype(np.float32),
+    )
+
+
 def text_model(
     body: str, inputs: str = "float[1,3,H,W] input", outputs: str = "float[1,4,H,W] output", **inits
 ) -> onnx.ModelProto:
