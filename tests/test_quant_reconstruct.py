@@ -9,6 +9,7 @@ import pytest
 from etc import runtime, zoo
 from etc.frontends.torch import export
 from etc.quant import observe, prelu, proto, qdq, quantizer, reconstruct
+from etc.quant.refit import FitProblem
 from tests.conftest import shared_pretrained
 from tests.test_quant_equalize import _chain
 
@@ -50,17 +51,8 @@ def test_reconstruction_beats_nearest_rounding_on_every_block_of_a_real_model(et
     _, report = quantizer.quantize_with_report(model, patches, rounding="nearest", **common)
     plan = qdq.plan_qdq(model)
     caps, _ = quantizer.clip_structures(model)
-    learned, grids, blocks = reconstruct.reconstruct(
-        model,
-        model,
-        plan,
-        report.ranges,
-        feeds,
-        per_channel=True,
-        safe_u8s8=False,
-        skip_inputs=frozenset(caps),
-        settings=FAST,
-    )
+    problem = FitProblem(model, model, plan, report.ranges, feeds, True, False, skip_inputs=frozenset(caps))
+    learned, grids, blocks = reconstruct.reconstruct(problem, settings=FAST)
     assert len(blocks) == len(plan.convs) - len(caps)  # every Conv but the exact clip
     assert all(b.steps > 0 and b.kept in ("learned", "refit") for b in blocks)
     q_learned = qdq.build_qdq(learned, plan, report.ranges, safe_u8s8=False, grids=grids)

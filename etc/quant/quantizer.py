@@ -321,19 +321,12 @@ def quantize_with_report(
         model, grids = _gptq(model, plan, feeds, per_channel, safe_u8s8)
     elif rounding in ("refit", "reconstruct"):
         from etc.quant.reconstruct import reconstruct
-        from etc.quant.refit import refit
+        from etc.quant.refit import FitProblem, refit
 
-        fitted = (refit if rounding == "refit" else reconstruct)(
-            model,
-            model,
-            plan,
-            ranges,
-            feeds,
-            per_channel=per_channel,
-            safe_u8s8=safe_u8s8,
-            skip_inputs=frozenset(caps),
-            progress=progress,
+        problem = FitProblem(
+            model, model, plan, ranges, feeds, per_channel, safe_u8s8, skip_inputs=frozenset(caps)
         )
+        fitted = refit(problem, progress) if rounding == "refit" else reconstruct(problem, progress=progress)
         model, grids = fitted[0], fitted[1]
         if rounding == "reconstruct":
             report.blocks = fitted[2]

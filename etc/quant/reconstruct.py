@@ -32,13 +32,14 @@ left after GPTQ is small, and no rounding method reaches the activations' requan
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from etc.quant import observe, qdq
+from etc.quant.refit import FitProblem, conv_geometry, fit_layer
 
 ZETA, GAMMA = 1.1, -0.1  # AdaRound's stretch of the sigmoid, so h reaches exactly 0 and 1
 START_V = 2.0  # |V| at the start: h = 0.96 or 0.04, GPTQ's choice, with the gradient still alive
@@ -178,51 +179,36 @@ def _recording_grid(
 
 
 def reconstruct(
-    model: onnx.ModelProto,
-    original: onnx.ModelProto,
-    plan: qdq.Plan,
-    ranges: Mapping[str, tuple[float, float]],
-    feeds: Sequence[Mapping[str, np.ndarray]],
-    *,
-    per_channel: bool,
-    safe_u8s8: bool | str,
-    skip_inputs: frozenset[str] = frozenset(),
+    problem: FitProblem,
     settings: Settings | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray], list[BlockResult]]:
-    """(model with learned int8-grid weights and biases, {Conv name: scales}, per-block results).
-
-    Same contract as :func:`etc.quant.refit.refit`: ``original`` is the FP32 model with the same node and
-    tensor names, Convs reading a tensor in ``skip_inputs`` keep their weights."""
+    """(model with learned int8-grid weights and biases, {Conv name: scales}, per-block results), on the same
+    problem as :func:`etc.quant.refit.refit`."""
     import torch
 
-    from etc.quant.proto import nodes_named, set_initializer
+    from etc.quant.proto import set_initializer
     from etc.quant.quantizer import consumer_weights
-    from etc.quant.refit import conv_geometry, fit_layer
 
     settings = settings or DEFAULT
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    convs = [
-        n
-        for n in nodes_named(out, plan.convs)
-        if n.input[0] not in skip_inputs and len(n.input) > 2 and conv_geometry(n) is not None
-    ]
+    out, convs = problem.working_copy()
+    plan, ranges, per_channel, safe_u8s8 = (
+        problem.plan,
+        problem.ranges,
+        problem.per_channel,
+        problem.safe_u8s8,
+    )
     block_out = {n.name: plan.fused.get(n.output[0], n.output[0]) for n in convs}
     wanted = sorted({*block_out.values(), *(n.output[0] for n in convs)})
     targets: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
-    for values in observe.run_tensors(original, feeds, wanted):
+    for values in observe.run_tensors(problem.original, problem.feeds, wanted):
         for name, v in values.items():
             targets[name].append(v)
-    importance = consumer_weights(original, list(block_out.values()))
+    importance = consumer_weights(problem.original, list(block_out.values()))
     grids: dict[str, np.ndarray] = {}
     results: list[BlockResult] = []
     for node in convs:
-        qmodel = qdq.build_qdq(out, plan, ranges, per_channel=per_channel, safe_u8s8=safe_u8s8, grids=grids)
-        qnode = next(n for n in qmodel.graph.node if n.name == node.name)
-        x_quant = [v[qnode.input[0]] for v in observe.run_tensors(qmodel, feeds, [qnode.input[0]])]
-        consts = qdq.constants(out)
-        weight, bias = consts[node.input[1]], consts[node.input[2]]
+        x_quant, weight, bias = problem.layer_inputs(out, grids, node)
         fitted: list[np.ndarray] = []
         grid = _recording_grid(fitted, per_channel, safe_u8s8)
         pads = conv_geometry(node)

@@ -18,6 +18,7 @@ reference; every fit reads the calibration patches only.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -77,40 +78,58 @@ def fit_layer(
     return q, scales, b_fit
 
 
-def refit(
-    model: onnx.ModelProto,
-    original: onnx.ModelProto,
-    plan: qdq.Plan,
-    ranges: Mapping[str, tuple[float, float]],
-    feeds: Sequence[Mapping[str, np.ndarray]],
-    *,
-    per_channel: bool,
-    safe_u8s8: bool | str,
-    skip_inputs: frozenset[str] = frozenset(),
-    progress: Callable[[int], None] | None = None,
-) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """(model with refitted float weights on their int8 grids and refitted biases, {Conv name: scales}).
+@dataclass(frozen=True)
+class FitProblem:
+    """What weight fitting works on: ``model``'s Convs are fitted to the outputs of the same-named Convs of the
+    FP32 ``original`` on the calibration ``feeds``, with activations quantized by ``plan`` and ``ranges``; Convs
+    reading a tensor in ``skip_inputs`` (exact clip structures) keep their weights."""
 
-    ``original`` is the FP32 model whose Conv outputs are the targets (same node and tensor names);
-    Convs reading a tensor in ``skip_inputs`` (exact clip structures) keep their weights."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    convs = [
-        n
-        for n in proto.nodes_named(out, plan.convs)
-        if n.input[0] not in skip_inputs and len(n.input) > 2 and conv_geometry(n) is not None
-    ]
+    model: onnx.ModelProto
+    original: onnx.ModelProto
+    plan: qdq.Plan
+    ranges: Mapping[str, tuple[float, float]]
+    feeds: Sequence[Mapping[str, np.ndarray]]
+    per_channel: bool
+    safe_u8s8: bool | str
+    skip_inputs: frozenset[str] = frozenset()
+
+    def working_copy(self) -> tuple[onnx.ModelProto, list[onnx.NodeProto]]:
+        """A copy of ``model`` and its fittable Convs (stride 1, explicit pads, with a bias), in order."""
+        out = onnx.ModelProto()
+        out.CopyFrom(self.model)
+        convs = [
+            n
+            for n in proto.nodes_named(out, self.plan.convs)
+            if n.input[0] not in self.skip_inputs and len(n.input) > 2 and conv_geometry(n) is not None
+        ]
+        return out, convs
+
+    def layer_inputs(
+        self, out: onnx.ModelProto, grids: Mapping[str, np.ndarray], node: onnx.NodeProto
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """(the Conv's input in the QDQ model built so far, one array per feed; its weight; its bias)."""
+        qmodel = qdq.build_qdq(
+            out, self.plan, self.ranges, per_channel=self.per_channel, safe_u8s8=self.safe_u8s8, grids=grids
+        )
+        qnode = next(n for n in qmodel.graph.node if n.name == node.name)
+        x_quant = [v[qnode.input[0]] for v in observe.run_tensors(qmodel, self.feeds, [qnode.input[0]])]
+        consts = qdq.constants(out)
+        return x_quant, consts[node.input[1]], consts[node.input[2]]
+
+
+def refit(
+    problem: FitProblem, progress: Callable[[int], None] | None = None
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """(model with refitted float weights on their int8 grids and refitted biases, {Conv name: scales})."""
+    out, convs = problem.working_copy()
+    per_channel, safe_u8s8 = problem.per_channel, problem.safe_u8s8
     targets = {n.output[0]: [] for n in convs}
-    for values in observe.run_tensors(original, feeds, list(targets)):
+    for values in observe.run_tensors(problem.original, problem.feeds, list(targets)):
         for name, v in values.items():
             targets[name].append(v)
     grids: dict[str, np.ndarray] = {}
     for node in convs:
-        qmodel = qdq.build_qdq(out, plan, ranges, per_channel=per_channel, safe_u8s8=safe_u8s8, grids=grids)
-        qnode = next(n for n in qmodel.graph.node if n.name == node.name)
-        x_quant = [v[qnode.input[0]] for v in observe.run_tensors(qmodel, feeds, [qnode.input[0]])]
-        consts = qdq.constants(out)
-        weight, bias = consts[node.input[1]], consts[node.input[2]]
+        x_quant, weight, bias = problem.layer_inputs(out, grids, node)
 
         def grid(w: np.ndarray) -> np.ndarray:
             return qdq.weight_scales(w, per_channel, safe_u8s8)
