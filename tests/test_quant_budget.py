@@ -3,12 +3,15 @@ benefit per MAC is bought first."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from etc.quant import budget, quantizer, split
 from etc.quant.summary import conv_macs
 from etc.testing import assert_equivalent
+from tests.test_eval import tiny_sr  # noqa: F401  (module fixture: ETDS M1C8 x2, random weights, on disk)
 from tests.test_quant_reconstruct import etds_small  # noqa: F401  (module fixture: real ETDS M5C16 x4)
 
 
@@ -57,3 +60,19 @@ def test_greedy_buys_most_noise_per_mac_first():
         [1, 1],
         [1, 1, 1, 1],
     ]
+
+
+def test_cli_split_budget_writes_a_model_within_the_budget(tiny_sr, tmp_path):  # noqa: F811
+    from click.testing import CliRunner
+
+    from etc.cli import cli
+    from etc.frontends.onnx_io import load
+
+    out = tmp_path / "q.onnx"
+    argv = ["quantize", str(tiny_sr), "-o", str(out), "--num", "4", "--patch", "24", "--no-summary", "--json"]
+    res = CliRunner().invoke(cli, [*argv, "--split-budget", "1.2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["split"], "a 1.2x budget buys copies on ETDS M1C8"
+    assert conv_macs(load(out)) <= 1.2 * conv_macs(load(tiny_sr))
+    res = CliRunner().invoke(cli, [*argv, "--split-budget", "0.9"])
+    assert res.exit_code == 2 and "0.9" in res.output
