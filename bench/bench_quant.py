@@ -268,6 +268,23 @@ def summary(results: dict) -> str:
     )
 
 
+def budget_summary(ordered: dict, results: dict) -> str:
+    """Which budgeted rows meet 0.05 dB, each against the default (no copies) row of the same model."""
+    met = [k for k, r in ordered.items() if r["drop"]["etc"] <= 0.05]
+    parts = []
+    for k, r in ordered.items():
+        base = results.get(k.split("@")[0])
+        was = f" (default {base['drop']['etc']:.3f} dB at {base['macs']['etc']:.2f}x)" if base else ""
+        parts.append(f"{k} {r['drop']['etc']:.3f} dB at {r['macs']['etc']:.2f}x{was}")
+    return (
+        f"Budgeted copies meet the 0.05 dB drop on {len(met)} of {len(ordered)} rows"
+        + (": " + ", ".join(met) if met else "")
+        + ". Per row: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="")
@@ -348,9 +365,9 @@ def main() -> None:
             + f" --only ...` for each budget B ({machine()}; CPU {cpu}, int8 flags: {' '.join(flags)}; "
             f"onnxruntime's u8s8 kernel here: {kernel}; load average at the end {load}). Same protocol as the "
             "section 'quantize: PSNR and latency', with ETC's channel copies bought by `split_budget=B` "
-            "(`etc/quant/budget.py`: estimated activation noise removed per added MAC, staggered copies, at most "
+            "(`etc/quant/budget.py`: measured activation noise removed per added MAC, staggered copies, at most "
             "4 per channel, INT8 conv MACs <= B x FP32); the other ETC settings are the defaults. Row suffix "
-            "@budgetB.\n\n" + render(ordered) + "\n\n" + summary(ordered)
+            "@budgetB.\n\n" + render(ordered) + "\n\n" + budget_summary(ordered, results)
         )
     elif suffix:
         section = f"quantize: rounding={args.rounding}"
