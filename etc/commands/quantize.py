@@ -55,9 +55,9 @@ from etc.commands.common import (
     "--split-budget",
     type=click.FloatRange(min=1.0),
     default=None,
-    help="Copy channels by estimated activation noise removed per added MAC until the INT8 conv MACs reach "
+    help="Copy channels by measured activation noise removed per added MAC until the INT8 conv MACs reach "
     "this multiple of the FP32 model's (e.g. 1.05; FP32-exact, staggered; --split N caps the copies, default "
-    "4). Off by default.",
+    "2). Off by default.",
 )
 @click.option(
     "--stagger",

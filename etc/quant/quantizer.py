@@ -248,7 +248,7 @@ def quantize_with_report(
     ``split`` is the most copies of a dominant channel (1 = off), ``stagger`` the scale step between copies
     (0 = identical copies). ``split_budget`` (e.g. 1.05) instead buys copies by estimated benefit per added MAC
     until the conv MACs reach that multiple of the FP32 model's (:mod:`etc.quant.budget`; at most ``split``
-    copies when ``split`` > 1, else 4). ``target`` is the kernel the model is made for (:mod:`etc.quant.target`: ``int32``
+    copies when ``split`` > 1, else 2). ``target`` is the kernel the model is made for (:mod:`etc.quant.target`: ``int32``
     exact accumulation, ``x86-avx2`` pair limit, ``native`` probes this CPU); ``safe_u8s8`` overrides the
     weight-grid constraint the target implies."""
     from etc.frontends.onnx_io import as_model
@@ -387,7 +387,7 @@ PRELU_OPS = ("PRelu", "LeakyRelu")
 # split_budget 1.05 (a few copies) 6 measured 0.062 against 0.067 with 16 on ETDS M4C32 x2.
 ACT_WEIGHT_WITH_COPIES = 16.0
 ACT_WEIGHT_NO_COPIES = 6.0
-BUDGET_MAX_COPIES = 4  # copies per channel under split_budget when split is not given
+BUDGET_MAX_COPIES = 2  # copies per channel under split_budget when split is not given (etc.quant.budget)
 ROUNDINGS = ("refit", "gptq", "nearest", "reconstruct")
 
 
