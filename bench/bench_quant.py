@@ -2,6 +2,7 @@
 
     python -m bench.bench_quant [--only etds_M4C32_x4,...] [--runs 7] [--no-write] [--render-only]
     python -m bench.bench_quant --rounding reconstruct --no-peers --only ...   (own section and cache keys)
+    python -m bench.bench_quant --split-budget 1.05 --no-peers --only ...      (own section and cache keys)
 
 For each pretrained model: export (legacy exporter, dynamic H/W), [anchored ABPN/ECBSR: ``fold,rep,et`` first
 when that makes them plain], then
@@ -140,7 +141,7 @@ def latencies(models: dict, runs: int) -> dict[str, list[float]]:
     return interleaved_times({k: factory(m) for k, m in models.items()}, runs, warmup=1, fresh=False)
 
 
-def bench_one(name, m, c, s, runs, rounding="refit", peers=True):
+def bench_one(name, m, c, s, runs, rounding="refit", peers=True, split_budget=None):
     from etc.quant.calib import calibration_patches, load_pairs
     from etc.quant.evaluate import evaluate_models
     from etc.quant.quantizer import quantize_with_report
@@ -152,7 +153,7 @@ def bench_one(name, m, c, s, runs, rounding="refit", peers=True):
         model, note = maybe_plain(model)
     patches = calibration_patches("samples", s, num=32, patch=64)
     t = time.perf_counter()
-    ours, report = quantize_with_report(model, patches, scale=s, rounding=rounding)
+    ours, report = quantize_with_report(model, patches, scale=s, rounding=rounding, split_budget=split_budget)
     t_ours = time.perf_counter() - t
     if report.prelu_to_relu:
         note += f"; quantizer: {report.prelu_to_relu} PReLU -> ReLU"
@@ -165,7 +166,9 @@ def bench_one(name, m, c, s, runs, rounding="refit", peers=True):
     pairs = load_pairs("samples", s)
     keep = None
     if report.prelu_to_relu:  # the exact PReLU -> ReLU rewrite widens the graph: measure the lean variant too
-        lean, _ = quantize_with_report(model, patches, scale=s, prelu_to_relu=False, rounding=rounding)
+        lean, _ = quantize_with_report(
+            model, patches, scale=s, prelu_to_relu=False, rounding=rounding, split_budget=split_budget
+        )
         row = evaluate_models({"fp32": model, "q": lean}, pairs, s, reference="fp32", optimize=False)[-1]
         keep = {"drop": -row.delta, "macs": conv_macs(lean) / conv_macs(model)}
     rows = evaluate_models(models, pairs, s, reference="fp32", optimize=False)
@@ -265,11 +268,34 @@ def summary(results: dict) -> str:
     )
 
 
+def budget_summary(ordered: dict, results: dict) -> str:
+    """Which budgeted rows meet 0.05 dB, each against the default (no copies) row of the same model."""
+    met = [k for k, r in ordered.items() if r["drop"]["etc"] <= 0.05]
+    parts = []
+    for k, r in ordered.items():
+        base = results.get(k.split("@")[0])
+        was = f" (default {base['drop']['etc']:.3f} dB at {base['macs']['etc']:.2f}x)" if base else ""
+        parts.append(f"{k} {r['drop']['etc']:.3f} dB at {r['macs']['etc']:.2f}x{was}")
+    return (
+        f"Budgeted copies meet the 0.05 dB drop on {len(met)} of {len(ordered)} rows"
+        + (": " + ", ".join(met) if met else "")
+        + ". Per row: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rounding", default="refit", help="ETC's rounding; not refit: own section and keys")
+    parser.add_argument(
+        "--split-budget",
+        type=float,
+        default=None,
+        help="ETC's split_budget (MAC multiple): own section and keys",
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip ORT quantize_static and NNCF")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument(
@@ -277,6 +303,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     suffix = "" if args.rounding == "refit" else f"@{args.rounding}"
+    suffix += "" if args.split_budget is None else f"@budget{args.split_budget:g}"
     wanted = {w + suffix for w in filter(None, args.only.split(","))}
     results = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     for name, m, c, s in MODELS:
@@ -284,7 +311,7 @@ def main() -> None:
         if args.render_only or (wanted and k not in wanted):
             continue
         t = time.perf_counter()
-        results[k] = bench_one(name, m, c, s, args.runs, args.rounding, not args.no_peers)
+        results[k] = bench_one(name, m, c, s, args.runs, args.rounding, not args.no_peers, args.split_budget)
         CACHE.write_text(json.dumps(results, indent=1))
         r = results[k]
         print(
@@ -322,7 +349,27 @@ def main() -> None:
         + summary(ordered)
     )
     section = "quantize: PSNR and latency"
-    if suffix:
+    if args.split_budget is not None:
+        section = "quantize: split budget"
+        budgets = sorted({float(k.rsplit("@budget", 1)[1]) for k in results if "@budget" in k})
+        keys = [key(*spec) + (f"@{args.rounding}" if args.rounding != "refit" else "") for spec in MODELS]
+        ordered = {
+            k + f"@budget{b:g}": results[k + f"@budget{b:g}"]
+            for k in keys
+            for b in budgets
+            if k + f"@budget{b:g}" in results
+        }
+        body = (
+            f"Command: `python -m bench.bench_quant --split-budget B --runs {args.runs}"
+            + (" --no-peers" if args.no_peers else "")
+            + f" --only ...` for each budget B ({machine()}; CPU {cpu}, int8 flags: {' '.join(flags)}; "
+            f"onnxruntime's u8s8 kernel here: {kernel}; load average at the end {load}). Same protocol as the "
+            "section 'quantize: PSNR and latency', with ETC's channel copies bought by `split_budget=B` "
+            "(`etc/quant/budget.py`: measured activation noise removed per added MAC, staggered copies, at most "
+            "2 per channel, INT8 conv MACs <= B x FP32); the other ETC settings are the defaults. Row suffix "
+            "@budgetB.\n\n" + render(ordered) + "\n\n" + budget_summary(ordered, results)
+        )
+    elif suffix:
         section = f"quantize: rounding={args.rounding}"
         body = (
             f"Command: `python -m bench.bench_quant --rounding {args.rounding} --runs {args.runs}"

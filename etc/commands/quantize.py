@@ -52,6 +52,14 @@ from etc.commands.common import (
     "more MACs: the report states the growth); 1 = off.",
 )
 @click.option(
+    "--split-budget",
+    type=click.FloatRange(min=1.0),
+    default=None,
+    help="Copy channels by measured activation noise removed per added MAC until the INT8 conv MACs reach "
+    "this multiple of the FP32 model's (e.g. 1.05; FP32-exact, staggered; --split N caps the copies, default "
+    "2). Off by default.",
+)
+@click.option(
     "--stagger",
     type=click.FloatRange(min=0.0, max=0.3),
     default=0.03,
@@ -118,6 +126,7 @@ def quantize(
     per_channel: bool,
     equalize: bool,
     split: int,
+    split_budget: float | None,
     stagger: float,
     rounding: str,
     bias_correction: bool,
@@ -167,6 +176,7 @@ def quantize(
             per_channel=per_channel,
             equalize=equalize,
             split=split,
+            split_budget=split_budget,
             stagger=stagger,
             rounding=rounding,
             bias_correction=bias_correction,
