@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import platform
 import re
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,15 +33,10 @@ def image_latencies(models: dict, size: tuple[int, int], rounds: int, threads: i
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 3, warmup: int = 0) -> float:
-    """Median wall time of ``fn`` over ``repeat`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall time of ``fn`` in seconds over ``repeat`` runs after ``warmup`` runs."""
+    from etc.timing import median_ms
+
+    return median_ms(fn, repeat, warmup) / 1000.0
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
