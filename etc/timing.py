@@ -7,6 +7,7 @@ candidates by the median of per-round ratios with a bootstrap interval.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -14,8 +15,6 @@ from collections.abc import Callable
 def median_ms(run: Callable[[], object], runs: int, warmup: int = 1) -> float:
     """Median wall time in ms of ``runs`` calls of ``run`` after ``warmup`` untimed ones (one session, a rough
     figure; comparisons of candidates use :func:`interleaved_times`)."""
-    import statistics
-
     for _ in range(warmup):
         run()
     samples = []
