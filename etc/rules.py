@@ -108,6 +108,10 @@ class RuleSet:
             for op in rule.ops:
                 self.by_op.setdefault(op, []).append(rule)
 
+    def offered(self, op: str) -> tuple[Rule, ...]:
+        """The rules offered a node of type ``op``, in the order the driver tries them: its own, then ANY_OP's."""
+        return (*self.by_op.get(op, ()), *self.by_op.get(ANY_OP, ()))
+
     def __add__(self, other: RuleSet) -> RuleSet:
         return RuleSet([*self.rules, *other.rules])
 
@@ -143,7 +147,7 @@ def apply_rules(
             node = queue.popleft()
             if is_retired(node):
                 continue
-            for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
+            for rule in rules.offered(node.op):
                 found = rule.find(ctx, node)
                 if isinstance(found, Match) and not _admitted(pass_ctx, pass_name, rule, node, found):
                     continue
@@ -191,7 +195,7 @@ def _pending(ctx: RewriteContext, rules: RuleSet, pass_ctx: PassContext | None) 
     for node in list(ctx.graph.nodes):
         if is_retired(node):
             continue
-        for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
+        for rule in rules.offered(node.op):
             found = rule.find(ctx, node)
             if isinstance(found, Match) and (
                 found.widening is None or pass_ctx is None or pass_ctx.budget is None
