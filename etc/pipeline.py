@@ -452,8 +452,9 @@ def run_pipeline(
                     tool.before_pass(p.name, model)
                 if phase_of(p) >= WIDEN:
                     if ctx.budget is None:
-                        ctx.budget = CostBudget(model, ctx.options)
-                    ctx.budget.refresh(model)
+                        ctx.budget = CostBudget(model, ctx.options)  # counts the model as it starts
+                    else:
+                        ctx.budget.refresh(model)
                 result, after = run_checked(p, model, ctx, digest)
                 for tool in tools:
                     tool.after_pass(p.name, result, step)
