@@ -197,9 +197,7 @@ def _pending(ctx: RewriteContext, rules: RuleSet, pass_ctx: PassContext | None) 
             continue
         for rule in rules.offered(node.op):
             found = rule.find(ctx, node)
-            if isinstance(found, Match) and (
-                found.widening is None or pass_ctx is None or pass_ctx.budget is None
-            ):
+            if isinstance(found, Match) and not _budgeted(pass_ctx, found):
                 return True
     return False
 
@@ -220,16 +218,20 @@ def _limit(pass_ctx: PassContext | None, message: str) -> None:
 
 
 def _admitted(pass_ctx: PassContext | None, pass_name: str, rule: Rule, node: gs.Node, found: Match) -> bool:
-    """Whether the run's cost budget lets a widening match (``data['widening']``, etc.cost.Widening) go ahead;
+    """Whether the run's cost budget lets a widening match (``found.widening``, etc.cost.Widening) go ahead;
     a decline is recorded with its figure. Without a budget (a rule applied outside a pipeline) every match is."""
-    widening = found.widening
-    if widening is None or pass_ctx is None or pass_ctx.budget is None:
+    if not _budgeted(pass_ctx, found):
         return True
-    reason = pass_ctx.budget.admit(widening, rule.rule_name, _where(node))
+    reason = pass_ctx.budget.admit(found.widening, rule.rule_name, _where(node))
     if reason is None:
         return True
     pass_ctx.tracer.decline(pass_name, rule.rule_name, _where(node), reason)
     return False
+
+
+def _budgeted(pass_ctx: PassContext | None, found: Match) -> bool:
+    """Whether a match answers to the run's cost budget: it widens and the run has a budget."""
+    return found.widening is not None and pass_ctx is not None and pass_ctx.budget is not None
 
 
 def _where(node: gs.Node) -> str:
