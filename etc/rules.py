@@ -140,9 +140,8 @@ def apply_rules(
     for _ in range(max_sweeps):
         changed = False
         queue = deque(graph.nodes)
-        limit = budget = (
-            20 * len(queue) + 1000
-        )  # rewrites per sweep; a rule pair undoing each other stops here
+        # rewrites per sweep; a rule pair undoing each other stops here
+        limit = budget = 20 * len(queue) + 1000
         while queue:
             node = queue.popleft()
             if is_retired(node):
