@@ -51,24 +51,6 @@ def selection_kernel(source_of: list[int] | np.ndarray, in_ch: int) -> np.ndarra
     return out
 
 
-def then_1x1(w0: np.ndarray, b0: np.ndarray, w1: np.ndarray, b1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Conv(W0, b0) followed by a dense 1x1 Conv(W1, b1): W = K1·K0 per tap, b = K1·b0 + b1. Always exact."""
-    k1 = w1[:, :, 0, 0].astype(np.float64)
-    weight = np.einsum("om,mihw->oihw", k1, w0.astype(np.float64))
-    bias = k1 @ b0.astype(np.float64) + b1.astype(np.float64)
-    return weight, bias
-
-
-def scale_rows(weight: np.ndarray, bias: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None):
-    """Per-output-channel affine after a conv: (s·W, s·b + t)."""
-    scale = np.asarray(scale, dtype=np.float64).reshape(-1)
-    w = weight.astype(np.float64) * scale.reshape(-1, 1, 1, 1)
-    b = bias.astype(np.float64) * scale
-    if shift is not None:
-        b = b + np.asarray(shift, dtype=np.float64).reshape(-1)
-    return w, b
-
-
 def dense_to_grouped(weight: np.ndarray, group: int) -> np.ndarray:
     """A dense kernel (out, in, kh, kw) as a grouped one (out, in/group, kh, kw); off-block taps must be zero."""
     if group == 1:

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from etc.graph import channels_of, const_value, input_at, is_graph_output, producer
+
 PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
 NPU_MACS_PER_S = 0.8e12  # INT8 MAC throughput, fitted to ABPN_ET x3 (10.6 GMACs in 13.7 ms)
 NPU_SLOW_BYTES_PER_S = 4.5e9  # non-plain ops' memory traffic, fitted to ABPN x3 as trained (20.5 ms)
@@ -220,8 +222,6 @@ class CostBudget:
 
     def pixels_of(self, tensor) -> int:
         """Output pixels of a tensor at the reference size, walking up to a tensor of known size."""
-        from etc.graph import producer
-
         for _ in range(64):
             if tensor.name in self.pixels:
                 return self.pixels[tensor.name]
@@ -318,8 +318,6 @@ class CostBudget:
 
 
 def _weight_size(node) -> int:
-    from etc.graph import const_value, input_at
-
     weight = const_value(input_at(node, 1))
     return int(weight.size) if weight is not None else 0
 
@@ -341,8 +339,6 @@ def concat_merge_widening(ctx, node, merge, *, carry: bool) -> Widening:
     the conv it joins, adding its channels as rows and columns to each conv there. ``merge`` is the match's
     etc.passes._merge.ConcatMerge.
     """
-    from etc.graph import channels_of
-
     branches, doubled, sources = merge.branches, merge.plan.doubled, merge.sources
     kh = max(b.weight.shape[2] for b in branches)
     kw = max(b.weight.shape[3] for b in branches)
@@ -380,8 +376,6 @@ def concat_merge_widening(ctx, node, merge, *, carry: bool) -> Widening:
 def _carry_chain(ctx, tensor, skips: list, carried: int) -> tuple[int, list[tuple[int, object]], bool]:
     """(steps, their terms, whether a grouped conv becomes dense) of carrying ``carried`` channels of ``skips``
     up the single-reader Conv(+act) chain that produces ``tensor``."""
-    from etc.graph import is_graph_output, producer
-
     terms, dense, steps = [], False, 0
     for _ in range(256):
         if any(tensor is s for s in skips) or len(tensor.outputs) != 1 or is_graph_output(ctx.graph, tensor):
@@ -411,8 +405,6 @@ def _carry_chain(ctx, tensor, skips: list, carried: int) -> tuple[int, list[tupl
 
 
 def _weight_shape(node) -> tuple[int, ...] | None:
-    from etc.graph import const_value, input_at
-
     weight = const_value(input_at(node, 1))
     return tuple(int(d) for d in weight.shape) if weight is not None and weight.ndim == 4 else None
 
@@ -424,8 +416,6 @@ def add_merge_widening(ctx, node, branches: list, sources: list) -> Widening:
     the others up that chain next: its cost is part of this decision (seeded by those inputs), so a skip is
     never merged without being carried, or carried halfway.
     """
-    from etc.graph import channels_of
-
     kh = max(b.weight.shape[2] for b in branches)
     kw = max(b.weight.shape[3] for b in branches)
     rows = branches[0].out_channels
@@ -452,8 +442,6 @@ def add_merge_widening(ctx, node, branches: list, sources: list) -> Widening:
 
 def _is_stream(tensor) -> bool:
     """Produced by a single-reader Conv or act(Conv): a carry absorbs it instead of carrying it."""
-    from etc.graph import producer
-
     node = producer(tensor)
     if node is not None and node.op in ("Relu", "PRelu") and len(tensor.outputs) == 1:
         node = producer(node.inputs[0])

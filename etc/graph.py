@@ -498,6 +498,18 @@ def replace_uses(graph: gs.Graph, old: Tensor, new: Tensor) -> None:
                 node.inputs[i] = new
 
 
+def can_bypass(graph: gs.Graph, src: Tensor, dst: Tensor) -> bool:
+    """Whether ``dst`` can give way to ``src`` keeping graph output names: not when ``dst`` is a graph output
+    and ``src`` is a graph input, a constant or another graph output (the precondition of :func:`bypass`)."""
+    if not is_graph_output(graph, dst):
+        return True
+    return (
+        producer(src) is not None
+        and not is_graph_output(graph, src)
+        and not any(t is src for t in graph.inputs)
+    )
+
+
 def bypass(graph: gs.Graph, node: Node, index: int = 0) -> bool:
     """Removes a node computing y = x (input ``index`` -> output 0), keeping graph output names.
 
@@ -508,9 +520,9 @@ def bypass(graph: gs.Graph, node: Node, index: int = 0) -> bool:
         replace_uses(graph, dst, src)
         retire([node])
         return True
-    upstream = producer(src)
-    if upstream is None or is_graph_output(graph, src) or any(t is src for t in graph.inputs):
+    if not can_bypass(graph, src, dst):
         return False
+    upstream = producer(src)
     # the upstream node takes over the graph output name; other readers of src follow it
     replace_uses(graph, src, dst)
     retire([node])

@@ -75,9 +75,8 @@ class Options:
     allow_border_inexact: bool = False
     max_growth: float = 1.25  # final MACs at most this times the merged form's (etc.cost.CostBudget)
     allow_dense: bool = False  # grouped/depthwise convs may become dense when a merge needs it
-    widen: bool = (
-        True  # False: every widening rewrite that adds MACs is declined (--target cpu's "plain-kept")
-    )
+    # False: every widening rewrite that adds MACs is declined (--target cpu's "plain-kept")
+    widen: bool = True
     target: str = "npu"
 
 
@@ -452,8 +451,9 @@ def run_pipeline(
                     tool.before_pass(p.name, model)
                 if phase_of(p) >= WIDEN:
                     if ctx.budget is None:
-                        ctx.budget = CostBudget(model, ctx.options)
-                    ctx.budget.refresh(model)
+                        ctx.budget = CostBudget(model, ctx.options)  # counts the model as it starts
+                    else:
+                        ctx.budget.refresh(model)
                 result, after = run_checked(p, model, ctx, digest)
                 for tool in tools:
                     tool.after_pass(p.name, result, step)
@@ -479,9 +479,8 @@ def run_pipeline(
         if not changed:
             break
     else:
-        if (
-            max_rounds > 1
-        ):  # one round asked for explicitly (e.g. the quantizer's single exact pass) is no limit
+        # one round asked for explicitly (e.g. the quantizer's single exact pass) is no limit
+        if max_rounds > 1:
             ctx.warn(
                 f"the pipeline still changed the model after {max_rounds} rounds and stopped there; "
                 "the result is equivalent but may not be fully rewritten (raise max_rounds)"

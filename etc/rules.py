@@ -108,6 +108,10 @@ class RuleSet:
             for op in rule.ops:
                 self.by_op.setdefault(op, []).append(rule)
 
+    def offered(self, op: str) -> tuple[Rule, ...]:
+        """The rules offered a node of type ``op``, in the order the driver tries them: its own, then ANY_OP's."""
+        return (*self.by_op.get(op, ()), *self.by_op.get(ANY_OP, ()))
+
     def __add__(self, other: RuleSet) -> RuleSet:
         return RuleSet([*self.rules, *other.rules])
 
@@ -136,14 +140,13 @@ def apply_rules(
     for _ in range(max_sweeps):
         changed = False
         queue = deque(graph.nodes)
-        limit = budget = (
-            20 * len(queue) + 1000
-        )  # rewrites per sweep; a rule pair undoing each other stops here
+        # rewrites per sweep; a rule pair undoing each other stops here
+        limit = budget = 20 * len(queue) + 1000
         while queue:
             node = queue.popleft()
             if is_retired(node):
                 continue
-            for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
+            for rule in rules.offered(node.op):
                 found = rule.find(ctx, node)
                 if isinstance(found, Match) and not _admitted(pass_ctx, pass_name, rule, node, found):
                     continue
@@ -191,11 +194,9 @@ def _pending(ctx: RewriteContext, rules: RuleSet, pass_ctx: PassContext | None) 
     for node in list(ctx.graph.nodes):
         if is_retired(node):
             continue
-        for rule in (*rules.by_op.get(node.op, ()), *rules.by_op.get(ANY_OP, ())):
+        for rule in rules.offered(node.op):
             found = rule.find(ctx, node)
-            if isinstance(found, Match) and (
-                found.widening is None or pass_ctx is None or pass_ctx.budget is None
-            ):
+            if isinstance(found, Match) and not _budgeted(pass_ctx, found):
                 return True
     return False
 
@@ -216,16 +217,20 @@ def _limit(pass_ctx: PassContext | None, message: str) -> None:
 
 
 def _admitted(pass_ctx: PassContext | None, pass_name: str, rule: Rule, node: gs.Node, found: Match) -> bool:
-    """Whether the run's cost budget lets a widening match (``data['widening']``, etc.cost.Widening) go ahead;
+    """Whether the run's cost budget lets a widening match (``found.widening``, etc.cost.Widening) go ahead;
     a decline is recorded with its figure. Without a budget (a rule applied outside a pipeline) every match is."""
-    widening = found.widening
-    if widening is None or pass_ctx is None or pass_ctx.budget is None:
+    if not _budgeted(pass_ctx, found):
         return True
-    reason = pass_ctx.budget.admit(widening, rule.rule_name, _where(node))
+    reason = pass_ctx.budget.admit(found.widening, rule.rule_name, _where(node))
     if reason is None:
         return True
     pass_ctx.tracer.decline(pass_name, rule.rule_name, _where(node), reason)
     return False
+
+
+def _budgeted(pass_ctx: PassContext | None, found: Match) -> bool:
+    """Whether a match answers to the run's cost budget: it widens and the run has a budget."""
+    return found.widening is not None and pass_ctx is not None and pass_ctx.budget is not None
 
 
 def _where(node: gs.Node) -> str:

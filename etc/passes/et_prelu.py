@@ -34,6 +34,7 @@ from etc.cost import prelu_widening
 from etc.graph import (
     ConvSpec,
     bypass,
+    can_bypass,
     channels,
     const_value,
     constant,
@@ -67,18 +68,6 @@ def slope_of(node: gs.Node) -> np.ndarray | None:
     return flat.astype(np.float64)
 
 
-def _can_bypass(ctx: RewriteContext, node: gs.Node) -> bool:
-    """graph.bypass succeeds unless the output is a graph output fed straight by a graph input or constant."""
-    src = node.inputs[0]
-    if not is_graph_output(ctx.graph, node.outputs[0]):
-        return True
-    return (
-        producer(src) is not None
-        and not is_graph_output(ctx.graph, src)
-        and not any(t is src for t in ctx.graph.inputs)
-    )
-
-
 class PReluOnNonnegative(Rule):
     """Replaces PRelu/LeakyRelu of a tensor proved >= 0 with that tensor."""
 
@@ -88,7 +77,7 @@ class PReluOnNonnegative(Rule):
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if not ctx.ranges[node.inputs[0]].nonnegative:
             return None
-        if not _can_bypass(ctx, node):
+        if not can_bypass(ctx.graph, node.inputs[0], node.outputs[0]):
             raise Decline("input is proved >= 0 but the node maps a graph input straight to a graph output")
         return Match([node])
 
@@ -118,7 +107,7 @@ class PReluTrivialSlope(Rule):
             return None
         if np.all(slope == 0):
             return Match([node], TrivialSlope(relu=True))
-        if np.all(slope == 1) and _can_bypass(ctx, node):
+        if np.all(slope == 1) and can_bypass(ctx.graph, node.inputs[0], node.outputs[0]):
             return Match([node], TrivialSlope(relu=False))
         return None
 

@@ -18,17 +18,10 @@ from typing import ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.graph import bypass, const_value, input_at, is_graph_output, producer, static_shape
+from etc.graph import bypass, can_bypass, const_value, input_at, static_shape
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 INT64_BIG = 2**31 - 1
-
-
-def _can_bypass(ctx: RewriteContext, node: gs.Node, index: int = 0) -> bool:
-    src, dst = node.inputs[index], node.outputs[0]
-    if not is_graph_output(ctx.graph, dst):
-        return True
-    return producer(src) is not None and not is_graph_output(ctx.graph, src)
 
 
 class NoOpRule(Rule):
@@ -42,7 +35,8 @@ class NoOpRule(Rule):
     def match(self, ctx: RewriteContext, node: gs.Node) -> Match | None:
         if len(node.inputs) <= self.data_input:
             return None
-        if not self.is_noop(ctx, node) or not _can_bypass(ctx, node, self.data_input):
+        data = node.inputs[self.data_input]
+        if not self.is_noop(ctx, node) or not can_bypass(ctx.graph, data, node.outputs[0]):
             return None
         return Match([node])
 
@@ -228,7 +222,7 @@ class RemoveNeutralArithmetic(NoOpRule):
                 continue
             if not _cannot_enlarge(node.inputs[data], value, node.outputs[0]):
                 raise Decline(f"the constant {node.op} operand may broadcast the input to a larger shape")
-            if not _can_bypass(ctx, node, data):
+            if not can_bypass(ctx.graph, node.inputs[data], node.outputs[0]):
                 return None
             return Match([node], DataOperand(data))
         return None

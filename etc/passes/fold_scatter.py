@@ -26,6 +26,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.graph import (
+    SHAPE_PRESERVING,
     channels,
     const_value,
     constant,
@@ -65,9 +66,6 @@ def _layout(ctx: RewriteContext, scatter: gs.Node) -> tuple[gs.Tensor, gs.Tensor
     return before.inputs[0], producer(updates).inputs[0], after.outputs[0], perm
 
 
-SAME_SIZE_UNARY = ("Relu", "PRelu", "LeakyRelu", "Sigmoid", "Tanh", "Identity", "Clip", "Neg")
-
-
 def _same_size_as(tensor: gs.Tensor, x: gs.Tensor, depth: int = 8) -> bool:
     """True when ``tensor`` is computed from ``x`` by ops that keep batch, H and W (same-padded stride-1 Convs,
     elementwise unary ops, channel Slices), so the two agree on every axis but the channels."""
@@ -85,7 +83,7 @@ def _same_size_as(tensor: gs.Tensor, x: gs.Tensor, depth: int = 8) -> bool:
             axes = const_value(node.inputs[3]) if len(node.inputs) > 3 else None
             if axes is None or [int(a) % 4 for a in np.asarray(axes).reshape(-1)] != [1]:
                 return False
-        elif node.op not in SAME_SIZE_UNARY:
+        elif node.op not in SHAPE_PRESERVING:
             return False
         tensor = node.inputs[0]
     return False

@@ -25,6 +25,7 @@ import onnx_graphsurgeon as gs
 
 from etc.graph import (
     bypass,
+    can_bypass,
     const_value,
     conv_spec,
     conv_weights,
@@ -120,7 +121,7 @@ class NegOfSub(Rule):
         for op in ("Sub", "Neg"):
             inner = _absorbed(ctx, node.inputs[0], node, op)
             if inner is not None and len(inner.inputs) == (2 if op == "Sub" else 1):
-                if op == "Neg" and not _can_bypass(ctx, inner, node):
+                if op == "Neg" and not can_bypass(ctx.graph, inner.inputs[0], node.outputs[0]):
                     raise Decline("Neg(Neg(x)) maps a graph input straight to a graph output")
                 return Match([node, inner])
         return None
@@ -128,20 +129,12 @@ class NegOfSub(Rule):
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node, inner = match.nodes
         out = node.outputs[0]
-        if inner.op == "Neg":  # both go; _can_bypass checked that they can
+        if inner.op == "Neg":  # both go; can_bypass checked that they can
             bypass(ctx.graph, node)
             bypass(ctx.graph, inner)
             return
         a, b = inner.inputs
         make_node(ctx.graph, ctx.namer, "Sub", [b, a], output=out, name="Sub")
-
-
-def _can_bypass(ctx: RewriteContext, inner: gs.Node, outer: gs.Node) -> bool:
-    """graph.bypass of the pair succeeds unless a graph input or constant would become a graph output."""
-    if not any(t is outer.outputs[0] for t in ctx.graph.outputs):
-        return True
-    src = inner.inputs[0]
-    return producer(src) is not None and not any(t is src for t in (*ctx.graph.outputs, *ctx.graph.inputs))
 
 
 rules = RuleSet([NegIntoConv(), NegIntoSum(), NegOfSub()])
