@@ -92,34 +92,15 @@ def static_shapes(model: onnx.ModelProto, size: tuple[int, int]) -> dict[str, li
 
 
 def count_macs(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> int | None:
-    """Multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm for one input of H x W = ``size``."""
+    """Multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm for one input of H x W = ``size`` (None when
+    a shape is unknown)."""
+    from etc.cost import node_macs
+
     shapes = static_shapes(model, size)
     if shapes is None:
         return None
-    inits = {i.name: list(i.dims) for i in model.graph.initializer}
-    total = 0
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
-            continue
-        w = inits.get(node.input[1]) or shapes.get(node.input[1])
-        if not w:
-            return None
-        if node.op_type == "Conv":
-            out = shapes.get(node.output[0])
-            if not out or 0 in out:
-                return None
-            total += int(np.prod(out)) * int(np.prod(w[1:]))
-        elif node.op_type == "ConvTranspose":
-            x = shapes.get(node.input[0])
-            if not x or 0 in x:
-                return None
-            total += int(np.prod(x)) * int(np.prod(w[1:]))
-        else:
-            out = shapes.get(node.output[0])
-            if not out or 0 in out:
-                return None
-            total += int(np.prod(out)) * int(w[0])
-    return total
+    macs = [node_macs(node, shapes) for node in model.graph.node]
+    return None if None in macs else sum(macs)  # type: ignore[arg-type]
 
 
 def model_info(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from etc.quant import observe, quantizer
+from etc.quant import observe
 
 
 def _chain(rng, extra_reader: bool = False):
@@ -35,14 +35,14 @@ def _chain(rng, extra_reader: bool = False):
 
 def test_consumer_weights_are_column_energies(rng):
     model, w2 = _chain(rng)
-    got = quantizer.consumer_weights(model, ["t", "y"])
+    got = observe.consumer_weights(model, ["t", "y"])
     assert list(got) == ["t"]  # y is a graph output
     np.testing.assert_allclose(got["t"], (w2.astype(np.float64) ** 2).sum(axis=(0, 2, 3)), rtol=1e-6)
 
 
 def test_negative_consumer_weights_need_conv_readers_only(rng):
     model, _ = _chain(rng, extra_reader=True)
-    assert quantizer.consumer_weights(model, ["t"]) == {}
+    assert observe.consumer_weights(model, ["t"]) == {}
 
 
 def test_weighted_histogram_counts_each_channel_by_its_weight(rng):

@@ -87,14 +87,11 @@ def runnable_model(model, path: object, *, quiet: bool = False, also=None, also_
     """
     from etc import runtime
     from etc.errors import UnrunnableModelError
-    from etc.verification import VERIFY_SIZES
 
-    sizes = tuple(dict.fromkeys((*runtime.DEFAULT_SIZES, *VERIFY_SIZES)))
-    failure = runtime.run_failure(model, sizes)
+    failure = _run_failure(model)
     if failure is None:
         return model if also is None else (model, _check_runs(also, also_path))
-    where = failure.where
-    at = f" at input size {failure.size[0]}x{failure.size[1]}" if failure.size != (0, 0) else ""
+    where, at = failure.where, _at_size(failure)
     size = runtime.runnable_size(model) if failure.size != (0, 0) else None
     if size is None:
         raise UnrunnableModelError(
@@ -115,12 +112,24 @@ def runnable_model(model, path: object, *, quiet: bool = False, also=None, also_
 
 def _check_runs(model, what: object):
     """``model`` if onnxruntime runs it at the sizes ETC checks, else exit 2 naming the node."""
-    from etc import runtime
     from etc.errors import UnrunnableModelError
-    from etc.verification import VERIFY_SIZES
 
-    failure = runtime.run_failure(model, tuple(dict.fromkeys((*runtime.DEFAULT_SIZES, *VERIFY_SIZES))))
+    failure = _run_failure(model)
     if failure is None:
         return model
-    at = f" at input size {failure.size[0]}x{failure.size[1]}" if failure.size != (0, 0) else ""
-    raise UnrunnableModelError(f"{what}: onnxruntime cannot run {failure.where}{at}: {failure.message}")
+    raise UnrunnableModelError(
+        f"{what}: onnxruntime cannot run {failure.where}{_at_size(failure)}: {failure.message}"
+    )
+
+
+def _run_failure(model):
+    """Where onnxruntime fails to run ``model`` at the sizes ETC checks (runtime's and verification's), or None."""
+    from etc import runtime
+    from etc.verification import VERIFY_SIZES
+
+    return runtime.run_failure(model, tuple(dict.fromkeys((*runtime.DEFAULT_SIZES, *VERIFY_SIZES))))
+
+
+def _at_size(failure) -> str:
+    """The ' at input size HxW' of a failure at a size; empty for one at session creation."""
+    return f" at input size {failure.size[0]}x{failure.size[1]}" if failure.size != (0, 0) else ""

@@ -106,13 +106,14 @@ def channel_noise(
     sites = [s for s in find_sites(model) if s.tensor not in skip]
     if not sites:
         return []
-    peak = {s.tensor: 0.0 for s in sites}
-    for values in run_tensors(model, feeds, [s.tensor for s in sites]):
-        for name, v in values.items():
-            peak[name] = max(peak[name], float(v.max()))
-    widths = conv_widths(model)
     out_name = model.graph.output[0].name
-    reference = [v[out_name] for v in run_tensors(model, feeds, [out_name])]
+    peak = {s.tensor: 0.0 for s in sites}
+    reference = []
+    for values in run_tensors(model, feeds, [*peak, out_name]):
+        reference.append(values[out_name])
+        for name in peak:
+            peak[name] = max(peak[name], float(values[name].max()))
+    widths = conv_widths(model)
     rng = np.random.default_rng(0)
     out = []
     for site in sites:

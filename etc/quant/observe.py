@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from etc.quant import proto, qdq
+
 METHODS = ("auto", "minmax", "percentile", "entropy")
 BINS = 2048
 
@@ -94,6 +96,31 @@ def channel_rows(value: np.ndarray) -> np.ndarray:
     if value.ndim < 2:
         return value.reshape(1, -1).astype(np.float64)
     return np.moveaxis(value, 1, 0).reshape(value.shape[1], -1).astype(np.float64)
+
+
+def consumer_weights(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """{tensor: Σ W[:, c]² per channel c over its readers} for the tensors read only by ungrouped Convs with
+    constant weights as their data input: how strongly the next layer sees each channel (for ``auto``)."""
+    consts = qdq.constants(model)
+    readers = proto.readers(model)
+    outputs = {o.name for o in model.graph.output}
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        users = readers.get(name, [])
+        if not users or name in outputs:
+            continue
+        total = None
+        for node in users:
+            grouped = proto.conv_attrs(node).group != 1
+            if not qdq.is_quantizable_conv(node, consts) or grouped or node.input[0] != name:
+                total = None
+                break
+            w = consts[node.input[1]].astype(np.float64)
+            part = (w * w).sum(axis=(0, 2, 3))
+            total = part if total is None else total + part
+        if total is not None and total.sum() > 0:
+            out[name] = total
+    return out
 
 
 def collect(

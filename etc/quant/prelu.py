@@ -66,8 +66,6 @@ def prelu_input_ranges(
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
     """{PReLU/LeakyReLU input tensor with its own QDQ range: (lo, hi)} as in the module docstring."""
-    from etc.quant.quantizer import consumer_weights
-
     consts = qdq.constants(model)
     own = set(plan.own)
     nodes = [n for n in model.graph.node if n.op_type in ("PRelu", "LeakyRelu") and n.input[0] in own]
@@ -83,7 +81,7 @@ def prelu_input_ranges(
     for values in observe.run_tensors(model, feeds, names):
         for name, v in values.items():
             chunks[name].append(v.transpose(1, 0, 2, 3).reshape(v.shape[1], -1))
-    importance = consumer_weights(model, [n.output[0] for n in nodes])
+    importance = observe.consumer_weights(model, [n.output[0] for n in nodes])
     rng = np.random.default_rng(seed)
     out: dict[str, tuple[float, float]] = {}
     for node in nodes:

@@ -16,7 +16,7 @@ Steps, each on the float model unless said otherwise:
    channel copies first, rescaled 1, 1 - s, 1 - 2s, ... afterwards (:mod:`etc.quant.stagger`, same check) so
    that their uint8 roundings differ and average out;
 4. per-tensor ranges (``--method``; ``auto`` picks per tensor, each channel's error weighted by how strongly
-   the next layer reads it, :func:`consumer_weights`; a kept PReLU's input by the error after its slopes,
+   the next layer reads it, :func:`etc.quant.observe.consumer_weights`; a kept PReLU's input by the error after its slopes,
    :mod:`etc.quant.prelu`), QDQ placement (:mod:`etc.quant.qdq`);
 5. weights: by default each Conv, in order, refitted to the FP32 output from the quantized input it reads and
    rounded with GPTQ (:mod:`etc.quant.refit`); ``rounding="gptq"`` rounds the FP32 weights with GPTQ only
@@ -147,31 +147,6 @@ def clip_structures(model: onnx.ModelProto) -> tuple[dict[str, float], dict[str,
         caps[t] = float(bounds.max())
         exact[users[0].output[0]] = (0.0, float(max(np.maximum(b, 0.0).max(), 0.0)))
     return caps, exact
-
-
-def consumer_weights(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """{tensor: Σ W[:, c]² per channel c over its readers} for the tensors read only by ungrouped Convs with
-    constant weights as their data input: how strongly the next layer sees each channel (for ``auto``)."""
-    consts = qdq.constants(model)
-    readers = proto.readers(model)
-    outputs = {o.name for o in model.graph.output}
-    out: dict[str, np.ndarray] = {}
-    for name in names:
-        users = readers.get(name, [])
-        if not users or name in outputs:
-            continue
-        total = None
-        for node in users:
-            grouped = proto.conv_attrs(node).group != 1
-            if not qdq.is_quantizable_conv(node, consts) or grouped or node.input[0] != name:
-                total = None
-                break
-            w = consts[node.input[1]].astype(np.float64)
-            part = (w * w).sum(axis=(0, 2, 3))
-            total = part if total is None else total + part
-        if total is not None and total.sum() > 0:
-            out[name] = total
-    return out
 
 
 def _ensure_named(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -311,7 +286,7 @@ def quantize_with_report(
         model, report.staggered = _stagger(model, caps, stagger, input_ranges)
         caps, exact = clip_structures(model)
     plan = qdq.plan_qdq(model)
-    stats = observe.collect(model, feeds, plan.own, progress, consumer_weights(model, plan.own))
+    stats = observe.collect(model, feeds, plan.own, progress, observe.consumer_weights(model, plan.own))
     ranges: dict[str, tuple[float, float]] = {}
     for name in plan.own:
         if name in exact:

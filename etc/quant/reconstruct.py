@@ -16,7 +16,7 @@ with Adam on random crops of the calibration patches to minimise
     Σ_c g_c Σ_pixels (clip(act(conv(X_q, W(V)) + b), lo, hi) - Y)²_c  +  λ Σ (1 - |2h(V) - 1|^β)
 
 where ``act`` is the block's ReLU (or identity), [lo, hi] the uint8 range of the block's output, g_c how strongly
-the next Convs read channel c (Σ W_next[:, c]², :func:`etc.quant.quantizer.consumer_weights`, mean 1), and β
+the next Convs read channel c (Σ W_next[:, c]², :func:`etc.quant.observe.consumer_weights`, mean 1), and β
 anneals from 20 to 2 after a 20 % warm-up without the regulariser, which drives every h to 0 or 1. Crops are
 taken from the zero-padded full patches and the Conv runs unpadded on them, so borders match the full model.
 Then h is rounded (h >= 1/2); the learned integers and refit's GPTQ integers are both scored with the block
@@ -188,7 +188,6 @@ def reconstruct(
     import torch
 
     from etc.quant.proto import set_initializer
-    from etc.quant.quantizer import consumer_weights
 
     settings = settings or DEFAULT
     out, convs = problem.working_copy()
@@ -204,7 +203,7 @@ def reconstruct(
     for values in observe.run_tensors(problem.original, problem.feeds, wanted):
         for name, v in values.items():
             targets[name].append(v)
-    importance = consumer_weights(problem.original, list(block_out.values()))
+    importance = observe.consumer_weights(problem.original, list(block_out.values()))
     grids: dict[str, np.ndarray] = {}
     results: list[BlockResult] = []
     for node in convs:
