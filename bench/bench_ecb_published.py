@@ -13,9 +13,7 @@ import argparse
 import os
 import statistics
 
-import numpy as np
-
-from bench.common import interleaved_times, write_section
+from bench.common import image_latencies, write_section
 
 SIZE = (360, 640)
 
@@ -52,23 +50,12 @@ def conv_shapes(model) -> list[tuple[int, ...]]:
 
 def run(exporter: str, rounds: int, threads: int) -> list[list[str]]:
     """One table row per variant; only the two optimized forms are timed (the raw exports take seconds)."""
-    from etc import runtime
     from etc.graph import op_histogram
     from etc.testing import op_types
 
     variants = models(exporter)
-    x = np.random.default_rng(0).uniform(0, 1, (1, 3, *SIZE)).astype(np.float32)
-
-    def factory(model):
-        def make():
-            sess = runtime.session(model, optimize=True, threads=threads)
-            name = sess.get_inputs()[0].name
-            return lambda: sess.run(None, {name: x})
-
-        return make
-
-    timed = {k: factory(m) for k, (m, seconds) in variants.items() if seconds is not None}
-    times = interleaved_times(timed, rounds)
+    timed = {k: m for k, (m, seconds) in variants.items() if seconds is not None}
+    times = image_latencies(timed, SIZE, rounds, threads)
     base = statistics.median(times["deployed + etc"])
     got, want = variants["published + etc"][0], variants["deployed + etc"][0]
     same = op_types(got) == op_types(want) and conv_shapes(got) == conv_shapes(want)

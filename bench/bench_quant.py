@@ -124,21 +124,11 @@ def nncf_ptq(model, patches):
 
 
 def latencies(models: dict, runs: int) -> dict[str, list[float]]:
-    """Per-model wall times (s) of ``runs`` interleaved rounds at 1x3x360x640, 2 threads, optimizations on."""
-    from bench.common import interleaved_times
-    from etc import runtime
+    """Per-model wall times (s) of ``runs`` interleaved rounds at 1x3x360x640, 2 threads, optimizations on, one
+    session per model."""
+    from bench.common import image_latencies
 
-    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 360, 640)).astype(np.float32)
-
-    def factory(model):
-        def make():
-            sess = runtime.session(model, optimize=True, threads=2)
-            feed = {sess.get_inputs()[0].name: x}
-            return lambda: sess.run(None, feed)
-
-        return make
-
-    return interleaved_times({k: factory(m) for k, m in models.items()}, runs, warmup=1, fresh=False)
+    return image_latencies(models, (360, 640), runs, threads=2, fresh=False)
 
 
 def bench_one(name, m, c, s, runs, rounding="refit", peers=True, split_budget=None):

@@ -12,9 +12,11 @@ from etc.timing import interleaved_times, paired_ratio  # noqa: F401  (moved int
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-def image_latencies(models: dict, size: tuple[int, int], rounds: int, threads: int) -> dict[str, list[float]]:
+def image_latencies(
+    models: dict, size: tuple[int, int], rounds: int, threads: int, fresh: bool = True
+) -> dict[str, list[float]]:
     """Per-round wall times (seconds) of every model on one 1x3xHxW image: interleaved, a new session per model
-    and round (see etc.timing.interleaved_times)."""
+    and round unless not ``fresh`` (see etc.timing.interleaved_times)."""
     import numpy as np
 
     from etc import runtime
@@ -29,7 +31,7 @@ def image_latencies(models: dict, size: tuple[int, int], rounds: int, threads: i
 
         return build
 
-    return interleaved_times({k: factory(m) for k, m in models.items()}, rounds)
+    return interleaved_times({k: factory(m) for k, m in models.items()}, rounds, fresh=fresh)
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 3, warmup: int = 0) -> float:

@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from et_helpers import Builder, run_family
 
 from etc.cli import cli as main
 from etc.cost import model_cost
@@ -20,6 +19,7 @@ from etc.info import count_macs
 from etc.pipeline import LimitWarning, NumericCheck, Options, Pass, PassResult, run_pipeline
 from etc.rules import Match, Rule, RuleSet
 from etc.target import Measured, decide
+from etc.testing import GraphBuilder, run_family
 from etc.zoo.published.cost import MODELS
 
 PLAIN = {"Conv", "Relu", "DepthToSpace"}
@@ -51,10 +51,10 @@ def decisions(result, rule: str | None = None) -> list[dict]:
 
 
 def test_model_cost_counts_macs_bytes_and_the_npu_estimate():
-    b = Builder(3, hw=(17, 23))
+    b = GraphBuilder(3, hw=(17, 23))
     y = b.op("Relu", [b.conv("input", 3, 8)])
     plain = b.model(b.conv(y, 8, 3))
-    b2 = Builder(3, hw=(17, 23))
+    b2 = GraphBuilder(3, hw=(17, 23))
     y2 = b2.op("Relu", [b2.conv("input", 3, 8)])
     with_add = b2.model(b2.op("Add", [b2.conv(y2, 8, 3), "input"]))
     cost, cost_add = model_cost(plain, (17, 23)), model_cost(with_add, (17, 23))
@@ -121,7 +121,7 @@ def test_compact_net_carries_its_image_skip_within_the_budget(nets):
 
 
 def test_an_option_that_overruns_the_budget_is_accepted_with_a_warning():
-    b = Builder(3)
+    b = GraphBuilder(3)
     y = b.op("Relu", [b.conv("input", 3, 5)])
     model = b.model(b.conv(b.op("Relu", [b.conv(y, 5, 5)]), 5, 3))
     with pytest.warns(LimitWarning, match="accepted because an option asked for it"):
@@ -131,7 +131,7 @@ def test_an_option_that_overruns_the_budget_is_accepted_with_a_warning():
 
 
 def test_rules_outside_a_pipeline_have_no_budget():
-    b = Builder(3)
+    b = GraphBuilder(3)
     y = b.op("Relu", [b.conv("input", 3, 4)])
     model = b.model(b.op("Add", [b.conv(y, 4, 3), "input"]))
     from etc.passes.et_add import rules
@@ -155,7 +155,7 @@ class _Flip(Pass):
 
 
 def test_running_out_of_rounds_warns():
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(b.conv("input", 3, 3))
     with pytest.warns(LimitWarning, match="after 3 rounds"):
         result = run_pipeline(model, [_Flip()], max_rounds=3)
@@ -178,7 +178,7 @@ class _Renew(Rule):
 
 
 def test_running_out_of_sweeps_warns():
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(b.op("Relu", [b.conv("input", 3, 3)]))
     with pytest.warns(LimitWarning, match="stopped a sweep"):
         run_family(model, RuleSet([_Renew()]))
@@ -239,7 +239,7 @@ def test_target_cpu_returns_an_equivalent_measured_form(nets):
 
 
 def test_prelu_doubling_asked_by_option_is_counted_and_warned_over_budget():
-    b = Builder(3)
+    b = GraphBuilder(3)
     z = b.conv("input", 3, 8)
     act = b.op("PRelu", [z, b.const(np.full((8, 1, 1), 0.2, dtype=np.float32), "slope")])
     model = b.model(b.conv(act, 8, 3))
@@ -253,7 +253,7 @@ def test_prelu_doubling_asked_by_option_is_counted_and_warned_over_budget():
 
 
 def test_selection_convs_answer_to_the_budget():
-    b = Builder(8)
+    b = GraphBuilder(8)
     sliced = b.op(
         "Slice",
         ["input", b.const(np.array([0]), "s"), b.const(np.array([4]), "e"), b.const(np.array([1]), "a")],
@@ -276,7 +276,7 @@ def test_adapters_take_the_target_and_the_budget(nets):
 
     result = PipelineSettings("fold,rep,et", max_growth=100.0, check=False).run(nets["partial_large_kernel"])
     assert result.budget.max_growth == 100.0 and "Concat" not in {n.op_type for n in result.model.graph.node}
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(b.conv(b.op("Relu", [b.conv("input", 3, 4)]), 4, 3))
     cpu = PipelineSettings("fold,rep,et", target="cpu").run(model)
     assert any(n.startswith("--target cpu chose") for n in cpu.notes)

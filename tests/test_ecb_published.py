@@ -6,34 +6,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import hashlib  # noqa: E402
-import inspect  # noqa: E402
-
 import onnx  # noqa: E402
 
 from etc import runtime, zoo  # noqa: E402
-from etc.frontends.torch import export  # noqa: E402
 from etc.pipeline import NumericCheck, run_pipeline  # noqa: E402
 from etc.testing import assert_equivalent, op_types  # noqa: E402
 from etc.zoo.ecbsr import ECBSRTrain  # noqa: E402
-from etc.zoo.published import ecbsr as published_ecbsr  # noqa: E402
 from etc.zoo.published.ecbsr import PublishedECBSR  # noqa: E402
+from tests.test_rep_zoo import cached_export  # noqa: E402
 
 EXPORTERS = ["legacy", pytest.param("dynamo", marks=pytest.mark.slow)]
-
-
-def cached_export(request, net: torch.nn.Module, exporter: str, dynamic_hw: bool = False) -> onnx.ModelProto:
-    """A real export kept in pytest's cache, keyed by exporter, torch version, dynamic H/W, sources, weights."""
-    digest = hashlib.sha256(f"{exporter} {dynamic_hw} {torch.__version__}".encode())
-    digest.update(inspect.getsource(published_ecbsr).encode())
-    for key, value in net.state_dict().items():
-        digest.update(key.encode() + value.detach().numpy().tobytes())
-    path = request.config.cache.mkdir("ecb_published") / f"{digest.hexdigest()[:32]}.onnx"
-    if path.exists():
-        return onnx.load(path)
-    model = export(net, exporter=exporter, dynamic_hw=dynamic_hw)
-    onnx.save(model, path)
-    return model
 
 
 def conv_shapes(model: onnx.ModelProto) -> list[tuple[int, ...]]:
@@ -46,7 +28,7 @@ def conv_shapes(model: onnx.ModelProto) -> list[tuple[int, ...]]:
 def test_published_ecb_blocks_become_one_conv_each(request, exporter, act):
     """All three branch types (1x1-3x3, Sobel x/y, Laplacian) with the bias written into the border."""
     net = PublishedECBSR.from_train(ECBSRTrain(1, 4, 2, seed=3), act=act)
-    model = cached_export(request, net, exporter)
+    model = cached_export(request, net, exporter, dynamic_hw=False)
     assert op_types(model).count("ScatterND") == 4 * 4 * 3
     result = run_pipeline(model, "fold,rep", instruments=[NumericCheck(atol=1e-5)])
     ops = [op for op in op_types(result.model) if op not in ("Constant",)]

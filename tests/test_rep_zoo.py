@@ -43,13 +43,14 @@ def deploy_convs(net: torch.nn.Module) -> int:
     return net.M + 2 if isinstance(net, ECBSRTrain) else net.deploy_convs
 
 
-def cached_export(request, net: torch.nn.Module, exporter: str) -> onnx.ModelProto:
-    """A real export, kept in pytest's cache keyed by the exporter, torch version, sources and weights.
+def cached_export(request, net: torch.nn.Module, exporter: str, dynamic_hw: bool = True) -> onnx.ModelProto:
+    """A real export, kept in pytest's cache keyed by the exporter, dynamic H/W, torch version, sources and
+    weights.
 
     The dynamo exporter spends seconds per call even on tiny nets; re-exporting an unchanged net teaches
     nothing, so repeated runs reuse the file (delete .pytest_cache or run with --cache-clear to re-export).
     """
-    digest = hashlib.sha256(f"{exporter} {torch.__version__} {type(net).__qualname__}".encode())
+    digest = hashlib.sha256(f"{exporter} {dynamic_hw} {torch.__version__} {type(net).__qualname__}".encode())
     for module in (inspect.getmodule(type(net)), etc.zoo.common, etc.frontends.torch):
         digest.update(inspect.getsource(module).encode())
     for key, value in net.state_dict().items():
@@ -58,7 +59,7 @@ def cached_export(request, net: torch.nn.Module, exporter: str) -> onnx.ModelPro
     path = request.config.cache.mkdir("rep_exports") / f"{digest.hexdigest()[:32]}.onnx"
     if path.exists():
         return onnx.load(path)
-    model = export(net, exporter=exporter)
+    model = export(net, exporter=exporter, dynamic_hw=dynamic_hw)
     onnx.save(model, path)
     return model
 
