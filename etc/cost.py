@@ -85,23 +85,22 @@ class ModelCost:
 
 def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelCost:
     """MACs, params, bytes moved and the estimated NPU time of ``model`` for an H x W = ``size`` input."""
-    from etc.info import count_params
+    from etc.info import count_params, static_shapes
 
     params = count_params(model)
     nodes = [n for n in model.graph.node if n.op_type != "Constant"]
-    from etc.info import static_shapes
-
     shapes = static_shapes(model, size)
     if shapes is None:
         return ModelCost(size, None, params, None, len(nodes), None)
     macs: int | None = 0
     moved, slow = 0, 0
+    weights = {i.name for i in model.graph.initializer}
     for node in nodes:
         m = node_macs(node, shapes)
         macs = None if m is None or macs is None else macs + m
         acts = sum(_elements(shapes.get(t)) for t in [*node.input[:1], *node.output] if t)
         if node.op_type not in PLAIN_OPS:
-            acts += sum(_elements(shapes.get(t)) for t in node.input[1:] if t and t not in _weights(model))
+            acts += sum(_elements(shapes.get(t)) for t in node.input[1:] if t and t not in weights)
             slow += acts
         moved += acts
     moved = moved * NPU_BYTES_PER_ELEMENT + params * NPU_BYTES_PER_ELEMENT
@@ -110,10 +109,6 @@ def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> Mo
         seconds = macs / NPU_MACS_PER_S + slow * NPU_BYTES_PER_ELEMENT / NPU_SLOW_BYTES_PER_S
         npu = 1000 * (seconds + len(nodes) * NPU_OP_OVERHEAD_S)
     return ModelCost(size, macs, params, moved, len(nodes), npu)
-
-
-def _weights(model: onnx.ModelProto) -> set[str]:
-    return {i.name for i in model.graph.initializer}
 
 
 def conv_macs(model: onnx.ModelProto, size: tuple[int, int]) -> tuple[int, dict[str, int]]:
