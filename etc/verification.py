@@ -99,6 +99,7 @@ def verify(
     sess_a, sess_b = runtime.session(model_a), runtime.session(model_b)
     names_b = [o.name for o in sess_b.get_outputs()]
     worst: dict[str, runtime.Difference] = {}
+    shapes: dict[str, tuple[list[int], list[int]]] = {}
     failed: set[str] = set()
     arbitrated: set[str] = set()
     truth: dict = {}
@@ -106,6 +107,8 @@ def verify(
         out_a = runtime.run(sess_a, feed)
         out_b = dict(zip(names_b, sess_b.run(names_b, feed)))
         for (name, ref), cand in zip(out_a.items(), out_b.values()):
+            if ref.shape != cand.shape:
+                shapes.setdefault(name, (list(ref.shape), list(cand.shape)))
             diff = runtime.compare(ref, cand, name)
             if not diff.within(atol, rtol):
                 tolerance = atol + rtol * max(diff.ref_range, 1.0)
@@ -129,7 +132,14 @@ def verify(
             "range": d.ref_range,
             "ok": d.output not in failed,
             "float64_arbiter": d.output in arbitrated,
+            "reason": _shape_reason(d.output, shapes[d.output]) if d.output in shapes else None,
         }
         for d in worst.values()
     ]
     return VerifyReport(all(r["ok"] for r in rows), atol, rtol, rows, probes)
+
+
+def _shape_reason(output: str, shapes: tuple[list[int], list[int]]) -> str:
+    """'output 'y' has shape [1, 3, 34, 46] in the reference but [1, 3, 51, 69] in the candidate'."""
+    ref, cand = shapes
+    return f"output '{output}' has shape {ref} in the reference but {cand} in the candidate"

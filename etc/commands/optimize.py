@@ -7,8 +7,12 @@ from pathlib import Path
 import click
 
 from etc.commands.common import (
+    TOLERANCE,
+    check_writable_file,
+    check_writable_folder,
     echo_json,
     input_range_option,
+    json_option,
     parse_input_ranges,
     parse_size,
     runnable_model,
@@ -73,10 +77,10 @@ from etc.commands.common import (
     help="Compare the result with the input model after every pass and at the end.",
 )
 @click.option(
-    "--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance of verification."
+    "--atol", type=TOLERANCE, default=1e-5, show_default=True, help="Absolute tolerance of verification."
 )
 @click.option(
-    "--rtol", type=float, default=1e-5, show_default=True, help="Tolerance relative to the output range."
+    "--rtol", type=TOLERANCE, default=1e-5, show_default=True, help="Tolerance relative to the output range."
 )
 @click.option(
     "--dump-dir",
@@ -92,7 +96,7 @@ from etc.commands.common import (
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write an HTML report: graphs before/after, op histograms, rule hits and where, verification, latency.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option
 def optimize(
     model: Path,
     output: Path | None,
@@ -144,6 +148,12 @@ def optimize(
         raise EtcError(f"{output}: -o is the input file; pass --in-place to overwrite it")
     if report_path is not None and report_path.resolve() in (model.resolve(), output and output.resolve()):
         raise EtcError(f"{report_path}: --report would overwrite a model; choose another path")
+    if output is not None:
+        check_writable_file(output, "-o")
+    if report_path is not None:
+        check_writable_file(report_path, "--report")
+    if dump_dir is not None:
+        check_writable_folder(dump_dir, "--dump-dir")
     source = runnable_model(load(model), model, quiet=as_json)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
     shown = (
@@ -188,7 +198,10 @@ def optimize(
     if report_path is not None:
         from etc.report import write_report
 
-        write_report(report_path, source, result, report, sites=recorder.sites, title=model.name)
+        try:
+            write_report(report_path, source, result, report, sites=recorder.sites, title=model.name)
+        except OSError as exc:
+            raise EtcError(f"{report_path}: cannot write --report there ({exc.strerror or exc})") from None
         if not as_json:
             click.echo(f"wrote report {report_path}", err=True)
     if as_json:

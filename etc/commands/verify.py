@@ -7,16 +7,24 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, input_range_option, parse_input_ranges, runnable_model, table
+from etc.commands.common import (
+    TOLERANCE,
+    echo_json,
+    input_range_option,
+    json_option,
+    parse_input_ranges,
+    runnable_model,
+    table,
+)
 
 
 @click.command()
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
 @input_range_option
-@click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance.")
+@click.option("--atol", type=TOLERANCE, default=1e-5, show_default=True, help="Absolute tolerance.")
 @click.option(
-    "--rtol", type=float, default=1e-5, show_default=True, help="Tolerance relative to the output range."
+    "--rtol", type=TOLERANCE, default=1e-5, show_default=True, help="Tolerance relative to the output range."
 )
 @click.option(
     "--images",
@@ -24,7 +32,7 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
     help="Also compare on the images in this folder (RGB scaled to [0, 1]).",
 )
 @click.option("--seeds", type=int, default=2, show_default=True, help="Random input sets per spatial size.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def verify(
     reference: Path,
     candidate: Path,
@@ -55,10 +63,18 @@ def verify(
         echo_json(report.as_dict())
     else:
         rows = [
-            [r["output"], r["max_abs"], r["max_rel"], r["psnr"], "ok" if r["ok"] else "FAIL"]
+            [r["output"], "-", "-", "-", "FAIL (shape)"]
+            if r.get("reason")
+            else [r["output"], r["max_abs"], r["max_rel"], r["psnr"], "ok" if r["ok"] else "FAIL"]
             for r in report.rows
         ]
         click.echo(table(rows, ["output", "max abs", "max rel", "PSNR dB", "verdict"]))
         click.echo(f"{len(report.probes)} probes: {', '.join(sorted(set(report.probes)))}")
-        click.echo("equivalent" if report.equivalent else f"NOT equivalent (atol {atol:g}, rtol {rtol:g})")
+        reasons = [r["reason"] for r in report.rows if r.get("reason")]
+        if report.equivalent:
+            click.echo("equivalent")
+        elif reasons:
+            click.echo(f"NOT equivalent: {'; '.join(reasons)}")
+        else:
+            click.echo(f"NOT equivalent (atol {atol:g}, rtol {rtol:g})")
     sys.exit(0 if report.equivalent else 1)

@@ -225,7 +225,9 @@ def quantize_with_report(
     until the conv MACs reach that multiple of the FP32 model's (:mod:`etc.quant.budget`; at most ``split``
     copies when ``split`` > 1, else 2). ``target`` is the kernel the model is made for (:mod:`etc.quant.target`: ``int32``
     exact accumulation, ``x86-avx2`` pair limit, ``native`` probes this CPU); ``safe_u8s8`` overrides the
-    weight-grid constraint the target implies."""
+    weight-grid constraint the target implies. ``progress`` is called with the number of steps done; when it
+    also has a ``stage(name, total)`` method it is told when each stage starts and how many steps it has
+    (etc.commands.common.StageProgress)."""
     from etc.frontends.onnx_io import as_model
     from etc.quant import target as targets
     from etc.quant.calib import calibration_patches
@@ -253,6 +255,7 @@ def quantize_with_report(
         model, rewritten = relu_form(model, input_ranges)
     model = _ensure_named(_constant_nodes_to_initializers(model))
     scale = scale or infer_scale(model)
+    _stage(progress, "reading calibration images", None)
     if isinstance(calib, (str, os.PathLike)):
         patches = calibration_patches(calib, scale, num=num, patch=patch, seed=seed)
         calib_name = str(calib)
@@ -278,6 +281,7 @@ def quantize_with_report(
     copied = split > 1 or bool(report.split)
     if equalize:  # a budget buys few copies: weigh activation noise as without them (measured better)
         act_weight = ACT_WEIGHT_WITH_COPIES if split > 1 and split_budget is None else ACT_WEIGHT_NO_COPIES
+        _stage(progress, "equalizing", 2 * len(feeds))
         model, report.equalized, report.equalize_max_abs = _equalize(
             model, feeds, caps, input_ranges, progress, act_weight
         )
@@ -286,6 +290,7 @@ def quantize_with_report(
         model, report.staggered = _stagger(model, caps, stagger, input_ranges)
         caps, exact = clip_structures(model)
     plan = qdq.plan_qdq(model)
+    _stage(progress, "calibrating ranges", 2 * len(feeds))
     stats = observe.collect(model, feeds, plan.own, progress, observe.consumer_weights(model, plan.own))
     ranges: dict[str, tuple[float, float]] = {}
     for name in plan.own:
@@ -308,6 +313,7 @@ def quantize_with_report(
     report.ranges = ranges
     float_model = model
     grids: dict[str, np.ndarray] = {}
+    _stage(progress, f"rounding weights ({rounding})", len(plan.convs) if rounding != "nearest" else None)
     if rounding == "gptq":
         model, grids = _gptq(model, plan, feeds, per_channel, safe_u8s8)
     elif rounding in ("refit", "reconstruct"):
@@ -323,13 +329,14 @@ def quantize_with_report(
             report.blocks = fitted[2]
     build = dict(per_channel=per_channel, safe_u8s8=safe_u8s8, grids=grids)
     if bias_correction:
-        model, report.bias_corrected = _bias_correct(model, plan, ranges, feeds, caps, build)
+        model, report.bias_corrected = _bias_correct(model, plan, ranges, feeds, caps, build, progress)
     if range_search:
         from etc.quant.search import search_ranges
 
         out_name = model.graph.output[0].name
         reference = [v[out_name] for v in observe.run_tensors(float_model, feeds, [out_name])]
         movable = [n for n in plan.own if report.methods.get(n) not in ("exact", "cap")]
+        _stage(progress, "searching ranges", len(movable))
         ranges, report.search_before, report.search_after = search_ranges(
             model, plan, ranges, feeds, reference, movable, build, progress=progress
         )
@@ -337,11 +344,13 @@ def quantize_with_report(
     if finetune_steps > 0 and grids:
         from etc.quant.finetune import finetune
 
+        _stage(progress, f"fine-tuning (up to {finetune_steps} steps)", None)
         train, held = _finetune_sets(calib, scale, num, patch, seed, feeds, in_name)
         tuned, report.finetune = finetune(
             model, plan, ranges, grids, train, held, float_model, build, steps=finetune_steps, seed=seed
         )
         model = tuned if tuned is not None else model
+    _stage(progress, "building the QDQ model", None)
     qmodel = qdq.build_qdq(model, plan, ranges, **build)
     targets.record(qmodel, resolved, target)
     report.ops = {}
@@ -479,12 +488,20 @@ def _gptq(model, plan, feeds, per_channel, safe_u8s8):
     return out, grids
 
 
-def _bias_correct(model, plan, ranges, feeds, caps, build):
+def _stage(progress, name: str, total: int | None) -> None:
+    """Tells a stage-aware ``progress`` (one with a ``stage(name, total)`` method) that a stage starts."""
+    start = getattr(progress, "stage", None)
+    if start is not None:
+        start(name, total)
+
+
+def _bias_correct(model, plan, ranges, feeds, caps, build, progress=None):
     """Adds the mean float-minus-QDQ error of every Conv's output (before its activation) to its bias."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     convs = [n for n in proto.nodes_named(out, plan.convs) if n.input[0] not in caps and len(n.input) > 2]
     names = [n.output[0] for n in convs]
+    _stage(progress, "bias correction", len(convs))
     want = {n: np.zeros(0) for n in names}
     for values in observe.run_tensors(out, feeds, names):
         for name, v in values.items():
@@ -502,4 +519,6 @@ def _bias_correct(model, plan, ranges, feeds, caps, build):
         bias = qdq.constants(out)[node.input[2]].astype(np.float64)
         proto.set_initializer(out, node.input[2], bias + delta)
         corrected += 1
+        if progress:
+            progress(1)
     return out, corrected
