@@ -227,7 +227,8 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, overwrite_input: st
         raise EtcError(f"{path}: cannot write there ({exc.strerror or type(exc).__name__})") from None
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the output gets the permissions of any new file
+        # mkstemp makes 0600; the output gets the permissions of any new file
+        os.chmod(tmp, 0o666 & ~_umask())
         if large:
             data_name = path.name + ".data"
             onnx.save_model(

@@ -313,8 +313,8 @@ def quantize_with_report(
     report.ranges = ranges
     float_model = model
     grids: dict[str, np.ndarray] = {}
-    _stage(progress, f"rounding weights ({rounding})", len(plan.convs) if rounding != "nearest" else None)
     if rounding == "gptq":
+        _stage(progress, "rounding weights (gptq)", None)
         model, grids = _gptq(model, plan, feeds, per_channel, safe_u8s8)
     elif rounding in ("refit", "reconstruct"):
         from etc.quant.reconstruct import reconstruct
@@ -323,6 +323,7 @@ def quantize_with_report(
         problem = FitProblem(
             model, model, plan, ranges, feeds, per_channel, safe_u8s8, skip_inputs=frozenset(caps)
         )
+        _stage(progress, f"rounding weights ({rounding})", _rounding_steps(rounding, len(problem.fittable())))
         fitted = refit(problem, progress) if rounding == "refit" else reconstruct(problem, progress=progress)
         model, grids = fitted[0], fitted[1]
         if rounding == "reconstruct":
@@ -486,6 +487,16 @@ def _gptq(model, plan, feeds, per_channel, safe_u8s8):
         proto.set_initializer(out, node.input[1], q.astype(np.float64) * scales.reshape(-1, 1, 1, 1))
         grids[node.name] = scales
     return out, grids
+
+
+def _rounding_steps(rounding: str, convs: int) -> int | None:
+    """Progress steps of the weight rounding of ``convs`` Convs: one per Conv (refit), one per learning step
+    (reconstruct)."""
+    if rounding == "reconstruct":
+        from etc.quant.reconstruct import DEFAULT
+
+        return convs * DEFAULT.iters
+    return convs
 
 
 def _stage(progress, name: str, total: int | None) -> None:
