@@ -78,17 +78,22 @@ def verify(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     images: str | Path | None = None,
+    inputs: Sequence[tuple[str, Mapping[str, np.ndarray]]] | None = None,
 ) -> VerifyReport:
     """Runs both models on seeded inputs (several sizes, odd ones included) and optional images.
 
     An output passes when it is within ``atol + rtol * max(range, 1)`` of the reference, or, failing that, when
     it is no further from the float64 result (onnx reference evaluator) than the tolerance plus twice the
     reference's own float32 error (``float64_arbiter`` in the row says this second opinion was needed).
+    ``inputs`` ((label, feed) pairs, e.g. from :func:`load_npz_inputs`) replace the seeded random inputs.
     """
     _check_interfaces(model_a, model_b)
     feeds: list[dict] = []
     probes: list[str] = []
-    for seed in range(seeds):
+    for label, feed in inputs or ():
+        feeds.append(dict(feed))
+        probes.append(label)
+    for seed in range(seeds if inputs is None else 0):
         for feed in runtime.input_sets(model_a, input_ranges, sizes=sizes, seed=100 * seed):
             feeds.append(feed)
             probes.append("random " + "x".join(str(d) for d in next(iter(feed.values())).shape))
@@ -103,9 +108,16 @@ def verify(
     failed: set[str] = set()
     arbitrated: set[str] = set()
     truth: dict = {}
-    for feed in feeds:
-        out_a = runtime.run(sess_a, feed)
-        out_b = dict(zip(names_b, sess_b.run(names_b, feed)))
+    for index, feed in enumerate(feeds):
+        try:
+            out_a = runtime.run(sess_a, feed)
+            out_b = dict(zip(names_b, sess_b.run(names_b, feed)))
+        except Exception as exc:
+            if index >= len(inputs or ()):
+                raise
+            raise BadModelError(  # the user's own input: say which one the models cannot take
+                f"{probes[index]}: onnxruntime cannot run the models on it ({str(exc).splitlines()[0][:160]})"
+            ) from None
         for (name, ref), cand in zip(out_a.items(), out_b.values()):
             if ref.shape != cand.shape:
                 shapes.setdefault(name, (list(ref.shape), list(cand.shape)))
@@ -143,3 +155,35 @@ def _shape_reason(output: str, shapes: tuple[list[int], list[int]]) -> str:
     """'output 'y' has shape [1, 3, 34, 46] in the reference but [1, 3, 51, 69] in the candidate'."""
     ref, cand = shapes
     return f"output '{output}' has shape {ref} in the reference but {cand} in the candidate"
+
+
+def load_npz_inputs(model: onnx.ModelProto, path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
+    """(label, feed) from an .npz file holding one array per model input, named like the input; BadModelError
+    names the file and the input when names, ranks or fixed dims disagree."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise BadModelError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0][:120]})") from None
+    specs = runtime.input_specs(model)
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in arrays]
+    extra = [k for k in arrays if k not in names]
+    if missing or extra:
+        raise BadModelError(
+            f"{path}: holds {sorted(arrays) or 'no arrays'}; the model's inputs are {names} "
+            "(save one array per input under its name, e.g. np.savez(path, input=x))"
+        )
+    feed = {}
+    for spec in specs:
+        value = arrays[spec.name]
+        fixed = all(d is None or d == v for d, v in zip(spec.shape, value.shape))
+        if value.ndim != len(spec.shape) or not fixed:
+            declared = ["?" if d is None else d for d in spec.shape]
+            raise BadModelError(
+                f"{path}: array '{spec.name}' has shape {list(value.shape)}; the input is declared {declared}"
+            )
+        feed[spec.name] = value.astype(spec.dtype)
+    shape = "x".join(str(d) for d in feed[names[0]].shape)
+    return f"file {path.name} {shape}", feed

@@ -12,11 +12,14 @@ from etc.commands.common import (
     check_writable_folder,
     echo_json,
     input_range_option,
+    input_shape_option,
     json_option,
     parse_input_ranges,
     parse_size,
     runnable_model,
     table,
+    threads_option,
+    with_input_shapes,
 )
 
 
@@ -32,6 +35,7 @@ from etc.commands.common import (
     help="Comma-separated pipeline, run in order and repeated until nothing changes. See `etc passes`.",
 )
 @input_range_option
+@input_shape_option
 @click.option(
     "--align-channels",
     type=int,
@@ -96,12 +100,14 @@ from etc.commands.common import (
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write an HTML report: graphs before/after, op histograms, rule hits and where, verification, latency.",
 )
+@threads_option
 @json_option
 def optimize(
     model: Path,
     output: Path | None,
     passes: str,
     input_ranges: tuple[str, ...],
+    input_shapes: tuple[str, ...],
     align_channels: int,
     prelu_to_relu: bool,
     target: str,
@@ -115,6 +121,7 @@ def optimize(
     size: str,
     in_place: bool,
     report_path: Path | None,
+    threads: int,
     as_json: bool,
 ) -> None:
     """Rewrite MODEL into an equivalent model made of plainer ops.
@@ -132,7 +139,7 @@ def optimize(
     size is optimized at that size, with a warning naming the node. Exit codes: 0 ok, 1 not equivalent,
     2 bad input (including a model onnxruntime cannot run), 3 internal error (a bug in etc; please report).
     """
-    from etc import api
+    from etc import api, runtime
     from etc.errors import EquivalenceError, EtcError
     from etc.frontends.onnx_io import load, save
     from etc.pipeline import parse_pipeline
@@ -154,7 +161,8 @@ def optimize(
         check_writable_file(report_path, "--report")
     if dump_dir is not None:
         check_writable_folder(dump_dir, "--dump-dir")
-    source = runnable_model(load(model), model, quiet=as_json)
+    runtime.use_threads(threads)
+    source = runnable_model(with_input_shapes(load(model), input_shapes), model, quiet=as_json)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
     shown = (
         ", ".join(f"{n}=[{lo:g},{hi:g}]" for n, (lo, hi) in ranges.items()) or "float image inputs in [0, 1]"

@@ -11,10 +11,12 @@ from etc.commands.common import (
     TOLERANCE,
     echo_json,
     input_range_option,
+    input_shape_option,
     json_option,
     parse_input_ranges,
     runnable_model,
     table,
+    with_input_shapes,
 )
 
 
@@ -22,6 +24,7 @@ from etc.commands.common import (
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
 @input_range_option
+@input_shape_option
 @click.option("--atol", type=TOLERANCE, default=1e-5, show_default=True, help="Absolute tolerance.")
 @click.option(
     "--rtol", type=TOLERANCE, default=1e-5, show_default=True, help="Tolerance relative to the output range."
@@ -32,15 +35,25 @@ from etc.commands.common import (
     help="Also compare on the images in this folder (RGB scaled to [0, 1]).",
 )
 @click.option("--seeds", type=int, default=2, show_default=True, help="Random input sets per spatial size.")
+@click.option(
+    "--inputs",
+    "input_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Compare on the inputs in this .npz file (one array per model input, named like it) instead of "
+    "random ones. Repeatable.",
+)
 @json_option
 def verify(
     reference: Path,
     candidate: Path,
     input_ranges: tuple[str, ...],
+    input_shapes: tuple[str, ...],
     atol: float,
     rtol: float,
     images: Path | None,
     seeds: int,
+    input_files: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Check that CANDIDATE computes the same function as REFERENCE.
@@ -52,13 +65,21 @@ def verify(
     """
     from etc.frontends.onnx_io import load
     from etc.runtime import input_specs
+    from etc.verification import load_npz_inputs
     from etc.verification import verify as verify_models
 
     a, b = runnable_model(
-        load(reference), reference, quiet=as_json, also=load(candidate), also_path=candidate
+        with_input_shapes(load(reference), input_shapes),
+        reference,
+        quiet=as_json,
+        also=with_input_shapes(load(candidate), input_shapes),
+        also_path=candidate,
     )
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(a)])
-    report = verify_models(a, b, input_ranges=ranges, atol=atol, rtol=rtol, images=images, seeds=seeds)
+    inputs = [load_npz_inputs(a, path) for path in input_files] or None
+    report = verify_models(
+        a, b, input_ranges=ranges, atol=atol, rtol=rtol, images=images, seeds=seeds, inputs=inputs
+    )
     if as_json:
         echo_json(report.as_dict())
     else:
