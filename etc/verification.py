@@ -187,3 +187,83 @@ def load_npz_inputs(model: onnx.ModelProto, path: str | Path) -> tuple[str, dict
         feed[spec.name] = value.astype(spec.dtype)
     shape = "x".join(str(d) for d in feed[names[0]].shape)
     return f"file {path.name} {shape}", feed
+
+
+@dataclass
+class LayerDivergence:
+    """Where two models with matching tensor names first part: the tensors compared, in the reference's node
+    order, and the first whose difference exceeds the tolerance (None when none does)."""
+
+    compared: int
+    first: dict | None = None
+
+    def as_dict(self) -> dict:
+        return {"compared": self.compared, "first": self.first}
+
+
+def first_divergence(
+    model_a: onnx.ModelProto,
+    model_b: onnx.ModelProto,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> LayerDivergence:
+    """Runs both models with every float tensor both produce as an extra output (polygraphy's 'mark all') and
+    names the first, in the reference's node order, that differs beyond ``atol + rtol * max(range, 1)``."""
+    produced_a = _float_tensors(model_a)
+    produced_b = set(_float_tensors(model_b))
+    shared = [name for name in produced_a if name in produced_b]
+    if not shared:
+        return LayerDivergence(0)
+    producer = {o: n for n in model_a.graph.node for o in n.output}
+    sess_a = runtime.session(_marked(model_a, shared))
+    sess_b = runtime.session(_marked(model_b, shared))
+    worst: dict[str, runtime.Difference] = {}
+    for feed in feeds:
+        got_a = dict(zip(shared, sess_a.run(shared, dict(feed))))
+        got_b = dict(zip(shared, sess_b.run(shared, dict(feed))))
+        for name in shared:
+            diff = runtime.compare(got_a[name], got_b[name], name)
+            if name not in worst or diff.max_abs > worst[name].max_abs:
+                worst[name] = diff
+            if got_a[name].shape != got_b[name].shape:
+                worst[name] = diff
+                break
+    for name in shared:
+        diff = worst.get(name)
+        if diff is None or diff.within(atol, rtol):
+            continue
+        node = producer[name]
+        return LayerDivergence(
+            len(shared),
+            {
+                "tensor": name,
+                "node": node.name,
+                "op": node.op_type,
+                "max_abs": diff.max_abs,
+                "tolerance": atol + rtol * max(diff.ref_range, 1.0),
+            },
+        )
+    return LayerDivergence(len(shared))
+
+
+def _float_tensors(model: onnx.ModelProto) -> list[str]:
+    """Float32 tensors produced by nodes, in node order (types from onnx shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+    }
+    return [o for n in model.graph.node for o in n.output if o and types.get(o) == onnx.TensorProto.FLOAT]
+
+
+def _marked(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that outputs every tensor of ``names`` too."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    for name in names:
+        if name not in have:
+            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return out

@@ -43,6 +43,12 @@ from etc.commands.common import (
     help="Compare on the inputs in this .npz file (one array per model input, named like it) instead of "
     "random ones. Repeatable.",
 )
+@click.option(
+    "--per-layer",
+    is_flag=True,
+    help="Also compare every intermediate tensor whose name both models share (on the first input set) and "
+    "name the first, in the reference's order, that diverges beyond the tolerance.",
+)
 @json_option
 def verify(
     reference: Path,
@@ -54,6 +60,7 @@ def verify(
     images: Path | None,
     seeds: int,
     input_files: tuple[Path, ...],
+    per_layer: bool,
     as_json: bool,
 ) -> None:
     """Check that CANDIDATE computes the same function as REFERENCE.
@@ -64,8 +71,8 @@ def verify(
     cannot run), 3 internal error.
     """
     from etc.frontends.onnx_io import load
-    from etc.runtime import input_specs
-    from etc.verification import load_npz_inputs
+    from etc.runtime import input_sets, input_specs
+    from etc.verification import first_divergence, load_npz_inputs
     from etc.verification import verify as verify_models
 
     a, b = runnable_model(
@@ -80,8 +87,12 @@ def verify(
     report = verify_models(
         a, b, input_ranges=ranges, atol=atol, rtol=rtol, images=images, seeds=seeds, inputs=inputs
     )
+    layers = None
+    if per_layer:
+        feeds = [feed for _, feed in inputs] if inputs else input_sets(a, ranges)[:1]
+        layers = first_divergence(a, b, feeds, atol=atol, rtol=rtol)
     if as_json:
-        echo_json(report.as_dict())
+        echo_json({**report.as_dict(), "per_layer": layers.as_dict() if layers else None})
     else:
         rows = [
             [r["output"], "-", "-", "-", "FAIL (shape)"]
@@ -98,4 +109,22 @@ def verify(
             click.echo(f"NOT equivalent: {'; '.join(reasons)}")
         else:
             click.echo(f"NOT equivalent (atol {atol:g}, rtol {rtol:g})")
+        if layers is not None:
+            click.echo(_layers_text(layers))
     sys.exit(0 if report.equivalent else 1)
+
+
+def _layers_text(layers) -> str:
+    """One line on where the models first part (--per-layer)."""
+    if layers.compared == 0:
+        return "per layer: the models share no intermediate tensor name; nothing to compare layer by layer"
+    head = f"per layer: {layers.compared} tensors with matching names compared"
+    first = layers.first
+    if first is None:
+        return f"{head}; none diverges"
+    return (
+        f"{head}; first to diverge: '{first['tensor']}' (output of {first['op']}"
+        + (f" '{first['node']}'" if first["node"] else "")
+        + "), "
+        f"max abs {first['max_abs']:.3g} > tolerance {first['tolerance']:.3g}"
+    )
