@@ -374,3 +374,86 @@ def test_export_says_what_it_is_doing(capsys, tmp_path):
     for step in ("export: loading PyTorch", "export: building", "export: tracing with the legacy exporter"):
         assert step in err, err
     assert "wrote" in out
+
+
+# ---------------------------------------------------------------- options: --input-shape, --threads
+
+
+def test_input_shape_fixes_the_input_for_info_verify_and_optimize(capsys, x2, tmp_path):
+    code, out, _ = cli(capsys, "info", x2, "--input-shape", "input=1,3,20,24", "--json")
+    facts = strict_loads(out)
+    assert code == 0 and facts["inputs"][0]["shape"] == [1, 3, 20, 24] and facts["size"] == [20, 24]
+    assert facts["macs"] == 12 * 3 * 9 * 20 * 24
+    code, out, _ = cli(capsys, "verify", x2, x2, "--input-shape", "1x3x20x24", "--json")
+    assert code == 0 and set(strict_loads(out)["probes"]) == {"random 1x3x20x24"}
+    fixed = tmp_path / "fixed.onnx"
+    code, _, err = cli(capsys, "optimize", x2, "--input-shape", "1,3,20,24", "-o", fixed)
+    assert code == 0, err
+    dims = [d.dim_value for d in onnx.load(str(fixed)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 20, 24]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("input=1,3,20", "has 4 dimensions, not 3"),
+        ("other=1,3,20,20", "no input 'other'"),
+        ("1,3,0,20", "at least 1"),
+        ("1,3,a,b", "expected [NAME=]N,C,H,W"),
+    ],
+)
+def test_bad_input_shapes_are_exit_2(capsys, x2, value, message):
+    code, _, err = cli(capsys, "info", x2, "--input-shape", value)
+    assert_one_line_exit_2(code, err, message)
+
+
+def test_threads_reach_every_session_and_are_offered_where_promised(capsys, x2):
+    from etc import runtime
+
+    try:
+        runtime.use_threads(1)
+        assert runtime.session(x2_model()).get_session_options().intra_op_num_threads == 1
+        assert runtime.session(x2_model(), threads=2).get_session_options().intra_op_num_threads == 2
+    finally:
+        runtime.use_threads(0)
+    for command in ("optimize", "quantize", "eval"):
+        assert "--threads" in cli(capsys, command, "--help")[1]
+    code, _, err = cli(capsys, "optimize", x2, "--threads", "-1")
+    assert code == 2 and "--threads" in err
+
+
+# ---------------------------------------------------------------- verify --inputs, --per-layer
+
+
+def test_verify_runs_on_the_users_npz_inputs(capsys, x2, tmp_path):
+    good = tmp_path / "good.npz"
+    np.savez(good, input=np.random.default_rng(0).uniform(0, 1, (1, 3, 10, 12)).astype(np.float32))
+    code, out, err = cli(capsys, "verify", x2, x2, "--inputs", good, "--json")
+    assert code == 0, err
+    assert strict_loads(out)["probes"] == ["file good.npz 1x3x10x12"]
+    wrong_name = tmp_path / "name.npz"
+    np.savez(wrong_name, x=np.zeros((1, 3, 4, 4), np.float32))
+    code, _, err = cli(capsys, "verify", x2, x2, "--inputs", wrong_name)
+    assert_one_line_exit_2(code, err, "holds ['x']", "inputs are ['input']")
+    wrong_channels = tmp_path / "channels.npz"
+    np.savez(wrong_channels, input=np.zeros((1, 4, 8, 8), np.float32))
+    code, _, err = cli(capsys, "verify", x2, x2, "--inputs", wrong_channels)
+    assert_one_line_exit_2(code, err, "array 'input' has shape [1, 4, 8, 8]", "[1, 3, '?', '?']")
+
+
+def test_verify_per_layer_names_the_first_tensor_that_diverges(capsys, x2, tmp_path):
+    changed = x2_model()
+    for init in changed.graph.initializer:
+        if init.name == "b":
+            bias = onnx.numpy_helper.to_array(init).copy()
+            bias[0] += 0.1
+            init.CopyFrom(onnx.numpy_helper.from_array(bias, "b"))
+    other = save(changed, tmp_path / "other.onnx")
+    code, out, _ = cli(capsys, "verify", x2, other, "--per-layer")
+    assert code == 1
+    assert "3 tensors with matching names compared; first to diverge: 'c' (output of Conv)" in out, out
+    code, out, _ = cli(capsys, "verify", x2, other, "--per-layer", "--json")
+    first = strict_loads(out)["per_layer"]["first"]
+    assert first["tensor"] == "c" and first["max_abs"] == pytest.approx(0.1, rel=1e-3)
+    code, out, _ = cli(capsys, "verify", x2, x2, "--per-layer")
+    assert code == 0 and "none diverges" in out
