@@ -457,3 +457,61 @@ def test_verify_per_layer_names_the_first_tensor_that_diverges(capsys, x2, tmp_p
     assert first["tensor"] == "c" and first["max_abs"] == pytest.approx(0.1, rel=1e-3)
     code, out, _ = cli(capsys, "verify", x2, x2, "--per-layer")
     assert code == 0 and "none diverges" in out
+
+
+# ---------------------------------------------------------------- quantize --exclude, --sensitivity
+
+
+def two_conv_x2_model() -> onnx.ModelProto:
+    """input -> Conv 'first' (3 -> 8) -> Relu -> Conv 'last' (8 -> 12) -> DepthToSpace(2)."""
+    rng = np.random.default_rng(5)
+    return text_model(
+        "c1 = Conv <pads = [1, 1, 1, 1]> (input, w1, b1)\nr1 = Relu(c1)\n"
+        "c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2, b2)\noutput = DepthToSpace <blocksize = 2> (c2)",
+        outputs="float[1,3,H2,W2] output",
+        w1=(rng.normal(size=(8, 3, 3, 3)) * 0.3).astype(np.float32),
+        b1=rng.uniform(0, 0.2, size=8).astype(np.float32),
+        w2=(rng.normal(size=(12, 8, 3, 3)) * 0.1).astype(np.float32),
+        b2=rng.uniform(0, 0.2, size=12).astype(np.float32),
+    )
+
+
+def _conv_weight_sources(model: onnx.ModelProto) -> dict[str, str]:
+    """Conv output -> 'int8' when its weight comes from a DequantizeLinear, else 'float'."""
+    dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return {
+        n.output[0]: "int8" if n.input[1] in dq else "float" for n in model.graph.node if n.op_type == "Conv"
+    }
+
+
+def test_quantize_exclude_keeps_the_named_nodes_in_float(capsys, images, tmp_path):
+    src = save(two_conv_x2_model(), tmp_path / "two.onnx")
+    out = tmp_path / "q.onnx"
+    args = ["quantize", src, "-o", out, "--calib", images, "--num", "2", "--patch", "16", "--no-summary"]
+    code, text, err = cli(capsys, *args, "--exclude", "c2")
+    assert code == 0, err
+    assert "kept in float (--exclude): c2" in text
+    qmodel = onnx.load(str(out))
+    assert _conv_weight_sources(qmodel) == {"c1": "int8", "c2": "float"}
+    quantized = {n.input[0] for n in qmodel.graph.node if n.op_type == "QuantizeLinear"}
+    assert "c2" not in quantized and "r1" in quantized  # the float Conv still reads the int8 Relu output
+    code, _, err = cli(capsys, *args, "--exclude", "Conv_2")  # the name the sensitivity table gives it
+    assert code == 0 and _conv_weight_sources(onnx.load(str(out))) == {"c1": "int8", "c2": "float"}, err
+    code, _, err = cli(capsys, *args, "--exclude", "c1,nope")
+    assert_one_line_exit_2(code, err, "--exclude nope", "no node or tensor named so")
+
+
+def test_quantize_sensitivity_ranks_every_quantized_conv(capsys, images, tmp_path):
+    src = save(two_conv_x2_model(), tmp_path / "two.onnx")
+    args = ["quantize", src, "-o", tmp_path / "q.onnx", "--calib", images, "--num", "2", "--patch", "16"]
+    code, out, err = cli(capsys, *args, "--no-summary", "--sensitivity", "--json")
+    assert code == 0, err
+    table = strict_loads(out)["sensitivity"]
+    layers = table["layers"]
+    assert sorted((r["node"], r["tensor"]) for r in layers) == [("Conv_0", "c1"), ("Conv_2", "c2")]
+    gains = [r["gain_db"] for r in layers]
+    assert gains == sorted(gains, reverse=True)
+    for row in layers:
+        assert row["gain_db"] == pytest.approx(row["psnr_float"] - table["all_int8_psnr"])
+    code, out, err = cli(capsys, *args, "--no-summary", "--sensitivity")
+    assert code == 0 and "per-layer sensitivity" in out and "kept float" in out, err

@@ -137,6 +137,21 @@ QUANTIZED_OPS = (
     show_default=True,
     help="End with PSNR drop on held-out calibration patches, MACs growth, INT8/FP32 latency on this CPU.",
 )
+@click.option(
+    "--exclude",
+    "excluded",
+    multiple=True,
+    metavar="NODE[,NODE...]",
+    help="Keep these nodes in float (node names or their output tensors; --sensitivity ranks the candidates): "
+    "their weights stay FP32 and their outputs get no Q/DQ pair (a Conv's Relu is a node of its own: name "
+    "it too to keep the pair float). Repeatable.",
+)
+@click.option(
+    "--sensitivity",
+    is_flag=True,
+    help="End with a per-layer table: the output PSNR against FP32 on held-out patches with every layer INT8, "
+    "and with each quantized Conv alone kept float (the gain says which to --exclude).",
+)
 @input_range_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patch crops.")
 @threads_option
@@ -163,6 +178,8 @@ def quantize(
     prelu_to_relu: bool,
     input_ranges: tuple[str, ...],
     seed: int,
+    excluded: tuple[str, ...],
+    sensitivity: bool,
     threads: int,
     as_json: bool,
 ) -> None:
@@ -195,6 +212,7 @@ def quantize(
     source = runnable_model(loaded, model, quiet=as_json)
     scale = model_scale(source, model, scale)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
+    exclude = _excluded_nodes(source, excluded, model)
     patch = _patch_for(source, patch, model)
     if summary:
         _check_patch_for_metrics(patch, scale)
@@ -222,6 +240,8 @@ def quantize(
             input_ranges=ranges,
             seed=seed,
             progress=bar,
+            exclude=exclude,
+            sensitivity=_sensitivity_patches(calib, scale, patch, seed) if sensitivity else None,
         )
     except BaseException:
         bar.close(last=None)
@@ -252,6 +272,7 @@ def quantize(
     if as_json:
         payload = report.as_dict()
         payload["output"] = str(output)
+        payload["excluded"] = exclude
         payload["summary"] = figures.as_dict() if figures else None
         echo_json(payload)
         return
@@ -279,6 +300,10 @@ def quantize(
     if report.finetune:
         click.echo(f"fine-tuning: {report.finetune}")
     click.echo(f"rounding {report.rounding}, bias corrected convs: {report.bias_corrected}; ops: {ops}")
+    if exclude:
+        click.echo(f"kept in float (--exclude): {', '.join(exclude)}")
+    if report.sensitivity:
+        click.echo(_sensitivity_text(report))
     click.echo(f"wrote {output}")
     for line in figures.lines() if figures else []:
         click.echo(line)
@@ -329,3 +354,46 @@ def _check_patch_for_metrics(patch: int, scale: int) -> None:
             f"pixels (an 11x11 window after the {scale}-pixel border crop); pass --patch {least} or more, or "
             "--no-summary"
         )
+
+
+def _excluded_nodes(model, values: tuple[str, ...], path: Path) -> list[str]:
+    """The --exclude names, split on commas; exit 2 naming one the model does not have."""
+    from etc.errors import EtcError
+    from etc.quant.quantizer import named_nodes as quantizer_names
+
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    named = quantizer_names(model)  # the names quantization gives unnamed nodes (Op_index) count too
+    known = {n.name for n in named.graph.node} | {o for n in model.graph.node for o in n.output}
+    for name in names:
+        if name not in known:
+            convs = [n.name or n.output[0] for n in model.graph.node if n.op_type == "Conv"][:6]
+            raise EtcError(
+                f"--exclude {name}: {path} has no node or tensor named so (Conv nodes: {', '.join(convs)}"
+                f"{', ...' if len(convs) == 6 else ''}; --sensitivity lists the quantized ones)"
+            )
+    return names
+
+
+def _sensitivity_patches(calib: str, scale: int, patch: int, seed: int) -> list:
+    """Held-out LR patches of the calibration images (other crops than calibration's), as model inputs."""
+    from etc.quant.calib import to_nchw
+    from etc.quant.summary import heldout_pairs
+
+    return [to_nchw(p.lr) for p in heldout_pairs(calib, scale, num=8, patch=patch, seed=seed + 2000)]
+
+
+def _sensitivity_text(report) -> str:
+    """The --sensitivity table: each quantized Conv kept float alone, largest output-PSNR gain first."""
+
+    def db(value: float) -> str:
+        return "identical" if value == float("inf") else f"{value:.2f}"
+
+    rows = [
+        [r.node, r.tensor, db(r.psnr_float), f"{r.gain_db:+.2f}" if r.gain_db != float("inf") else "inf"]
+        for r in report.sensitivity
+    ]
+    head = (
+        "per-layer sensitivity: output PSNR against FP32 on held-out patches with one Conv kept float "
+        f"(all INT8: {db(report.sensitivity_base)} dB); --exclude takes the node or its output"
+    )
+    return head + "\n" + table(rows, ["kept float", "output", "PSNR dB", "gain dB"])

@@ -68,6 +68,8 @@ class QuantReport:
     prelu_to_relu: int = 0  # PReLU/LeakyReLU nodes rewritten as ReLU before quantizing
     ops: dict[str, int] = field(default_factory=dict)
     blocks: list = field(default_factory=list)  # etc.quant.reconstruct.BlockResult per block (reconstruct)
+    sensitivity: list = field(default_factory=list)  # etc.quant.sensitivity.LayerSensitivity, when asked
+    sensitivity_base: float = 0.0  # all-INT8 output PSNR (dB against FP32) the sensitivity gains start from
 
     def as_dict(self) -> dict:
         return {
@@ -88,6 +90,12 @@ class QuantReport:
             "finetune": self.finetune,
             "prelu_to_relu": self.prelu_to_relu,
             "ops": self.ops,
+            "sensitivity": {
+                "all_int8_psnr": self.sensitivity_base,
+                "layers": [r.as_dict() for r in self.sensitivity],
+            }
+            if self.sensitivity
+            else None,
         }
 
 
@@ -174,6 +182,12 @@ def _ensure_named(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def named_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every node named as quantization names it (``Op_index`` for an unnamed node), so that names
+    in its reports (e.g. the sensitivity table) can be given back as ``exclude``."""
+    return _ensure_named(_constant_nodes_to_initializers(model))
+
+
 def _constant_nodes_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -217,6 +231,8 @@ def quantize_with_report(
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    exclude: Sequence[str] = (),
+    sensitivity: Sequence[np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, QuantReport]:
     """The INT8 QDQ model and what was decided. ``calib`` is a dataset spec or a list of (1, 3, h, w) arrays.
 
@@ -225,7 +241,10 @@ def quantize_with_report(
     until the conv MACs reach that multiple of the FP32 model's (:mod:`etc.quant.budget`; at most ``split``
     copies when ``split`` > 1, else 2). ``target`` is the kernel the model is made for (:mod:`etc.quant.target`: ``int32``
     exact accumulation, ``x86-avx2`` pair limit, ``native`` probes this CPU); ``safe_u8s8`` overrides the
-    weight-grid constraint the target implies. ``progress`` is called with the number of steps done; when it
+    weight-grid constraint the target implies. Nodes named in ``exclude`` (node names or output tensors of
+    the given model) stay float (:func:`etc.quant.qdq.plan_qdq`). ``sensitivity`` (held-out (1, 3, h, w)
+    arrays, e.g. :func:`etc.quant.summary.heldout_pairs` LR patches) asks for the per-layer table of
+    :mod:`etc.quant.sensitivity` in ``report.sensitivity``. ``progress`` is called with the number of steps done; when it
     also has a ``stage(name, total)`` method it is told when each stage starts and how many steps it has
     (etc.commands.common.StageProgress)."""
     from etc.frontends.onnx_io import as_model
@@ -289,7 +308,7 @@ def quantize_with_report(
     if copied and stagger > 0:
         model, report.staggered = _stagger(model, caps, stagger, input_ranges)
         caps, exact = clip_structures(model)
-    plan = qdq.plan_qdq(model)
+    plan = qdq.plan_qdq(model, frozenset(exclude))
     _stage(progress, "calibrating ranges", 2 * len(feeds))
     stats = observe.collect(model, feeds, plan.own, progress, observe.consumer_weights(model, plan.own))
     ranges: dict[str, tuple[float, float]] = {}
@@ -351,6 +370,14 @@ def quantize_with_report(
             model, plan, ranges, grids, train, held, float_model, build, steps=finetune_steps, seed=seed
         )
         model = tuned if tuned is not None else model
+    if sensitivity is not None and plan.convs:
+        from etc.quant.sensitivity import layer_sensitivity
+
+        _stage(progress, "per-layer sensitivity", len(plan.convs))
+        held = [{in_name: np.asarray(p, np.float32)} for p in sensitivity] or feeds
+        report.sensitivity_base, report.sensitivity = layer_sensitivity(
+            float_model, model, plan, ranges, build, held, exclude=frozenset(exclude), progress=progress
+        )
     _stage(progress, "building the QDQ model", None)
     qmodel = qdq.build_qdq(model, plan, ranges, **build)
     targets.record(qmodel, resolved, target)
