@@ -118,10 +118,12 @@ def test_unwritable_output_is_exit_2_naming_the_users_path_before_the_work(
         assert "quantize:" not in err and "optimizing" not in err  # refused before any work started
 
 
-def test_export_to_an_unwritable_path_is_exit_2_before_loading_torch(capsys, tmp_path):
+def test_export_and_demo_to_an_unwritable_path_are_exit_2_before_the_work(capsys, tmp_path):
     target = _unwritable(tmp_path)[0]
     code, _, err = cli(capsys, "export", "nowhere.py:build", "-o", target)
     assert_one_line_exit_2(code, err, f"{target}: cannot write -o there")
+    code, _, err = cli(capsys, "demo", "--out", target)
+    assert_one_line_exit_2(code, err, f"{target}: cannot write --out there")
 
 
 def test_atomic_save_names_the_target_not_its_temporary_file(tmp_path):
