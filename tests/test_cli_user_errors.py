@@ -517,3 +517,20 @@ def test_quantize_sensitivity_ranks_every_quantized_conv(capsys, images, tmp_pat
         assert row["gain_db"] == pytest.approx(row["psnr_float"] - table["all_int8_psnr"])
     code, out, err = cli(capsys, *args, "--no-summary", "--sensitivity")
     assert code == 0 and "per-layer sensitivity" in out and "kept float" in out, err
+
+
+def test_input_shape_overrides_a_static_shape_and_the_outputs_follow(capsys, tmp_path):
+    rng = np.random.default_rng(2)
+    static = text_model(
+        "c = Conv <pads = [1, 1, 1, 1]> (input, w, b)\noutput = DepthToSpace <blocksize = 2> (c)",
+        inputs="float[1,3,16,16] input",
+        outputs="float[1,3,32,32] output",
+        w=rng.normal(size=(12, 3, 3, 3)).astype(np.float32),
+        b=np.zeros(12, np.float32),
+    )
+    src = save(static, tmp_path / "static.onnx")
+    code, out, _ = cli(capsys, "info", src, "--input-shape", "1,3,20,24", "--json")
+    facts = strict_loads(out)
+    assert code == 0 and facts["outputs"][0]["shape"] == [1, 3, 40, 48]
+    code, out, _ = cli(capsys, "verify", src, src, "--input-shape", "1,3,20,24")
+    assert code == 0 and "random 1x3x20x24" in out

@@ -412,4 +412,11 @@ def with_input_shapes(model, values: tuple[str, ...]):
             for k, dim in enumerate(out.type.tensor_type.shape.dim):
                 dim.Clear()
                 dim.dim_param = f"{out.name}_d{k}"
+        try:
+            inferred = {o.name: o for o in onnx.shape_inference.infer_shapes(fixed).graph.output}
+        except Exception:  # onnxruntime will judge the model; the symbolic outputs stand
+            inferred = {}
+        for out in fixed.graph.output:
+            if out.name in inferred and inferred[out.name].type.tensor_type.HasField("shape"):
+                out.type.CopyFrom(inferred[out.name].type)
     return fixed
