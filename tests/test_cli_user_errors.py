@@ -279,7 +279,7 @@ def test_every_json_output_loads_with_a_strict_parser(capsys, x2, images, tmp_pa
         ["passes", "--json"],
         ["optimize", x2, "--json"],
         ["verify", x2, x2, "--json"],
-        ["eval", x2, "--data", images, "--json"],
+        ["eval", x2, "--data", images, "--threads", "1", "--json"],
         [
             "quantize",
             x2,
@@ -291,6 +291,9 @@ def test_every_json_output_loads_with_a_strict_parser(capsys, x2, images, tmp_pa
             "2",
             "--patch",
             "16",
+            "--threads",
+            "1",
+            "--sensitivity",
             "--json",
         ],
     ]

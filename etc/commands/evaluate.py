@@ -49,7 +49,9 @@ def evaluate(
     """PSNR and SSIM of MODEL on an image set, Y channel, scale-pixel border crop (BasicSR convention).
 
     HR images are cropped to a multiple of the scale; LR images are given (BasicSR/DIV2K layouts) or made
-    with PIL's bicubic. Outputs are rounded to 8 bits before measuring. Exit codes: 0 ok, 2 bad input.
+    with PIL's bicubic. Outputs are rounded to 8 bits before measuring. Exit codes: 0 ok, 2 bad input
+    (including a --scale the model disagrees with, and HR images too small for SSIM after the border crop:
+    the message gives the smallest size accepted).
     """
     from etc.errors import EtcError
     from etc.frontends.onnx_io import load

@@ -137,7 +137,8 @@ def optimize(
     Every pass is checked numerically with onnxruntime (optimizations off); if one changes the outputs the
     command names it, exits 1 and writes nothing. A dynamic-H/W model that onnxruntime runs only at its traced
     size is optimized at that size, with a warning naming the node. Exit codes: 0 ok, 1 not equivalent,
-    2 bad input (including a model onnxruntime cannot run), 3 internal error (a bug in etc; please report).
+    2 bad input (including a model onnxruntime cannot run and an -o/--report/--dump-dir that cannot be
+    written, both checked before the work), 3 internal error (a bug in etc; please report).
     """
     from etc import api, runtime
     from etc.errors import EquivalenceError, EtcError

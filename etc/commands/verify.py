@@ -67,8 +67,9 @@ def verify(
 
     Both run in onnxruntime with graph optimizations disabled, on seeded random inputs inside the declared
     input ranges at several spatial sizes (odd ones included: border bugs hide at even sizes), and optionally
-    on real images. Exit codes: 0 equivalent, 1 not equivalent, 2 bad input (including a reference onnxruntime
-    cannot run), 3 internal error.
+    on real images, or on your own inputs (--inputs). Exit codes: 0 equivalent, 1 not equivalent (outputs of
+    different shapes are named with both shapes), 2 bad input (including a model onnxruntime cannot run or a
+    negative tolerance), 3 internal error.
     """
     from etc.frontends.onnx_io import load
     from etc.runtime import input_sets, input_specs
