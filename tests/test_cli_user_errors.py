@@ -353,7 +353,7 @@ def test_reconstruct_reports_every_learning_step_against_its_total(monkeypatch):
 
 
 def test_stage_progress_on_a_terminal_shows_totals_and_eta(capsys):
-    from etc.commands.common import StageProgress
+    from etc.commands.progress import StageProgress
 
     progress = StageProgress("quantize", tty=True, unit="step")
     progress.stage("calibrating ranges", 3)

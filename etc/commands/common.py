@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -58,62 +57,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise EtcError(f"--size '{text}': sizes must be positive")
     return h, w
-
-
-class StageProgress:
-    """Progress of a long command on stderr, stage by stage.
-
-    On a terminal each stage is a bar with its total, rate and ETA; elsewhere (CI logs, pipes) each stage is
-    one line when it starts, with its total and the time since the command began, and one closing line. Call
-    ``stage(name, total)`` when a stage starts (``total`` None when unknown) and the object itself with the
-    number of steps done; this is the ``progress`` protocol of :func:`etc.quant.quantizer.quantize_with_report`.
-    """
-
-    def __init__(self, command: str, enabled: bool = True, *, unit: str = "run", tty: bool | None = None):
-        import time
-
-        self.command, self.enabled, self.unit = command, enabled, unit
-        self.tty = sys.stderr.isatty() if tty is None else tty
-        self.started = time.perf_counter()
-        self.bar = None
-        self.name: str | None = None
-
-    def stage(self, name: str, total: int | None = None, unit: str | None = None) -> None:
-        """A new stage starts: closes the previous one."""
-        self._close_bar()
-        self.name = name
-        if not self.enabled:
-            return
-        unit = unit or self.unit
-        if self.tty:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                desc=f"{self.command}: {name}", total=total, unit=unit, file=sys.stderr, leave=True
-            )
-            return
-        count = f" ({total} {unit}{'s' if total != 1 else ''})" if total else ""
-        click.echo(f"{self.command}: {name}{count} at {self.elapsed():.1f} s", err=True)
-
-    def __call__(self, steps: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(steps)
-
-    def elapsed(self) -> float:
-        import time
-
-        return time.perf_counter() - self.started
-
-    def close(self, last: str | None = "done") -> None:
-        """Ends the last stage; ``last`` (e.g. 'done') is printed with the total time when not on a terminal."""
-        self._close_bar()
-        if self.enabled and last and not self.tty:
-            click.echo(f"{self.command}: {last} in {self.elapsed():.1f} s", err=True)
-
-    def _close_bar(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 class _Tolerance(click.FloatRange):
@@ -341,82 +284,3 @@ def threads_option(func):
     return click.option(
         "--threads", type=click.IntRange(min=0), default=0, show_default=True, help=THREADS_HELP
     )(func)
-
-
-# ---------------------------------------------------------------- --input-shape
-
-INPUT_SHAPE_HELP = (
-    "Fix (or override) an input's shape, [NAME=]N,C,H,W or NxCxHxW, e.g. input=1,3,256,256 (every input when "
-    "NAME is left out). Repeatable. Symbolic dims become static; a static dim given another value is "
-    "overridden (the declared output shapes are then left to inference)."
-)
-
-
-def input_shape_option(func):
-    return click.option(
-        "--input-shape", "input_shapes", multiple=True, metavar="[NAME=]DIMS", help=INPUT_SHAPE_HELP
-    )(func)
-
-
-def parse_input_shapes(values: tuple[str, ...], model) -> dict[str, tuple[int, ...]]:
-    """['input=1,3,64,64'] -> {'input': (1, 3, 64, 64)}; unknown names, wrong ranks, dims < 1 are errors."""
-    from etc.runtime import input_specs
-
-    specs = {s.name: s for s in input_specs(model)}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for text in values:
-        name, _, dims_text = text.rpartition("=")
-        try:
-            dims = tuple(int(d) for d in dims_text.replace("x", ",").split(","))
-        except ValueError:
-            raise EtcError(
-                f"--input-shape '{text}': expected [NAME=]N,C,H,W, e.g. input=1,3,256,256"
-            ) from None
-        if any(d < 1 for d in dims):
-            raise EtcError(f"--input-shape '{text}': every dimension must be at least 1")
-        for target in [name] if name else list(specs):
-            if target not in specs:
-                raise EtcError(
-                    f"--input-shape: the model has no input '{target}' (inputs: {', '.join(specs)})"
-                )
-            rank = len(specs[target].shape)
-            if len(dims) != rank:
-                raise EtcError(
-                    f"--input-shape '{text}': input '{target}' has {rank} dimensions, not {len(dims)}"
-                )
-            shapes[target] = dims
-    return shapes
-
-
-def with_input_shapes(model, values: tuple[str, ...]):
-    """``model`` with the ``--input-shape`` values applied (the model itself when there are none)."""
-    import onnx
-
-    shapes = parse_input_shapes(values, model)
-    if not shapes:
-        return model
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    overridden = False
-    for value in fixed.graph.input:
-        if value.name not in shapes:
-            continue
-        for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
-            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
-                overridden = True
-            dim.Clear()
-            dim.dim_value = size
-    if overridden:  # declared shapes downstream of an overridden dim are stale: let inference redo them
-        del fixed.graph.value_info[:]
-        for out in fixed.graph.output:
-            for k, dim in enumerate(out.type.tensor_type.shape.dim):
-                dim.Clear()
-                dim.dim_param = f"{out.name}_d{k}"
-        try:
-            inferred = {o.name: o for o in onnx.shape_inference.infer_shapes(fixed).graph.output}
-        except Exception:  # onnxruntime will judge the model; the symbolic outputs stand
-            inferred = {}
-        for out in fixed.graph.output:
-            if out.name in inferred and inferred[out.name].type.tensor_type.HasField("shape"):
-                out.type.CopyFrom(inferred[out.name].type)
-    return fixed

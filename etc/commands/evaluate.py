@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import StageProgress, echo_json, json_option, model_scale, table, threads_option
+from etc.commands.common import echo_json, json_option, model_scale, table, threads_option
+from etc.commands.progress import StageProgress
 
 
 @click.command()

@@ -44,7 +44,8 @@ def export(
     NCHW image. Each step is announced on stderr with the time it started (the export itself takes seconds
     to tens of seconds). Example: etc export examples/my_net.py:build --scale 2 -o net.onnx
     """
-    from etc.commands.common import StageProgress, check_writable_file, parse_size
+    from etc.commands.common import check_writable_file, parse_size
+    from etc.commands.progress import StageProgress
     from etc.errors import EtcError
     from etc.frontends.onnx_io import save
 

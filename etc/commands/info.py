@@ -6,14 +6,8 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import (
-    echo_json,
-    input_shape_option,
-    json_option,
-    parse_size,
-    table,
-    with_input_shapes,
-)
+from etc.commands.common import echo_json, json_option, parse_size, table
+from etc.commands.shapes import input_shape_option, with_input_shapes
 
 
 @click.command()

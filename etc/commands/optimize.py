@@ -12,15 +12,14 @@ from etc.commands.common import (
     check_writable_folder,
     echo_json,
     input_range_option,
-    input_shape_option,
     json_option,
     parse_input_ranges,
     parse_size,
     runnable_model,
     table,
     threads_option,
-    with_input_shapes,
 )
+from etc.commands.shapes import input_shape_option, with_input_shapes
 
 
 @click.command()

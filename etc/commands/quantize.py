@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from etc.commands.common import (
-    StageProgress,
     check_writable_file,
     echo_json,
     input_range_option,
@@ -19,6 +18,7 @@ from etc.commands.common import (
     table,
     threads_option,
 )
+from etc.commands.progress import StageProgress
 
 # ops that make a model already quantized: quantizing it again would quantize its rounding errors
 QUANTIZED_OPS = (

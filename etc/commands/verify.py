@@ -11,13 +11,12 @@ from etc.commands.common import (
     TOLERANCE,
     echo_json,
     input_range_option,
-    input_shape_option,
     json_option,
     parse_input_ranges,
     runnable_model,
     table,
-    with_input_shapes,
 )
+from etc.commands.shapes import input_shape_option, with_input_shapes
 
 
 @click.command()

@@ -246,7 +246,7 @@ def quantize_with_report(
     arrays, e.g. :func:`etc.quant.summary.heldout_pairs` LR patches) asks for the per-layer table of
     :mod:`etc.quant.sensitivity` in ``report.sensitivity``. ``progress`` is called with the number of steps done; when it
     also has a ``stage(name, total)`` method it is told when each stage starts and how many steps it has
-    (etc.commands.common.StageProgress)."""
+    (etc.commands.progress.StageProgress)."""
     from etc.frontends.onnx_io import as_model
     from etc.quant import target as targets
     from etc.quant.calib import calibration_patches
