@@ -105,6 +105,7 @@ def verify(
     names_b = [o.name for o in sess_b.get_outputs()]
     worst: dict[str, runtime.Difference] = {}
     shapes: dict[str, tuple[list[int], list[int]]] = {}
+    nonfinite: set[str] = set()
     failed: set[str] = set()
     arbitrated: set[str] = set()
     truth: dict = {}
@@ -121,6 +122,8 @@ def verify(
         for (name, ref), cand in zip(out_a.items(), out_b.values()):
             if ref.shape != cand.shape:
                 shapes.setdefault(name, (list(ref.shape), list(cand.shape)))
+            elif np.isfinite(ref).all() and not np.isfinite(cand).all():
+                nonfinite.add(name)
             diff = runtime.compare(ref, cand, name)
             if not diff.within(atol, rtol):
                 tolerance = atol + rtol * max(diff.ref_range, 1.0)
@@ -144,17 +147,24 @@ def verify(
             "range": d.ref_range,
             "ok": d.output not in failed,
             "float64_arbiter": d.output in arbitrated,
-            "reason": _shape_reason(d.output, shapes[d.output]) if d.output in shapes else None,
+            "reason": _reason(d.output, shapes, nonfinite),
         }
         for d in worst.values()
     ]
     return VerifyReport(all(r["ok"] for r in rows), atol, rtol, rows, probes)
 
 
-def _shape_reason(output: str, shapes: tuple[list[int], list[int]]) -> str:
-    """'output 'y' has shape [1, 3, 34, 46] in the reference but [1, 3, 51, 69] in the candidate'."""
-    ref, cand = shapes
-    return f"output '{output}' has shape {ref} in the reference but {cand} in the candidate"
+def _reason(
+    output: str, shapes: Mapping[str, tuple[list[int], list[int]]], nonfinite: set[str]
+) -> str | None:
+    """Why an output could not be compared number by number (None when it could): shapes that differ ("output
+    'y' has shape [1, 3, 34, 46] in the reference but [1, 3, 51, 69] in the candidate") or NaN/Inf values."""
+    if output in shapes:
+        ref, cand = shapes[output]
+        return f"output '{output}' has shape {ref} in the reference but {cand} in the candidate"
+    if output in nonfinite:
+        return f"output '{output}' of the candidate holds NaN or Inf where the reference is finite"
+    return None
 
 
 def load_npz_inputs(model: onnx.ModelProto, path: str | Path) -> tuple[str, dict[str, np.ndarray]]:

@@ -537,3 +537,16 @@ def test_input_shape_overrides_a_static_shape_and_the_outputs_follow(capsys, tmp
     assert code == 0 and facts["outputs"][0]["shape"] == [1, 3, 40, 48]
     code, out, _ = cli(capsys, "verify", src, src, "--input-shape", "1,3,20,24")
     assert code == 0 and "random 1x3x20x24" in out
+
+
+def test_verify_says_when_the_candidate_outputs_nan_or_inf(capsys, x2, tmp_path):
+    broken = x2_model()
+    broken.graph.node[-1].output[0] = "d2s"
+    broken.graph.node.append(onnx.helper.make_node("Div", ["d2s", "zero"], ["output"]))
+    broken.graph.initializer.append(onnx.numpy_helper.from_array(np.float32(0), "zero"))
+    other = save(broken, tmp_path / "inf.onnx")
+    code, out, _ = cli(capsys, "verify", x2, other)
+    assert code == 1 and "NOT equivalent: output 'output' of the candidate holds NaN or Inf" in out, out
+    code, out, _ = cli(capsys, "verify", x2, other, "--json")
+    row = strict_loads(out)["outputs"][0]
+    assert code == 1 and row["max_abs"] is None and "NaN or Inf" in row["reason"]

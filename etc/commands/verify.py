@@ -95,7 +95,7 @@ def verify(
         echo_json({**report.as_dict(), "per_layer": layers.as_dict() if layers else None})
     else:
         rows = [
-            [r["output"], "-", "-", "-", "FAIL (shape)"]
+            [r["output"], "-", "-", "-", "FAIL (below)"]
             if r.get("reason")
             else [r["output"], r["max_abs"], r["max_rel"], r["psnr"], "ok" if r["ok"] else "FAIL"]
             for r in report.rows
