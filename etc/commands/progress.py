@@ -35,8 +35,9 @@ class StageProgress:
         if self.tty:
             from tqdm import tqdm
 
+            shape = {} if total else {"bar_format": "{desc} [{elapsed}]"}  # no total: no bar, no ETA to show
             self.bar = tqdm(
-                desc=f"{self.command}: {name}", total=total, unit=unit, file=sys.stderr, leave=True
+                desc=f"{self.command}: {name}", total=total, unit=unit, file=sys.stderr, leave=True, **shape
             )
             return
         count = f" ({total} {unit}{'s' if total != 1 else ''})" if total else ""

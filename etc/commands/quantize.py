@@ -192,7 +192,8 @@ def quantize(
     and DepthToSpace on uint8. The default target is exact int32 accumulation; --target x86-avx2 limits
     the weights for x86 CPUs without VNNI. Ends with the PSNR drop on held-out calibration patches, the MACs
     growth and the INT8/FP32 latency on this CPU. Check on other images with `etc eval OUT.onnx --ref MODEL`.
-    Progress goes to stderr: a bar per stage (total, ETA) on a terminal, one line per stage otherwise.
+    Progress goes to stderr (not with --json): a bar per stage (total, ETA) on a terminal, one line per stage
+    otherwise.
     Exit codes: 0 ok, 1 the equalization changed the FP32 outputs, 2 bad input (including a model
     onnxruntime cannot run, an already quantized model, a --scale the model disagrees with, images smaller
     than the patch, an -o that cannot be written; all checked before the work), 3 internal error.
