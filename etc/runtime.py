@@ -40,12 +40,22 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
+_default_threads = 0  # intra-op threads of sessions that do not choose (0 = onnxruntime's default)
+
+
+def use_threads(threads: int) -> None:
+    """Sets the intra-op thread count of every later session that does not pass ``threads`` (CLI --threads)."""
+    global _default_threads
+    _default_threads = max(int(threads), 0)
+
+
 def session(
     model: onnx.ModelProto | bytes | str, *, optimize: bool = False, threads: int = 0, quiet: bool = False
 ):
     """An onnxruntime CPU session; graph optimizations disabled unless ``optimize`` (so ORT fusions hide nothing).
 
-    ``quiet`` silences onnxruntime's own error log (for probes whose failures are expected and reported).
+    ``threads`` 0 takes the count set by :func:`use_threads` (onnxruntime's default when unset). ``quiet``
+    silences onnxruntime's own error log (for probes whose failures are expected and reported).
     """
     import onnxruntime as ort
 
@@ -54,6 +64,7 @@ def session(
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     options.log_severity_level = 4 if quiet else 3
+    threads = threads or _default_threads
     if threads:
         options.intra_op_num_threads = threads
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model

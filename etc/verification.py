@@ -78,17 +78,22 @@ def verify(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     images: str | Path | None = None,
+    inputs: Sequence[tuple[str, Mapping[str, np.ndarray]]] | None = None,
 ) -> VerifyReport:
     """Runs both models on seeded inputs (several sizes, odd ones included) and optional images.
 
     An output passes when it is within ``atol + rtol * max(range, 1)`` of the reference, or, failing that, when
     it is no further from the float64 result (onnx reference evaluator) than the tolerance plus twice the
     reference's own float32 error (``float64_arbiter`` in the row says this second opinion was needed).
+    ``inputs`` ((label, feed) pairs, e.g. from :func:`load_npz_inputs`) replace the seeded random inputs.
     """
     _check_interfaces(model_a, model_b)
     feeds: list[dict] = []
     probes: list[str] = []
-    for seed in range(seeds):
+    for label, feed in inputs or ():
+        feeds.append(dict(feed))
+        probes.append(label)
+    for seed in range(seeds if inputs is None else 0):
         for feed in runtime.input_sets(model_a, input_ranges, sizes=sizes, seed=100 * seed):
             feeds.append(feed)
             probes.append("random " + "x".join(str(d) for d in next(iter(feed.values())).shape))
@@ -99,13 +104,26 @@ def verify(
     sess_a, sess_b = runtime.session(model_a), runtime.session(model_b)
     names_b = [o.name for o in sess_b.get_outputs()]
     worst: dict[str, runtime.Difference] = {}
+    shapes: dict[str, tuple[list[int], list[int]]] = {}
+    nonfinite: set[str] = set()
     failed: set[str] = set()
     arbitrated: set[str] = set()
     truth: dict = {}
-    for feed in feeds:
-        out_a = runtime.run(sess_a, feed)
-        out_b = dict(zip(names_b, sess_b.run(names_b, feed)))
+    for index, feed in enumerate(feeds):
+        try:
+            out_a = runtime.run(sess_a, feed)
+            out_b = dict(zip(names_b, sess_b.run(names_b, feed)))
+        except Exception as exc:
+            if index >= len(inputs or ()):
+                raise
+            raise BadModelError(  # the user's own input: say which one the models cannot take
+                f"{probes[index]}: onnxruntime cannot run the models on it ({str(exc).splitlines()[0][:160]})"
+            ) from None
         for (name, ref), cand in zip(out_a.items(), out_b.values()):
+            if ref.shape != cand.shape:
+                shapes.setdefault(name, (list(ref.shape), list(cand.shape)))
+            elif np.isfinite(ref).all() and not np.isfinite(cand).all():
+                nonfinite.add(name)
             diff = runtime.compare(ref, cand, name)
             if not diff.within(atol, rtol):
                 tolerance = atol + rtol * max(diff.ref_range, 1.0)
@@ -129,7 +147,133 @@ def verify(
             "range": d.ref_range,
             "ok": d.output not in failed,
             "float64_arbiter": d.output in arbitrated,
+            "reason": _reason(d.output, shapes, nonfinite),
         }
         for d in worst.values()
     ]
     return VerifyReport(all(r["ok"] for r in rows), atol, rtol, rows, probes)
+
+
+def _reason(
+    output: str, shapes: Mapping[str, tuple[list[int], list[int]]], nonfinite: set[str]
+) -> str | None:
+    """Why an output could not be compared number by number (None when it could): shapes that differ ("output
+    'y' has shape [1, 3, 34, 46] in the reference but [1, 3, 51, 69] in the candidate") or NaN/Inf values."""
+    if output in shapes:
+        ref, cand = shapes[output]
+        return f"output '{output}' has shape {ref} in the reference but {cand} in the candidate"
+    if output in nonfinite:
+        return f"output '{output}' of the candidate holds NaN or Inf where the reference is finite"
+    return None
+
+
+def load_npz_inputs(model: onnx.ModelProto, path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
+    """(label, feed) from an .npz file holding one array per model input, named like the input; BadModelError
+    names the file and the input when names, ranks or fixed dims disagree."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise BadModelError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0][:120]})") from None
+    specs = runtime.input_specs(model)
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in arrays]
+    extra = [k for k in arrays if k not in names]
+    if missing or extra:
+        raise BadModelError(
+            f"{path}: holds {sorted(arrays) or 'no arrays'}; the model's inputs are {names} "
+            "(save one array per input under its name, e.g. np.savez(path, input=x))"
+        )
+    feed = {}
+    for spec in specs:
+        value = arrays[spec.name]
+        fixed = all(d is None or d == v for d, v in zip(spec.shape, value.shape))
+        if value.ndim != len(spec.shape) or not fixed:
+            declared = ["?" if d is None else d for d in spec.shape]
+            raise BadModelError(
+                f"{path}: array '{spec.name}' has shape {list(value.shape)}; the input is declared {declared}"
+            )
+        feed[spec.name] = value.astype(spec.dtype)
+    shape = "x".join(str(d) for d in feed[names[0]].shape)
+    return f"file {path.name} {shape}", feed
+
+
+@dataclass
+class LayerDivergence:
+    """Where two models with matching tensor names first part: the tensors compared, in the reference's node
+    order, and the first whose difference exceeds the tolerance (None when none does)."""
+
+    compared: int
+    first: dict | None = None
+
+    def as_dict(self) -> dict:
+        return {"compared": self.compared, "first": self.first}
+
+
+def first_divergence(
+    model_a: onnx.ModelProto,
+    model_b: onnx.ModelProto,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> LayerDivergence:
+    """Runs both models with every float tensor both produce as an extra output (polygraphy's 'mark all') and
+    names the first, in the reference's node order, that differs beyond ``atol + rtol * max(range, 1)``."""
+    produced_a = _float_tensors(model_a)
+    produced_b = set(_float_tensors(model_b))
+    shared = [name for name in produced_a if name in produced_b]
+    if not shared:
+        return LayerDivergence(0)
+    producer = {o: n for n in model_a.graph.node for o in n.output}
+    sess_a = runtime.session(_marked(model_a, shared))
+    sess_b = runtime.session(_marked(model_b, shared))
+    worst: dict[str, runtime.Difference] = {}
+    for feed in feeds:
+        got_a = dict(zip(shared, sess_a.run(shared, dict(feed))))
+        got_b = dict(zip(shared, sess_b.run(shared, dict(feed))))
+        for name in shared:
+            diff = runtime.compare(got_a[name], got_b[name], name)
+            if name not in worst or diff.max_abs > worst[name].max_abs:
+                worst[name] = diff
+            if got_a[name].shape != got_b[name].shape:
+                worst[name] = diff
+                break
+    for name in shared:
+        diff = worst.get(name)
+        if diff is None or diff.within(atol, rtol):
+            continue
+        node = producer[name]
+        return LayerDivergence(
+            len(shared),
+            {
+                "tensor": name,
+                "node": node.name,
+                "op": node.op_type,
+                "max_abs": diff.max_abs,
+                "tolerance": atol + rtol * max(diff.ref_range, 1.0),
+            },
+        )
+    return LayerDivergence(len(shared))
+
+
+def _float_tensors(model: onnx.ModelProto) -> list[str]:
+    """Float32 tensors produced by nodes, in node order (types from onnx shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+    }
+    return [o for n in model.graph.node for o in n.output if o and types.get(o) == onnx.TensorProto.FLOAT]
+
+
+def _marked(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that outputs every tensor of ``names`` too."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    for name in names:
+        if name not in have:
+            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return out

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import sys
+import os
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -57,25 +59,89 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def progress_bar(desc: str, enabled: bool):
-    """A tqdm bar on stderr (None when disabled or stderr is not a terminal)."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
+class _Tolerance(click.FloatRange):
+    """A finite number >= 0 (a negative or NaN tolerance would fail every comparison)."""
 
-    return tqdm(desc=desc, unit="run", file=sys.stderr, leave=False)
+    name = "tolerance"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number >= 0", param, ctx)
+        return number
+
+
+TOLERANCE = _Tolerance(min=0.0)
+
+JSON_HELP = (
+    "Print the result as strict JSON (RFC 8259). A figure that is not a finite number is null: a PSNR of "
+    "null means the outputs are identical (infinite PSNR); an error figure of null means the outputs could "
+    "not be compared (see the row's reason)."
+)
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help=JSON_HELP)(func)
 
 
 def echo_json(payload: object) -> None:
-    click.echo(json.dumps(payload, indent=2, default=_json_default))
+    """``payload`` as strict JSON: infinities and NaN become null (documented in JSON_HELP)."""
+    click.echo(json.dumps(strict_json(payload), indent=2, allow_nan=False))
 
 
-def _json_default(value: object):
+def strict_json(value: object) -> object:
+    """``value`` with every float that is not finite replaced by None, numpy scalars and arrays made plain,
+    objects with ``as_dict`` expanded and anything else unknown turned into its string."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if hasattr(value, "as_dict"):
-        return value.as_dict()
-    if isinstance(value, float) and math.isinf(value):
-        return str(value)
+        return strict_json(value.as_dict())
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return strict_json(value.tolist())
     return str(value)
+
+
+# ---------------------------------------------------------------- output paths
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """Exit 2 naming ``path`` (given as ``option``) when a file cannot be created there; nothing is left behind.
+
+    Checked before any work, by creating and removing a probe file in the folder the output will go to (or
+    in its nearest existing ancestor when the folder is still to be created): permission bits lie for root
+    and for pseudo file systems such as /sys and /proc.
+    """
+    if path.is_dir():
+        raise EtcError(f"{path}: {option} is a folder; give a file name")
+    _probe_folder(path.parent, path, option)
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """Exit 2 naming ``path`` (given as ``option``) when it is a file or files cannot be created in it."""
+    if path.exists() and not path.is_dir():
+        raise EtcError(f"{path}: {option} is a file, expected a folder")
+    _probe_folder(path, path, option)
+
+
+def _probe_folder(folder: Path, shown: Path, option: str) -> None:
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EtcError(f"{shown}: cannot write {option} there: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".etc-write-check.", dir=existing)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise EtcError(f"{shown}: cannot write {option} there ({reason}); choose a writable path") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def runnable_model(model, path: object, *, quiet: bool = False, also=None, also_path: object = None):
@@ -93,6 +159,17 @@ def runnable_model(model, path: object, *, quiet: bool = False, also=None, also_
         return model if also is None else (model, _check_runs(also, also_path))
     where, at = failure.where, _at_size(failure)
     size = runtime.runnable_size(model) if failure.size != (0, 0) else None
+    if failure.size == (0, 0):
+        custom = custom_domain_ops(model)
+        if custom:
+            raise UnrunnableModelError(
+                f"{path}: onnxruntime does not know {', '.join(custom)}: load that op's kernel library into "
+                "onnxruntime, or export the model with standard ONNX ops only"
+            )
+        raise UnrunnableModelError(
+            f"{path}: onnxruntime cannot load the model: {failure.message}. Check that onnxruntime supports its "
+            "ops and opset (re-export with opset 17 or 18)"
+        )
     if size is None:
         raise UnrunnableModelError(
             f"{path}: onnxruntime cannot run {where}{at}: {failure.message}. Check the model runs in "
@@ -110,6 +187,34 @@ def runnable_model(model, path: object, *, quiet: bool = False, also=None, also_
     return pinned if also is None else (pinned, _check_runs(runtime.pin_hw(also, size), also_path))
 
 
+# operator domains onnxruntime's CPU build registers kernels for
+ORT_DOMAINS = frozenset(
+    {
+        "",
+        "ai.onnx",
+        "ai.onnx.ml",
+        "com.microsoft",
+        "com.microsoft.nchwc",
+        "com.ms.internal.nhwc",
+        "ai.onnx.preview.training",
+        "ai.onnx.training",
+        "com.microsoft.experimental",
+    }
+)
+
+
+def custom_domain_ops(model) -> list[str]:
+    """ "Op (domain 'd', node 'n')" for every op type from a domain onnxruntime has no kernels for and the model
+    does not define as a local function; empty when there is none."""
+    local = {(f.domain, f.name) for f in model.functions}
+    seen: dict[tuple[str, str], str] = {}
+    for node in model.graph.node:
+        key = (node.domain, node.op_type)
+        if node.domain not in ORT_DOMAINS and key not in local and key not in seen:
+            seen[key] = node.name or node.output[0]
+    return [f"{op} (domain '{domain}', node '{name}')" for (domain, op), name in seen.items()]
+
+
 def _check_runs(model, what: object):
     """``model`` if onnxruntime runs it at the sizes ETC checks, else exit 2 naming the node."""
     from etc.errors import UnrunnableModelError
@@ -117,6 +222,12 @@ def _check_runs(model, what: object):
     failure = _run_failure(model)
     if failure is None:
         return model
+    custom = custom_domain_ops(model) if failure.size == (0, 0) else []
+    if custom:
+        raise UnrunnableModelError(
+            f"{what}: onnxruntime does not know {', '.join(custom)}: load that op's kernel library into "
+            "onnxruntime, or export the model with standard ONNX ops only"
+        )
     raise UnrunnableModelError(
         f"{what}: onnxruntime cannot run {failure.where}{_at_size(failure)}: {failure.message}"
     )
@@ -133,3 +244,43 @@ def _run_failure(model):
 def _at_size(failure) -> str:
     """The ' at input size HxW' of a failure at a size; empty for one at session creation."""
     return f" at input size {failure.size[0]}x{failure.size[1]}" if failure.size != (0, 0) else ""
+
+
+# ---------------------------------------------------------------- super-resolution facts
+
+
+def model_scale(model, path: object, scale: int | None) -> int:
+    """The model's upscaling factor, measured on one probe; a ``--scale`` that disagrees is exit 2 (before any
+    work), and a model whose output is not an integer upscaling of its input needs ``--scale`` to agree."""
+    from etc import runtime
+
+    if scale is not None and scale < 1:
+        raise EtcError("--scale must be a positive integer")
+    specs = runtime.input_specs(model)
+    if len(specs) != 1:
+        raise EtcError(f"{path}: quantize/eval need a model with one image input ({len(specs)} found)")
+    feed = runtime.make_inputs(specs, size=(16, 16))
+    out = next(iter(runtime.run(model, feed).values()))
+    (ih, iw), (oh, ow) = next(iter(feed.values())).shape[2:], out.shape[2:] if out.ndim == 4 else (0, 0)
+    measured = oh // ih if out.ndim == 4 and oh % ih == 0 and ow == iw * (oh // ih) else None
+    if scale is None and measured is None:
+        raise EtcError(
+            f"{path}: output {list(out.shape)} is not an integer upscaling of input [1, C, {ih}, {iw}]; "
+            "is this a super-resolution model?"
+        )
+    if scale is not None and scale != measured:
+        found = f"x{measured}" if measured else "no integer upscaling"
+        raise EtcError(
+            f"{path}: --scale {scale} does not match the model, which maps {ih}x{iw} to {oh}x{ow} ({found}); "
+            + (f"pass --scale {measured} or leave it out" if measured else "check the model")
+        )
+    return scale or measured  # type: ignore[return-value]
+
+
+THREADS_HELP = "onnxruntime intra-op threads for the runs this command makes (0 = onnxruntime's default)."
+
+
+def threads_option(func):
+    return click.option(
+        "--threads", type=click.IntRange(min=0), default=0, show_default=True, help=THREADS_HELP
+    )(func)

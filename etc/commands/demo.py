@@ -25,7 +25,12 @@ import click
 @click.option(
     "--calib", "calib_patches", type=int, default=16, show_default=True, help="INT8 calibration patches."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON (progress still on stderr).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the table as strict JSON (progress still on stderr); a figure that is not a finite number is null.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def demo(
     out_dir: Path | None, size: str, runs: int, threads: int, calib_patches: int, as_json: bool, quiet: bool
@@ -45,10 +50,12 @@ def demo(
     Exit codes: 0 ok, 1 the optimized graph is not equivalent.
     """
     from etc import demo as demo_lib
-    from etc.commands.common import echo_json, parse_size
+    from etc.commands.common import check_writable_folder, echo_json, parse_size
     from etc.errors import EquivalenceError, EtcError
 
     hw = parse_size(size)
+    if out_dir is not None:
+        check_writable_folder(out_dir, "--out")
     if runs < 1 or threads < 1 or calib_patches < 1:
         raise EtcError("--runs, --threads and --calib must be at least 1")
     say = None if quiet else (lambda text: click.echo(text, err=True))

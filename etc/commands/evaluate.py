@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, progress_bar, table
+from etc.commands.common import echo_json, json_option, model_scale, table, threads_option
+from etc.commands.progress import StageProgress
 
 
 @click.command()
@@ -33,7 +34,8 @@ from etc.commands.common import echo_json, progress_bar, table
     help="Run with onnxruntime graph optimizations (the deployment setting) or exactly as written.",
 )
 @click.option("--per-image", is_flag=True, help="Also list every image.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@threads_option
+@json_option
 def evaluate(
     model: Path,
     data: str,
@@ -42,12 +44,15 @@ def evaluate(
     limit: int | None,
     optimize: bool,
     per_image: bool,
+    threads: int,
     as_json: bool,
 ) -> None:
     """PSNR and SSIM of MODEL on an image set, Y channel, scale-pixel border crop (BasicSR convention).
 
     HR images are cropped to a multiple of the scale; LR images are given (BasicSR/DIV2K layouts) or made
-    with PIL's bicubic. Outputs are rounded to 8 bits before measuring. Exit codes: 0 ok, 2 bad input.
+    with PIL's bicubic. Outputs are rounded to 8 bits before measuring. Exit codes: 0 ok, 2 bad input
+    (including a --scale the model disagrees with, and HR images too small for SSIM after the border crop:
+    the message gives the smallest size accepted).
     """
     from etc.errors import EtcError
     from etc.frontends.onnx_io import load
@@ -55,10 +60,8 @@ def evaluate(
     from etc.quant.evaluate import evaluate_models
     from etc.quant.quantizer import infer_scale
 
-    if scale is not None and scale < 1:
-        raise EtcError("--scale must be a positive integer")
     main = load(model)
-    scale = scale or infer_scale(main)
+    scale = model_scale(main, model, scale)
     models = {}
     if reference is not None:
         ref = load(reference)
@@ -69,7 +72,9 @@ def evaluate(
     pairs = load_pairs(data, scale, purpose="eval", limit=limit)
     if not pairs:
         raise EtcError(f"{data}: no images to evaluate")
-    bar = progress_bar("evaluating", not as_json)
+    _check_sizes(pairs, scale, data)
+    bar = StageProgress("eval", not as_json, unit="model")
+    bar.stage(f"evaluating on {len(pairs)} image{'s' if len(pairs) != 1 else ''}", len(models))
     try:
         rows = evaluate_models(
             models,
@@ -77,11 +82,11 @@ def evaluate(
             scale,
             reference="reference" if reference is not None else None,
             optimize=optimize,
-            progress=bar.update if bar is not None else None,
+            threads=threads,
+            progress=bar,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close(last=None)
     names = {"model": str(model), "reference": str(reference)}
     for row in rows:
         row.model = names.get(row.model, row.model)
@@ -105,6 +110,21 @@ def evaluate(
     if per_image:
         img_rows = [[r.model, k, f"{p:.4f}", f"{s:.4f}"] for r in rows for k, (p, s) in r.per_image.items()]
         click.echo(table(img_rows, ["model", "image", "PSNR-Y dB", "SSIM-Y"]))
+
+
+def _check_sizes(pairs, scale: int, data: str) -> None:
+    """Exit 2 naming the first HR image too small for SSIM after the border crop, with the smallest size."""
+    from etc.errors import EtcError
+    from etc.quant.metrics import smallest_hr
+
+    least = smallest_hr(scale)
+    for pair in pairs:
+        h, w = pair.hr.shape[:2]
+        if h < least or w < least:
+            raise EtcError(
+                f"{data}: image '{pair.name}' is {w}x{h} (HR); x{scale} metrics need at least {least}x{least} "
+                f"(an 11x11 SSIM window after the {scale}-pixel border crop); remove it or use larger images"
+            )
 
 
 def _target_warning(model, optimize: bool) -> str | None:

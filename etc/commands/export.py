@@ -41,18 +41,25 @@ def export(
     """Export FACTORY (FILE.py:Name or package.module:Name) to ONNX with dynamic H/W.
 
     The factory is called with no arguments (or scale=S) and must return a torch.nn.Module taking one
-    NCHW image. Example: etc export examples/my_net.py:build --scale 2 -o net.onnx
+    NCHW image. Each step is announced on stderr with the time it started (the export itself takes seconds
+    to tens of seconds). Example: etc export examples/my_net.py:build --scale 2 -o net.onnx
     """
-    from etc.commands.common import parse_size
+    from etc.commands.common import check_writable_file, parse_size
+    from etc.commands.progress import StageProgress
     from etc.errors import EtcError
     from etc.frontends.onnx_io import save
 
+    check_writable_file(output, "-o")
+    h, w = parse_size(size)
+    steps = StageProgress("export", tty=False)
+    steps.stage("loading PyTorch")
     try:
         import torch
 
         from etc.frontends import torch as torch_frontend
     except ImportError:
         raise EtcError("etc export needs PyTorch: pip install 'etc-onnx[torch]'") from None
+    steps.stage(f"building {factory}" + (f" with scale={scale}" if scale is not None else ""))
     try:
         build = torch_frontend.load_factory(factory)
     except (ValueError, ImportError, AttributeError, FileNotFoundError) as exc:
@@ -60,11 +67,14 @@ def export(
     module = build(scale=scale) if scale is not None else build()
     if not isinstance(module, torch.nn.Module):
         raise EtcError(f"{factory}: returned {type(module).__name__}, expected a torch.nn.Module")
-    h, w = parse_size(size)
     example = torch.rand(1, channels, h, w, generator=torch.Generator().manual_seed(0))
     kwargs = {"opset": opset} if opset else {}
+    hw = "static" if static_hw else "dynamic"
+    steps.stage(f"tracing with the {exporter} exporter on a 1x{channels}x{h}x{w} example ({hw} H/W)")
     model = torch_frontend.export(
         module.eval(), example, dynamic_hw=not static_hw, exporter=exporter, **kwargs
     )
+    steps.stage(f"writing {output}")
     save(model, output)
+    steps.close()
     click.echo(f"wrote {output} ({exporter} exporter, opset {model.opset_import[0].version})")

@@ -6,14 +6,21 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, parse_size, table
+from etc.commands.common import echo_json, json_option, parse_size, table
+from etc.commands.shapes import input_shape_option, with_input_shapes
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--size", default="360x640", show_default=True, help="Input HxW used to count MACs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
-def info(model: Path, size: str, as_json: bool) -> None:
+@click.option(
+    "--size",
+    default="360x640",
+    show_default=True,
+    help="Input HxW used to count MACs (a model with static H/W, or fixed by --input-shape, uses its own).",
+)
+@input_shape_option
+@json_option
+def info(model: Path, size: str, input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Show inputs, outputs, opset, op histogram, parameters, MACs, bytes moved, estimated NPU time and
     plainness of MODEL.
 
@@ -23,9 +30,10 @@ def info(model: Path, size: str, as_json: bool) -> None:
     from etc.frontends.onnx_io import load
     from etc.info import human, model_info
 
-    loaded = load(model)
-    facts = model_info(loaded, parse_size(size))
-    cost = model_cost(loaded, parse_size(size))
+    loaded = with_input_shapes(load(model), input_shapes)
+    hw = _static_hw(loaded) or parse_size(size)
+    facts = model_info(loaded, hw)
+    cost = model_cost(loaded, hw)
     if as_json:
         echo_json({**facts.as_dict(), "cost": cost.as_dict()})
         return
@@ -44,3 +52,13 @@ def info(model: Path, size: str, as_json: bool) -> None:
     click.echo(f"plain   {facts.plain_share:.0%} of nodes are Conv/Relu/DepthToSpace")
     click.echo(f"depth   {facts.depth} nodes on the longest path; {facts.forks} branch points")
     click.echo(table([[op, n] for op, n in facts.ops.items()], ["op", "count"]))
+
+
+def _static_hw(model) -> tuple[int, int] | None:
+    """The H/W of the model's 4-D image input when they are static, else None."""
+    from etc.runtime import input_specs
+
+    for spec in input_specs(model):
+        if len(spec.shape) == 4 and not spec.dynamic_hw:
+            return int(spec.shape[2]), int(spec.shape[3])  # type: ignore[arg-type]
+    return None

@@ -7,13 +7,19 @@ from pathlib import Path
 import click
 
 from etc.commands.common import (
+    TOLERANCE,
+    check_writable_file,
+    check_writable_folder,
     echo_json,
     input_range_option,
+    json_option,
     parse_input_ranges,
     parse_size,
     runnable_model,
     table,
+    threads_option,
 )
+from etc.commands.shapes import input_shape_option, with_input_shapes
 
 
 @click.command()
@@ -28,6 +34,7 @@ from etc.commands.common import (
     help="Comma-separated pipeline, run in order and repeated until nothing changes. See `etc passes`.",
 )
 @input_range_option
+@input_shape_option
 @click.option(
     "--align-channels",
     type=int,
@@ -73,10 +80,10 @@ from etc.commands.common import (
     help="Compare the result with the input model after every pass and at the end.",
 )
 @click.option(
-    "--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance of verification."
+    "--atol", type=TOLERANCE, default=1e-5, show_default=True, help="Absolute tolerance of verification."
 )
 @click.option(
-    "--rtol", type=float, default=1e-5, show_default=True, help="Tolerance relative to the output range."
+    "--rtol", type=TOLERANCE, default=1e-5, show_default=True, help="Tolerance relative to the output range."
 )
 @click.option(
     "--dump-dir",
@@ -92,12 +99,14 @@ from etc.commands.common import (
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write an HTML report: graphs before/after, op histograms, rule hits and where, verification, latency.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@threads_option
+@json_option
 def optimize(
     model: Path,
     output: Path | None,
     passes: str,
     input_ranges: tuple[str, ...],
+    input_shapes: tuple[str, ...],
     align_channels: int,
     prelu_to_relu: bool,
     target: str,
@@ -111,6 +120,7 @@ def optimize(
     size: str,
     in_place: bool,
     report_path: Path | None,
+    threads: int,
     as_json: bool,
 ) -> None:
     """Rewrite MODEL into an equivalent model made of plainer ops.
@@ -126,9 +136,10 @@ def optimize(
     Every pass is checked numerically with onnxruntime (optimizations off); if one changes the outputs the
     command names it, exits 1 and writes nothing. A dynamic-H/W model that onnxruntime runs only at its traced
     size is optimized at that size, with a warning naming the node. Exit codes: 0 ok, 1 not equivalent,
-    2 bad input (including a model onnxruntime cannot run), 3 internal error (a bug in etc; please report).
+    2 bad input (including a model onnxruntime cannot run and an -o/--report/--dump-dir that cannot be
+    written, both checked before the work), 3 internal error (a bug in etc; please report).
     """
-    from etc import api
+    from etc import api, runtime
     from etc.errors import EquivalenceError, EtcError
     from etc.frontends.onnx_io import load, save
     from etc.pipeline import parse_pipeline
@@ -144,7 +155,14 @@ def optimize(
         raise EtcError(f"{output}: -o is the input file; pass --in-place to overwrite it")
     if report_path is not None and report_path.resolve() in (model.resolve(), output and output.resolve()):
         raise EtcError(f"{report_path}: --report would overwrite a model; choose another path")
-    source = runnable_model(load(model), model, quiet=as_json)
+    if output is not None:
+        check_writable_file(output, "-o")
+    if report_path is not None:
+        check_writable_file(report_path, "--report")
+    if dump_dir is not None:
+        check_writable_folder(dump_dir, "--dump-dir")
+    runtime.use_threads(threads)
+    source = runnable_model(with_input_shapes(load(model), input_shapes), model, quiet=as_json)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
     shown = (
         ", ".join(f"{n}=[{lo:g},{hi:g}]" for n, (lo, hi) in ranges.items()) or "float image inputs in [0, 1]"
@@ -188,7 +206,10 @@ def optimize(
     if report_path is not None:
         from etc.report import write_report
 
-        write_report(report_path, source, result, report, sites=recorder.sites, title=model.name)
+        try:
+            write_report(report_path, source, result, report, sites=recorder.sites, title=model.name)
+        except OSError as exc:
+            raise EtcError(f"{report_path}: cannot write --report there ({exc.strerror or exc})") from None
         if not as_json:
             click.echo(f"wrote report {report_path}", err=True)
     if as_json:

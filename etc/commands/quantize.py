@@ -8,12 +8,27 @@ from pathlib import Path
 import click
 
 from etc.commands.common import (
+    check_writable_file,
     echo_json,
     input_range_option,
+    json_option,
+    model_scale,
     parse_input_ranges,
-    progress_bar,
     runnable_model,
     table,
+    threads_option,
+)
+from etc.commands.progress import StageProgress
+
+# ops that make a model already quantized: quantizing it again would quantize its rounding errors
+QUANTIZED_OPS = (
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "ConvInteger",
+    "QLinearMatMul",
+    "MatMulInteger",
 )
 
 
@@ -29,7 +44,11 @@ from etc.commands.common import (
     help="Calibration images: a folder (DIV2K, BasicSR or HR-only layout), a name under $ETC_DATA or "
     "./datasets (e.g. DIV2K), or 'samples' (photos bundled with scikit-image).",
 )
-@click.option("--scale", type=int, help="Upscaling factor (default: measured from the model).")
+@click.option(
+    "--scale",
+    type=int,
+    help="Upscaling factor (default: measured from the model); one that disagrees with the model is exit 2.",
+)
 @click.option(
     "--method",
     type=click.Choice(["auto", "minmax", "percentile", "entropy"]),
@@ -38,7 +57,13 @@ from etc.commands.common import (
     help="Activation range method; auto picks per tensor the lowest expected quantization error.",
 )
 @click.option("--num", type=int, default=32, show_default=True, help="Calibration patches.")
-@click.option("--patch", type=int, default=64, show_default=True, help="Calibration patch size (LR pixels).")
+@click.option(
+    "--patch",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Calibration patch size (LR pixels); every calibration image must be at least this large at LR.",
+)
 @click.option(
     "--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel."
 )
@@ -112,9 +137,25 @@ from etc.commands.common import (
     show_default=True,
     help="End with PSNR drop on held-out calibration patches, MACs growth, INT8/FP32 latency on this CPU.",
 )
+@click.option(
+    "--exclude",
+    "excluded",
+    multiple=True,
+    metavar="NODE[,NODE...]",
+    help="Keep these nodes in float (node names or their output tensors; --sensitivity ranks the candidates): "
+    "their weights stay FP32 and their outputs get no Q/DQ pair (a Conv's Relu is a node of its own: name "
+    "it too to keep the pair float). Repeatable.",
+)
+@click.option(
+    "--sensitivity",
+    is_flag=True,
+    help="End with a per-layer table: the output PSNR against FP32 on held-out patches with every layer INT8, "
+    "and with each quantized Conv alone kept float (the gain says which to --exclude).",
+)
 @input_range_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patch crops.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@threads_option
+@json_option
 def quantize(
     model: Path,
     output: Path,
@@ -137,6 +178,9 @@ def quantize(
     prelu_to_relu: bool,
     input_ranges: tuple[str, ...],
     seed: int,
+    excluded: tuple[str, ...],
+    sensitivity: bool,
+    threads: int,
     as_json: bool,
 ) -> None:
     """Quantize MODEL to INT8 QDQ (uint8 activations, int8 weights) calibrated on images.
@@ -148,9 +192,13 @@ def quantize(
     and DepthToSpace on uint8. The default target is exact int32 accumulation; --target x86-avx2 limits
     the weights for x86 CPUs without VNNI. Ends with the PSNR drop on held-out calibration patches, the MACs
     growth and the INT8/FP32 latency on this CPU. Check on other images with `etc eval OUT.onnx --ref MODEL`.
+    Progress goes to stderr (not with --json): a bar per stage (total, ETA) on a terminal, one line per stage
+    otherwise.
     Exit codes: 0 ok, 1 the equalization changed the FP32 outputs, 2 bad input (including a model
-    onnxruntime cannot run), 3 internal error.
+    onnxruntime cannot run, an already quantized model, a --scale the model disagrees with, images smaller
+    than the patch, an -o that cannot be written; all checked before the work), 3 internal error.
     """
+    from etc import runtime
     from etc.errors import EtcError
     from etc.frontends.onnx_io import load, save
     from etc.quant.quantizer import quantize_with_report
@@ -158,12 +206,18 @@ def quantize(
 
     if output.resolve() == model.resolve():
         raise EtcError(f"{output}: -o is the input file; write the INT8 model elsewhere")
-    if scale is not None and scale < 1:
-        raise EtcError("--scale must be a positive integer")
-    source = runnable_model(load(model), model, quiet=as_json)
+    check_writable_file(output, "-o")
+    loaded = load(model)
+    _refuse_quantized(loaded, model)
+    runtime.use_threads(threads)
+    source = runnable_model(loaded, model, quiet=as_json)
+    scale = model_scale(source, model, scale)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
+    exclude = _excluded_nodes(source, excluded, model)
     patch = _patch_for(source, patch, model)
-    bar = progress_bar("calibrating", not as_json)
+    if summary:
+        _check_patch_for_metrics(patch, scale)
+    bar = StageProgress("quantize", not as_json, unit="step")
     started = time.perf_counter()
     try:
         qmodel, report = quantize_with_report(
@@ -186,16 +240,20 @@ def quantize(
             prelu_to_relu=prelu_to_relu,
             input_ranges=ranges,
             seed=seed,
-            progress=bar.update if bar is not None else None,
+            progress=bar,
+            exclude=exclude,
+            sensitivity=_sensitivity_patches(calib, scale, patch, seed) if sensitivity else None,
         )
-    finally:
-        if bar is not None:
-            bar.close()
+    except BaseException:
+        bar.close(last=None)
+        raise
+    bar.stage("writing the INT8 model")
     save(qmodel, output)
     figures = None
     if summary:
         from etc.quant.summary import summarize
 
+        bar.stage("summary (held-out PSNR, latency)")
         try:
             figures = summarize(
                 source,
@@ -211,9 +269,11 @@ def quantize(
                 f"summary unavailable: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}",
                 err=True,
             )
+    bar.close()
     if as_json:
         payload = report.as_dict()
         payload["output"] = str(output)
+        payload["excluded"] = exclude
         payload["summary"] = figures.as_dict() if figures else None
         echo_json(payload)
         return
@@ -241,6 +301,10 @@ def quantize(
     if report.finetune:
         click.echo(f"fine-tuning: {report.finetune}")
     click.echo(f"rounding {report.rounding}, bias corrected convs: {report.bias_corrected}; ops: {ops}")
+    if exclude:
+        click.echo(f"kept in float (--exclude): {', '.join(exclude)}")
+    if report.sensitivity:
+        click.echo(_sensitivity_text(report))
     click.echo(f"wrote {output}")
     for line in figures.lines() if figures else []:
         click.echo(line)
@@ -261,3 +325,76 @@ def _patch_for(source, patch: int, path: Path) -> int:
             "re-export it with dynamic H/W"
         )
     return h
+
+
+def _refuse_quantized(model, path: Path) -> None:
+    """Exit 2 when ``model`` already holds quantization ops: its float weights are gone."""
+    from etc.errors import EtcError
+
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    if counts:
+        found = ", ".join(f"{op} x{n}" for op, n in counts.items())
+        raise EtcError(
+            f"{path}: already quantized ({found}); quantizing it again would round its rounding errors. "
+            "Quantize the FP32 model it was made from"
+        )
+
+
+def _check_patch_for_metrics(patch: int, scale: int) -> None:
+    """Exit 2 when the summary's held-out PSNR/SSIM cannot be measured on patches of ``patch`` LR pixels."""
+    from etc.errors import EtcError
+    from etc.quant.metrics import smallest_hr
+
+    least = smallest_hr(scale) // scale
+    if patch < least:
+        raise EtcError(
+            f"--patch {patch}: the summary's held-out SSIM at x{scale} needs patches of at least {least} LR "
+            f"pixels (an 11x11 window after the {scale}-pixel border crop); pass --patch {least} or more, or "
+            "--no-summary"
+        )
+
+
+def _excluded_nodes(model, values: tuple[str, ...], path: Path) -> list[str]:
+    """The --exclude names, split on commas; exit 2 naming one the model does not have."""
+    from etc.errors import EtcError
+    from etc.quant.quantizer import named_nodes as quantizer_names
+
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    named = quantizer_names(model)  # the names quantization gives unnamed nodes (Op_index) count too
+    known = {n.name for n in named.graph.node} | {o for n in model.graph.node for o in n.output}
+    for name in names:
+        if name not in known:
+            convs = [n.name or n.output[0] for n in model.graph.node if n.op_type == "Conv"][:6]
+            raise EtcError(
+                f"--exclude {name}: {path} has no node or tensor named so (Conv nodes: {', '.join(convs)}"
+                f"{', ...' if len(convs) == 6 else ''}; --sensitivity lists the quantized ones)"
+            )
+    return names
+
+
+def _sensitivity_patches(calib: str, scale: int, patch: int, seed: int) -> list:
+    """Held-out LR patches of the calibration images (other crops than calibration's), as model inputs."""
+    from etc.quant.calib import to_nchw
+    from etc.quant.summary import heldout_pairs
+
+    return [to_nchw(p.lr) for p in heldout_pairs(calib, scale, num=8, patch=patch, seed=seed + 2000)]
+
+
+def _sensitivity_text(report) -> str:
+    """The --sensitivity table: each quantized Conv kept float alone, largest output-PSNR gain first."""
+
+    def db(value: float) -> str:
+        return "identical" if value == float("inf") else f"{value:.2f}"
+
+    rows = [
+        [r.node, r.tensor, db(r.psnr_float), f"{r.gain_db:+.2f}" if r.gain_db != float("inf") else "inf"]
+        for r in report.sensitivity
+    ]
+    head = (
+        "per-layer sensitivity: output PSNR against FP32 on held-out patches with one Conv kept float "
+        f"(all INT8: {db(report.sensitivity_base)} dB); --exclude takes the node or its output"
+    )
+    return head + "\n" + table(rows, ["kept float", "output", "PSNR dB", "gain dB"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from etc.errors import BadModelError
+from etc.errors import BadModelError, EtcError
 
 MIN_OPSET = 11
 MAX_OPSET = 23
@@ -219,11 +219,16 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, overwrite_input: st
     path = Path(path)
     if overwrite_input is not None and Path(overwrite_input).resolve() == path.resolve():
         raise BadModelError(f"{path}: output is the input file; pass --in-place to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     large = model.ByteSize() >= _TWO_GB
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the user's path, not the temporary file
+        raise EtcError(f"{path}: cannot write there ({exc.strerror or type(exc).__name__})") from None
     os.close(fd)
     try:
+        # mkstemp makes 0600; the output gets the permissions of any new file
+        os.chmod(tmp, 0o666 & ~_umask())
         if large:
             data_name = path.name + ".data"
             onnx.save_model(
@@ -233,10 +238,19 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, overwrite_input: st
             with open(tmp, "wb") as handle:
                 handle.write(model.SerializeToString())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise EtcError(f"{path}: cannot write there ({exc.strerror or type(exc).__name__})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _short(exc: BaseException) -> str:

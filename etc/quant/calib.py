@@ -296,7 +296,8 @@ def calibration_patches(
 ) -> list[np.ndarray]:
     """``num`` float32 (1, 3, P, P) LR patches in [0, 1], seeded random crops spread over the images.
 
-    Images smaller than the patch give one whole-image crop. Folders are read lazily: at most ``num`` images.
+    An image smaller than the patch is a DataError giving the smallest size accepted. Folders are read
+    lazily: at most ``num`` images.
     """
     if num < 1:
         raise DataError(f"--num must be at least 1, got {num}")
@@ -305,6 +306,8 @@ def calibration_patches(
     pairs = load_pairs(spec, scale, purpose="calib", limit=num)
     if not pairs:
         raise DataError(f"{spec}: no calibration images")
+    for pair in pairs:
+        check_patch_fits(pair, patch, scale, spec)
     rng = np.random.default_rng(seed)
     out = []
     for i in range(num):
@@ -315,3 +318,15 @@ def calibration_patches(
         left = int(rng.integers(0, w - pw + 1))
         out.append(to_nchw(lr[top : top + ph, left : left + pw]))
     return out
+
+
+def check_patch_fits(pair: ImagePair, patch: int, scale: int, spec: object) -> None:
+    """DataError when ``pair``'s LR image is smaller than a ``patch`` x ``patch`` crop, giving the smallest size."""
+    h, w = pair.lr.shape[:2]
+    if h >= patch and w >= patch:
+        return
+    raise DataError(
+        f"{spec}: image '{pair.name}' is {w}x{h} at LR (x{scale}); calibration patches of {patch} LR pixels "
+        f"need images of at least {patch}x{patch} LR ({patch * scale}x{patch * scale} HR) pixels; pass a "
+        "smaller --patch or larger images"
+    )

@@ -58,6 +58,16 @@ def psnr_y(sr: np.ndarray, hr: np.ndarray, crop: int = 0) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
+SSIM_WINDOW = 11
+
+
+def smallest_hr(scale: int) -> int:
+    """The smallest HR side (a multiple of ``scale``) whose Y channel, less the ``scale``-pixel border crop,
+    still holds one SSIM window."""
+    need = SSIM_WINDOW + 2 * scale
+    return -(-need // scale) * scale
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(x**2) / (2 * sigma**2))
@@ -76,7 +86,7 @@ def ssim_y(sr: np.ndarray, hr: np.ndarray, crop: int = 0) -> float:
     a, b = _crop(rgb_to_y(sr), crop), _crop(rgb_to_y(hr), crop)
     if a.shape != b.shape:
         raise ValueError(f"image sizes differ: {a.shape} vs {b.shape}")
-    if min(a.shape) < 11:
+    if min(a.shape) < SSIM_WINDOW:
         raise ValueError(f"image {a.shape} is too small for an 11x11 SSIM window")
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     w = _gaussian_window()

@@ -114,8 +114,11 @@ def is_quantizable_conv(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) 
     return proto.is_const_conv(node, consts) and consts[node.input[1]].ndim == 4
 
 
-def plan_qdq(model: onnx.ModelProto) -> Plan:
-    """Decides the Q/DQ placement described in the module docstring (model nodes in topological order)."""
+def plan_qdq(model: onnx.ModelProto, exclude: frozenset[str] = frozenset()) -> Plan:
+    """Decides the Q/DQ placement described in the module docstring (model nodes in topological order).
+
+    Nodes named in ``exclude`` (by node name or output tensor) stay float: their weights are not quantized and
+    their outputs get no Q/DQ pair (a Conv whose Relu is excluded quantizes its own output instead)."""
     consts = constants(model)
     floats = float_tensors(model)
     readers = proto.readers(model)
@@ -134,7 +137,7 @@ def plan_qdq(model: onnx.ModelProto) -> Plan:
             quantized.add(value.name)
     skip: set[str] = set()
     for node in model.graph.node:
-        if id(node) in skip or not node.output:
+        if id(node) in skip or not node.output or _excluded(node, exclude):
             continue
         out = node.output[0]
         if node.op_type == "Conv":
@@ -142,7 +145,8 @@ def plan_qdq(model: onnx.ModelProto) -> Plan:
                 continue
             plan.convs.append(node.name)
             users = readers.get(out, [])
-            if len(users) == 1 and users[0].op_type == "Relu" and out not in outputs:
+            fusable = len(users) == 1 and users[0].op_type == "Relu" and not _excluded(users[0], exclude)
+            if fusable and out not in outputs:
                 relu = users[0]
                 plan.fused[out] = relu.output[0]
                 skip.add(id(relu))
@@ -156,6 +160,10 @@ def plan_qdq(model: onnx.ModelProto) -> Plan:
             plan.own.append(out)
             quantized.add(out)
     return plan
+
+
+def _excluded(node: onnx.NodeProto, exclude: frozenset[str]) -> bool:
+    return bool(exclude) and (node.name in exclude or any(o in exclude for o in node.output))
 
 
 # ---------------------------------------------------------------- parameters

@@ -68,6 +68,8 @@ class QuantReport:
     prelu_to_relu: int = 0  # PReLU/LeakyReLU nodes rewritten as ReLU before quantizing
     ops: dict[str, int] = field(default_factory=dict)
     blocks: list = field(default_factory=list)  # etc.quant.reconstruct.BlockResult per block (reconstruct)
+    sensitivity: list = field(default_factory=list)  # etc.quant.sensitivity.LayerSensitivity, when asked
+    sensitivity_base: float = 0.0  # all-INT8 output PSNR (dB against FP32) the sensitivity gains start from
 
     def as_dict(self) -> dict:
         return {
@@ -88,6 +90,12 @@ class QuantReport:
             "finetune": self.finetune,
             "prelu_to_relu": self.prelu_to_relu,
             "ops": self.ops,
+            "sensitivity": {
+                "all_int8_psnr": self.sensitivity_base,
+                "layers": [r.as_dict() for r in self.sensitivity],
+            }
+            if self.sensitivity
+            else None,
         }
 
 
@@ -174,6 +182,12 @@ def _ensure_named(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def named_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every node named as quantization names it (``Op_index`` for an unnamed node), so that names
+    in its reports (e.g. the sensitivity table) can be given back as ``exclude``."""
+    return _ensure_named(_constant_nodes_to_initializers(model))
+
+
 def _constant_nodes_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -217,6 +231,8 @@ def quantize_with_report(
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    exclude: Sequence[str] = (),
+    sensitivity: Sequence[np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, QuantReport]:
     """The INT8 QDQ model and what was decided. ``calib`` is a dataset spec or a list of (1, 3, h, w) arrays.
 
@@ -225,7 +241,12 @@ def quantize_with_report(
     until the conv MACs reach that multiple of the FP32 model's (:mod:`etc.quant.budget`; at most ``split``
     copies when ``split`` > 1, else 2). ``target`` is the kernel the model is made for (:mod:`etc.quant.target`: ``int32``
     exact accumulation, ``x86-avx2`` pair limit, ``native`` probes this CPU); ``safe_u8s8`` overrides the
-    weight-grid constraint the target implies."""
+    weight-grid constraint the target implies. Nodes named in ``exclude`` (node names or output tensors of
+    the given model) stay float (:func:`etc.quant.qdq.plan_qdq`). ``sensitivity`` (held-out (1, 3, h, w)
+    arrays, e.g. :func:`etc.quant.summary.heldout_pairs` LR patches) asks for the per-layer table of
+    :mod:`etc.quant.sensitivity` in ``report.sensitivity``. ``progress`` is called with the number of steps done; when it
+    also has a ``stage(name, total)`` method it is told when each stage starts and how many steps it has
+    (etc.commands.progress.StageProgress)."""
     from etc.frontends.onnx_io import as_model
     from etc.quant import target as targets
     from etc.quant.calib import calibration_patches
@@ -253,6 +274,7 @@ def quantize_with_report(
         model, rewritten = relu_form(model, input_ranges)
     model = _ensure_named(_constant_nodes_to_initializers(model))
     scale = scale or infer_scale(model)
+    _stage(progress, "reading calibration images", None)
     if isinstance(calib, (str, os.PathLike)):
         patches = calibration_patches(calib, scale, num=num, patch=patch, seed=seed)
         calib_name = str(calib)
@@ -278,6 +300,7 @@ def quantize_with_report(
     copied = split > 1 or bool(report.split)
     if equalize:  # a budget buys few copies: weigh activation noise as without them (measured better)
         act_weight = ACT_WEIGHT_WITH_COPIES if split > 1 and split_budget is None else ACT_WEIGHT_NO_COPIES
+        _stage(progress, "equalizing", 2 * len(feeds))
         model, report.equalized, report.equalize_max_abs = _equalize(
             model, feeds, caps, input_ranges, progress, act_weight
         )
@@ -285,7 +308,8 @@ def quantize_with_report(
     if copied and stagger > 0:
         model, report.staggered = _stagger(model, caps, stagger, input_ranges)
         caps, exact = clip_structures(model)
-    plan = qdq.plan_qdq(model)
+    plan = qdq.plan_qdq(model, frozenset(exclude))
+    _stage(progress, "calibrating ranges", 2 * len(feeds))
     stats = observe.collect(model, feeds, plan.own, progress, observe.consumer_weights(model, plan.own))
     ranges: dict[str, tuple[float, float]] = {}
     for name in plan.own:
@@ -309,6 +333,7 @@ def quantize_with_report(
     float_model = model
     grids: dict[str, np.ndarray] = {}
     if rounding == "gptq":
+        _stage(progress, "rounding weights (gptq)", None)
         model, grids = _gptq(model, plan, feeds, per_channel, safe_u8s8)
     elif rounding in ("refit", "reconstruct"):
         from etc.quant.reconstruct import reconstruct
@@ -317,19 +342,21 @@ def quantize_with_report(
         problem = FitProblem(
             model, model, plan, ranges, feeds, per_channel, safe_u8s8, skip_inputs=frozenset(caps)
         )
+        _stage(progress, f"rounding weights ({rounding})", _rounding_steps(rounding, len(problem.fittable())))
         fitted = refit(problem, progress) if rounding == "refit" else reconstruct(problem, progress=progress)
         model, grids = fitted[0], fitted[1]
         if rounding == "reconstruct":
             report.blocks = fitted[2]
     build = dict(per_channel=per_channel, safe_u8s8=safe_u8s8, grids=grids)
     if bias_correction:
-        model, report.bias_corrected = _bias_correct(model, plan, ranges, feeds, caps, build)
+        model, report.bias_corrected = _bias_correct(model, plan, ranges, feeds, caps, build, progress)
     if range_search:
         from etc.quant.search import search_ranges
 
         out_name = model.graph.output[0].name
         reference = [v[out_name] for v in observe.run_tensors(float_model, feeds, [out_name])]
         movable = [n for n in plan.own if report.methods.get(n) not in ("exact", "cap")]
+        _stage(progress, "searching ranges", len(movable))
         ranges, report.search_before, report.search_after = search_ranges(
             model, plan, ranges, feeds, reference, movable, build, progress=progress
         )
@@ -337,11 +364,21 @@ def quantize_with_report(
     if finetune_steps > 0 and grids:
         from etc.quant.finetune import finetune
 
+        _stage(progress, f"fine-tuning (up to {finetune_steps} steps)", None)
         train, held = _finetune_sets(calib, scale, num, patch, seed, feeds, in_name)
         tuned, report.finetune = finetune(
             model, plan, ranges, grids, train, held, float_model, build, steps=finetune_steps, seed=seed
         )
         model = tuned if tuned is not None else model
+    if sensitivity is not None and plan.convs:
+        from etc.quant.sensitivity import layer_sensitivity
+
+        _stage(progress, "per-layer sensitivity", len(plan.convs))
+        held = [{in_name: np.asarray(p, np.float32)} for p in sensitivity] or feeds
+        report.sensitivity_base, report.sensitivity = layer_sensitivity(
+            float_model, model, plan, ranges, build, held, exclude=frozenset(exclude), progress=progress
+        )
+    _stage(progress, "building the QDQ model", None)
     qmodel = qdq.build_qdq(model, plan, ranges, **build)
     targets.record(qmodel, resolved, target)
     report.ops = {}
@@ -479,12 +516,30 @@ def _gptq(model, plan, feeds, per_channel, safe_u8s8):
     return out, grids
 
 
-def _bias_correct(model, plan, ranges, feeds, caps, build):
+def _rounding_steps(rounding: str, convs: int) -> int | None:
+    """Progress steps of the weight rounding of ``convs`` Convs: one per Conv (refit), one per learning step
+    (reconstruct)."""
+    if rounding == "reconstruct":
+        from etc.quant.reconstruct import DEFAULT
+
+        return convs * DEFAULT.iters
+    return convs
+
+
+def _stage(progress, name: str, total: int | None) -> None:
+    """Tells a stage-aware ``progress`` (one with a ``stage(name, total)`` method) that a stage starts."""
+    start = getattr(progress, "stage", None)
+    if start is not None:
+        start(name, total)
+
+
+def _bias_correct(model, plan, ranges, feeds, caps, build, progress=None):
     """Adds the mean float-minus-QDQ error of every Conv's output (before its activation) to its bias."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     convs = [n for n in proto.nodes_named(out, plan.convs) if n.input[0] not in caps and len(n.input) > 2]
     names = [n.output[0] for n in convs]
+    _stage(progress, "bias correction", len(convs))
     want = {n: np.zeros(0) for n in names}
     for values in observe.run_tensors(out, feeds, names):
         for name, v in values.items():
@@ -502,4 +557,6 @@ def _bias_correct(model, plan, ranges, feeds, caps, build):
         bias = qdq.constants(out)[node.input[2]].astype(np.float64)
         proto.set_initializer(out, node.input[2], bias + delta)
         corrected += 1
+        if progress:
+            progress(1)
     return out, corrected

@@ -122,8 +122,10 @@ def learn_rounding(
     scales: np.ndarray,
     bias: np.ndarray,
     settings: Settings,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(int8 weights, bias, steps taken) minimising the block loss of the module docstring."""
+    """(int8 weights, bias, steps taken) minimising the block loss of the module docstring; ``progress`` is
+    called once per step (and once with the steps left when the time limit stops the block early)."""
     torch = block.torch
     gen = torch.Generator().manual_seed(settings.seed)
     s = torch.tensor(scales.reshape(-1, 1, 1, 1), dtype=torch.float32)
@@ -146,13 +148,17 @@ def learn_rounding(
         hv = soft(v, torch)
         loss = block.loss(s * (base + hv), b, index, top, left, size)
         if step > warm:
-            progress = (step - warm) / max(settings.iters - warm, 1)
-            beta = 20.0 + (2.0 - 20.0) * progress
+            fraction = (step - warm) / max(settings.iters - warm, 1)
+            beta = 20.0 + (2.0 - 20.0) * fraction
             loss = loss + settings.reg * (1 - (2 * hv - 1).abs().pow(beta)).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if progress:
+            progress(1)
         if time.perf_counter() - start > settings.seconds:
+            if progress and settings.iters > step:
+                progress(settings.iters - step)
             break
     with torch.no_grad():
         q = np.clip(base_np + (soft(v, torch).numpy() >= 0.5), -127, 127).astype(np.int8)
@@ -184,7 +190,7 @@ def reconstruct(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray], list[BlockResult]]:
     """(model with learned int8-grid weights and biases, {Conv name: scales}, per-block results), on the same
-    problem as :func:`etc.quant.refit.refit`."""
+    problem as :func:`etc.quant.refit.refit`. ``progress`` counts learning steps: ``settings.iters`` per Conv."""
     import torch
 
     from etc.quant.proto import set_initializer
@@ -216,7 +222,9 @@ def reconstruct(
         relu = name != node.output[0]
         bounds = tuple(ranges[name]) if name in ranges else None
         block = _Block(x_quant, targets[name], pads, relu, bounds, importance.get(name), torch)
-        q_learn, b_learn, steps = learn_rounding(block, fitted[-1], q_refit, scales, b_refit, settings)
+        q_learn, b_learn, steps = learn_rounding(
+            block, fitted[-1], q_refit, scales, b_refit, settings, progress
+        )
         if safe_u8s8 and safe_u8s8 != "any":
             q_refit, q_learn = qdq.clamp_pairs(q_refit), qdq.clamp_pairs(q_learn)
         loss_refit = block_loss(block, q_refit, scales, b_refit)
@@ -229,6 +237,4 @@ def reconstruct(
         results.append(
             BlockResult(node.name, loss_refit, loss_learn, "learned" if learned else "refit", steps)
         )
-        if progress:
-            progress(1)
     return out, grids, results

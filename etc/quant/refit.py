@@ -97,12 +97,15 @@ class FitProblem:
         """A copy of ``model`` and its fittable Convs (stride 1, explicit pads, with a bias), in order."""
         out = onnx.ModelProto()
         out.CopyFrom(self.model)
-        convs = [
+        return out, self.fittable(out)
+
+    def fittable(self, model: onnx.ModelProto | None = None) -> list[onnx.NodeProto]:
+        """The fittable Convs of ``model`` (default: the problem's), in order."""
+        return [
             n
-            for n in proto.nodes_named(out, self.plan.convs)
+            for n in proto.nodes_named(model or self.model, self.plan.convs)
             if n.input[0] not in self.skip_inputs and len(n.input) > 2 and conv_geometry(n) is not None
         ]
-        return out, convs
 
     def layer_inputs(
         self, out: onnx.ModelProto, grids: Mapping[str, np.ndarray], node: onnx.NodeProto
