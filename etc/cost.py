@@ -1,6 +1,6 @@
 """What a model costs and whether a widening rewrite is worth it.
 
-Exact is necessary, not sufficient (GUIDE.md §5). This module
+Exact is necessary, not sufficient: a rewrite is worth doing only if the model gets cheaper. This module
 
 * counts a model's cost at a concrete input size: MACs, parameters, bytes moved, op count, and an estimated time
   on a mobile NPU (:func:`model_cost`);
@@ -19,8 +19,8 @@ and, if they overrun the budget, accepted with a warning.
 NPU time model (``npu``): time = MACs / NPU_MACS_PER_S + bytes moved by non-plain ops / NPU_SLOW_BYTES_PER_S
 + ops x NPU_OP_OVERHEAD_S. Plain ops (Conv, Relu, DepthToSpace) run fused on the MAC array; anything else
 (Add, Concat, Tile, Clip, Resize, ...) leaves it and moves its inputs and output through memory. The constants
-are fitted to the figures the ETDS paper reports for a Dimensity 8100 NPU, INT8, 360x640 input (quoted in
-GUIDE.md §5): ABPN-M4C28 x3 runs 13.7 ms after ET (10.6 GMACs, plain) -> ~0.8 TMAC/s, and 20.5 ms as trained
+are fitted to the figures the ETDS paper (CVPR 2023, its tables of mobile latency) reports for a Dimensity 8100
+NPU, INT8, 360x640 input: ABPN-M4C28 x3 runs 13.7 ms after ET (10.6 GMACs, plain) -> ~0.8 TMAC/s, and 20.5 ms as trained
 (9.2 GMACs plus ~38 MB moved by its anchor Concat, Add and Clip) -> ~4.5 GB/s for the slow path. The per-op
 overhead (20 us) is an assumed dispatch cost of the order NPU runtimes document, not a measurement. The model
 ranks forms; it does not predict another device's milliseconds.

@@ -72,7 +72,6 @@ class Options:
     input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     align_channels: int = 1
     prelu_to_relu: bool = False
-    allow_border_inexact: bool = False
     max_growth: float = 1.25  # final MACs at most this times the merged form's (etc.cost.CostBudget)
     allow_dense: bool = False  # grouped/depthwise convs may become dense when a merge needs it
     # False: every widening rewrite that adds MACs is declined (--target cpu's "plain-kept")

@@ -357,9 +357,8 @@ def quantize(model_or_path, calib="samples", **kwargs) -> onnx.ModelProto:
 
 PRELU_OPS = ("PRelu", "LeakyRelu")
 # Equalization's weight of activation noise against weight noise (etc.quant.equalize.estimated_noise): with
-# channel copies the weight side is cheap (16); without them, with refitted weights, 6 measured 0.031 dB
-# against 0.052 on ETDS M4C32 x4, 0.112 against 0.114 on M6C32 x2, 0.043 against 0.040 on ABPN_ET. With
-# split_budget 1.05 (a few copies) 6 measured 0.062 against 0.067 with 16 on ETDS M4C32 x2.
+# channel copies the weight side is cheap (16); without them 6 (the comparison on the trained models is in
+# bench/RESULTS.md, "Quantizer design measurements").
 ACT_WEIGHT_WITH_COPIES = 16.0
 ACT_WEIGHT_NO_COPIES = 6.0
 BUDGET_MAX_COPIES = 2  # copies per channel under split_budget when split is not given (etc.quant.budget)

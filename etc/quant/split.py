@@ -29,8 +29,7 @@ least ``min_ratio`` times the largest weight of every other channel, that channe
 max(2, ceil(ratio / ``per_copy``)) copies, at most ``max_copies``: each copy's weight stays within
 ``per_copy`` (2) times the runner-up. Channels dominated 2-4x get two copies; the carried image channels (read
 with ~1 against ~0.1) get the most, which :mod:`etc.quant.stagger` turns into activation precision as well.
-ETDS M6C32 x2 with at most 4 copies and staggering: 0.045 dB PSNR drop with ceil(ratio) copies (+93 channels
-over 7 tensors), 0.046 dB with ceil(ratio / 2) (+77 channels, about 15 % less INT8 latency).
+``per_copy`` = 2 rather than 1 buys the same drop with fewer channels (bench/RESULTS.md).
 """
 
 from __future__ import annotations
