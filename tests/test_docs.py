@@ -22,7 +22,9 @@ def test_each_pass_docstring_names_every_family_it_runs(pass_module):
 
 def _readme_commands() -> list[list[str]]:
     blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-    return [shlex.split(line.split("#")[0]) for block in blocks for line in block.splitlines() if line.strip()]
+    return [
+        shlex.split(line.split("#")[0]) for block in blocks for line in block.splitlines() if line.strip()
+    ]
 
 
 def test_readme_copy_commands_never_overwrite_a_tracked_file():
@@ -45,7 +47,9 @@ def test_repository_paths_named_in_the_readme_exist():
 def _copy_targets() -> list[tuple[str, str]]:
     pairs = []
     for words in _readme_commands():
-        pairs += [(words[i + 1], words[i + 2]) for i, w in enumerate(words) if w == "cp" and i + 2 < len(words)]
+        pairs += [
+            (words[i + 1], words[i + 2]) for i, w in enumerate(words) if w == "cp" and i + 2 < len(words)
+        ]
     return pairs
 
 

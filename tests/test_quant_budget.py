@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from etc.cost import conv_macs_per_pixel
 from etc.quant import budget, quantizer, split
-from etc.quant.summary import conv_macs
 from etc.testing import assert_equivalent
 from tests.test_eval import tiny_sr  # noqa: F401  (module fixture: ETDS M1C8 x2, random weights, on disk)
 from tests.test_quant_reconstruct import etds_small  # noqa: F401  (module fixture: real ETDS M5C16 x4)
@@ -19,11 +19,11 @@ from tests.test_quant_reconstruct import etds_small  # noqa: F401  (module fixtu
 def test_budgeted_copies_respect_the_budget_and_stay_exact(etds_small, limit):  # noqa: F811
     model, crops = etds_small
     feeds = [{model.graph.input[0].name: c} for c in crops]
-    base = conv_macs(model)
+    base = conv_macs_per_pixel(model)
     out, records = budget.split_to_budget(model, feeds, base_macs=base, budget=limit)
     assert records, "the budget buys at least one copy"
-    assert base < conv_macs(out) <= limit * base
-    left = limit * base - conv_macs(out)
+    assert base < conv_macs_per_pixel(out) <= limit * base
+    left = limit * base - conv_macs_per_pixel(out)
     widths = budget.conv_widths(out)
     cheapest = min(
         widths[s.producer][1] * widths[s.producer][2] + sum(widths[c][0] * widths[c][2] for c in s.consumers)
@@ -37,7 +37,7 @@ def test_quantizer_split_budget_bounds_the_int8_macs(etds_small):  # noqa: F811
     model, crops = etds_small
     qmodel, report = quantizer.quantize_with_report(model, crops, scale=4, split_budget=1.05)
     assert report.split and report.staggered
-    assert conv_macs(qmodel) <= 1.05 * conv_macs(model)
+    assert conv_macs_per_pixel(qmodel) <= 1.05 * conv_macs_per_pixel(model)
     _, none = quantizer.quantize_with_report(model, crops, scale=4, split_budget=1.0)
     assert none.split == [] and none.staggered == []
 
@@ -73,6 +73,6 @@ def test_cli_split_budget_writes_a_model_within_the_budget(tiny_sr, tmp_path):  
     res = CliRunner().invoke(cli, [*argv, "--split-budget", "1.2"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["split"], "a 1.2x budget buys copies on ETDS M1C8"
-    assert conv_macs(load(out)) <= 1.2 * conv_macs(load(tiny_sr))
+    assert conv_macs_per_pixel(load(out)) <= 1.2 * conv_macs_per_pixel(load(tiny_sr))
     res = CliRunner().invoke(cli, [*argv, "--split-budget", "0.9"])
     assert res.exit_code == 2 and "0.9" in res.output

@@ -8,7 +8,7 @@
 The widening is :func:`etc.quant.split.duplicate` (same exactness conditions, same sites, same channel order);
 only the number of copies per channel differs. ``--split N`` copies every dominant channel of every site; here
 the copies are bought one at a time, best measured benefit per added MAC first, while the conv MACs (weight
-elements per output pixel, as :func:`etc.quant.summary.conv_macs` counts them) stay within ``budget`` times
+elements per output pixel, as :func:`etc.cost.conv_macs_per_pixel` counts them) stay within ``budget`` times
 the FP32 model's ``base_macs``.
 
 Benefit (measured, onnxruntime, on the first calibration patches): per-tensor uint8 activations add rounding
@@ -25,7 +25,7 @@ n_c · (1/k - 1/(k + 1)). That overrates third and fourth copies: at equal MACs,
 
 Cost of one more copy of channel c: one producer row (its current input width · kh · kw) plus one column in
 every consumer (its current output width · kh · kw); widths grow as other sites are widened, and the greedy
-keeps them current, so the final count is exact (checked against ``conv_macs`` by the tests).
+keeps them current, so the final count is exact (checked against ``conv_macs_per_pixel`` by the tests).
 """
 
 from __future__ import annotations

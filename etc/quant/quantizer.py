@@ -39,9 +39,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from etc.cost import conv_macs_per_pixel
 from etc.errors import BadModelError
 from etc.quant import observe, proto, qdq
-from etc.quant.summary import conv_macs
 
 
 @dataclass
@@ -247,7 +247,7 @@ def quantize_with_report(
     if rounding not in ROUNDINGS:
         raise BadModelError(f"unknown rounding '{rounding}'; choose from {', '.join(ROUNDINGS)}")
     model = as_model(model_or_path)
-    base_macs = conv_macs(model)
+    base_macs = conv_macs_per_pixel(model)
     rewritten = 0
     if prelu_to_relu:
         model, rewritten = relu_form(model, input_ranges)
