@@ -15,6 +15,7 @@ Families, run in this order (see each module for its rules and their exactness c
 
 from __future__ import annotations
 
+from etc.pipeline import CLEANUP
 from etc.rules import RulePass, RuleSet, load_families
 
 FAMILIES = (
@@ -35,6 +36,8 @@ class FoldPass(RulePass):
     """Constant folding, no-op elimination, BatchNorm/affine/Pad folding into Conv."""
 
     name = "fold"
+    phase = CLEANUP
+    rank = 1
     summary = "constant folding, no-op removal, BatchNorm/affine/Pad folding into Conv"
 
     def rule_sets(self) -> list[RuleSet]:

@@ -43,7 +43,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from etc.pipeline import Pass, PassContext, PassResult
+from etc.pipeline import FINISH, Pass, PassContext, PassResult
 from etc.quant import observe, proto
 
 HOMOGENEOUS = frozenset({"Relu", "PRelu", "LeakyRelu"})
@@ -236,6 +236,8 @@ class EqualizePass(Pass):
     changed."""
 
     name = "equalize"
+    phase = FINISH
+    rank = 1
     summary = "cross-layer equalization across Conv-ReLU/PReLU-Conv (exact in FP32; helps INT8)"
 
     def __init__(

@@ -41,7 +41,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from etc.pipeline import Pass, PassContext, PassResult
+from etc.pipeline import FINISH, Pass, PassContext, PassResult
 from etc.quant import proto
 
 ELEMENTWISE = frozenset({"Relu", "LeakyRelu"})
@@ -203,6 +203,8 @@ class SplitPass(Pass):
     """Replaces Conv -> Relu -> Conv with an equivalent wider pair whose dominant input channels are copied."""
 
     name = "split"
+    phase = FINISH
+    rank = 2
     summary = "duplicate channels that dominate a consumer row (exact in FP32; finer int8 weight grids)"
 
     def __init__(self, skip: frozenset[str] = frozenset(), max_copies: int = 3) -> None:
