@@ -154,7 +154,12 @@ def test_no_import_cycle():
 
 
 def test_the_cycle_check_finds_a_cycle_through_a_third_module():
-    edges = {("etc.cost", "etc.info"), ("etc.info", "etc.shapes"), ("etc.shapes", "etc.cost"), ("etc.a", "etc")}
+    edges = {
+        ("etc.cost", "etc.info"),
+        ("etc.info", "etc.shapes"),
+        ("etc.shapes", "etc.cost"),
+        ("etc.a", "etc"),
+    }
     assert _cycles(edges) == [["etc.cost", "etc.info", "etc.shapes"]]
 
 
