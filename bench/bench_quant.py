@@ -313,7 +313,7 @@ def main() -> None:
     ordered = {k: results[k] for k in order if k in results}
     import os
 
-    from etc.quant.target import cpu_name_and_flags, kernel_saturates_pairs
+    from etc.quant.kernels import cpu_name_and_flags, kernel_saturates_pairs
 
     cpu, flags = cpu_name_and_flags()
     kernel = "saturating int16 pairs" if kernel_saturates_pairs() else "exact int32 accumulation"

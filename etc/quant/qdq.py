@@ -12,7 +12,7 @@ Placement (one QuantizeLinear -> DequantizeLinear pair per quantized tensor, sha
 * Other float ops on the whitelist (Add, PRelu, Clip, Concat, ...) get their own output range; anything else
   stays float. Graph inputs use their declared range (default [0, 1], i.e. scale 1/255: exact on 8-bit images).
 
-u8s8 safety (only for the ``x86-avx2`` target of :mod:`etc.quant.target`; the default ``int32`` target puts no
+u8s8 safety (only for the ``x86-avx2`` target of :mod:`etc.quant.kernels`; the default ``int32`` target puts no
 limit on the weights): x86 CPUs without VNNI multiply uint8 activations by int8 weights with ``vpmaddubsw``, which adds
 two products in saturating int16. Which two: onnxruntime's QLinearConv runs on NHWC im2col rows, so the reduction
 index of weight (o, c, ky, kx) is k = (ky·kw + kx)·C + c, and the kernel adds the products of k = 2j and 2j + 1

@@ -124,7 +124,7 @@ def summarize(
     seconds: float = 0.0,
 ) -> Summary:
     """The figures of the module docstring; ``calib`` None (arrays) skips the held-out drop."""
-    from etc.quant.target import cpu_name_and_flags
+    from etc.quant.kernels import cpu_name_and_flags
 
     out = Summary(seconds=seconds, latency_size=latency_size)
     out.cpu, out.flags = cpu_name_and_flags()
