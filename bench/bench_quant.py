@@ -355,7 +355,7 @@ def main() -> None:
             + f" --only ...` for each budget B ({machine()}; CPU {cpu}, int8 flags: {' '.join(flags)}; "
             f"onnxruntime's u8s8 kernel here: {kernel}; load average at the end {load}). Same protocol as the "
             "section 'quantize: PSNR and latency', with ETC's channel copies bought by `split_budget=B` "
-            "(`etc/quant/budget.py`: measured activation noise removed per added MAC, staggered copies, at most "
+            "(`etc/quant/split_budget.py`: measured activation noise removed per added MAC, staggered copies, at most "
             "2 per channel, INT8 conv MACs <= B x FP32); the other ETC settings are the defaults. Row suffix "
             "@budgetB.\n\n" + render(ordered) + "\n\n" + budget_summary(ordered, results)
         )
