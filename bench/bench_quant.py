@@ -132,10 +132,10 @@ def latencies(models: dict, runs: int) -> dict[str, list[float]]:
 
 
 def bench_one(name, m, c, s, runs, rounding="refit", peers=True, split_budget=None):
+    from etc.cost import conv_macs_per_pixel
     from etc.quant.calib import calibration_patches, load_pairs
     from etc.quant.evaluate import evaluate_models
     from etc.quant.quantizer import quantize_with_report
-    from etc.quant.summary import conv_macs
 
     model = export(name, m, c, s)
     note = "plain as published"
@@ -160,18 +160,18 @@ def bench_one(name, m, c, s, runs, rounding="refit", peers=True, split_budget=No
             model, patches, scale=s, prelu_to_relu=False, rounding=rounding, split_budget=split_budget
         )
         row = evaluate_models({"fp32": model, "q": lean}, pairs, s, reference="fp32", optimize=False)[-1]
-        keep = {"drop": -row.delta, "macs": conv_macs(lean) / conv_macs(model)}
+        keep = {"drop": -row.delta, "macs": conv_macs_per_pixel(lean) / conv_macs_per_pixel(model)}
     rows = evaluate_models(models, pairs, s, reference="fp32", optimize=False)
     by = {r.model: r for r in rows}
     times = latencies(models, runs)
     ratio = {k: float(np.median(np.asarray(times[k]) / np.asarray(times["fp32"]))) for k in models}
-    base = conv_macs(model)
+    base = conv_macs_per_pixel(model)
     return {
         "note": note,
         "bicubic": by["bicubic"].psnr,
         "fp32": by["fp32"].psnr,
         "drop": {k: -by[k].delta for k in models if k != "fp32"},
-        "macs": {k: conv_macs(v) / base for k, v in models.items() if k != "fp32"},
+        "macs": {k: conv_macs_per_pixel(v) / base for k, v in models.items() if k != "fp32"},
         "ms_fp32": float(np.median(times["fp32"])) * 1000,
         "ratio": {k: v for k, v in ratio.items() if k != "fp32"},
         "quantize_s": t_ours,
@@ -313,7 +313,7 @@ def main() -> None:
     ordered = {k: results[k] for k in order if k in results}
     import os
 
-    from etc.quant.target import cpu_name_and_flags, kernel_saturates_pairs
+    from etc.quant.kernels import cpu_name_and_flags, kernel_saturates_pairs
 
     cpu, flags = cpu_name_and_flags()
     kernel = "saturating int16 pairs" if kernel_saturates_pairs() else "exact int32 accumulation"
@@ -355,7 +355,7 @@ def main() -> None:
             + f" --only ...` for each budget B ({machine()}; CPU {cpu}, int8 flags: {' '.join(flags)}; "
             f"onnxruntime's u8s8 kernel here: {kernel}; load average at the end {load}). Same protocol as the "
             "section 'quantize: PSNR and latency', with ETC's channel copies bought by `split_budget=B` "
-            "(`etc/quant/budget.py`: measured activation noise removed per added MAC, staggered copies, at most "
+            "(`etc/quant/split_budget.py`: measured activation noise removed per added MAC, staggered copies, at most "
             "2 per channel, INT8 conv MACs <= B x FP32); the other ETC settings are the defaults. Row suffix "
             "@budgetB.\n\n" + render(ordered) + "\n\n" + budget_summary(ordered, results)
         )

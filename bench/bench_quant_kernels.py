@@ -32,7 +32,7 @@ from onnx import numpy_helper
 
 from bench.bench_quant import export
 from bench.common import machine, markdown_table, write_section
-from etc.quant.summary import conv_macs
+from etc.cost import conv_macs_per_pixel
 
 MODELS = {
     "abpn_et_M4C28_x3": ("abpn_et", 4, 28, 3),
@@ -175,7 +175,7 @@ def bench_one(key: str, runs: int) -> tuple[list[list], list[str]]:
             tot = sum(prof.values())
             parts = ", ".join(f"{op} {ms:.0f} ms ({100 * ms / tot:.0f} %)" for op, ms in prof.items())
             notes.append(f"{key}: {label} profile, 2 threads: {parts}")
-    gmac = conv_macs(q) * x.shape[2] * x.shape[3] / 1e9
+    gmac = conv_macs_per_pixel(q) * x.shape[2] * x.shape[3] / 1e9
     rows = []
     for (variant, level, threads), ts in sorted(times.items(), key=lambda kv: (kv[0][2], kv[0][0] != "fp32")):
         ms = float(np.median(ts)) * 1000

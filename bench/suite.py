@@ -95,8 +95,8 @@ def check(reference: onnx.ModelProto, candidate: onnx.ModelProto, sizes=((17, 23
 
 
 def non_plain(model: onnx.ModelProto) -> str:
+    from etc.cost import PLAIN_OPS
     from etc.graph import op_histogram
-    from etc.info import PLAIN_OPS
 
     rest = {op: n for op, n in op_histogram(model).items() if op not in PLAIN_OPS}
     return "plain" if not rest else ", ".join(f"{op} {n}" for op, n in sorted(rest.items()))

@@ -176,8 +176,8 @@ WHY_NOT_PLAIN = {
 
 def remaining_ops(model: onnx.ModelProto) -> list[str]:
     """One line per non-plain op type left, with the reason it stays."""
+    from etc.cost import PLAIN_OPS
     from etc.graph import op_histogram
-    from etc.info import PLAIN_OPS
 
     lines = []
     for op, count in op_histogram(model).items():

@@ -1,6 +1,6 @@
 """What a model costs and whether a widening rewrite is worth it.
 
-Exact is necessary, not sufficient (GUIDE.md §5). This module
+Exact is necessary, not sufficient: a rewrite is worth doing only if the model gets cheaper. This module
 
 * counts a model's cost at a concrete input size: MACs, parameters, bytes moved, op count, and an estimated time
   on a mobile NPU (:func:`model_cost`);
@@ -19,8 +19,8 @@ and, if they overrun the budget, accepted with a warning.
 NPU time model (``npu``): time = MACs / NPU_MACS_PER_S + bytes moved by non-plain ops / NPU_SLOW_BYTES_PER_S
 + ops x NPU_OP_OVERHEAD_S. Plain ops (Conv, Relu, DepthToSpace) run fused on the MAC array; anything else
 (Add, Concat, Tile, Clip, Resize, ...) leaves it and moves its inputs and output through memory. The constants
-are fitted to the figures the ETDS paper reports for a Dimensity 8100 NPU, INT8, 360x640 input (quoted in
-GUIDE.md §5): ABPN-M4C28 x3 runs 13.7 ms after ET (10.6 GMACs, plain) -> ~0.8 TMAC/s, and 20.5 ms as trained
+are fitted to the figures the ETDS paper (CVPR 2023, its tables of mobile latency) reports for a Dimensity 8100
+NPU, INT8, 360x640 input: ABPN-M4C28 x3 runs 13.7 ms after ET (10.6 GMACs, plain) -> ~0.8 TMAC/s, and 20.5 ms as trained
 (9.2 GMACs plus ~38 MB moved by its anchor Concat, Add and Clip) -> ~4.5 GB/s for the slow path. The per-op
 overhead (20 us) is an assumed dispatch cost of the order NPU runtimes document, not a measurement. The model
 ranks forms; it does not predict another device's milliseconds.
@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 from etc.graph import channels_of, const_value, input_at, is_graph_output, producer
+from etc.shapes import static_shapes
 
 PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
 NPU_MACS_PER_S = 0.8e12  # INT8 MAC throughput, fitted to ABPN_ET x3 (10.6 GMACs in 13.7 ms)
@@ -66,6 +67,27 @@ def _elements(shape: list[int] | None) -> int:
     return int(np.prod(shape)) if shape and 0 not in shape else 0
 
 
+def count_params(model: onnx.ModelProto) -> int:
+    """Elements of float initializers and Constant tensors (weights, biases)."""
+    total = 0
+    floats = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+    }
+    for init in model.graph.initializer:
+        if init.data_type in floats:
+            total += int(np.prod(init.dims)) if init.dims else 1
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type in floats:
+                    total += int(np.prod(attr.t.dims)) if attr.t.dims else 1
+    return total
+
+
 @dataclass
 class ModelCost:
     """A model's cost at one input size (``bytes_moved``: activations read and written by every op, in the
@@ -85,8 +107,6 @@ class ModelCost:
 
 def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelCost:
     """MACs, params, bytes moved and the estimated NPU time of ``model`` for an H x W = ``size`` input."""
-    from etc.info import count_params, static_shapes
-
     params = count_params(model)
     nodes = [n for n in model.graph.node if n.op_type != "Constant"]
     shapes = static_shapes(model, size)
@@ -113,8 +133,6 @@ def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> Mo
 
 def conv_macs(model: onnx.ModelProto, size: tuple[int, int]) -> tuple[int, dict[str, int]]:
     """(MACs, output pixels per tensor) at ``size``; convs of unknown shape count at the input's pixels."""
-    from etc.info import static_shapes
-
     shapes = static_shapes(model, size) or {}
     pixels = {name: int(np.prod(s[2:])) for name, s in shapes.items() if len(s) == 4 and 0 not in s[2:]}
     default = size[0] * size[1]
@@ -126,6 +144,23 @@ def conv_macs(model: onnx.ModelProto, size: tuple[int, int]) -> tuple[int, dict[
             m = int(np.prod(weights[node.input[1]][1:])) * weights[node.input[1]][0] * default
         macs += m or 0
     return macs, pixels
+
+
+def conv_macs_per_pixel(model: onnx.ModelProto) -> int:
+    """Multiply-accumulates per output pixel of all Convs (stride-1 nets): their weights' elements, read through
+    a DequantizeLinear in a QDQ model. Needs no shapes, so it compares a float model with its INT8 form."""
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        name = node.input[1]
+        if name not in inits and name in producers:
+            name = producers[name].input[0]
+        if name in inits:
+            total += int(np.prod(inits[name].dims))
+    return total
 
 
 MACS_PER_SLOW_BYTE = NPU_MACS_PER_S / NPU_SLOW_BYTES_PER_S  # what one byte through the NPU's slow path costs

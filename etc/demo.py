@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from etc.quant import evaluate, metrics
+from etc.quant.calib import bicubic_downscale, crop_to_multiple, to_nchw, to_rgb
+
 WEIGHTS = Path(__file__).parent / "data" / "demo_x2.npz"
 SCALE = 2
 TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "camera", "coffee", "rocket", "motorcycle")
@@ -114,59 +117,28 @@ def load_photo(name: str) -> np.ndarray:
     """A photo bundled with scikit-image as uint8 RGB (H, W, 3); grey photos are repeated to RGB."""
     from skimage import data
 
-    image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(image[:, :, :3].astype(np.uint8))
+    return to_rgb(data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)())
 
 
 def make_pair(hr: np.ndarray, scale: int = SCALE) -> tuple[np.ndarray, np.ndarray]:
     """(LR, HR) uint8: HR cropped to a multiple of ``scale``, LR by PIL's antialiased bicubic downscale."""
-    from PIL import Image
-
-    h, w = hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale
-    hr = np.ascontiguousarray(hr[:h, :w])
-    lr = Image.fromarray(hr).resize((w // scale, h // scale), Image.BICUBIC)
-    return np.asarray(lr, dtype=np.uint8), hr
+    hr = np.ascontiguousarray(crop_to_multiple(hr, scale))
+    return bicubic_downscale(hr, scale), hr
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int = SCALE) -> np.ndarray:
     """uint8 RGB LR -> uint8 RGB upscaled ``scale`` times with PIL's bicubic (the baseline)."""
-    from PIL import Image
-
-    h, w = lr.shape[:2]
-    return np.asarray(Image.fromarray(lr).resize((w * scale, h * scale), Image.BICUBIC), dtype=np.uint8)
-
-
-def to_nchw(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (1, 3, H, W) in [0, 1]."""
-    return (image.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+    return evaluate.bicubic_upscale(lr, scale)
 
 
 def to_hwc_uint8(output: np.ndarray) -> np.ndarray:
     """float (1, 3, H, W) in [0, 1] -> uint8 (H, W, 3), rounded as BasicSR's tensor2img does."""
-    return np.clip(np.round(output[0].transpose(1, 2, 0).astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return metrics.to_uint8(metrics.chw_to_hwc(output))
 
 
 def psnr_y(sr: np.ndarray, hr: np.ndarray, crop: int = SCALE) -> float:
-    """PSNR (dB) on the Y channel with ``crop`` border pixels removed; etc.quant.metrics when it is present.
-
-    The fallback is the same convention: Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 on uint8 RGB, peak 255.
-    """
-    try:
-        from etc.quant.metrics import psnr_y as quant_psnr_y
-    except ImportError:
-        quant_psnr_y = None
-    if quant_psnr_y is not None:
-        return float(quant_psnr_y(sr, hr, crop=crop))
-    weights = np.array([65.481, 128.553, 24.966]) / 255.0
-    ys = [
-        (im.astype(np.float64) @ weights + 16.0)[crop : -crop or None, crop : -crop or None]
-        for im in (sr, hr)
-    ]
-    mse = float(np.mean((ys[0] - ys[1]) ** 2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+    """PSNR (dB) on the Y channel with ``crop`` border pixels removed (:func:`etc.quant.metrics.psnr_y`)."""
+    return metrics.psnr_y(sr, hr, crop=crop)
 
 
 # ---------------------------------------------------------------- the run

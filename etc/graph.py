@@ -108,7 +108,7 @@ def input_at(node: Node, index: int) -> Tensor | None:
     return None
 
 
-def channels(tensor: Tensor) -> int | None:
+def static_channels(tensor: Tensor) -> int | None:
     """Static channel count (dim 1) of a 4-D tensor when known (a constant's value or the tensor's shape)."""
     value = const_value(tensor)
     if value is not None:
@@ -119,6 +119,18 @@ def channels(tensor: Tensor) -> int | None:
     return None
 
 
+def shape_or_conv_channels(tensor: Tensor) -> int | None:
+    """Channel count from the tensor's static shape or, failing that, from the rows of the Conv producing it
+    (the narrower question :func:`channels_of` extends through activations, Concats and DepthToSpace)."""
+    known = static_channels(tensor)
+    if known is not None:
+        return known
+    node = producer(tensor)
+    if node is not None and node.op == "Conv" and conv_spec(node) is not None:
+        return int(const_value(input_at(node, 1)).shape[0])
+    return None
+
+
 #: elementwise ops whose output has the shape of their first input
 SHAPE_PRESERVING = ("Relu", "PRelu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Neg")
 
@@ -126,7 +138,7 @@ SHAPE_PRESERVING = ("Relu", "PRelu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Id
 def channels_of(tensor: Tensor) -> int | None:
     """Channel count (dim 1): the static one (:func:`channels`) or, for tensors made by rewrites (no shape yet),
     the one their producers imply (Conv rows, channel Concat sums, DepthToSpace, elementwise activations)."""
-    static = channels(tensor)
+    static = static_channels(tensor)
     if static is not None or const_value(tensor) is not None:
         return static
     node = producer(tensor)

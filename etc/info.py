@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import onnx
 
+from etc.cost import PLAIN_OPS, count_params, node_macs
+from etc.frontends.onnx_io import opset_of
 from etc.graph import op_histogram
-from etc.runtime import concrete_shape, input_specs
+from etc.shapes import static_shapes
 
-PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
+__all__ = ["PLAIN_OPS", "ModelInfo", "count_macs", "count_params", "model_info", "static_shapes", "topology"]
 
 
 @dataclass
@@ -44,58 +45,9 @@ def _value_info(values) -> list[dict]:
     return out
 
 
-def count_params(model: onnx.ModelProto) -> int:
-    """Elements of float initializers and Constant tensors (weights, biases)."""
-    total = 0
-    floats = {
-        onnx.TensorProto.FLOAT,
-        onnx.TensorProto.FLOAT16,
-        onnx.TensorProto.DOUBLE,
-        onnx.TensorProto.INT8,
-        onnx.TensorProto.UINT8,
-    }
-    for init in model.graph.initializer:
-        if init.data_type in floats:
-            total += int(np.prod(init.dims)) if init.dims else 1
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value" and attr.t.data_type in floats:
-                    total += int(np.prod(attr.t.dims)) if attr.t.dims else 1
-    return total
-
-
-def static_shapes(model: onnx.ModelProto, size: tuple[int, int]) -> dict[str, list[int]] | None:
-    """Every tensor's shape with the inputs' dynamic H/W set to ``size`` (0 where unknown), or None."""
-    static = onnx.ModelProto()
-    static.CopyFrom(model)
-    specs = {s.name: s for s in input_specs(model)}
-    for value in static.graph.input:
-        if value.name in specs:
-            shape = concrete_shape(specs[value.name], size)
-            for dim, n in zip(value.type.tensor_type.shape.dim, shape):
-                dim.Clear()
-                dim.dim_value = n
-    del static.graph.value_info[:]
-    for out in static.graph.output:
-        out.type.tensor_type.ClearField("shape")
-    try:
-        static = onnx.shape_inference.infer_shapes(static, data_prop=True)
-    except Exception:
-        return None
-    shapes = {}
-    for v in [*static.graph.value_info, *static.graph.input, *static.graph.output]:
-        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
-    for init in static.graph.initializer:
-        shapes[init.name] = list(init.dims)
-    return shapes
-
-
 def count_macs(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> int | None:
     """Multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm for one input of H x W = ``size`` (None when
     a shape is unknown)."""
-    from etc.cost import node_macs
-
     shapes = static_shapes(model, size)
     if shapes is None:
         return None
@@ -104,8 +56,6 @@ def count_macs(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> in
 
 
 def model_info(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelInfo:
-    from etc.frontends.onnx_io import opset_of
-
     ops = op_histogram(model)
     nodes = sum(ops.values())
     plain = sum(n for op, n in ops.items() if op in PLAIN_OPS)

@@ -18,10 +18,14 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
 from etc.errors import EquivalenceError, LimitWarning, OscillationError, PassContractError, UnknownPassError
+
+if TYPE_CHECKING:
+    from etc.cost import CostBudget
 
 
 @dataclass
@@ -72,7 +76,6 @@ class Options:
     input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     align_channels: int = 1
     prelu_to_relu: bool = False
-    allow_border_inexact: bool = False
     max_growth: float = 1.25  # final MACs at most this times the merged form's (etc.cost.CostBudget)
     allow_dense: bool = False  # grouped/depthwise convs may become dense when a merge needs it
     # False: every widening rewrite that adds MACs is declined (--target cpu's "plain-kept")
@@ -88,7 +91,7 @@ class PassContext:
     tracer: Tracer = field(default_factory=Tracer)  # hits and declines of every rule in the run
     notes: list[str] = field(default_factory=list)
     cache: dict[str, object] = field(default_factory=dict)  # state passes share within one run (e.g. a graph)
-    budget: object | None = None  # an etc.cost.CostBudget once a widening phase has started
+    budget: CostBudget | None = None  # set once a widening phase has started
 
     @property
     def declines(self) -> list[DeclineNote]:
@@ -120,12 +123,14 @@ class Pass:
     object itself; ``modified=True`` means the result differs from the input.
 
     ``phase`` places the pass in the canonical schedule (CLEANUP, MERGE, WIDEN, FINISH); passes of a phase at
-    or after WIDEN are judged by the cost budget (etc.cost).
+    or after WIDEN are judged by the cost budget (etc.cost). ``rank`` orders the built-in passes within their
+    phase; a pass without one runs after them, in the order given, and may be named twice to run twice.
     """
 
     name: str = ""
     summary: str = ""
     phase: int = WIDEN
+    rank: int | None = None
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         raise NotImplementedError
@@ -144,17 +149,6 @@ _BUILTIN: dict[str, str] = {
     "prelu": "etc.passes.prelu:PReluPass",
     "equalize": "etc.quant.equalize:EqualizePass",
     "depthwise": "etc.passes.depthwise:DepthwisePass",
-}
-# Canonical position of the built-in passes: phase first, then this order within a phase.
-CANONICAL = {
-    "sim": CLEANUP,
-    "fold": CLEANUP,
-    "rep": MERGE,
-    "prelu": WIDEN,
-    "et": WIDEN,
-    "depthwise": FINISH,
-    "equalize": FINISH,
-    "split": FINISH,
 }
 _REGISTERED: dict[str, type[Pass] | Callable[[], Pass]] = {}
 ENTRY_POINT_GROUP = "etc.passes"
@@ -388,27 +382,34 @@ class PipelineResult:
     hits: dict[str, int]
     rounds: int
     notes: list[str] = field(default_factory=list)  # warnings: limits hit, budget overruns the user asked for
-    budget: object | None = None  # the etc.cost.CostBudget of the run (None when no widening pass ran)
+    budget: CostBudget | None = None  # the run's budget (None when no widening pass ran)
 
 
 def phase_of(p: Pass) -> int:
-    return CANONICAL.get(p.name, getattr(p, "phase", WIDEN))
+    return getattr(p, "phase", WIDEN)
 
 
 def canonical_order(passes: Sequence[Pass]) -> list[Pass]:
-    """The passes in their canonical schedule: by phase, built-in passes in CANONICAL's order within a phase,
-    other passes after them in the order given. A name given twice runs once. So any permutation of the same
-    names runs the same schedule and gives the same bytes."""
-    ranks = {name: i for i, name in enumerate(CANONICAL)}
+    """The passes in their canonical schedule: by phase, ranked passes in rank order within a phase, other
+    passes after them in the order given. A ranked (built-in) pass named twice runs once. So any permutation
+    of the same names runs the same schedule and gives the same bytes."""
     seen: set[str] = set()
     unique = []
     for p in passes:
-        key = p.name if p.name in CANONICAL else f"{p.name}#{id(p)}"
+        key = p.name if _rank_of(p) < UNRANKED else f"{p.name}#{id(p)}"
         if key not in seen:
             seen.add(key)
             unique.append(p)
-    order = sorted(range(len(unique)), key=lambda i: (phase_of(unique[i]), ranks.get(unique[i].name, 99), i))
+    order = sorted(range(len(unique)), key=lambda i: (phase_of(unique[i]), _rank_of(unique[i]), i))
     return [unique[i] for i in order]
+
+
+UNRANKED = 99
+
+
+def _rank_of(p: Pass) -> int:
+    rank = getattr(p, "rank", None)  # plug-in passes need not subclass Pass
+    return UNRANKED if rank is None else rank
 
 
 def run_pipeline(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.graph import batchnorm_affine, channels, const_value, conv_spec, input_at, producer
+from etc.graph import batchnorm_affine, const_value, conv_spec, input_at, producer, static_channels
 
 DEFAULT_IMAGE_RANGE = (0.0, 1.0)
 INF = np.inf
@@ -401,7 +401,7 @@ class ValueRanges:
         axis = int(node.attrs.get("axis", 0))
         rank = len(node.outputs[0].shape or ())
         if rank == 4 and axis in (1, -3):
-            counts = [channels(t) for t in node.inputs]
+            counts = [static_channels(t) for t in node.inputs]
             if all(c is not None for c in counts):
                 lo = np.concatenate([p.channels(c).lo for p, c in zip(parts, counts)])
                 hi = np.concatenate([p.channels(c).hi for p, c in zip(parts, counts)])

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from etc.info import PLAIN_OPS
+from etc.cost import PLAIN_OPS
 from etc.pipeline import HitSite, Instrument, PassContext, PassResult
 
 MAX_DRAWN_NODES = 1500

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -22,15 +22,18 @@ import onnx_graphsurgeon as gs
 from etc.graph import Namer, cleanup, is_retired, retire, to_gs, to_onnx
 from etc.pipeline import Options, Pass, PassContext, PassResult
 
+if TYPE_CHECKING:
+    from etc.cost import Widening
+
 
 @dataclass
 class Match:
     """What a rule found: the nodes it will replace, the rule's own dataclass of what it computed while checking
-    (``data``), and what the rewrite would add to the model's cost (``widening``, an etc.cost.Widening)."""
+    (``data``), and what the rewrite would add to the model's cost (``widening``)."""
 
     nodes: list[gs.Node]
-    data: Any = None
-    widening: Any = None
+    data: Any = None  # each rule's own frozen dataclass
+    widening: Widening | None = None
 
 
 class Decline(Exception):

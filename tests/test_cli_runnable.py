@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from etc.frontends.onnx_io import save
-from tests.et_helpers import Builder
+from etc.testing import GraphBuilder
 from tests.test_cli import run
 
 
@@ -16,7 +16,7 @@ def baked_expand(traced: tuple[int, int] | None) -> onnx.ModelProto:
 
     Without ``traced`` the baked size is 2x3, below anything ETC tries: onnxruntime runs it at no size ETC finds.
     """
-    b = Builder(3, seed=2)
+    b = GraphBuilder(3, seed=2)
     y = b.conv("input", 3, 4, 1)
     h, w = traced or (2, 3)
     shape = b.const(np.array([1, 4, h, w], np.int64), "shape")

@@ -102,11 +102,12 @@ def test_int8_row_is_measured_or_says_why_not(result):
         assert f"INT8 / FP32 plain latency: {ratio:.2f}x" in result.table()
         import onnx
 
-        from etc.quant import summary, target
+        from etc.cost import conv_macs_per_pixel
+        from etc.quant import kernels
 
         int8, plain = onnx.load(result.files["int8"]), onnx.load(result.files["plain"])
-        assert target.recorded(int8) == target.resolve("native")  # made for this CPU's kernel
-        assert summary.conv_macs(int8) == summary.conv_macs(plain)  # no channel copies by default
+        assert kernels.recorded(int8) == kernels.resolve("native")  # made for this CPU's kernel
+        assert conv_macs_per_pixel(int8) == conv_macs_per_pixel(plain)  # no channel copies by default
     else:
         assert result.int8.startswith("unavailable (") and row.psnr is None
         assert "INT8: unavailable" in result.table()

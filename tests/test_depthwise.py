@@ -9,8 +9,7 @@ import pytest
 from etc.passes import depthwise
 from etc.pipeline import run_pipeline
 from etc.runtime import session
-from etc.testing import assert_equivalent
-from tests.et_helpers import Builder, conv_kernels, ops, run_family
+from etc.testing import GraphBuilder, assert_equivalent, conv_kernels, ops, run_family
 
 RANGE = {"input": (-2.0, 2.0)}
 
@@ -32,7 +31,7 @@ def _groups(model: onnx.ModelProto) -> list[int]:
 
 @pytest.mark.parametrize(("k", "pad", "stride"), [(1, 0, 1), (3, 1, 1), (3, 0, 2), (5, 2, 1)])
 def test_diagonal_conv_becomes_depthwise(k, pad, stride):
-    b = Builder(3)
+    b = GraphBuilder(3)
     h = b.op("Relu", [b.conv("input", 3, 6)])
     model = b.model(b.conv(h, 6, 6, k, pad=pad, stride=stride, weight=_diagonal(6, k, b.rng)))
     result, hits, _ = run_family(model, depthwise.rules)
@@ -44,7 +43,7 @@ def test_diagonal_conv_becomes_depthwise(k, pad, stride):
 
 def test_clamp_conv_is_bit_identical():
     """The clamp's Conv1x1(-I, 1) + Relu: the depthwise form gives the same bits, not merely close ones."""
-    b = Builder(4)
+    b = GraphBuilder(4)
     weight = -np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1)
     h = b.op("Relu", [b.conv("input", 4, 4)])
     model = b.model(b.op("Relu", [b.conv(h, 4, 4, 1, weight=weight)]))
@@ -60,7 +59,7 @@ def test_clamp_conv_is_bit_identical():
     "case", ["mixing", "not_square", "single_channel", "already_grouped", "dynamic_weight"]
 )
 def test_convs_that_mix_or_cannot_be_regrouped_stay(case):
-    b = Builder(4)
+    b = GraphBuilder(4)
     h = b.op("Relu", [b.conv("input", 4, 4)])
     if case == "mixing":
         weight = _diagonal(4, 1, b.rng)
@@ -83,7 +82,7 @@ def test_convs_that_mix_or_cannot_be_regrouped_stay(case):
 
 def test_pass_by_name_after_et_lowers_the_clamp():
     """fold,rep,et,depthwise on a clamped conv net: the clamp's 1x1 becomes depthwise, MACs drop, outputs equal."""
-    b = Builder(3)
+    b = GraphBuilder(3)
     h = b.op("Relu", [b.conv("input", 3, 8)])
     model = b.model(b.op("Clip", [b.conv(h, 8, 12), b.const(np.float32(0)), b.const(np.float32(1))]))
     dense = run_pipeline(model, "fold,rep,et").model

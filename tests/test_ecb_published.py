@@ -51,7 +51,7 @@ def test_dynamic_hw_dynamo_export_probes_the_shape_arithmetic(request):
 def test_dynamic_hw_legacy_export_is_declined_with_the_failing_size(request):
     """The legacy exporter bakes the traced size into an Expand: the writes cannot be probed at other sizes."""
     from etc.passes.fold_border import rules
-    from tests.et_helpers import reasons, run_family
+    from etc.testing import reasons, run_family
 
     net = PublishedECBSR(0, 4, 2)
     model = cached_export(request, net, "legacy", dynamic_hw=True)

@@ -7,12 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etc.passes import et_add
-from etc.testing import assert_equivalent
-from tests.et_helpers import Builder, conv_kernels, ops, reasons, run_family
+from etc.testing import GraphBuilder, assert_equivalent, conv_kernels, ops, reasons, run_family
 
 
 def test_two_convs_on_different_inputs():
-    b = Builder(3)
+    b = GraphBuilder(3)
     h = b.op("Relu", [b.conv("input", 3, 5)])
     out = b.op("Add", [b.conv(h, 5, 6, 3), b.conv("input", 3, 6, 1)])
     model = b.model(out)
@@ -24,7 +23,7 @@ def test_two_convs_on_different_inputs():
 
 
 def test_conv_plus_bare_tensor_uses_identity_kernel():
-    b = Builder(4)
+    b = GraphBuilder(4)
     out = b.op("Add", [b.conv("input", 4, 4, 5), "input"])
     model = b.model(out)
     result, hits, _ = run_family(model, et_add.rules)
@@ -44,7 +43,7 @@ def test_conv_plus_bare_tensor_uses_identity_kernel():
 )
 def test_property_merge(cin, cout, ka, kb, group, bias):
     cin_g, cout_g = cin * group, cout * group
-    b = Builder(cin_g, seed=cin * 7 + cout)
+    b = GraphBuilder(cin_g, seed=cin * 7 + cout)
     h = b.op("Relu", [b.conv("input", cin_g, cin_g, 3)])
     left = b.conv(h, cin_g, cout_g, ka, bias=bias, group=group)
     right = b.conv("input", cin_g, cout_g, kb, bias=not bias)
@@ -56,7 +55,7 @@ def test_property_merge(cin, cout, ka, kb, group, bias):
 
 
 def test_strided_conv_is_refused():
-    b = Builder(3)
+    b = GraphBuilder(3)
     out = b.op("Add", [b.conv("input", 3, 3, 3, stride=2), b.conv("input", 3, 3, 3, stride=2)])
     _, hits, declines = run_family(b.model(out), et_add.rules)
     assert not hits
@@ -64,7 +63,7 @@ def test_strided_conv_is_refused():
 
 
 def test_unpadded_conv_is_refused():
-    b = Builder(3)
+    b = GraphBuilder(3)
     out = b.op("Add", [b.conv("input", 3, 3, 3, pad=0), b.conv("input", 3, 3, 1)])
     _, hits, declines = run_family(b.model(out), et_add.rules)
     assert not hits
@@ -72,7 +71,7 @@ def test_unpadded_conv_is_refused():
 
 
 def test_spatial_broadcast_is_refused():
-    b = Builder(3, hw=(6, 5))
+    b = GraphBuilder(3, hw=(6, 5))
     pooled = b.op("ReduceMean", [b.conv("input", 3, 3, 3)], axes=[2, 3], keepdims=1)
     out = b.op("Add", [b.conv("input", 3, 3, 3), pooled])
     _, hits, declines = run_family(b.model(out), et_add.rules)
@@ -81,7 +80,7 @@ def test_spatial_broadcast_is_refused():
 
 
 def test_shared_conv_output_is_carried_not_absorbed():
-    b = Builder(3)
+    b = GraphBuilder(3)
     shared = b.conv("input", 3, 3, 3)
     total = b.op("Add", [b.conv("input", 3, 3, 3), shared])
     out = b.op("Mul", [total, shared])
@@ -95,14 +94,14 @@ def test_shared_conv_output_is_carried_not_absorbed():
 
 
 def test_add_of_two_bare_tensors_is_left():
-    b = Builder(3)
+    b = GraphBuilder(3)
     out = b.op("Add", ["input", b.op("Relu", ["input"])])
     _, hits, declines = run_family(b.model(out), et_add.rules)
     assert not hits and not declines
 
 
 def test_bias_add_is_not_matched():
-    b = Builder(3)
+    b = GraphBuilder(3)
     out = b.op("Add", [b.conv("input", 3, 3, 3), b.const(np.ones((1, 3, 1, 1), np.float32))])
     _, hits, _ = run_family(b.model(out), et_add.rules)
     assert not hits
@@ -110,7 +109,7 @@ def test_bias_add_is_not_matched():
 
 def test_bare_input_minus_conv_becomes_one_conv_over_the_concat():
     """DnCNN's x - f(x): the subtrahend's kernel and bias are negated, x enters as the identity kernel."""
-    b = Builder(3)
+    b = GraphBuilder(3)
     h = b.op("Relu", [b.conv("input", 3, 6)])
     model = b.model(b.op("Sub", ["input", b.conv(h, 6, 3, 3)]))
     result, hits, _ = run_family(model, et_add.rules)
@@ -120,7 +119,7 @@ def test_bare_input_minus_conv_becomes_one_conv_over_the_concat():
 
 
 def test_conv_minus_conv_and_conv_minus_bare_input():
-    b = Builder(4)
+    b = GraphBuilder(4)
     h = b.op("Relu", [b.conv("input", 4, 5)])
     diff = b.op("Sub", [b.conv(h, 5, 4, 3), b.conv("input", 4, 4, 1)])
     model = b.model(b.op("Sub", [b.conv(diff, 4, 4, 3), diff]))
@@ -131,7 +130,7 @@ def test_conv_minus_conv_and_conv_minus_bare_input():
 
 
 def test_sub_of_strided_conv_is_refused_and_stays_a_sub():
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(b.op("Sub", [b.conv("input", 3, 3, 3, stride=2), b.conv("input", 3, 3, 3, stride=2)]))
     result, hits, declines = run_family(model, et_add.rules)
     assert not hits and ops(result) == ["Conv", "Conv", "Sub"]
@@ -139,7 +138,7 @@ def test_sub_of_strided_conv_is_refused_and_stays_a_sub():
 
 
 def test_sub_with_spatial_broadcast_is_refused():
-    b = Builder(3, hw=(7, 5))
+    b = GraphBuilder(3, hw=(7, 5))
     pooled = b.op("ReduceMean", [b.conv("input", 3, 3, 3)], axes=[2, 3], keepdims=1)
     _, hits, declines = run_family(b.model(b.op("Sub", [b.conv("input", 3, 3, 3), pooled])), et_add.rules)
     assert not hits

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 from etc.passes import et_align
-from etc.testing import assert_equivalent
-from tests.et_helpers import Builder, conv_kernels, ops, reasons, run_family
+from etc.testing import GraphBuilder, assert_equivalent, conv_kernels, ops, reasons, run_family
 
 
 @pytest.mark.parametrize("act", ["Relu", "PRelu", "LeakyRelu", None])
 def test_widths_rounded_up(act):
-    b = Builder(3)
+    b = GraphBuilder(3)
     h = b.conv("input", 3, 5)
     if act == "PRelu":
         h = b.op("PRelu", [h, b.const(np.full((5, 1, 1), 0.25, np.float32))])
@@ -28,7 +27,7 @@ def test_widths_rounded_up(act):
 
 
 def test_conv_into_depth_to_space_keeps_its_width():
-    b = Builder(3)
+    b = GraphBuilder(3)
     c = b.op("Relu", [b.conv("input", 3, 27)])
     model = b.model(b.op("DepthToSpace", [c], blocksize=3, mode="CRD"))
     _, hits, declines = run_family(model, et_align.rules, align_channels=4)
@@ -37,14 +36,14 @@ def test_conv_into_depth_to_space_keeps_its_width():
 
 
 def test_graph_output_keeps_its_width():
-    b = Builder(3)
+    b = GraphBuilder(3)
     _, hits, declines = run_family(b.model(b.conv("input", 3, 5)), et_align.rules, align_channels=4)
     assert not hits
     assert any("graph output" in r for r in reasons(declines, "align_channels"))
 
 
 def test_off_by_default():
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(b.conv(b.conv("input", 3, 5), 5, 3))
     _, hits, declines = run_family(model, et_align.rules)
     assert not hits and not declines

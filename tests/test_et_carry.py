@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 from etc.passes import et_carry, et_dual
-from etc.testing import assert_equivalent
-from tests.et_helpers import Builder, conv_kernels, ops, reasons, run_family
+from etc.testing import GraphBuilder, assert_equivalent, conv_kernels, ops, reasons, run_family
 
 SIZES = ((5, 7), (17, 23), (1, 1))
 BOTH = et_carry.rules + et_dual.rules
 
 
-def _act(b: Builder, act: str, x: str, channels: int, slope: float) -> str:
+def _act(b: GraphBuilder, act: str, x: str, channels: int, slope: float) -> str:
     if act == "PRelu":
         return b.op(act, [x, b.const(np.full((channels, 1, 1), slope, np.float32))])
     if act == "LeakyRelu":
@@ -21,7 +20,7 @@ def _act(b: Builder, act: str, x: str, channels: int, slope: float) -> str:
     return b.op(act, [x])
 
 
-def _skip_net(b: Builder, act: str = "Relu") -> str:
+def _skip_net(b: GraphBuilder, act: str = "Relu") -> str:
     """x -> Conv -> act -> Conv -> act, Concat(., x) -> Conv (the input x is carried)."""
     h = b.conv("input", 3, 6)
     h = _act(b, act, h, 6, 0.2)
@@ -32,7 +31,7 @@ def _skip_net(b: Builder, act: str = "Relu") -> str:
 
 
 def test_nonnegative_skip_is_carried_to_the_first_conv():
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(_skip_net(b))
     result, hits, _ = run_family(model, et_carry.rules)
     assert hits == {"carry_skip": 2}
@@ -45,7 +44,7 @@ def test_nonnegative_skip_is_carried_to_the_first_conv():
 
 
 def test_signed_skip_is_carried_as_two_relus():
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(_skip_net(b))
     ranges = {"input": (-1.0, 1.0)}
     result, hits, _ = run_family(model, et_carry.rules, input_ranges=ranges)
@@ -57,7 +56,7 @@ def test_signed_skip_is_carried_as_two_relus():
 
 
 def test_signed_skip_into_a_graph_output_is_refused():
-    b = Builder(3)
+    b = GraphBuilder(3)
     h = b.op("Relu", [b.conv("input", 3, 6)])
     model = b.model(b.op("Concat", [h, "input"], axis=1))
     _, hits, declines = run_family(model, et_carry.rules, input_ranges={"input": (-1.0, 1.0)})
@@ -66,7 +65,7 @@ def test_signed_skip_into_a_graph_output_is_refused():
 
 
 def test_nonnegative_skip_into_a_graph_output_is_carried():
-    b = Builder(3)
+    b = GraphBuilder(3)
     h = b.op("Relu", [b.conv("input", 3, 6)])
     model = b.model(b.op("Concat", [h, "input"], axis=1))
     result, hits, _ = run_family(model, et_carry.rules)
@@ -77,7 +76,7 @@ def test_nonnegative_skip_into_a_graph_output_is_carried():
 
 @pytest.mark.parametrize(("lo", "slope"), [(0.0, 0.0), (-1.0, 1.0)])
 def test_prelu_carries_with_slope_0_or_1(lo, slope):
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(_skip_net(b, "PRelu"))
     ranges = {"input": (lo, 1.0)}
     result, hits, _ = run_family(model, et_carry.rules, input_ranges=ranges)
@@ -92,7 +91,7 @@ def test_prelu_carries_with_slope_0_or_1(lo, slope):
 
 def test_nonnegative_skip_rides_through_leaky_relu_unchanged():
     """Real-ESRGAN Compact's activation: leaky_relu(s) = s for s >= 0, so the image rides along as is."""
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(_skip_net(b, "LeakyRelu"))
     result, hits, _ = run_family(model, et_carry.rules)
     assert hits == {"carry_skip": 2}
@@ -103,7 +102,7 @@ def test_nonnegative_skip_rides_through_leaky_relu_unchanged():
 
 
 def test_signed_skip_is_not_carried_through_leaky_relu():
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(_skip_net(b, "LeakyRelu"))
     result, hits, declines = run_family(model, et_carry.rules, input_ranges={"input": (-1.0, 1.0)})
     assert not hits and ops(result) == ops(model)
@@ -112,7 +111,7 @@ def test_signed_skip_is_not_carried_through_leaky_relu():
 
 def test_leaky_relu_next_to_relu_carries_as_prelu():
     """Streams with different activations merge as one PRelu with each stream's slopes (Relu: 0)."""
-    b = Builder(3)
+    b = GraphBuilder(3)
     leaky = b.op("LeakyRelu", [b.conv("input", 3, 4)], alpha=0.2)
     relu = b.op("Relu", [b.conv("input", 3, 2)])
     model = b.model(b.conv(b.op("Concat", [leaky, relu, "input"], axis=1), 9, 3))
@@ -123,7 +122,7 @@ def test_leaky_relu_next_to_relu_carries_as_prelu():
 
 
 def test_strided_conv_is_not_carried_through():
-    b = Builder(3)
+    b = GraphBuilder(3)
     h = b.op("Relu", [b.conv("input", 3, 6, stride=2)])
     model = b.model(
         b.conv(
@@ -139,7 +138,7 @@ def test_residual_block_becomes_plain():
     """y = x + Conv(Relu(Conv(x))) inside a net: add -> conv, then the carry makes it one chain."""
     from etc.passes import et_add
 
-    b = Builder(4)
+    b = GraphBuilder(4)
     x = b.op("Relu", [b.conv("input", 4, 4)])
     r = b.conv(b.op("Relu", [b.conv(x, 4, 4)]), 4, 4)
     model = b.model(b.conv(b.op("Add", [x, r]), 4, 3))

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from etc.passes import et_d2s
-from etc.testing import assert_equivalent
-from tests.et_helpers import Builder, ops, reasons, run_family
+from etc.testing import GraphBuilder, assert_equivalent, ops, reasons, run_family
 
 RANGE = {"input": (-1.0, 1.0)}
 
@@ -15,7 +14,7 @@ RANGE = {"input": (-1.0, 1.0)}
 @pytest.mark.parametrize("op", ["Add", "Sub"])
 @pytest.mark.parametrize("mode", ["CRD", "DCR", None])
 def test_add_of_two_shuffles(mode, op):
-    b = Builder(3)
+    b = GraphBuilder(3)
     kw = {"blocksize": 2} | ({"mode": mode} if mode else {})
     left = b.op("DepthToSpace", [b.conv("input", 3, 12)], **kw)
     right = b.op("DepthToSpace", [b.conv("input", 3, 12)], **kw)
@@ -28,7 +27,7 @@ def test_add_of_two_shuffles(mode, op):
 
 @pytest.mark.parametrize("op", ["Add", "Sub"])
 def test_mixed_modes_are_refused(op):
-    b = Builder(3)
+    b = GraphBuilder(3)
     left = b.op("DepthToSpace", [b.conv("input", 3, 12)], blocksize=2, mode="CRD")
     right = b.op("DepthToSpace", [b.conv("input", 3, 12)], blocksize=2, mode="DCR")
     _, hits, declines = run_family(b.model(b.op(op, [left, right])), et_d2s.rules)
@@ -38,7 +37,7 @@ def test_mixed_modes_are_refused(op):
 
 @pytest.mark.parametrize("op", ["Relu", "Clip", "LeakyRelu", "Neg"])
 def test_activation_moves_before_shuffle(op):
-    b = Builder(3)
+    b = GraphBuilder(3)
     d = b.op("DepthToSpace", [b.conv("input", 3, 12)], blocksize=2, mode="CRD")
     if op == "Clip":
         out = b.op("Clip", [d, b.const(np.float32(0.0)), b.const(np.float32(1.0))])
@@ -52,7 +51,7 @@ def test_activation_moves_before_shuffle(op):
 
 
 def test_shared_shuffle_is_left():
-    b = Builder(3)
+    b = GraphBuilder(3)
     d = b.op("DepthToSpace", [b.conv("input", 3, 12)], blocksize=2, mode="CRD")
     model = b.model(b.op("Relu", [d]), d)
     _, hits, _ = run_family(model, et_d2s.rules)
@@ -60,7 +59,7 @@ def test_shared_shuffle_is_left():
 
 
 def test_clip_with_tensor_bound_is_refused():
-    b = Builder(3)
+    b = GraphBuilder(3)
     d = b.op("DepthToSpace", [b.conv("input", 3, 12)], blocksize=2, mode="CRD")
     bound = b.op("ReduceMax", ["input"], keepdims=0)
     _, hits, declines = run_family(b.model(b.op("Clip", [d, bound])), et_d2s.rules)

@@ -6,13 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etc.passes import et_add, et_dual
-from etc.testing import assert_equivalent
-from tests.et_helpers import Builder, conv_kernels, ops, reasons, run_family
+from etc.testing import GraphBuilder, assert_equivalent, conv_kernels, ops, reasons, run_family
 
 FAMILIES = et_add.rules + et_dual.rules
 
 
-def _dual(b: Builder, feat: int, res: int, blocks: int, k: int = 3) -> str:
+def _dual(b: GraphBuilder, feat: int, res: int, blocks: int, k: int = 3) -> str:
     x = b.op("Relu", [b.conv("input", 3, feat, k)])
     r = b.op("Relu", [b.conv("input", 3, res, k)])
     for _ in range(blocks):
@@ -24,7 +23,7 @@ def _dual(b: Builder, feat: int, res: int, blocks: int, k: int = 3) -> str:
 
 
 def test_etds_streams_become_one_chain():
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(_dual(b, 5, 3, 2))
     result, hits, _ = run_family(model, FAMILIES)
     assert hits == {"add_to_conv": 3, "dual_stream": 3}
@@ -39,7 +38,7 @@ def test_etds_streams_become_one_chain():
 @settings(max_examples=25, deadline=None)
 @given(feat=st.integers(1, 5), res=st.integers(1, 4), blocks=st.integers(0, 2), k=st.sampled_from([1, 3, 5]))
 def test_property_dual(feat, res, blocks, k):
-    b = Builder(3, seed=feat * 11 + res)
+    b = GraphBuilder(3, seed=feat * 11 + res)
     model = b.model(_dual(b, feat, res, blocks, k))
     result, _, _ = run_family(model, FAMILIES)
     assert set(ops(result)) == {"Conv", "Relu"}
@@ -48,7 +47,7 @@ def test_property_dual(feat, res, blocks, k):
 
 
 def test_concat_of_plain_convs_without_activation():
-    b = Builder(3)
+    b = GraphBuilder(3)
     model = b.model(b.op("Concat", [b.conv("input", 3, 2, 1), b.conv("input", 3, 3, 5)], axis=1))
     result, hits, _ = run_family(model, et_dual.rules)
     assert hits == {"dual_stream": 1}
@@ -57,7 +56,7 @@ def test_concat_of_plain_convs_without_activation():
 
 
 def test_strided_stream_is_refused():
-    b = Builder(3)
+    b = GraphBuilder(3)
     x = b.op("Relu", [b.conv("input", 3, 4, stride=2)])
     r = b.op("Relu", [b.conv("input", 3, 4, stride=2)])
     _, hits, declines = run_family(b.model(b.op("Concat", [x, r], axis=1)), et_dual.rules)
@@ -67,7 +66,7 @@ def test_strided_stream_is_refused():
 
 def test_shared_stream_waits():
     """A stream read elsewhere is not absorbed (it would be computed twice); nothing merges."""
-    b = Builder(3)
+    b = GraphBuilder(3)
     x = b.op("Relu", [b.conv("input", 3, 4)])
     r = b.op("Relu", [b.conv("input", 3, 4)])
     model = b.model(b.op("Concat", [x, r], axis=1), r)

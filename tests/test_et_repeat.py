@@ -9,8 +9,7 @@ from torch import nn
 
 from etc.frontends.torch import export
 from etc.passes import et_repeat
-from etc.testing import assert_equivalent
-from tests.et_helpers import Builder, conv_kernels, ops, reasons, run_family
+from etc.testing import GraphBuilder, assert_equivalent, conv_kernels, ops, reasons, run_family
 
 SHAPE_OPS = {"Unsqueeze", "Tile", "Expand", "Reshape", "Shape", "Slice", "Concat", "Gather"}
 
@@ -34,7 +33,7 @@ def test_torch_anchors_become_selection_convs(exporter, dynamic):
     assert_equivalent(model, out, sizes=((5, 7), (8, 10)) if dynamic else ((8, 10),))
 
 
-def _interleave_dynamo_style(b: Builder, c: int, n: int) -> str:
+def _interleave_dynamo_style(b: GraphBuilder, c: int, n: int) -> str:
     """Unsqueeze -> Expand -> Reshape(Concat(1, C*n, Shape(x, start=2)))."""
     u = b.op("Unsqueeze", ["input", b.const(np.array([2], np.int64))])
     e = b.op("Expand", [u, b.const(np.array([1, 1, n, 1, 1], np.int64))])
@@ -46,7 +45,7 @@ def _interleave_dynamo_style(b: Builder, c: int, n: int) -> str:
 
 
 def test_handmade_interleave_and_concat_repeat():
-    b = Builder(2, opset=18)
+    b = GraphBuilder(2, opset=18)
     a = _interleave_dynamo_style(b, 2, 3)
     t = b.op("Concat", ["input", "input", "input"], axis=1)
     out = b.op("Add", [a, t])
@@ -60,7 +59,7 @@ def test_handmade_interleave_and_concat_repeat():
 
 
 def test_transpose_is_not_a_channel_map():
-    b = Builder(3)
+    b = GraphBuilder(3)
     t = b.op("Transpose", ["input"], perm=[0, 1, 3, 2])
     out = b.op("Relu", [t])
     _, hits, declines = run_family(b.model(out), et_repeat.rules)
@@ -69,7 +68,7 @@ def test_transpose_is_not_a_channel_map():
 
 
 def test_spatial_slice_is_refused():
-    b = Builder(3)
+    b = GraphBuilder(3)
     t = b.op(
         "Slice",
         [
@@ -86,7 +85,7 @@ def test_spatial_slice_is_refused():
 
 
 def test_shape_from_graph_input_is_refused():
-    b = Builder(3)
+    b = GraphBuilder(3)
     b.inputs.append(__import__("onnx").helper.make_tensor_value_info("shape", 7, [4]))
     t = b.op("Reshape", ["input", "shape"])
     out = b.op("Relu", [t])
@@ -96,7 +95,7 @@ def test_shape_from_graph_input_is_refused():
 
 
 def test_constant_data_is_not_a_region():
-    b = Builder(3, hw=(4, 4))
+    b = GraphBuilder(3, hw=(4, 4))
     t = b.op("Concat", ["input", b.const(np.ones((1, 1, 4, 4), np.float32))], axis=1)
     out = b.op("Relu", [t])
     _, hits, declines = run_family(b.model(out), et_repeat.rules)
@@ -104,7 +103,7 @@ def test_constant_data_is_not_a_region():
 
 
 def test_identity_region_is_left_to_fold():
-    b = Builder(3)
+    b = GraphBuilder(3)
     t = b.op("Identity", ["input"])
     out = b.op("Relu", [t])
     _, hits, declines = run_family(b.model(out), et_repeat.rules)
@@ -113,7 +112,7 @@ def test_identity_region_is_left_to_fold():
 
 
 def test_broadcast_one_channel_anchor():
-    b = Builder(1, hw=(6, 5))
+    b = GraphBuilder(1, hw=(6, 5))
     c = b.conv("input", 1, 4)
     out = b.op("Add", [c, "input"])
     model = b.model(out)
@@ -124,7 +123,7 @@ def test_broadcast_one_channel_anchor():
 
 
 def test_broadcast_over_space_is_refused():
-    b = Builder(4, hw=(6, 5))
+    b = GraphBuilder(4, hw=(6, 5))
     pooled = b.op("ReduceMean", ["input"], axes=[1, 2, 3], keepdims=1)
     out = b.op("Add", ["input", pooled])
     _, hits, declines = run_family(b.model(out), et_repeat.rules)

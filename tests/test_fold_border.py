@@ -7,8 +7,7 @@ import pytest
 
 from etc.passes.fold_border import rules
 from etc.pipeline import run_pipeline
-from etc.testing import assert_equivalent
-from tests.et_helpers import Builder, ops, reasons, run_family
+from etc.testing import GraphBuilder, assert_equivalent, ops, reasons, run_family
 
 H, W = 7, 9  # odd sizes: border bugs hide at even ones
 RULE = "border_write_as_padding"
@@ -42,7 +41,7 @@ def border_written(
     ``value`` picks what the strips hold: 'bias' (b0), 'other' (per-channel, not b0), 'scalar' (0.25 everywhere),
     'varying' (b0 plus a different offset at every position: not one value per channel).
     """
-    b = Builder(3, hw=(H, W), seed=1)
+    b = GraphBuilder(3, hw=(H, W), seed=1)
     b0 = b.rng.normal(0, 0.5, size=c).astype(np.float32)
     w0 = b.rng.normal(0, 0.5, size=(c, 3, 1, 1)).astype(np.float32)
     y = b.op("Conv", ["input", b.const(w0, "w"), b.const(b0, "b")], kernel_shape=[1, 1], strides=[stride] * 2)
@@ -104,7 +103,7 @@ def test_declines_name_the_failed_condition(kwargs, reason):
 
 
 def test_per_channel_border_without_a_1x1_producer_is_declined():
-    b = Builder(3, hw=(H, W))
+    b = GraphBuilder(3, hw=(H, W))
     y = b.op("Pad", ["input", b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")])
     for strip in STRIPS.values():
         idx = strip_indices(3, *strip(H + 2, W + 2))
@@ -116,7 +115,7 @@ def test_per_channel_border_without_a_1x1_producer_is_declined():
 
 
 def test_data_dependent_updates_are_declined():
-    b = Builder(3, hw=(H, W))
+    b = GraphBuilder(3, hw=(H, W))
     y = b.op("Pad", ["input", b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")])
     row = b.op("Slice", ["input", *(b.const(np.array([v], np.int64)) for v in (0, 1, 2))])  # (1,3,1,W)
     idx = strip_indices(3, range(0, 1), range(1, W + 1))
@@ -132,7 +131,7 @@ def test_data_dependent_updates_are_declined():
 
 def concat_bordered(value: str = "bias", hw: tuple[int, int] = (H, W)):
     """x -> Conv1x1(b0) -> Concat(W: [b0 column, y, b0 column]) -> Concat(H: [b0 row, ., b0 row]) -> Conv3x3."""
-    b = Builder(3, hw=hw, seed=2)
+    b = GraphBuilder(3, hw=hw, seed=2)
     c = 4
     b0 = b.rng.normal(0, 0.5, size=c).astype(np.float32)
     w0 = b.rng.normal(0, 0.5, size=(c, 3, 1, 1)).astype(np.float32)

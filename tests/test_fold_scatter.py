@@ -8,8 +8,7 @@ import pytest
 
 from etc.passes.fold_scatter import rules
 from etc.pipeline import NumericCheck, run_pipeline
-from etc.testing import assert_equivalent
-from tests.et_helpers import Builder, conv_kernels, ops, reasons, run_family
+from etc.testing import GraphBuilder, assert_equivalent, conv_kernels, ops, reasons, run_family
 
 RULE = "channel_write_as_concat"
 C = 6
@@ -25,7 +24,7 @@ def channel_write(
     hw: tuple[int, int] | None = None,
 ) -> onnx.ModelProto:
     """x = Conv3x3(input); x[:, rows] = Conv5x5(x[:, 0:2]) as ScatterND (legacy layout or dynamo's transposes)."""
-    b = Builder(3, hw=hw, seed=4)
+    b = GraphBuilder(3, hw=hw, seed=4)
     x = b.conv("input", 3, C, 3)
     part = b.op("Slice", [x, *(b.const(np.array([v], np.int64)) for v in (0, 2, 1))])
     upd = b.conv(part, 2, cout, 5)
@@ -84,7 +83,7 @@ def test_declines_name_the_failed_condition(kwargs, reason):
 
 def test_spatial_write_is_left_alone():
     """Writing row 0 of channels 1..2 (indices reach H) is not a whole-channel write: not this rule's pattern."""
-    b = Builder(3, hw=(7, 9), seed=4)
+    b = GraphBuilder(3, hw=(7, 9), seed=4)
     x = b.conv("input", 3, C, 3)
     row = b.op("Slice", [x, *(b.const(np.array([v], np.int64)) for v in (1, 3, 1))])
     row = b.op("Slice", [row, *(b.const(np.array([v], np.int64)) for v in (0, 1, 2))])

@@ -1,8 +1,14 @@
-"""Imports point one way: core -> passes / quant -> api level -> commands / cli.
+"""Imports point one way: core -> passes / quant -> api level -> commands / cli, and no module imports itself
+back through others.
 
 Every module under etc/ is parsed with ``ast``; module-level and function-local imports both count. A module
 may import its own layer or any layer below it, never one above, and ``etc.passes`` and ``etc.quant`` never
-import each other. The lazy name table in ``etc/__init__.py`` resolves by string and is not an import.
+import each other. The core has three sub-layers of its own, then the test kit:
+  base      errors, text, timing, the graph layer (graph), conv algebra (convmath), runtime, ONNX load/save
+  analysis  what a model is and costs: shapes, cost, info, ranges, verification
+  driver    rules and the pass pipeline
+  testing   the builders and runners of tests, fuzz and bench
+The lazy name table in ``etc/__init__.py`` resolves by string and is not an import.
 """
 
 from __future__ import annotations
@@ -14,27 +20,29 @@ import pytest
 
 ETC = Path(__file__).resolve().parents[1] / "etc"
 
-CORE, PASSES, QUANT, API, CLI = "core", "passes", "quant", "api", "cli"
-RANK = {CORE: 0, PASSES: 1, QUANT: 1, API: 2, CLI: 3}
+BASE, ANALYSIS, DRIVER, TESTKIT = "core/base", "core/analysis", "core/driver", "core/testing"
+PASSES, QUANT, API, CLI = "passes", "quant", "api", "cli"
+RANK = {BASE: 0.0, ANALYSIS: 0.1, DRIVER: 0.2, TESTKIT: 0.3, PASSES: 1, QUANT: 1, API: 2, CLI: 3}
 
 # Longest prefix wins; a prefix names a module or a package and everything inside it.
 LAYERS: dict[str, str] = {
-    "etc": CORE,  # the package facade: lazy, string-resolved names only
-    "etc.errors": CORE,
-    "etc.graph": CORE,
-    "etc.convmath": CORE,
-    "etc.runtime": CORE,
-    "etc.timing": CORE,
-    "etc.rules": CORE,
-    "etc.pipeline": CORE,
-    "etc.cost": CORE,
-    "etc.ranges": CORE,
-    "etc.info": CORE,
-    "etc.verification": CORE,
-    "etc.testing": CORE,
-    "etc.text": CORE,
-    "etc.frontends": CORE,
-    "etc.frontends.onnx_io": CORE,
+    "etc": BASE,  # the package facade: lazy, string-resolved names only
+    "etc.errors": BASE,
+    "etc.text": BASE,
+    "etc.timing": BASE,
+    "etc.graph": BASE,
+    "etc.convmath": BASE,
+    "etc.runtime": BASE,
+    "etc.frontends": BASE,
+    "etc.frontends.onnx_io": BASE,
+    "etc.shapes": ANALYSIS,
+    "etc.cost": ANALYSIS,
+    "etc.info": ANALYSIS,
+    "etc.ranges": ANALYSIS,
+    "etc.verification": ANALYSIS,
+    "etc.rules": DRIVER,
+    "etc.pipeline": DRIVER,
+    "etc.testing": TESTKIT,
     "etc.passes": PASSES,
     "etc.quant": QUANT,
     "etc.api": API,
@@ -130,6 +138,29 @@ def test_every_module_has_a_layer():
 def test_no_import_runs_back_up_the_layers():
     bad = [f"{s} ({_layer(s)}) imports {d} ({_layer(d)})" for s, d in _violations() if not _allowed(s, d)]
     assert not bad, "imports against the layering:\n" + "\n".join(bad)
+
+
+def _cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
+    """One import cycle per strongly connected group of modules (a module importing itself is not one)."""
+    import networkx as nx
+
+    graph = nx.DiGraph((s, d) for s, d in edges if s != d and d != "etc")
+    return [sorted(group) for group in nx.strongly_connected_components(graph) if len(group) > 1]
+
+
+def test_no_import_cycle():
+    cycles = _cycles(_edges())
+    assert not cycles, "modules that import each other (directly or through others): " + repr(cycles)
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_third_module():
+    edges = {
+        ("etc.cost", "etc.info"),
+        ("etc.info", "etc.shapes"),
+        ("etc.shapes", "etc.cost"),
+        ("etc.a", "etc"),
+    }
+    assert _cycles(edges) == [["etc.cost", "etc.info", "etc.shapes"]]
 
 
 def test_passes_and_quant_do_not_import_each_other():

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from etc import runtime
-from etc.quant import qdq, quantizer, target
+from etc.quant import kernels, qdq, quantizer
 from etc.testing import assert_equivalent
 from tests.test_quant_equalize import _chain
 
@@ -96,11 +96,11 @@ def test_fused_kernel_adds_exactly_the_predicted_pairs(c, k):
     """The layout :func:`qdq.kernel_pairs` assumes, checked on this onnxruntime: on a CPU whose u8s8 kernel
     saturates, two weights at full scale saturate int16 exactly when they share a (2j, 2j + 1) pair of the NHWC
     reduction index; on a CPU that accumulates in int32, no pair saturates."""
-    saturating = target.kernel_saturates_pairs()
+    saturating = kernels.kernel_saturates_pairs()
     n = c * k * k
     probes = [(a, a + 1) for a in range(n - 1)] + [(a, a + 2) for a in range(0, n - 2, 3)]
     for a, b in probes:
-        got = target.saturation_probe(c, k, a, b)
+        got = kernels.saturation_probe(c, k, a, b)
         paired = saturating and a // 2 == b // 2
         assert (got < 1.5) == paired, (c, k, a, b, got, "saturating" if saturating else "int32")
 
@@ -187,7 +187,7 @@ def test_target_default_is_exact_int32_and_recorded(rng):
         model, images, scale=1, num=4, rounding="nearest", target="x86-avx2"
     )
     assert (r32.target, ravx.target) == ("int32", "x86-avx2")
-    assert (target.recorded(q32), target.recorded(qavx)) == ("int32", "x86-avx2")
+    assert (kernels.recorded(q32), kernels.recorded(qavx)) == ("int32", "x86-avx2")
     weights = {
         i.name: onnx.numpy_helper.to_array(i)
         for i in q32.graph.initializer
@@ -199,19 +199,19 @@ def test_target_default_is_exact_int32_and_recorded(rng):
 
 
 def test_native_target_follows_the_probed_kernel(rng):
-    expected = "x86-avx2" if target.kernel_saturates_pairs() else "int32"
-    assert target.resolve("native") == expected
-    assert target.safe_mode(target.resolve("int32")) is False
-    assert target.safe_mode("x86-avx2") == "pairs"
+    expected = "x86-avx2" if kernels.kernel_saturates_pairs() else "int32"
+    assert kernels.resolve("native") == expected
+    assert kernels.safe_mode(kernels.resolve("int32")) is False
+    assert kernels.safe_mode("x86-avx2") == "pairs"
     with pytest.raises(Exception, match="unknown target"):
-        target.resolve("gpu")
+        kernels.resolve("gpu")
     model = _chain(rng, c=8)
     q, report = quantizer.quantize_with_report(
         model, [f["x"] for f in _feeds(rng)], scale=1, num=4, rounding="nearest", target="native"
     )
-    assert report.target == expected == target.recorded(q)
+    assert report.target == expected == kernels.recorded(q)
     props = {p.key: p.value for p in q.metadata_props}
-    assert props[target.METADATA_KEY + ".requested"] == "native"
+    assert props[kernels.METADATA_KEY + ".requested"] == "native"
 
 
 def test_int32_target_matches_the_fused_kernel_only_where_it_accumulates_in_int32(rng):
@@ -223,6 +223,6 @@ def test_int32_target_matches_the_fused_kernel_only_where_it_accumulates_in_int3
     feed = {"x": rng.uniform(0, 1, size=(1, 3, 15, 17)).astype(np.float32)}
     ref = runtime.run(runtime.session(q), feed)["c3"]
     got = runtime.run(runtime.session(q, optimize=True), feed)["c3"]
-    if target.kernel_saturates_pairs():
+    if kernels.kernel_saturates_pairs():
         pytest.skip("this CPU's u8s8 kernel saturates int16 pairs: only the x86-avx2 target is exact here")
     np.testing.assert_allclose(got, ref, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Block reconstruction (etc.quant.reconstruct) and PReLU input ranges (etc.quant.prelu)."""
+"""Block reconstruction (etc.quant.reconstruct) and PReLU input ranges (etc.quant.prelu_ranges)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from etc import runtime, zoo
 from etc.frontends.torch import export
-from etc.quant import observe, prelu, proto, qdq, quantizer, reconstruct
+from etc.quant import observe, prelu_ranges, proto, qdq, quantizer, reconstruct
 from etc.quant.refit import FitProblem
 from tests.conftest import shared_pretrained
 from tests.test_quant_equalize import _chain
@@ -98,9 +98,9 @@ def test_prelu_range_drops_negative_values_the_slope_throws_away(rng):
     z = np.concatenate([rng.uniform(-8, 1, 4000), rng.uniform(-1, 2, 4000)])
     alpha0 = np.where(z[:4000] < 0, 0.0, 1.0)
     alpha1 = np.ones(4000)
-    lo, hi = prelu.best_range(z, np.concatenate([alpha0, alpha1]))
+    lo, hi = prelu_ranges.best_range(z, np.concatenate([alpha0, alpha1]))
     assert -2.5 < lo <= -1.0 and hi == pytest.approx(2.0, rel=0.01)  # the slope-1 negatives are kept
-    lo_all, _ = prelu.best_range(z, np.ones_like(z))  # every value weighted alike: keep the -8 tail
+    lo_all, _ = prelu_ranges.best_range(z, np.ones_like(z))  # every value weighted alike: keep the -8 tail
     assert lo_all < -7
 
 
@@ -134,7 +134,7 @@ def test_prelu_input_ranges_lower_the_output_error_of_a_kept_prelu(rng, monkeypa
         return float(np.mean([np.mean((a - b) ** 2) for a, b in zip(ref, got)]))
 
     q_weighted, report = quantizer.quantize_with_report(model, images, **common)
-    monkeypatch.setattr(prelu, "prelu_input_ranges", lambda *a, **k: {})
+    monkeypatch.setattr(prelu_ranges, "prelu_input_ranges", lambda *a, **k: {})
     q_plain, plain = quantizer.quantize_with_report(model, images, **common)
     assert report.ranges["c1"][0] > 0.5 * plain.ranges["c1"][0]  # the slope-0 negatives are not covered
     assert error(q_weighted) < error(q_plain)

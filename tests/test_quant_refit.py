@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from etc import runtime
+from etc.cost import conv_macs_per_pixel
 from etc.quant import proto, qdq, quantizer, refit, summary
 from tests.test_quant_equalize import _chain
 
@@ -68,10 +69,10 @@ def test_default_adds_no_macs_and_copies_report_their_cost(rng):
     images = _images(rng)
     q1, _ = quantizer.quantize_with_report(model, images, scale=1, num=6)
     q4, rep4 = quantizer.quantize_with_report(model, images, scale=1, num=6, split=4)
-    assert summary.conv_macs(q1) == summary.conv_macs(model)
-    assert rep4.split and summary.conv_macs(q4) > summary.conv_macs(model)
+    assert conv_macs_per_pixel(q1) == conv_macs_per_pixel(model)
+    assert rep4.split and conv_macs_per_pixel(q4) > conv_macs_per_pixel(model)
     figures = summary.summarize(model, q4, scale=1, calib=None, patch=8, latency_size=(24, 20))
-    assert figures.macs_ratio == pytest.approx(summary.conv_macs(q4) / summary.conv_macs(model))
+    assert figures.macs_ratio == pytest.approx(conv_macs_per_pixel(q4) / conv_macs_per_pixel(model))
     assert figures.fp32_ms > 0 and figures.int8_ms > 0 and figures.heldout_drop is None
     text = "\n".join(figures.lines())
     assert "conv MACs INT8 / FP32" in text and "latency at 1x3x24x20" in text and figures.cpu in text

@@ -8,6 +8,8 @@ torch = pytest.importorskip("torch")
 
 import hashlib  # noqa: E402
 import inspect  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
@@ -43,12 +45,21 @@ def deploy_convs(net: torch.nn.Module) -> int:
     return net.M + 2 if isinstance(net, ECBSRTrain) else net.deploy_convs
 
 
+def export_cache_dir(request) -> Path:
+    """pytest's cache folder for exports, or the session's temporary folder when the cache plugin is off."""
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return cache.mkdir("rep_exports")
+    return request.getfixturevalue("tmp_path_factory").getbasetemp() / "rep_exports"
+
+
 def cached_export(request, net: torch.nn.Module, exporter: str, dynamic_hw: bool = True) -> onnx.ModelProto:
     """A real export, kept in pytest's cache keyed by the exporter, dynamic H/W, torch version, sources and
     weights.
 
     The dynamo exporter spends seconds per call even on tiny nets; re-exporting an unchanged net teaches
     nothing, so repeated runs reuse the file (delete .pytest_cache or run with --cache-clear to re-export).
+    Without pytest's cache plugin (``-p no:cacheprovider``) the file lives in the session's temporary folder.
     """
     digest = hashlib.sha256(f"{exporter} {dynamic_hw} {torch.__version__} {type(net).__qualname__}".encode())
     for module in (inspect.getmodule(type(net)), etc.zoo.common, etc.frontends.torch):
@@ -56,11 +67,15 @@ def cached_export(request, net: torch.nn.Module, exporter: str, dynamic_hw: bool
     for key, value in net.state_dict().items():
         digest.update(key.encode())
         digest.update(value.detach().numpy().tobytes())
-    path = request.config.cache.mkdir("rep_exports") / f"{digest.hexdigest()[:32]}.onnx"
+    folder = export_cache_dir(request)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest.hexdigest()[:32]}.onnx"
     if path.exists():
         return onnx.load(path)
     model = export(net, exporter=exporter, dynamic_hw=dynamic_hw)
-    onnx.save(model, path)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    onnx.save(model, partial)
+    os.replace(partial, path)  # parallel workers never read a half-written file
     return model
 
 

@@ -130,9 +130,9 @@ def _check_sizes(pairs, scale: int, data: str) -> None:
 def _target_warning(model, optimize: bool) -> str | None:
     """A note when an int32-target INT8 model runs on fused kernels that saturate int16 pairs (x86 without
     VNNI): the figures then show this CPU's kernel, not the QDQ graph."""
-    from etc.quant import target
+    from etc.quant import kernels
 
-    if not optimize or target.recorded(model) != "int32" or not target.kernel_saturates_pairs():
+    if not optimize or kernels.recorded(model) != "int32" or not kernels.kernel_saturates_pairs():
         return None
     return (
         "note: this INT8 model targets exact int32 accumulation, but this CPU's u8s8 kernel adds weight pairs "

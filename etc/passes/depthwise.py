@@ -20,6 +20,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.graph import ConvSpec, conv_spec, conv_weights, input_at, make_conv
+from etc.pipeline import FINISH
 from etc.rules import Decline, Match, RewriteContext, Rule, RulePass, RuleSet
 
 
@@ -85,5 +86,7 @@ class DepthwisePass(RulePass):
     """Lowers convs that never mix channels to depthwise convs (C instead of C² MACs per pixel for 1x1)."""
 
     name = "depthwise"
+    phase = FINISH
+    rank = 0
     summary = "convs that never mix channels (e.g. the clamp's Conv1x1(-I)) -> depthwise Conv (opt-in)"
     rules = rules

@@ -24,6 +24,7 @@ before DepthToSpace and split into two Conv+ReLU.)
 
 from __future__ import annotations
 
+from etc.pipeline import WIDEN
 from etc.rules import RulePass, RuleSet, load_families
 
 FAMILIES = (
@@ -46,6 +47,8 @@ class EtPass(RulePass):
     """Rewrites anchors, skips, dual streams, clips and activations into plain Conv/ReLU/DepthToSpace."""
 
     name = "et"
+    phase = WIDEN
+    rank = 1
     summary = "anchors, skips, dual streams, clips, PReLU, transposed convs -> Conv/ReLU/DepthToSpace"
 
     def rule_sets(self) -> list[RuleSet]:

@@ -35,7 +35,6 @@ from etc.graph import (
     ConvSpec,
     bypass,
     can_bypass,
-    channels,
     const_value,
     constant,
     consumers,
@@ -50,6 +49,7 @@ from etc.graph import (
     per_channel_constant,
     producer,
     retire,
+    static_channels,
 )
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
@@ -210,7 +210,7 @@ class PReluToRelu(Rule):
             return int(const_value(input_at(conv, 1)).shape[0])
         if slope.size > 1:
             return int(slope.size)
-        known = channels(z)
+        known = static_channels(z)
         if known is not None:
             return known
         user = users[0]

@@ -38,13 +38,11 @@ import onnx_graphsurgeon as gs
 from etc.convmath import selection_kernel
 from etc.graph import (
     ConvSpec,
-    channels,
     const_value,
-    conv_spec,
     input_at,
     make_conv,
     make_node,
-    producer,
+    shape_or_conv_channels,
 )
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
@@ -123,16 +121,6 @@ def _full_scales(node: gs.Node, opset: int) -> np.ndarray:
     return full
 
 
-def _channel_count(x: gs.Tensor) -> int | None:
-    known = channels(x)
-    if known is not None:
-        return known
-    node = producer(x)
-    if node is not None and node.op == "Conv" and conv_spec(node) is not None:
-        return int(const_value(input_at(node, 1)).shape[0])
-    return None
-
-
 @dataclass(frozen=True)
 class Upsampling:
     """The integer factor of a nearest Resize and the channel count of its input."""
@@ -169,7 +157,7 @@ class NearestResizeToConvD2S(Rule):
                 f"coordinate_transformation_mode={coordinate_mode} with nearest_mode={nearest_mode} at scale {s} "
                 "is not a pure pixel repeat"
             )
-        count = _channel_count(node.inputs[0])
+        count = shape_or_conv_channels(node.inputs[0])
         if count is None:
             raise Decline("channel count of the input is unknown")
         return Match([node], Upsampling(s, count))

@@ -34,7 +34,6 @@ from etc.convmath import selection_kernel
 from etc.cost import selection_widening
 from etc.graph import (
     ConvSpec,
-    channels,
     const_value,
     consumers,
     conv_spec,
@@ -47,6 +46,7 @@ from etc.graph import (
     only_consumer,
     producer,
     retire,
+    shape_or_conv_channels,
 )
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
@@ -64,17 +64,6 @@ def onnx_slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
     else:
         start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
     return list(range(start, end, step))
-
-
-def channel_count(tensor: gs.Tensor) -> int | None:
-    """Static channels of a 4-D tensor, from its shape or its producing Conv."""
-    known = channels(tensor)
-    if known is not None:
-        return known
-    node = producer(tensor)
-    if node is not None and node.op == "Conv" and conv_spec(node) is not None:
-        return int(const_value(input_at(node, 1)).shape[0])
-    return None
 
 
 def _rank(tensor: gs.Tensor) -> int | None:
@@ -220,7 +209,7 @@ class ChannelSliceToConv(Rule):
                 dim = (data.shape or [None] * 4)[axis]
                 if not (start == 0 and step == 1 and isinstance(dim, (int, np.integer)) and end >= dim):
                     raise Decline(f"the Slice also cuts axis {axis}")
-        count = channel_count(data)
+        count = shape_or_conv_channels(data)
         if count is None:
             raise Decline("channel count of the input is unknown")
         k = axes.index(1)
@@ -263,7 +252,7 @@ class ChannelSlicesToSplit(Rule):
         readers = consumers(data)
         if _rank(data) != 4 or len(readers) < 2 or any(r.op != "Slice" for r in readers):
             return None
-        count = channel_count(data)
+        count = shape_or_conv_channels(data)
         if count is None:
             return None
         ranges = [_channel_range(r, count) for r in readers]
@@ -323,7 +312,7 @@ class ChannelSplitToConvs(Rule):
         data = node.inputs[0]
         if _rank(data) != 4 or int(node.attrs.get("axis", 0)) not in (1, -3):
             return None
-        count = channel_count(data)
+        count = shape_or_conv_channels(data)
         if count is None:
             raise Decline("channel count of the input is unknown")
         sizes = _split_sizes(node, count)

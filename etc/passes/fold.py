@@ -5,6 +5,8 @@ Families, run in this order (see each module for its rules and their exactness c
   fold_noop       Identity, Dropout, infinite Clip, zero Pad, full Slice, same-shape Reshape/Expand, x*1, x+0
   fold_relu       Relu(Relu(x)), Max(x, 0), Clip(x, 0, inf) -> Relu
   fold_clip       Clip(Clip(x)), Clip(Relu(x)) -> one Clip on the intersected bounds
+  fold_border     a 1x1 conv's bias written into the border of its padded output -> the 1x1 conv padded
+  fold_scatter    in-place channel writes (ScatterND of a channel range) -> Slice + Concat
   fold_pad        zero Pad -> Conv pads
   fold_bn         BatchNormalization into Conv/ConvTranspose (or a 1x1 depthwise Conv when alone)
   fold_affine     per-channel Mul/Add/Sub/Div constants into Conv weights and bias
@@ -13,6 +15,7 @@ Families, run in this order (see each module for its rules and their exactness c
 
 from __future__ import annotations
 
+from etc.pipeline import CLEANUP
 from etc.rules import RulePass, RuleSet, load_families
 
 FAMILIES = (
@@ -33,6 +36,8 @@ class FoldPass(RulePass):
     """Constant folding, no-op elimination, BatchNorm/affine/Pad folding into Conv."""
 
     name = "fold"
+    phase = CLEANUP
+    rank = 1
     summary = "constant folding, no-op removal, BatchNorm/affine/Pad folding into Conv"
 
     def rule_sets(self) -> list[RuleSet]:

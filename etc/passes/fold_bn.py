@@ -18,7 +18,6 @@ import onnx_graphsurgeon as gs
 from etc.graph import (
     ConvSpec,
     batchnorm_affine,
-    channels,
     const_value,
     constant,
     conv_weights,
@@ -27,6 +26,7 @@ from etc.graph import (
     only_consumer,
     producer,
     retire,
+    static_channels,
 )
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
@@ -105,7 +105,7 @@ class BatchNormToDepthwiseConv(Rule):
         if shape is None or len(shape) != 4:
             raise Decline("BatchNormalization input is not known to be 4-D")
         affine = bn_affine(node)
-        count = channels(node.inputs[0]) or affine.a.size
+        count = static_channels(node.inputs[0]) or affine.a.size
         if count != affine.a.size:
             raise Decline("channel count differs from the BN parameters")
         return Match([node], affine)

@@ -27,7 +27,6 @@ import onnx_graphsurgeon as gs
 
 from etc.graph import (
     SHAPE_PRESERVING,
-    channels,
     const_value,
     constant,
     consumers,
@@ -35,6 +34,7 @@ from etc.graph import (
     is_graph_output,
     make_node,
     producer,
+    static_channels,
 )
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
@@ -99,7 +99,11 @@ def _peel_shape_noops(updates: gs.Tensor, x: gs.Tensor) -> gs.Tensor:
     tensor = updates
     while (node := producer(tensor)) is not None and node.op in ("Reshape", "Expand"):
         tensor = node.inputs[0]
-    if tensor is updates or channels(tensor) != channels(updates) or not _same_size_as(tensor, x):
+    if (
+        tensor is updates
+        or static_channels(tensor) != static_channels(updates)
+        or not _same_size_as(tensor, x)
+    ):
         return updates
     return tensor
 

@@ -11,7 +11,7 @@ import dataclasses
 import onnx
 
 from etc.passes.et_prelu import rules as prelu_rules
-from etc.pipeline import PassContext, PassResult
+from etc.pipeline import WIDEN, PassContext, PassResult
 from etc.rules import RulePass
 
 
@@ -19,6 +19,8 @@ class PReluPass(RulePass):
     """Rewrites PRelu/LeakyRelu as ReLU: identities always, Conv->PRelu->Conv on doubled channels."""
 
     name = "prelu"
+    phase = WIDEN
+    rank = 0
     summary = "PRelu/LeakyRelu -> ReLU on doubled channels (exact; naming the pass opts in to the cost)"
     rules = prelu_rules
 

@@ -5,6 +5,7 @@ Families (see each module for its rules and exactness conditions): rep_parallel,
 
 from __future__ import annotations
 
+from etc.pipeline import MERGE
 from etc.rules import RulePass, RuleSet, load_families
 
 FAMILIES = (
@@ -18,6 +19,8 @@ class RepPass(RulePass):
     """Merges re-parameterizable conv branches into single convs."""
 
     name = "rep"
+    phase = MERGE
+    rank = 0
     summary = "merge parallel/sequential linear conv branches (ECB, RepVGG, ACNet, DBB, SESR)"
 
     def rule_sets(self) -> list[RuleSet]:

@@ -40,7 +40,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.convmath import embed_kernel
-from etc.graph import ConvSpec, channels, is_graph_output, make_conv, make_node, producer, retire
+from etc.graph import ConvSpec, is_graph_output, make_conv, make_node, producer, retire, static_channels
 from etc.passes._linear import (
     LinearBranch,
     align,
@@ -61,7 +61,7 @@ def channel_count(branches: Sequence[LinearBranch], x: gs.Tensor) -> int:
     Decline when there is none."""
     outs = {b.out_channels for b in branches} - {None}
     ins = {b.in_channels for b in branches if b.is_conv}
-    known = channels(x)
+    known = static_channels(x)
     if known is not None:
         ins.add(known)
     if len(outs) > 1:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import onnx
 
 from etc.errors import EtcError
-from etc.pipeline import Pass, PassContext, PassResult, fingerprint
+from etc.pipeline import CLEANUP, Pass, PassContext, PassResult, fingerprint
 
 
 class SimPass(Pass):
     """Runs onnxsim.simplify (no random checks: ETC's instrument verifies)."""
 
     name = "sim"
+    phase = CLEANUP
+    rank = 0
     summary = "onnxsim simplifier (optional dependency)"
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:

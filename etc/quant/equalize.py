@@ -30,8 +30,8 @@ MIN_GAIN): ACT_WEIGHT·S²/12·Σ(W2/a)² for activation rounding plus Σ_o T_o�
 rounding (S the tensor step, T_o the row step). Activation noise counts ACT_WEIGHT = 16 times: in plain SR nets
 the carried image channels pass it to the output through every later layer (8-bit requantized once per layer),
 while a row's weight noise is filtered by the layers after it; with per-channel weight grids and channel
-duplication (:mod:`etc.quant.split`) the weight side is cheap. Measured on the trained models (bench_quant):
-ETDS M4C32 x2 0.100 -> 0.073 dB, ABPN_ET 0.065 -> 0.038 dB, ECBSR_ET M4C32 0.072 -> 0.039 dB against weight 1.
+duplication (:mod:`etc.quant.split`) the weight side is cheap. The weights against weight 1 on the trained
+models are in bench/RESULTS.md ("Quantizer design measurements").
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from etc.pipeline import Pass, PassContext, PassResult
+from etc.pipeline import FINISH, Pass, PassContext, PassResult
 from etc.quant import observe, proto
 
 HOMOGENEOUS = frozenset({"Relu", "PRelu", "LeakyRelu"})
@@ -236,6 +236,8 @@ class EqualizePass(Pass):
     changed."""
 
     name = "equalize"
+    phase = FINISH
+    rank = 1
     summary = "cross-layer equalization across Conv-ReLU/PReLU-Conv (exact in FP32; helps INT8)"
 
     def __init__(

@@ -15,8 +15,8 @@ and a histogram of all values. :func:`choose_range` turns the statistics into ``
 of :func:`collect`; the quantizer passes Σ W2[:, c]² over the consumer Convs): the error that counts is the
 one the next layer sees. In plain SR nets the carried image channels are read with weight ~1 while feature
 channels are read with weights ~0.1, and they hold the largest values, so a range that clips them trades a
-small rounding gain on many features for a large clipping error on the image (ETDS M6C32 x2 with staggered
-copies: 0.050 dB PSNR drop with the plain histogram, 0.045 dB with the weighted one).
+small rounding gain on many features for a large clipping error on the image (plain against weighted
+histogram: bench/RESULTS.md, "Quantizer design measurements").
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Placement (one QuantizeLinear -> DequantizeLinear pair per quantized tensor, sha
 * Other float ops on the whitelist (Add, PRelu, Clip, Concat, ...) get their own output range; anything else
   stays float. Graph inputs use their declared range (default [0, 1], i.e. scale 1/255: exact on 8-bit images).
 
-u8s8 safety (only for the ``x86-avx2`` target of :mod:`etc.quant.target`; the default ``int32`` target puts no
+u8s8 safety (only for the ``x86-avx2`` target of :mod:`etc.quant.kernels`; the default ``int32`` target puts no
 limit on the weights): x86 CPUs without VNNI multiply uint8 activations by int8 weights with ``vpmaddubsw``, which adds
 two products in saturating int16. Which two: onnxruntime's QLinearConv runs on NHWC im2col rows, so the reduction
 index of weight (o, c, ky, kx) is k = (ky·kw + kx)·C + c, and the kernel adds the products of k = 2j and 2j + 1
@@ -20,8 +20,7 @@ index of weight (o, c, ky, kx) is k = (ky·kw + kx)·C + c, and the kernel adds 
 in tests/test_quant_qdq.py). ``safe_u8s8=True`` (``"pairs"``) picks each output channel's weight scale so that
 the two same-signed weights of each such pair sum to at most 128 in magnitude (255·128 < 32767), so the fused
 kernel computes exactly what the QDQ graph says; ``"any"`` asks it of any two weights of the row (layout-free,
-costs up to one bit: ETDS M4C32 x2, no channel duplication, 0.387 dB PSNR drop with "any", 0.325 dB with "pairs",
-0.086 dB with no limit evaluated without fusion but 0.84 dB with the saturating fused kernel); grouped Convs always
+costs up to one bit; the figures are in bench/RESULTS.md, "Quantizer design measurements"); grouped Convs always
 use ``"any"``. A single dominant weight (e.g. the -I of a clip conv) keeps full 8 bits.
 """
 

@@ -17,12 +17,12 @@ Steps, each on the float model unless said otherwise:
    that their uint8 roundings differ and average out;
 4. per-tensor ranges (``--method``; ``auto`` picks per tensor, each channel's error weighted by how strongly
    the next layer reads it, :func:`etc.quant.observe.consumer_weights`; a kept PReLU's input by the error after its slopes,
-   :mod:`etc.quant.prelu`), QDQ placement (:mod:`etc.quant.qdq`);
+   :mod:`etc.quant.prelu_ranges`), QDQ placement (:mod:`etc.quant.qdq`);
 5. weights: by default each Conv, in order, refitted to the FP32 output from the quantized input it reads and
    rounded with GPTQ (:mod:`etc.quant.refit`); ``rounding="gptq"`` rounds the FP32 weights with GPTQ only
    (:mod:`etc.quant.rounding`); ``rounding="reconstruct"`` refits, then learns each block's rounding against the
    FP32 block output (:mod:`etc.quant.reconstruct`); the ``target`` decides whether the int8 weights must respect the x86 AVX2 pair
-   limit (:mod:`etc.quant.target`);
+   limit (:mod:`etc.quant.kernels`);
 6. bias correction: Conv by Conv in topological order, the mean output error of the QDQ model against the float
    model on the calibration patches is added back to the bias;
 7. opt-in: ranges rescaled by the output error (:mod:`etc.quant.search`), bounded fine-tuning of the int8
@@ -39,9 +39,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from etc.cost import conv_macs_per_pixel
 from etc.errors import BadModelError
 from etc.quant import observe, proto, qdq
-from etc.quant.summary import conv_macs
 
 
 @dataclass
@@ -64,7 +64,7 @@ class QuantReport:
     finetune: str = ""  # what the fine-tuning did (etc.quant.finetune), empty when off
     search_before: float = 0.0  # output MSE against FP32 before / after the range search
     search_after: float = 0.0
-    target: str = "int32"  # resolved deployment target (etc.quant.target)
+    target: str = "int32"  # resolved deployment target (etc.quant.kernels)
     prelu_to_relu: int = 0  # PReLU/LeakyReLU nodes rewritten as ReLU before quantizing
     ops: dict[str, int] = field(default_factory=dict)
     blocks: list = field(default_factory=list)  # etc.quant.reconstruct.BlockResult per block (reconstruct)
@@ -238,8 +238,8 @@ def quantize_with_report(
 
     ``split`` is the most copies of a dominant channel (1 = off), ``stagger`` the scale step between copies
     (0 = identical copies). ``split_budget`` (e.g. 1.05) instead buys copies by estimated benefit per added MAC
-    until the conv MACs reach that multiple of the FP32 model's (:mod:`etc.quant.budget`; at most ``split``
-    copies when ``split`` > 1, else 2). ``target`` is the kernel the model is made for (:mod:`etc.quant.target`: ``int32``
+    until the conv MACs reach that multiple of the FP32 model's (:mod:`etc.quant.split_budget`; at most ``split``
+    copies when ``split`` > 1, else 2). ``target`` is the kernel the model is made for (:mod:`etc.quant.kernels`: ``int32``
     exact accumulation, ``x86-avx2`` pair limit, ``native`` probes this CPU); ``safe_u8s8`` overrides the
     weight-grid constraint the target implies. Nodes named in ``exclude`` (node names or output tensors of
     the given model) stay float (:func:`etc.quant.qdq.plan_qdq`). ``sensitivity`` (held-out (1, 3, h, w)
@@ -248,7 +248,7 @@ def quantize_with_report(
     also has a ``stage(name, total)`` method it is told when each stage starts and how many steps it has
     (etc.commands.progress.StageProgress)."""
     from etc.frontends.onnx_io import as_model
-    from etc.quant import target as targets
+    from etc.quant import kernels as targets
     from etc.quant.calib import calibration_patches
 
     resolved = targets.resolve(target)
@@ -268,7 +268,7 @@ def quantize_with_report(
     if rounding not in ROUNDINGS:
         raise BadModelError(f"unknown rounding '{rounding}'; choose from {', '.join(ROUNDINGS)}")
     model = as_model(model_or_path)
-    base_macs = conv_macs(model)
+    base_macs = conv_macs_per_pixel(model)
     rewritten = 0
     if prelu_to_relu:
         model, rewritten = relu_form(model, input_ranges)
@@ -325,7 +325,7 @@ def quantize_with_report(
     for name in plan.inputs:
         ranges[name] = tuple((input_ranges or {}).get(name, (0.0, 1.0)))  # type: ignore[assignment]
     if method == "auto":
-        from etc.quant.prelu import prelu_input_ranges
+        from etc.quant.prelu_ranges import prelu_input_ranges
 
         for name, chosen in prelu_input_ranges(model, plan, feeds).items():
             ranges[name], report.methods[name] = chosen, "prelu"
@@ -394,12 +394,13 @@ def quantize(model_or_path, calib="samples", **kwargs) -> onnx.ModelProto:
 
 PRELU_OPS = ("PRelu", "LeakyRelu")
 # Equalization's weight of activation noise against weight noise (etc.quant.equalize.estimated_noise): with
-# channel copies the weight side is cheap (16); without them, with refitted weights, 6 measured 0.031 dB
-# against 0.052 on ETDS M4C32 x4, 0.112 against 0.114 on M6C32 x2, 0.043 against 0.040 on ABPN_ET. With
-# split_budget 1.05 (a few copies) 6 measured 0.062 against 0.067 with 16 on ETDS M4C32 x2.
+# channel copies the weight side is cheap (16); without them 6 (the comparison on the trained models is in
+# bench/RESULTS.md, "Quantizer design measurements").
 ACT_WEIGHT_WITH_COPIES = 16.0
 ACT_WEIGHT_NO_COPIES = 6.0
-BUDGET_MAX_COPIES = 2  # copies per channel under split_budget when split is not given (etc.quant.budget)
+BUDGET_MAX_COPIES = (
+    2  # copies per channel under split_budget when split is not given (etc.quant.split_budget)
+)
 ROUNDINGS = ("refit", "gptq", "nearest", "reconstruct")
 
 
@@ -464,7 +465,7 @@ def _split(model, caps, max_copies, input_ranges):
 
 
 def _split_budget(model, feeds, caps, base_macs, budget, max_copies, input_ranges):
-    from etc.quant.budget import BudgetSplitPass
+    from etc.quant.split_budget import BudgetSplitPass
 
     sp = BudgetSplitPass(feeds, base_macs, budget, skip=frozenset(caps), max_copies=max_copies)
     out, _ = _checked(model, sp, input_ranges)

@@ -24,9 +24,9 @@ loss on every calibration patch and the better pair (weights, bias) is kept, so 
 ``rounding="refit"`` left it. Each block stops after ``iters`` steps or ``seconds``, whichever comes first, so
 on a loaded machine fewer steps are taken and the result can differ between runs.
 
-Measured (bench/RESULTS.md): on the ETDS models that miss 0.05 dB it moves the drop by at most 0.003 dB, because
-the same uint8 activations with unrounded refitted weights already lose 0.070-0.105 dB there: the rounding part
-left after GPTQ is small, and no rounding method reaches the activations' requantization noise.
+Where it helps little (bench/RESULTS.md): when the same uint8 activations with unrounded refitted weights
+already lose nearly as much, the rounding part left after GPTQ is small, and no rounding method reaches the
+activations' requantization noise.
 """
 
 from __future__ import annotations

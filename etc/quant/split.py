@@ -29,8 +29,7 @@ least ``min_ratio`` times the largest weight of every other channel, that channe
 max(2, ceil(ratio / ``per_copy``)) copies, at most ``max_copies``: each copy's weight stays within
 ``per_copy`` (2) times the runner-up. Channels dominated 2-4x get two copies; the carried image channels (read
 with ~1 against ~0.1) get the most, which :mod:`etc.quant.stagger` turns into activation precision as well.
-ETDS M6C32 x2 with at most 4 copies and staggering: 0.045 dB PSNR drop with ceil(ratio) copies (+93 channels
-over 7 tensors), 0.046 dB with ceil(ratio / 2) (+77 channels, about 15 % less INT8 latency).
+``per_copy`` = 2 rather than 1 buys the same drop with fewer channels (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from etc.pipeline import Pass, PassContext, PassResult
+from etc.pipeline import FINISH, Pass, PassContext, PassResult
 from etc.quant import proto
 
 ELEMENTWISE = frozenset({"Relu", "LeakyRelu"})
@@ -204,6 +203,8 @@ class SplitPass(Pass):
     """Replaces Conv -> Relu -> Conv with an equivalent wider pair whose dominant input channels are copied."""
 
     name = "split"
+    phase = FINISH
+    rank = 2
     summary = "duplicate channels that dominate a consumer row (exact in FP32; finer int8 weight grids)"
 
     def __init__(self, skip: frozenset[str] = frozenset(), max_copies: int = 3) -> None:

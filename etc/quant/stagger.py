@@ -17,8 +17,8 @@ takes, the k rounding errors are nearly uncorrelated and their mean has about 1/
 0.03·255 ≈ 7.6 steps apart over the range, enough to decorrelate on real images; the copy with a_0 = 1 keeps
 the range the equalizer chose, the others stay inside it.
 
-Measured (bench_quant, INT8 PSNR drop with 4 copies): ETDS M6C32 x2 0.113 -> 0.050 dB; identical copies
-gain nothing (0.113 with 3 copies). Offset copies (relu(z + step/2)) would halve the grid exactly, but a ReLU
+Identical copies gain nothing; staggered ones do (bench/RESULTS.md, "Quantizer design measurements"). Offset
+copies (relu(z + step/2)) would halve the grid exactly, but a ReLU
 does not commute with an offset: keeping them exact needs two correction channels per copy plus a constant
 channel for the zero-padded borders, which measured no better per added channel.
 

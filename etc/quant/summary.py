@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from etc.cost import conv_macs_per_pixel
 from etc.quant.calib import ImagePair
 
 
@@ -58,22 +59,6 @@ class Summary:
             )
         out.append(f"time spent: {self.seconds:.1f} s")
         return out
-
-
-def conv_macs(model: onnx.ModelProto) -> int:
-    """Multiply-accumulates per output pixel of all Convs (stride-1 nets), weights read through DQ if needed."""
-    inits = {i.name: i for i in model.graph.initializer}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    total = 0
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        name = node.input[1]
-        if name not in inits and name in producers:
-            name = producers[name].input[0]
-        if name in inits:
-            total += int(np.prod(inits[name].dims))
-    return total
 
 
 def heldout_pairs(spec: str | os.PathLike, scale: int, *, num: int, patch: int, seed: int) -> list[ImagePair]:
@@ -139,11 +124,11 @@ def summarize(
     seconds: float = 0.0,
 ) -> Summary:
     """The figures of the module docstring; ``calib`` None (arrays) skips the held-out drop."""
-    from etc.quant.target import cpu_name_and_flags
+    from etc.quant.kernels import cpu_name_and_flags
 
     out = Summary(seconds=seconds, latency_size=latency_size)
     out.cpu, out.flags = cpu_name_and_flags()
-    out.macs_ratio = conv_macs(int8) / max(conv_macs(fp32), 1)
+    out.macs_ratio = conv_macs_per_pixel(int8) / max(conv_macs_per_pixel(fp32), 1)
     if calib is not None and heldout > 0:
         pairs = heldout_pairs(calib, scale, num=heldout, patch=patch, seed=seed + 1000)
         if pairs:

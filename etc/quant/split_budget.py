@@ -8,7 +8,7 @@
 The widening is :func:`etc.quant.split.duplicate` (same exactness conditions, same sites, same channel order);
 only the number of copies per channel differs. ``--split N`` copies every dominant channel of every site; here
 the copies are bought one at a time, best measured benefit per added MAC first, while the conv MACs (weight
-elements per output pixel, as :func:`etc.quant.summary.conv_macs` counts them) stay within ``budget`` times
+elements per output pixel, as :func:`etc.cost.conv_macs_per_pixel` counts them) stay within ``budget`` times
 the FP32 model's ``base_macs``.
 
 Benefit (measured, onnxruntime, on the first calibration patches): per-tensor uint8 activations add rounding
@@ -17,16 +17,15 @@ the grid), Δ_t = max(t) / 255 on the calibration patches. For each channel c of
 to c alone (:func:`with_noise_input`) and the output MSE against the clean FP32 output is the channel's noise
 n_c. It counts every later layer, so the carried image channels of ETDS (gain ~1 to the output through every
 layer) outrank the features by 100-1000x, where their consumer column norms alone ranked the first layers
-highest (ETDS M4C32 x2 at budget 1.05: 0.062 dB drop ranked by measurement, 0.065 by column norms). Measuring
-on the equalized model instead (its steps are the ones quantization uses) was no better (budget 1.05: 0.067,
-0.108, 0.071 dB against 0.062, 0.113, 0.064 on ETDS M4C32 x2, M6C32 x2, M6C32 x3). Staggered copies
+highest; ranking by measurement beat ranking by column norms, and measuring on the equalized model was no better
+(figures: bench/RESULTS.md, "Quantizer design measurements"). Staggered copies
 (:mod:`etc.quant.stagger`) round nearly independently, so k copies leave about n_c / k: copy k + 1 removes
 n_c · (1/k - 1/(k + 1)). That overrates third and fourth copies: at equal MACs, spreading copies (at most
-``MAX_COPIES`` = 2 per channel) measured better than stacking them.
+``MAX_COPIES`` = 2 per channel) measured better than stacking them (bench/RESULTS.md).
 
 Cost of one more copy of channel c: one producer row (its current input width · kh · kw) plus one column in
 every consumer (its current output width · kh · kw); widths grow as other sites are widened, and the greedy
-keeps them current, so the final count is exact (checked against ``conv_macs`` by the tests).
+keeps them current, so the final count is exact (checked against ``conv_macs_per_pixel`` by the tests).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from etc.pipeline import Pass, PassContext, PassResult
 from etc.quant import proto
 from etc.quant.split import Site, SplitRecord, duplicate, find_sites
 
-MAX_COPIES = 2  # per channel: ETDS M4C32 x2 at 1.27x, 0.038 dB with at most 2, 0.050 with at most 4
+MAX_COPIES = 2  # per channel: spreading copies measured better than stacking them (bench/RESULTS.md)
 NOISE = "etc_channel_noise"
 MEASURE_FEEDS = 4  # calibration patches the noise is measured on
 
