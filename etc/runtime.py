@@ -329,3 +329,15 @@ def runnable_size(model: onnx.ModelProto, max_tries: int = 150) -> tuple[int, in
             continue
         return size
     return None
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the float tensors ``names`` (to read intermediate values)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    for name in names:
+        if name not in have:
+            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            have.add(name)
+    return out

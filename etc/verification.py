@@ -227,8 +227,8 @@ def first_divergence(
     if not shared:
         return LayerDivergence(0)
     producer = {o: n for n in model_a.graph.node for o in n.output}
-    sess_a = runtime.session(_marked(model_a, shared))
-    sess_b = runtime.session(_marked(model_b, shared))
+    sess_a = runtime.session(runtime.with_outputs(model_a, shared))
+    sess_b = runtime.session(runtime.with_outputs(model_b, shared))
     worst: dict[str, runtime.Difference] = {}
     for feed in feeds:
         got_a = dict(zip(shared, sess_a.run(shared, dict(feed))))
@@ -266,14 +266,3 @@ def _float_tensors(model: onnx.ModelProto) -> list[str]:
         for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
     }
     return [o for n in model.graph.node for o in n.output if o and types.get(o) == onnx.TensorProto.FLOAT]
-
-
-def _marked(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that outputs every tensor of ``names`` too."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    have = {o.name for o in out.graph.output}
-    for name in names:
-        if name not in have:
-            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return out

@@ -20,10 +20,12 @@ INPUT_RANGE_HELP = (
 )
 
 
-def input_range_option(func):
-    return click.option(
-        "--input-range", "input_ranges", multiple=True, metavar="NAME=LO,HI", help=INPUT_RANGE_HELP
-    )(func)
+def repeatable_option(flag: str, dest: str, metavar: str, help_text: str):
+    """A click option that may be given several times, collected as a tuple under ``dest``."""
+    return click.option(flag, dest, multiple=True, metavar=metavar, help=help_text)
+
+
+input_range_option = repeatable_option("--input-range", "input_ranges", "NAME=LO,HI", INPUT_RANGE_HELP)
 
 
 def parse_input_ranges(values: tuple[str, ...], input_names: list[str]) -> dict[str, tuple[float, float]]:

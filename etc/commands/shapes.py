@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import click
-
+from etc.commands.common import repeatable_option
 from etc.errors import EtcError
 
 INPUT_SHAPE_HELP = (
@@ -13,10 +12,7 @@ INPUT_SHAPE_HELP = (
 )
 
 
-def input_shape_option(func):
-    return click.option(
-        "--input-shape", "input_shapes", multiple=True, metavar="[NAME=]DIMS", help=INPUT_SHAPE_HELP
-    )(func)
+input_shape_option = repeatable_option("--input-shape", "input_shapes", "[NAME=]DIMS", INPUT_SHAPE_HELP)
 
 
 def parse_input_shapes(values: tuple[str, ...], model) -> dict[str, tuple[int, ...]]:

@@ -61,18 +61,6 @@ class TensorStats:
         return self.lo >= 0.0
 
 
-def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that also outputs the float tensors ``names``."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    have = {o.name for o in out.graph.output}
-    for name in names:
-        if name not in have:
-            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-            have.add(name)
-    return out
-
-
 def run_tensors(
     model: onnx.ModelProto,
     feeds: Sequence[Mapping[str, np.ndarray]],
@@ -82,7 +70,7 @@ def run_tensors(
     """Yields {name: array} per feed for the tensors ``names`` (onnxruntime, optimizations off)."""
     from etc import runtime
 
-    sess = runtime.session(with_outputs(model, names), threads=1)
+    sess = runtime.session(runtime.with_outputs(model, names), threads=1)
     names = list(names)
     for feed in feeds:
         values = sess.run(names, dict(feed))
