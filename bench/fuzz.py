@@ -26,7 +26,7 @@ def campaign(n: int, seed: int, max_layers: int, passes: str, progress_every: in
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
 
-    from etc import fuzz
+    from etc.tools import fuzz
 
     counts: collections.Counter = collections.Counter()
     hits: collections.Counter = collections.Counter()
@@ -62,7 +62,7 @@ def campaign(n: int, seed: int, max_layers: int, passes: str, progress_every: in
 
 
 def shrink_and_save(result: dict, passes: str, budget: int, folder: Path) -> list[dict]:
-    from etc import fuzz
+    from etc.tools import fuzz
 
     saved = []
     for signature, (spec, outcome) in result["failures"].items():

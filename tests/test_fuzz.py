@@ -14,7 +14,7 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from etc import fuzz
+from etc.tools import fuzz
 from etc.pipeline import Pass, PassResult
 
 REGRESSIONS = Path(__file__).with_name("regressions")

@@ -52,7 +52,7 @@ LAYERS: dict[str, str] = {
     "etc.adapters": API,
     "etc.report": API,
     "etc.demo": API,
-    "etc.fuzz": API,
+    "etc.tools": API,
     "etc.commands": CLI,
     "etc.cli": CLI,
 }

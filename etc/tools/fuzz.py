@@ -613,22 +613,118 @@ class _Builder(GraphBuilder):
             base = self.node("Relu", [cross.name], c, x.hw)
         return self.node("Add", [base.name, res.name], c, x.hw)
 
+    def relu(self, x: _T, a: _Args) -> _T:
+        return self.node("Relu", [x.name], x.c, x.hw)
+
+    def conv_layer(self, x: _T, a: _Args) -> _T:
+        return self.conv(x, a.pick((x.c, 4, 8, 1, 2, 3, 6)), a)
+
+    def identity(self, x: _T, a: _Args) -> _T:
+        return self.node(a.pick(("Identity", "Dropout")), [x.name], x.c, x.hw)
+
+    # border writes and in-place channel writes (the ECB branch as published, PLKSR's
+    # x[:, a:b] = f(x[:, a:b]); see etc/passes/fold_border.py, fold_scatter.py)
+
+    def scatter_strips(self, y: _T, pads: list[int], values: np.ndarray, a: _Args) -> _T:
+        """ScatterND writes of ``values[ch]`` into the four border strips of the padded ``y`` (static size)."""
+        (h, w), c = y.hw[0], y.c
+        top, left, bottom, right = pads
+        strips = [(range(0, top), range(w)), (range(h - bottom, h), range(w))]
+        strips += [(range(h), range(0, left)), (range(h), range(w - right, w))]
+        if a.chance(6):  # a strip missing: not the whole border
+            del strips[a.int(4)]
+        if a.chance(6):  # one row inside the padded region
+            strips.append((range(top, top + 1), range(w)))
+        for rows, cols in strips:
+            if not len(rows) or not len(cols):
+                continue
+            grid = np.stack(np.meshgrid([0], range(c), rows, cols, indexing="ij"), axis=-1).astype(np.int64)
+            upd = np.broadcast_to(values[None, :, None, None], grid.shape[:-1]).astype(np.float32)
+            idx = self.const(grid, "idx")
+            y = self.node("ScatterND", [y.name, idx, self.const(np.ascontiguousarray(upd), "upd")], c, y.hw)
+        return y
+
+    def concat_strips(self, y: _T, pads: list[int], values: np.ndarray) -> _T:
+        """Concat(W) of constant columns around ``y``, then Concat(H) of constant rows (static size)."""
+        (h, w), c = y.hw[0], y.c
+        top, left, bottom, right = pads
+
+        def strip(rows: int, cols: int) -> str:
+            return self.const(
+                np.ascontiguousarray(np.broadcast_to(values[None, :, None, None], (1, c, rows, cols))),
+                "strip",
+            )
+
+        cols = [strip(h, n) if n else None for n in (left, right)]
+        y = self.node(
+            "Concat", [t for t in (cols[0], y.name, cols[1]) if t], c, [(h, w + left + right)], axis=3
+        )
+        rows = [strip(n, w + left + right) if n else None for n in (top, bottom)]
+        hw = [(h + top + bottom, w + left + right)]
+        return self.node("Concat", [t for t in (rows[0], y.name, rows[1]) if t], c, hw, axis=2)
+
+    def border_write(self, x: _T, a: _Args) -> _T:
+        """Conv1x1(bias b) -> zero Pad -> ScatterND strips holding b (sometimes another value) -> Conv kxk, no pad."""
+        if self.spec.dynamic:
+            raise _Skip  # constant strip indices exist at one size only
+        c = a.pick((x.c, 4, 2, 3))
+        weight, bias = self.weights((c, x.c, 1, 1), x.c), self.floats((c,), -0.5, 0.5)
+        stride = 1 if not a.chance(6) else 2
+        y = self.node(
+            "Conv",
+            [x.name, self.const(weight, "w"), self.const(bias, "b")],
+            c,
+            [((h - 1) // stride + 1, (w - 1) // stride + 1) for h, w in x.hw],
+            kernel_shape=[1, 1],
+            strides=[stride, stride],
+        )
+        p = a.pick((1, 1, 2))
+        pads = [p, p, p, p] if not a.chance(4) else [a.int(3) for _ in range(4)]
+        hw = [(h + pads[0] + pads[2], w + pads[1] + pads[3]) for h, w in y.hw]
+        values = a.pick((bias, bias, bias + 1.0, np.full(c, 0.25, np.float32)))
+        if a.chance(3):  # the border as Concat of constant strips: columns, then rows
+            y = self.concat_strips(y, pads, values)
+        else:
+            full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]
+            y = self.node(
+                "Pad", [y.name, self.const(np.array(full, np.int64), "pads")], c, hw, mode="constant"
+            )
+            y = self.scatter_strips(y, pads, values, a)
+        k = a.pick((3, 3, 1, 5))
+        if any(h < k or w < k for h, w in y.hw):
+            raise _Skip
+        weight = self.weights((x.c, c, k, k), c * k * k)
+        out_hw = [(h - k + 1, w - k + 1) for h, w in y.hw]
+        return self.node("Conv", [y.name, self.const(weight, "w")], x.c, out_hw, kernel_shape=[k, k])
+
+    def channel_write(self, x: _T, a: _Args) -> _T:
+        """x[:, s:s+k] = Conv(x[:, s:s+k]) as ScatterND over (batch, channel), plain or between Transposes."""
+        if x.c < 2:
+            raise _Skip
+        k = 1 + a.int(x.c - 1)
+        start = a.int(x.c - k + 1)
+        bounds = [
+            self.const(np.array([v], np.int64), n) for n, v in (("st", start), ("en", start + k), ("ax", 1))
+        ]
+        part = self.node("Slice", [x.name, *bounds], k, x.hw)
+        upd = self.conv(part, k, a, same=True)
+        channels = list(range(start, start + k))
+        if a.chance(5) and k > 1:  # written in another order: not a plain channel range
+            channels = channels[::-1]
+        if a.chance(2):  # dynamo's form: channels first, scatter on axis 0, transposed back
+            perm = [1, 0, 2, 3]
+            data = self.node("Transpose", [x.name], x.c, x.hw, perm=perm)
+            upd = self.node("Transpose", [upd.name], k, upd.hw, perm=perm)
+            idx = self.const(np.array([[ch] for ch in channels], np.int64), "idx")
+            y = self.node("ScatterND", [data.name, idx, upd.name], x.c, x.hw)
+            return self.node("Transpose", [y.name], x.c, x.hw, perm=perm)
+        idx = self.const(np.array([[[0, ch] for ch in channels]], np.int64), "idx")
+        return self.node("ScatterND", [x.name, idx, upd.name], x.c, x.hw)
+
     def layer(self, layer: Layer) -> None:
         a = _Args(layer.args)
         x = self.pick(layer.src)
-        op = layer.op
-        if op == "relu":
-            y = self.node("Relu", [x.name], x.c, x.hw)
-        elif op == "conv":
-            y = self.conv(x, a.pick((x.c, 4, 8, 1, 2, 3, 6)), a)
-        elif op == "convt":
-            y = self.convt(x, a)
-        elif op == "identity":
-            y = self.node(a.pick(("Identity", "Dropout")), [x.name], x.c, x.hw)
-        elif op == "max":
-            y = self.max_op(x, a)
-        else:
-            y = getattr(self, op)(x, a)
+        y = LAYER_BUILDERS[layer.op](self, x, a)
         if any(h > 64 or w > 64 for h, w in y.hw) or y.c > 48:
             raise _Skip
         self.tensors.append(y)
@@ -660,6 +756,41 @@ class _Builder(GraphBuilder):
         self.add_node("Identity", [t.name], [name], f"{name}_node")
         shape = [1, t.c, *t.hw[0]] if not self.spec.dynamic else [1, t.c, None, None]
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+# What each op of OPS builds (every entry takes the builder, the input tensor and the layer's arguments).
+LAYER_BUILDERS: dict[str, Callable[[_Builder, _T, _Args], _T]] = {
+    "relu": _Builder.relu,
+    "conv": _Builder.conv_layer,
+    "add": _Builder.add,
+    "mul_add": _Builder.mul_add,
+    "bn": _Builder.bn,
+    "concat": _Builder.concat,
+    "repeat": _Builder.repeat,
+    "prelu": _Builder.prelu,
+    "leaky": _Builder.leaky,
+    "sub": _Builder.sub,
+    "neg": _Builder.neg,
+    "signed": _Builder.signed,
+    "leaky_carry": _Builder.leaky_carry,
+    "clip": _Builder.clip,
+    "max": _Builder.max_op,
+    "d2s": _Builder.d2s,
+    "convt": _Builder.convt,
+    "slice": _Builder.slice,
+    "pad": _Builder.pad,
+    "border_write": _Builder.border_write,
+    "channel_write": _Builder.channel_write,
+    "identity": _Builder.identity,
+    "resize": _Builder.resize,
+    "split": _Builder.split,
+    "chain": _Builder.chain,
+    "stack": _Builder.stack,
+    "branches": _Builder.branches,
+    "anchor": _Builder.anchor,
+    "dual": _Builder.dual,
+}
+assert tuple(LAYER_BUILDERS) == OPS, "every op of OPS has exactly one builder, in the same order"
 
 
 def build(spec: GraphSpec) -> onnx.ModelProto:
@@ -908,106 +1039,3 @@ def save_regression(spec: GraphSpec, outcome: Outcome, folder: str | Path) -> Pa
     )
     path.write_bytes(model.SerializeToString())
     return path
-
-
-# ---------------------------------------------------------------- border writes and in-place channel writes
-# (the ECB branch as published, PLKSR's x[:, a:b] = f(x[:, a:b]); see etc/passes/fold_border.py, fold_scatter.py)
-
-
-def _scatter_strips(self: _Builder, y: _T, pads: list[int], values: np.ndarray, a: _Args) -> _T:
-    """ScatterND writes of ``values[ch]`` into the four border strips of the padded ``y`` (static size)."""
-    (h, w), c = y.hw[0], y.c
-    top, left, bottom, right = pads
-    strips = [(range(0, top), range(w)), (range(h - bottom, h), range(w))]
-    strips += [(range(h), range(0, left)), (range(h), range(w - right, w))]
-    if a.chance(6):  # a strip missing: not the whole border
-        del strips[a.int(4)]
-    if a.chance(6):  # one row inside the padded region
-        strips.append((range(top, top + 1), range(w)))
-    for rows, cols in strips:
-        if not len(rows) or not len(cols):
-            continue
-        grid = np.stack(np.meshgrid([0], range(c), rows, cols, indexing="ij"), axis=-1).astype(np.int64)
-        upd = np.broadcast_to(values[None, :, None, None], grid.shape[:-1]).astype(np.float32)
-        idx = self.const(grid, "idx")
-        y = self.node("ScatterND", [y.name, idx, self.const(np.ascontiguousarray(upd), "upd")], c, y.hw)
-    return y
-
-
-def _concat_strips(self: _Builder, y: _T, pads: list[int], values: np.ndarray) -> _T:
-    """Concat(W) of constant columns around ``y``, then Concat(H) of constant rows (static size)."""
-    (h, w), c = y.hw[0], y.c
-    top, left, bottom, right = pads
-
-    def strip(rows: int, cols: int) -> str:
-        return self.const(
-            np.ascontiguousarray(np.broadcast_to(values[None, :, None, None], (1, c, rows, cols))), "strip"
-        )
-
-    cols = [strip(h, n) if n else None for n in (left, right)]
-    y = self.node("Concat", [t for t in (cols[0], y.name, cols[1]) if t], c, [(h, w + left + right)], axis=3)
-    rows = [strip(n, w + left + right) if n else None for n in (top, bottom)]
-    hw = [(h + top + bottom, w + left + right)]
-    return self.node("Concat", [t for t in (rows[0], y.name, rows[1]) if t], c, hw, axis=2)
-
-
-def _border_write(self: _Builder, x: _T, a: _Args) -> _T:
-    """Conv1x1(bias b) -> zero Pad -> ScatterND strips holding b (sometimes another value) -> Conv kxk, no pad."""
-    if self.spec.dynamic:
-        raise _Skip  # constant strip indices exist at one size only
-    c = a.pick((x.c, 4, 2, 3))
-    weight, bias = self.weights((c, x.c, 1, 1), x.c), self.floats((c,), -0.5, 0.5)
-    stride = 1 if not a.chance(6) else 2
-    y = self.node(
-        "Conv",
-        [x.name, self.const(weight, "w"), self.const(bias, "b")],
-        c,
-        [((h - 1) // stride + 1, (w - 1) // stride + 1) for h, w in x.hw],
-        kernel_shape=[1, 1],
-        strides=[stride, stride],
-    )
-    p = a.pick((1, 1, 2))
-    pads = [p, p, p, p] if not a.chance(4) else [a.int(3) for _ in range(4)]
-    hw = [(h + pads[0] + pads[2], w + pads[1] + pads[3]) for h, w in y.hw]
-    values = a.pick((bias, bias, bias + 1.0, np.full(c, 0.25, np.float32)))
-    if a.chance(3):  # the border as Concat of constant strips: columns, then rows
-        y = _concat_strips(self, y, pads, values)
-    else:
-        full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]
-        y = self.node("Pad", [y.name, self.const(np.array(full, np.int64), "pads")], c, hw, mode="constant")
-        y = _scatter_strips(self, y, pads, values, a)
-    k = a.pick((3, 3, 1, 5))
-    if any(h < k or w < k for h, w in y.hw):
-        raise _Skip
-    weight = self.weights((x.c, c, k, k), c * k * k)
-    out_hw = [(h - k + 1, w - k + 1) for h, w in y.hw]
-    return self.node("Conv", [y.name, self.const(weight, "w")], x.c, out_hw, kernel_shape=[k, k])
-
-
-def _channel_write(self: _Builder, x: _T, a: _Args) -> _T:
-    """x[:, s:s+k] = Conv(x[:, s:s+k]) as ScatterND over (batch, channel), plain or between Transposes."""
-    if x.c < 2:
-        raise _Skip
-    k = 1 + a.int(x.c - 1)
-    start = a.int(x.c - k + 1)
-    bounds = [
-        self.const(np.array([v], np.int64), n) for n, v in (("st", start), ("en", start + k), ("ax", 1))
-    ]
-    part = self.node("Slice", [x.name, *bounds], k, x.hw)
-    upd = self.conv(part, k, a, same=True)
-    channels = list(range(start, start + k))
-    if a.chance(5) and k > 1:  # written in another order: not a plain channel range
-        channels = channels[::-1]
-    if a.chance(2):  # dynamo's form: channels first, scatter on axis 0, transposed back
-        perm = [1, 0, 2, 3]
-        data = self.node("Transpose", [x.name], x.c, x.hw, perm=perm)
-        upd = self.node("Transpose", [upd.name], k, upd.hw, perm=perm)
-        idx = self.const(np.array([[ch] for ch in channels], np.int64), "idx")
-        y = self.node("ScatterND", [data.name, idx, upd.name], x.c, x.hw)
-        return self.node("Transpose", [y.name], x.c, x.hw, perm=perm)
-    idx = self.const(np.array([[[0, ch] for ch in channels]], np.int64), "idx")
-    return self.node("ScatterND", [x.name, idx, upd.name], x.c, x.hw)
-
-
-_Builder.border_write = _border_write  # type: ignore[attr-defined]
-_Builder.channel_write = _channel_write  # type: ignore[attr-defined]
