@@ -14,8 +14,8 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from etc.tools import fuzz
 from etc.pipeline import Pass, PassResult
+from etc.tools import fuzz
 
 REGRESSIONS = Path(__file__).with_name("regressions")
 # regression file name -> reason it still fails (xfail strict: the test flips when the rule is fixed)
