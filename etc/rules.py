@@ -242,12 +242,14 @@ def _where(node: gs.Node) -> str:
 
 
 class RulePass(Pass):
-    """A pass made of one or more rule families."""
+    """A pass made of one or more rule families: ``families`` names their modules (run as one rule set, in
+    that order), or ``rules`` holds the rules themselves; override ``rule_sets`` to run several sets in turn."""
 
     rules: RuleSet = RuleSet([])
+    families: tuple[str, ...] = ()
 
     def rule_sets(self) -> Sequence[RuleSet]:
-        return [self.rules]
+        return [family_rules(self.families)] if self.families else [self.rules]
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         graph = _graph_for(model, ctx)
@@ -327,3 +329,8 @@ def load_families(modules: Sequence[str]) -> list[RuleSet]:
             raise TypeError(f"rule family module '{name}' has no RuleSet named 'rules'")
         families.append(module.rules)
     return families
+
+
+def family_rules(modules: Sequence[str]) -> RuleSet:
+    """One RuleSet of every rule of the family ``modules``, in their order."""
+    return RuleSet([rule for family in load_families(modules) for rule in family])

@@ -25,7 +25,7 @@ before DepthToSpace and split into two Conv+ReLU.)
 from __future__ import annotations
 
 from etc.pipeline import WIDEN
-from etc.rules import RulePass, RuleSet, load_families
+from etc.rules import RulePass, RuleSet, family_rules
 
 FAMILIES = (
     "etc.passes.et_slice",  # before et_repeat: a channel Slice folds into its producer when it can
@@ -52,9 +52,5 @@ class EtPass(RulePass):
     summary = "anchors, skips, dual streams, clips, PReLU, transposed convs -> Conv/ReLU/DepthToSpace"
 
     def rule_sets(self) -> list[RuleSet]:
-        merge = RuleSet(
-            [rule for family in load_families([f for f in FAMILIES if f != CARRY]) for rule in family]
-        )
-        main = RuleSet([rule for family in load_families(FAMILIES) for rule in family])
-        finishing = RuleSet([rule for family in load_families(FINISHING) for rule in family])
-        return [merge, main, finishing]
+        merge = family_rules([f for f in FAMILIES if f != CARRY])
+        return [merge, family_rules(FAMILIES), family_rules(FINISHING)]

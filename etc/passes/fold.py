@@ -16,7 +16,7 @@ Families, run in this order (see each module for its rules and their exactness c
 from __future__ import annotations
 
 from etc.pipeline import CLEANUP
-from etc.rules import RulePass, RuleSet, load_families
+from etc.rules import RulePass
 
 FAMILIES = (
     "etc.passes.fold_constants",
@@ -38,7 +38,5 @@ class FoldPass(RulePass):
     name = "fold"
     phase = CLEANUP
     rank = 1
+    families = FAMILIES
     summary = "constant folding, no-op removal, BatchNorm/affine/Pad folding into Conv"
-
-    def rule_sets(self) -> list[RuleSet]:
-        return [RuleSet([rule for family in load_families(FAMILIES) for rule in family])]

@@ -6,7 +6,7 @@ Families (see each module for its rules and exactness conditions): rep_parallel,
 from __future__ import annotations
 
 from etc.pipeline import MERGE
-from etc.rules import RulePass, RuleSet, load_families
+from etc.rules import RulePass
 
 FAMILIES = (
     "etc.passes.rep_parallel",
@@ -21,7 +21,5 @@ class RepPass(RulePass):
     name = "rep"
     phase = MERGE
     rank = 0
+    families = FAMILIES
     summary = "merge parallel/sequential linear conv branches (ECB, RepVGG, ACNet, DBB, SESR)"
-
-    def rule_sets(self) -> list[RuleSet]:
-        return [RuleSet([rule for family in load_families(FAMILIES) for rule in family])]
