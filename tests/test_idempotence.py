@@ -13,8 +13,10 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from etc import api, fuzz
+from etc import api
 from etc.cli import main
+from etc.errors import EtcError
+from etc.tools import fuzz
 
 PASSES = "fold,rep,et"
 
@@ -143,8 +145,8 @@ def test_failed_write_leaves_the_old_output(model_file, tmp_path, monkeypatch):
 
     model = onnx.load(str(model_file))
     monkeypatch.setattr(onnx.ModelProto, "SerializeToString", broken)
-    with pytest.raises(OSError):
-        onnx_io.save(model, target)
+    with pytest.raises(EtcError, match=r"out\.onnx: cannot write there \(disk full\)"):
+        onnx_io.save(model, target)  # names the user's path and the reason, never the temporary file
     monkeypatch.undo()
     assert target.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.onnx"]

@@ -224,7 +224,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, overwrite_input: st
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:  # name the user's path, not the temporary file
-        raise EtcError(f"{path}: cannot write there ({exc.strerror or type(exc).__name__})") from None
+        raise EtcError(f"{path}: cannot write there ({_os_reason(exc)})") from None
     os.close(fd)
     try:
         # mkstemp makes 0600; the output gets the permissions of any new file
@@ -240,7 +240,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, overwrite_input: st
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise EtcError(f"{path}: cannot write there ({exc.strerror or type(exc).__name__})") from None
+        raise EtcError(f"{path}: cannot write there ({_os_reason(exc)})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -256,3 +256,8 @@ def _umask() -> int:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def _os_reason(exc: OSError) -> str:
+    """What the system said (``Permission denied``), else the exception's own text, else its type."""
+    return exc.strerror or str(exc) or type(exc).__name__
