@@ -25,6 +25,8 @@ LAYERS: dict[str, str] = {
     "etc.convmath": CORE,
     "etc.runtime": CORE,
     "etc.timing": CORE,
+    "etc.idioms": CORE,
+    "etc.fusion": CORE,
     "etc.rules": CORE,
     "etc.pipeline": CORE,
     "etc.cost": CORE,
