@@ -6,6 +6,7 @@ Families, run in this order (see each module for its rules and their exactness c
   fold_relu       Relu(Relu(x)), Max(x, 0), Clip(x, 0, inf) -> Relu
   fold_clip       Clip(Clip(x)), Clip(Relu(x)) -> one Clip on the intersected bounds
   fold_pad        zero Pad -> Conv pads
+  fold_gelu       the erf GELU reordered so onnxruntime fuses it (``* x`` before ``* 0.5``)
   fold_gemm       BatchNormalization (2-D) and per-feature constants into the Gemm/MatMul beside them
   fold_gemm_parallel  Add/Sub of two Gemms reading the same input -> one Gemm (distillation heads)
   fold_bn         BatchNormalization into Conv/ConvTranspose (or a 1x1 depthwise Conv when alone)
@@ -25,6 +26,7 @@ FAMILIES = (
     "etc.passes.fold_border",
     "etc.passes.fold_scatter",
     "etc.passes.fold_pad",
+    "etc.passes.fold_gelu",
     "etc.passes.fold_gemm",
     "etc.passes.fold_gemm_parallel",
     "etc.passes.fold_bn",
