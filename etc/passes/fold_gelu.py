@@ -8,8 +8,8 @@ elementwise nodes that also break the NCHWc layout between the convs around them
 
 Exact in floating point: multiplying by 0.5 is exact (``1 + erf`` is 0 or at least 2^-24, never subnormal), so
 ``x · (0.5·a)`` and ``(x·a) · 0.5`` both round ``x·a·0.5`` once, unless ``x·a`` falls below 2^-125 where halving
-can round a subnormal. Conditions: the constants are √2 (a Div; 1/√2 as a Mul), 1 and 0.5 within float32
-rounding, scalars; every intermediate has one reader; ``x`` is the same tensor at both ends.
+can round a subnormal. Conditions: the constants are √2 (a Div: onnxruntime fuses no Gelu from ``* (1/√2)``, so
+that form is left alone), 1 and 0.5 within float32 rounding, scalars; every intermediate has one reader; ``x`` is the same tensor at both ends.
 """
 
 from __future__ import annotations
@@ -47,11 +47,8 @@ def _close(value: float | None, want: float) -> bool:
 
 
 def _is_x_over_sqrt2(node: gs.Node | None, x: gs.Tensor) -> bool:
-    if node is None:
-        return False
-    if node.op == "Div":
-        return node.inputs[0] is x and _close(_scalar(node, x), SQRT2)
-    return node.op == "Mul" and _close(_scalar(node, x), 1 / SQRT2)
+    """A Div by √2 only: onnxruntime fuses no Gelu from ``x * (1/√2)``, so reordering that form gains nothing."""
+    return node is not None and node.op == "Div" and node.inputs[0] is x and _close(_scalar(node, x), SQRT2)
 
 
 class GeluHalfLast(Rule):
