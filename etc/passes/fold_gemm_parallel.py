@@ -7,7 +7,7 @@ DeiT-style nets (``(head(x) + head_dist(x)) / 2``; the ``/ 2`` then folds by fol
     (Sub: W1 - W2, b1 - b2)
 
 Exact in real arithmetic (x·W1 + x·W2 = x·(W1 + W2)); it halves the MACs. Conditions: both operands are linear
-layers (Gemm without transA, or MatMul on a 2-D input, constant weights and bias, see fold_gemm.linear_of) that
+layers (Gemm without transA, or MatMul on a 2-D input, constant weights and bias, see _gemm.linear_of) that
 read the same tensor, with the same weight shape, and neither output has another reader.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from etc.graph import only_consumer, producer
-from etc.passes.fold_gemm import linear_of, make_gemm
+from etc.passes._gemm import linear_of, make_gemm
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 

@@ -1,0 +1,111 @@
+"""What onnxruntime runs of ETC's output vs the library's deployed form, for RepViT- and FastViT-style nets.
+
+python -m bench.bench_fusion                      # both exporters, writes the "fusion: ..." section
+python -m bench.bench_fusion --rounds 5 --exporters legacy --no-write
+
+The test nets of etc/zoo/published/vit.py at a deployment-like width (48 channels, 4 blocks, 10 classes) on
+1x3x224x224. Each is exported in its training form (``input``) and in its deployed form (the library's own
+re-parameterization, computed in torch: ``deployed``); etc = ``fold,rep,et`` of the training export with
+``--target npu`` (the default, deterministic) and with ``--target cpu`` (measured choice among ETC's forms and the
+input). Counted in onnxruntime's optimized graph (etc.fusion, ORT_ENABLE_ALL): nodes, fused Gelu, convs carrying a
+fused Add/activation, NCHWc reorders. Timed: onnxruntime CPU FP32, optimizations on, rounds interleaved in a fresh
+random order with a new session per model and round (etc.timing); ratios are medians of per-round ratios with a
+95% bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+
+import numpy as np
+
+from bench.common import image_latencies, machine, markdown_table, paired_ratio, write_section
+
+SIZE = (224, 224)
+
+
+def networks():
+    from etc.zoo.published.vit import FastViTNet, RepViTNet
+
+    return [
+        ("RepViT-style (48 ch, 4 blocks, distillation head)", RepViTNet(dim=48, depth=4, distillation=True)),
+        ("FastViT-style (48 ch, 4 RepMixer blocks, BN1d head)", FastViTNet(dim=48, depth=4)),
+    ]
+
+
+def forms(net, exporter: str) -> dict:
+    import etc
+    from etc.frontends.torch import export
+
+    train = export(net, exporter=exporter)
+    npu, _ = etc.optimize(train, "fold,rep,et", size=SIZE)
+    cpu, report = etc.optimize(train, "fold,rep,et", size=SIZE, target="cpu")
+    print(f"  --target cpu: {report.cpu.summary()}", flush=True)
+    return {
+        "input": train,
+        "deployed": export(net.deploy(), exporter=exporter),
+        "etc npu": npu,
+        "etc cpu": cpu,
+    }
+
+
+def counts(model) -> str:
+    from etc.fusion import optimized_graph
+
+    g = optimized_graph(model)
+    return f"{g.nodes} / {g.gelu} / {g.fused_conv} / {g.reorders}"
+
+
+def run(rounds: int, threads: int, exporters: list[str]) -> str:
+    warnings.filterwarnings("ignore")
+    rows = []
+    for exporter in exporters:
+        for label, net in networks():
+            print(f"{label} ({exporter})", flush=True)
+            models = forms(net, exporter)
+            t = image_latencies(models, SIZE, rounds, threads)
+            for name in ("input", "deployed", "etc npu", "etc cpu"):
+                vs_deployed = paired_ratio(t[name], t["deployed"])
+                vs_input = paired_ratio(t[name], t["input"])
+                rows.append(
+                    [
+                        label,
+                        exporter,
+                        name,
+                        counts(models[name]),
+                        f"{np.median(t[name]) * 1000:.2f}",
+                        "{:.3f} [{:.3f}, {:.3f}]".format(*vs_deployed),
+                        "{:.3f} [{:.3f}, {:.3f}]".format(*vs_input),
+                    ]
+                )
+                print("  ", rows[-1], flush=True)
+    header = ["network", "exporter", "form", "ORT nodes / Gelu / fused convs / NCHWc reorders", "ms"]
+    header += ["/ deployed", "/ input"]
+    return (
+        f"Command: `python -m bench.bench_fusion --rounds {rounds} --threads {threads} --exporters "
+        f"{' '.join(exporters)}` ({machine()}). 1x3x{SIZE[0]}x{SIZE[1]}, onnxruntime CPU FP32, graph "
+        f"optimizations on, {threads} intra-op threads; random weights and BN statistics. Counts from "
+        "onnxruntime's optimized graph (etc.fusion, ORT_ENABLE_ALL). ms = median of the rounds; ratios = median of "
+        "per-round ratios [95% bootstrap interval], all forms of one network timed in the same interleaved rounds. "
+        f"The machine was shared (other jobs on its 2 cores; load average {os.getloadavg()[0]:.1f} after the "
+        "runs): only the paired ratios are meaningful.\n\n" + markdown_table(header, rows)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--exporters", nargs="+", default=["legacy", "dynamo"], choices=["legacy", "dynamo"])
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    body = run(args.rounds, args.threads, args.exporters)
+    print(body)
+    if not args.no_write:
+        write_section("fusion: onnxruntime's graph and latency vs the deployed form", body)
+
+
+if __name__ == "__main__":
+    main()
