@@ -51,6 +51,25 @@ def forms(net, exporter: str) -> dict:
     }
 
 
+def runtime_signature(model) -> list[tuple]:
+    """onnxruntime's optimized graph without names: per node its op, domain, input weight shapes, attributes."""
+    import onnx
+
+    from etc.fusion import optimized_model
+
+    optimized = optimized_model(model)
+    shapes = {init.name: tuple(init.dims) for init in optimized.graph.initializer}
+    return [
+        (
+            node.op_type,
+            node.domain,
+            tuple(shapes.get(name, "tensor") for name in node.input),
+            tuple(sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute)),
+        )
+        for node in optimized.graph.node
+    ]
+
+
 def counts(model) -> str:
     from etc.fusion import optimized_graph
 
@@ -66,7 +85,9 @@ def run(rounds: int, threads: int, exporters: list[str]) -> str:
             print(f"{label} ({exporter})", flush=True)
             models = forms(net, exporter)
             t = image_latencies(models, SIZE, rounds, threads)
+            deployed_signature = runtime_signature(models["deployed"])
             for name in ("input", "deployed", "etc npu", "etc cpu"):
+                same = "yes" if runtime_signature(models[name]) == deployed_signature else "no"
                 vs_deployed = paired_ratio(t[name], t["deployed"])
                 vs_input = paired_ratio(t[name], t["input"])
                 rows.append(
@@ -75,13 +96,15 @@ def run(rounds: int, threads: int, exporters: list[str]) -> str:
                         exporter,
                         name,
                         counts(models[name]),
+                        same,
                         f"{np.median(t[name]) * 1000:.2f}",
                         "{:.3f} [{:.3f}, {:.3f}]".format(*vs_deployed),
                         "{:.3f} [{:.3f}, {:.3f}]".format(*vs_input),
                     ]
                 )
                 print("  ", rows[-1], flush=True)
-    header = ["network", "exporter", "form", "ORT nodes / Gelu / fused convs / NCHWc reorders", "ms"]
+    header = ["network", "exporter", "form", "ORT nodes / Gelu / fused convs / NCHWc reorders"]
+    header += ["same ORT graph as deployed", "ms"]
     header += ["/ deployed", "/ input"]
     return (
         f"Command: `python -m bench.bench_fusion --rounds {rounds} --threads {threads} --exporters "
@@ -89,6 +112,9 @@ def run(rounds: int, threads: int, exporters: list[str]) -> str:
         f"optimizations on, {threads} intra-op threads; random weights and BN statistics. Counts from "
         "onnxruntime's optimized graph (etc.fusion, ORT_ENABLE_ALL). ms = median of the rounds; ratios = median of "
         "per-round ratios [95% bootstrap interval], all forms of one network timed in the same interleaved rounds. "
+        "Same ORT graph: onnxruntime runs the same nodes in the same order with the same weight shapes and "
+        "attributes as for the deployed form (names and weight values aside), so their latencies differ by noise "
+        "only. "
         f"The machine was shared (other jobs on its 2 cores; load average {os.getloadavg()[0]:.1f} after the "
         "runs): only the paired ratios are meaningful.\n\n" + markdown_table(header, rows)
     )
@@ -97,7 +123,7 @@ def run(rounds: int, threads: int, exporters: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--exporters", nargs="+", default=["legacy", "dynamo"], choices=["legacy", "dynamo"])
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
