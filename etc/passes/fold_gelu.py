@@ -20,7 +20,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.graph import const_value, constant, make_node, only_consumer, producer
-from etc.rules import Match, RewriteContext, Rule, RuleSet
+from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 SQRT2 = float(np.sqrt(2.0))
 
@@ -46,9 +46,22 @@ def _close(value: float | None, want: float) -> bool:
     return value is not None and abs(value - want) <= 1e-6 * abs(want)
 
 
-def _is_x_over_sqrt2(node: gs.Node | None, x: gs.Tensor) -> bool:
-    """A Div by √2 only: onnxruntime fuses no Gelu from ``x * (1/√2)``, so reordering that form gains nothing."""
-    return node is not None and node.op == "Div" and node.inputs[0] is x and _close(_scalar(node, x), SQRT2)
+def _producer_of(node: gs.Node, op: str) -> gs.Node | None:
+    """The first input of ``node`` produced by an ``op`` node."""
+    return next((p for t in node.inputs if (p := producer(t)) is not None and p.op == op), None)
+
+
+def _gelu_shaped_chain(x: gs.Tensor, half_out: gs.Tensor) -> tuple[gs.Node, ...] | None:
+    """(x / c, Erf, + c, * c) computing ``half_out`` from ``x``, constants unchecked; None when not that shape."""
+    half = producer(half_out)
+    if half is None or half.op != "Mul":
+        return None
+    add = _producer_of(half, "Add")
+    erf = _producer_of(add, "Erf") if add is not None else None
+    scaled = producer(erf.inputs[0]) if erf is not None else None
+    if scaled is None or scaled.op not in ("Div", "Mul") or scaled.inputs[0] is not x:
+        return None
+    return scaled, erf, add, half
 
 
 class GeluHalfLast(Rule):
@@ -61,30 +74,19 @@ class GeluHalfLast(Rule):
         if len(node.inputs) != 2:
             return None
         for x, half_out in (node.inputs, node.inputs[::-1]):
-            half = producer(half_out)
-            if half is None or half.op != "Mul" or not only_consumer(ctx.graph, half_out, node):
+            chain = _gelu_shaped_chain(x, half_out)
+            if chain is None:
                 continue
-            chain = self._erf_chain(ctx, half, x)
-            if chain is not None:
-                return Match([*chain, half, node], HalfFirstGelu(x, chain[-1].outputs[0]))
-        return None
-
-    def _erf_chain(self, ctx: RewriteContext, half: gs.Node, x: gs.Tensor) -> list[gs.Node] | None:
-        """[x / √2, Erf, + 1] feeding ``half`` (one reader each), or None."""
-        for a in half.inputs:
-            add = producer(a)
-            if add is None or add.op != "Add" or not _close(_scalar(half, a), 0.5):
-                continue
-            if not only_consumer(ctx.graph, a, half):
-                continue
-            erf = next(
-                (producer(t) for t in add.inputs if producer(t) is not None and producer(t).op == "Erf"), None
-            )
-            if erf is None or not _close(_scalar(add, erf.outputs[0]), 1.0):
-                continue
-            scaled = producer(erf.inputs[0])
-            if _is_x_over_sqrt2(scaled, x) and only_consumer(ctx.graph, erf.outputs[0], add):
-                return [scaled, erf, add]
+            scaled, erf, add, half = chain
+            if scaled.op != "Div":
+                raise Decline("x * (1/√2): onnxruntime fuses no Gelu from this form in either order")
+            constants = (_scalar(scaled, x), _scalar(add, erf.outputs[0]), _scalar(half, add.outputs[0]))
+            if not all(_close(c, want) for c, want in zip(constants, (SQRT2, 1.0, 0.5), strict=True)):
+                raise Decline("the constants are not GELU's (x / √2, + 1, * 0.5)")
+            readers = ((erf, add), (add, half), (half, node))
+            if not all(only_consumer(ctx.graph, a.outputs[0], b) for a, b in readers):
+                raise Decline("an intermediate of the GELU chain is also read elsewhere")
+            return Match([scaled, erf, add, half, node], HalfFirstGelu(x, add.outputs[0]))
         return None
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
