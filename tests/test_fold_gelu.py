@@ -73,4 +73,6 @@ def test_an_intermediate_read_elsewhere_is_declined(rng):
     ctx = PassContext()
     result = apply_pass(model, "fold", ctx=ctx)
     assert ops(result.model) == ops(model)
-    assert "an intermediate of the GELU chain is also read elsewhere" in reasons(ctx.declines, "gelu_half_last")
+    assert "an intermediate of the GELU chain is also read elsewhere" in reasons(
+        ctx.declines, "gelu_half_last"
+    )

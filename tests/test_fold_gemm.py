@@ -200,7 +200,9 @@ def test_batch_axis_constant_after_gemm_is_declined(rng):
     )
     folded, declines = _fold(m)
     assert op_types(folded) == ["Gemm", "Mul"]
-    assert "constant does not broadcast along the feature axis only" in reasons(declines, "affine_after_linear")
+    assert "constant does not broadcast along the feature axis only" in reasons(
+        declines, "affine_after_linear"
+    )
 
 
 def test_division_by_zero_after_gemm_is_declined(rng):

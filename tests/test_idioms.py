@@ -49,7 +49,12 @@ ACTIVATIONS = {
     "layernorm": (lambda: ChannelsFirstLayerNorm(8), "LayerNorm"),
     "groupnorm": (lambda: nn.GroupNorm(2, 8), "GroupNorm"),
 }
-SPLIT_BY_FOLD = {"gelu_erf", "gelu_tanh", "layernorm", "groupnorm"}  # a constant at the idiom's end meets a Conv
+SPLIT_BY_FOLD = {
+    "gelu_erf",
+    "gelu_tanh",
+    "layernorm",
+    "groupnorm",
+}  # a constant at the idiom's end meets a Conv
 
 
 class Sandwich(nn.Module):
