@@ -89,6 +89,12 @@ def _constant_step(node: gs.Node) -> bool:
     return node.op in ("Add", "Sub", "Mul", "Div") and len(_variable_inputs(node)) == 1
 
 
+def _scalar_step(node: gs.Node) -> bool:
+    """A constant step whose constant is one number."""
+    values = [const_value(t) for t in node.inputs]
+    return _constant_step(node) and any(v is not None and v.size == 1 for v in values)
+
+
 def gated_activation(anchor: gs.Node) -> Idiom | None:
     """``x * f(x)`` around ``anchor`` (see the module docstring), or None: from the anchor, steps with one
     constant operand down to a Mul whose other operand is ``x`` (or ``c * x``)."""
@@ -118,8 +124,8 @@ def _close_gate(anchor: gs.Node, chain: list[gs.Node], gate: gs.Node, other: gs.
             continue
         nodes = [*upstream, *chain, gate, *([scaling] if scaling is not None else [])]
         reader = _single_reader(gate.outputs[0])
-        if reader is not None and reader.op in ("Mul", "Div") and _constant_step(reader):
-            nodes.append(reader)
+        if reader is not None and reader.op in ("Mul", "Div") and _scalar_step(reader):
+            nodes.append(reader)  # GELU's * 0.5, HardSwish's / 6; a per-channel scale after it is no part
         return Idiom(_gated_kind(anchor, nodes), tuple(nodes))
     return None
 

@@ -157,3 +157,19 @@ def test_a_squeeze_excite_gate_is_no_idiom(rng):
         b=rng.normal(size=3).astype(np.float32),
     )
     assert _kinds(model) == set()
+
+
+def test_a_per_channel_scale_after_an_activation_still_folds(rng):
+    """Only GELU's * 0.5 / HardSwish's / 6 (one number) belong to the idiom: a layer scale after a SiLU folds."""
+    model = graph(
+        "c = Conv(input, w, b)\ns = Sigmoid(c)\ng = Mul(c, s)\nm = Mul(g, gamma)\noutput = Conv(m, w2, b2)",
+        w=rng.normal(size=(4, 3, 1, 1)).astype(np.float32),
+        b=rng.normal(size=4).astype(np.float32),
+        gamma=rng.uniform(0.5, 1.5, (4, 1, 1)).astype(np.float32),
+        w2=rng.normal(size=(4, 4, 1, 1)).astype(np.float32),
+        b2=rng.normal(size=4).astype(np.float32),
+    )
+    folded, _ = _folded(model)
+    assert ops(folded) == ["Conv", "Sigmoid", "Mul", "Conv"]
+    assert _kinds(folded) == {"SiLU/Swish"}
+    assert_equivalent(model, folded)
