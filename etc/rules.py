@@ -20,6 +20,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from etc.graph import Namer, cleanup, is_retired, retire, to_gs, to_onnx
+from etc.idioms import split_idiom
 from etc.pipeline import Options, Pass, PassContext, PassResult
 
 if TYPE_CHECKING:
@@ -84,11 +85,19 @@ class Rule:
         raise NotImplementedError
 
     def find(self, ctx: RewriteContext, node: gs.Node) -> Match | NoMatch | None:
-        """``match`` with a raised :class:`Decline` returned as its :class:`NoMatch` record."""
+        """``match`` with a raised :class:`Decline` returned as its :class:`NoMatch` record; a match that takes
+        some but not all nodes of an activation or normalization idiom (etc.idioms) is declined too."""
         try:
-            return self.match(ctx, node)
+            found = self.match(ctx, node)
         except Decline as declined:
             return NoMatch(declined.reason, declined.node)
+        if isinstance(found, Match):
+            split = split_idiom(found.nodes)
+            if split is not None:
+                return NoMatch(
+                    f"would split a {split.kind} idiom (kept whole: runtimes fuse or pattern-match it as a unit)"
+                )
+        return found
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         raise NotImplementedError

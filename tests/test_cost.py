@@ -297,3 +297,27 @@ def test_optimizing_a_result_that_paid_its_way_over_the_budget_again_does_not_wa
         again = optimize(first.model)
     assert not again.notes
     assert again.model.SerializeToString() == first.model.SerializeToString()
+
+
+def test_cpu_decision_trusts_a_leaner_runtime_graph_within_the_noise():
+    """A median a little above 1 inside an interval holding 1 is noise when onnxruntime's graph of the candidate
+    does a subset of the input's work; a clearly slower one (interval above 1) is never returned."""
+    noisy = Measured("plain", 90, 10, 1.014, 0.15, 2.08, 1.0, leaner=True)
+    assert decide([noisy, _measured("input", 100, 1.0)])[0] == "plain"
+    not_leaner = Measured("plain", 90, 10, 1.014, 0.15, 2.08, 1.0, leaner=False)
+    assert decide([not_leaner, _measured("input", 100, 1.0)])[0] == "input"
+    clearly_slower = Measured("plain", 90, 10, 1.10, 1.02, 1.2, 1.0, leaner=True)
+    assert decide([clearly_slower, _measured("input", 100, 1.0)])[0] == "input"
+
+
+def test_leaner_than_compares_onnxruntime_graphs():
+    from collections import Counter
+
+    from etc.fusion import OptimizedGraph
+    from etc.target import leaner_than
+
+    base = OptimizedGraph(Counter({"Conv": 10, "Gelu": 3, "ReorderInput": 2}), 2)
+    assert leaner_than(OptimizedGraph(Counter({"Conv": 8, "Gelu": 3, "ReorderInput": 2}), 2), base)
+    assert not leaner_than(OptimizedGraph(Counter({"Conv": 8, "Erf": 3, "ReorderInput": 2}), 2), base)  # Gelu lost
+    assert not leaner_than(OptimizedGraph(Counter({"Conv": 8, "Gelu": 3, "ReorderInput": 2}), 1), base)
+    assert not leaner_than(base, base)

@@ -36,6 +36,8 @@ LAYERS: dict[str, str] = {
     "etc.frontends": BASE,
     "etc.frontends.onnx_io": BASE,
     "etc.shapes": ANALYSIS,
+    "etc.idioms": ANALYSIS,
+    "etc.fusion": ANALYSIS,
     "etc.cost": ANALYSIS,
     "etc.info": ANALYSIS,
     "etc.ranges": ANALYSIS,
