@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from etc import proto
 from etc.cost import PLAIN_OPS
 from etc.pipeline import HitSite, Instrument, PassContext, PassResult
 
@@ -108,51 +109,42 @@ GAP = 22.0
 DUMMY_GAP = 10.0
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    values = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = onnx.numpy_helper.to_array(attr.t)
-    return values
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for attr in node.attribute:
-        if attr.name == name:
-            return onnx.helper.get_attribute_value(attr)
-    return default
-
-
 def node_detail(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> str:
     """A short second line for a box: kernel and channels of convs, block size and mode of DepthToSpace."""
     op = node.op_type
     weight = consts.get(node.input[1]) if len(node.input) > 1 else None
     if op in ("Conv", "ConvTranspose") and weight is not None and weight.ndim >= 3:
-        group = int(_attr(node, "group", 1))
+        group = int(proto.attribute(node, "group", 1))
         kernel = "×".join(str(int(k)) for k in weight.shape[2:])
         if op == "Conv":
             cin, cout = weight.shape[1] * group, weight.shape[0]
         else:
             cin, cout = weight.shape[0], weight.shape[1] * group
         text = f"{kernel} {cin}→{cout}"
-        strides = [int(s) for s in _attr(node, "strides", []) or []]
+        strides = [int(s) for s in proto.attribute(node, "strides", []) or []]
         if any(s != 1 for s in strides):
             text += f" s{strides[0]}"
         if group > 1:
             text += f" g{group}"
         return text
     if op in ("DepthToSpace", "SpaceToDepth"):
-        mode = _attr(node, "mode", b"DCR")
+        mode = proto.attribute(node, "mode", b"DCR")
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-        return f"×{_attr(node, 'blocksize', '?')} {mode if op == 'DepthToSpace' else ''}".strip()
+        return f"×{proto.attribute(node, 'blocksize', '?')} {mode if op == 'DepthToSpace' else ''}".strip()
     if op == "Clip":
-        lo = consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else _attr(node, "min")
-        hi = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else _attr(node, "max")
+        lo = (
+            consts.get(node.input[1])
+            if len(node.input) > 1 and node.input[1]
+            else proto.attribute(node, "min")
+        )
+        hi = (
+            consts.get(node.input[2])
+            if len(node.input) > 2 and node.input[2]
+            else proto.attribute(node, "max")
+        )
         return f"[{_num(lo)}, {_num(hi)}]"
     if op == "Resize":
-        mode = _attr(node, "mode", b"nearest")
+        mode = proto.attribute(node, "mode", b"nearest")
         return mode.decode() if isinstance(mode, bytes) else str(mode)
     return ""
 
@@ -166,7 +158,7 @@ def _num(value) -> str:
 
 def _graph_boxes(model: onnx.ModelProto) -> tuple[dict[str, Box], list[tuple[str, str]], list[str]]:
     """Boxes for inputs, non-Constant nodes and outputs; data edges between them; keys in topological order."""
-    consts = _constants(model)
+    consts = proto.constants(model)
     inits = {i.name for i in model.graph.initializer}
     boxes: dict[str, Box] = {}
     made_by: dict[str, str] = {}

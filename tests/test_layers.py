@@ -35,6 +35,7 @@ LAYERS: dict[str, str] = {
     "etc.runtime": BASE,
     "etc.frontends": BASE,
     "etc.frontends.onnx_io": BASE,
+    "etc.proto": BASE,
     "etc.shapes": ANALYSIS,
     "etc.idioms": ANALYSIS,
     "etc.fusion": ANALYSIS,

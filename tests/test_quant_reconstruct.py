@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
-from etc import runtime, zoo
+from etc import proto, runtime, zoo
 from etc.frontends.torch import export
-from etc.quant import observe, prelu_ranges, proto, qdq, quantizer, reconstruct
+from etc.quant import observe, prelu_ranges, qdq, quantizer, reconstruct
 from etc.quant.refit import FitProblem
 from tests.conftest import shared_pretrained
 from tests.test_quant_equalize import _chain

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from etc import runtime
+from etc import proto, runtime
 from etc.cost import conv_macs_per_pixel
-from etc.quant import proto, qdq, quantizer, refit, summary
+from etc.quant import qdq, quantizer, refit, summary
 from tests.test_quant_equalize import _chain
 
 

@@ -7,6 +7,12 @@ union of the leaves they read (:func:`union_sources`, :func:`merge_kernels`, :fu
 centred in the largest one and their columns placed per leaf. :func:`match_concat_merge` and
 :func:`rewrite_concat_merge` are the Concat merge of et_dual (conv operands only) and et_carry (bare operands
 ride along); the exactness conditions are stated by those rules.
+
+It is not :class:`etc.passes._linear.LinearBranch` (the rep side): a LinearBranch is a purely linear map of one
+tensor, possibly grouped or a shared-tap depthwise (affine, pooling), merged by summing; a MergeOperand may
+carry an activation after its conv and is merged by stacking rows over concatenated sources. Their builders are
+named apart (``conv_operand``/``identity_operand`` here, ``conv_branch``/``identity_branch`` there) and raise
+Decline here where the rep side returns None (a rep candidate that is not linear is none of its business).
 """
 
 from __future__ import annotations
@@ -101,7 +107,7 @@ def merges_exactly(node: gs.Node) -> bool:
     return True
 
 
-def conv_branch(node: gs.Node) -> MergeOperand:
+def conv_operand(node: gs.Node) -> MergeOperand:
     """A MergeOperand for a Conv node (dense kernel, zero bias when absent); raises Decline naming the conv and
     why it cannot merge."""
     try:
@@ -114,7 +120,7 @@ def conv_branch(node: gs.Node) -> MergeOperand:
     )
 
 
-def identity_branch(part: gs.Tensor) -> MergeOperand:
+def identity_operand(part: gs.Tensor) -> MergeOperand:
     count = channels_of(part)
     if count is None:
         raise Decline(f"channel count of '{part.name}' is unknown")
@@ -142,32 +148,32 @@ def branch_of(
     graph = ctx.graph
     node = producer(part)
     if node is None or not only_consumer(graph, part, owner):
-        return identity_branch(part)
+        return identity_operand(part)
     act, slope = None, None
     if activations and node.op in ACTIVATIONS:
         inner = node.inputs[0]
         count = channels_of(inner)
         if count is None:
-            return identity_branch(part)
+            return identity_operand(part)
         if node.op == "PRelu":
             slope = _slopes(node, count)
             if slope is None:
-                return identity_branch(part)
+                return identity_operand(part)
         elif node.op == "LeakyRelu":
             slope = np.full(count, float(node.attrs.get("alpha", 0.01)))
         act = node.op
         conv = producer(inner)
         if conv is None or conv.op != "Conv" or not only_consumer(graph, inner, node):
-            found = identity_branch(inner)
+            found = identity_operand(inner)
         else:
-            found = conv_branch(conv)
+            found = conv_operand(conv)
         found.part, found.act, found.slope = part, act, slope
         found.nodes = [*found.nodes, node]
         return found
     if node.op == "Conv":
-        found = conv_branch(node)
+        found = conv_operand(node)
         return found
-    return identity_branch(part)
+    return identity_operand(part)
 
 
 def union_sources(branches: list[MergeOperand]) -> list[gs.Tensor]:

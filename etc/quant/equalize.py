@@ -43,8 +43,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from etc import proto
 from etc.pipeline import FINISH, Pass, PassContext, PassResult
-from etc.quant import observe, proto
+from etc.quant import observe
 
 HOMOGENEOUS = frozenset({"Relu", "PRelu", "LeakyRelu"})
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)

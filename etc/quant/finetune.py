@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from etc.quant import proto, qdq
+from etc import proto
+from etc.quant import qdq
 
 SUPPORTED = frozenset({"Conv", "Relu", "DepthToSpace", "Slice", "Identity"})
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from etc.quant import proto, qdq
+from etc import proto
+from etc.quant import qdq
 
 METHODS = ("auto", "minmax", "percentile", "entropy")
 BINS = 2048

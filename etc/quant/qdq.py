@@ -33,9 +33,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from etc import proto
 from etc.errors import BadModelError
-from etc.quant import proto
-from etc.quant.proto import constants  # also read as qdq.constants by the quant modules
+from etc.proto import constants  # also read as qdq.constants by the quant modules
 
 TIED_OPS = frozenset(
     {

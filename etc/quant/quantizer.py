@@ -39,9 +39,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from etc import proto
 from etc.cost import conv_macs_per_pixel
 from etc.errors import BadModelError
-from etc.quant import observe, proto, qdq
+from etc.quant import observe, qdq
 
 
 @dataclass

@@ -193,7 +193,7 @@ def reconstruct(
     problem as :func:`etc.quant.refit.refit`. ``progress`` counts learning steps: ``settings.iters`` per Conv."""
     import torch
 
-    from etc.quant.proto import set_initializer
+    from etc.proto import set_initializer
 
     settings = settings or DEFAULT
     out, convs = problem.working_copy()

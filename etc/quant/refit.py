@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from etc.quant import observe, proto, qdq, rounding
+from etc import proto
+from etc.quant import observe, qdq, rounding
 
 
 def conv_geometry(node: onnx.NodeProto) -> tuple[int, int, int, int] | None:

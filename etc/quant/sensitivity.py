@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from etc.quant import observe, proto, qdq
+from etc import proto
+from etc.quant import observe, qdq
 
 
 @dataclass

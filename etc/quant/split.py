@@ -41,8 +41,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from etc import proto
 from etc.pipeline import FINISH, Pass, PassContext, PassResult
-from etc.quant import proto
 
 ELEMENTWISE = frozenset({"Relu", "LeakyRelu"})
 MAX_COPIES = 3

@@ -37,8 +37,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from etc import proto
 from etc.pipeline import Pass, PassContext, PassResult
-from etc.quant import proto
 from etc.quant.split import Site, SplitRecord, duplicate, find_sites
 
 MAX_COPIES = 2  # per channel: spreading copies measured better than stacking them (bench/RESULTS.md)

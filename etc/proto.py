@@ -1,7 +1,8 @@
-"""ModelProto helpers shared by the quantization modules.
+"""ModelProto helpers: the one place for code that reads and edits ``onnx.ModelProto`` directly.
 
-The quantizer edits ``onnx.ModelProto`` directly (not the graphsurgeon graph of the rewrite passes): these are
-its readers, constants, initializer edits and the Conv attributes it needs, in one place.
+The rewrite passes work on onnx-graphsurgeon graphs (:mod:`etc.graph`); the quantizer, the cost model and the
+report read and edit the protos themselves. These are their readers, constants, attributes, initializer edits
+and the Conv attributes they need.
 """
 
 from __future__ import annotations
@@ -34,9 +35,19 @@ def constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Initializers and Constant-node outputs by name."""
     out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    out[node.output[0]] = numpy_helper.to_array(attr.t)
     return out
+
+
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    """The value of ``node``'s attribute ``name``, or ``default`` when it has none."""
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
 
 
 def is_const_conv(node: onnx.NodeProto, consts: Container[str]) -> bool:

@@ -1,4 +1,4 @@
-"""The quantizer's ModelProto helpers: Conv attributes with ONNX defaults, readers, initializer edits."""
+"""The ModelProto helpers (etc.proto): Conv attributes with ONNX defaults, readers, initializer edits."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from etc.quant import proto, refit
+from etc import proto
+from etc.quant import refit
 from etc.testing import image_model, random_conv_weights
 
 
