@@ -178,6 +178,17 @@ class MeanHW(nn.Module):
         return x.mean((2, 3))
 
 
+def conv_stem(dim: int) -> nn.Sequential:
+    """The stem both nets share: 3x3 stride-2 conv+BN to dim/2, GELU, 3x3 stride-2 conv+BN to dim."""
+    return nn.Sequential(ConvBN(3, dim // 2, 3, 2, 1), nn.GELU(), ConvBN(dim // 2, dim, 3, 2, 1))
+
+
+def deployed_stem(stem: nn.Sequential) -> list[nn.Module]:
+    """The stem with each BatchNorm folded into its conv."""
+    first, act, second = stem
+    return [conv_from(*fused_conv_bn(first), first.conv), act, conv_from(*fused_conv_bn(second), second.conv)]
+
+
 class RepViTNet(nn.Module):
     """Stem (3x3 s2 conv+BN, GELU, 3x3 s2 conv+BN), ``depth`` RepViT blocks (SE on every other one, as RepViT),
     a classifier head with distillation."""
@@ -187,7 +198,7 @@ class RepViTNet(nn.Module):
     ) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.stem = nn.Sequential(ConvBN(3, dim // 2, 3, 2, 1), nn.GELU(), ConvBN(dim // 2, dim, 3, 2, 1))
+        self.stem = conv_stem(dim)
         self.blocks = nn.Sequential(*(RepViTBlock(dim, 2, 3, se=i % 2 == 0) for i in range(depth)))
         self.head = ClassifierHead(dim, classes, distillation)
         randomize(self, seed)
@@ -197,14 +208,8 @@ class RepViTNet(nn.Module):
 
     @torch.no_grad()
     def deploy(self) -> nn.Sequential:
-        first, act, second = self.stem
-        stem = [
-            conv_from(*fused_conv_bn(first), first.conv),
-            act,
-            conv_from(*fused_conv_bn(second), second.conv),
-        ]
         blocks = [block.deploy() for block in self.blocks]
-        return nn.Sequential(*stem, *blocks, self.head.deploy()).eval()
+        return nn.Sequential(*deployed_stem(self.stem), *blocks, self.head.deploy()).eval()
 
 
 class LayerScale(nn.Module):
@@ -287,7 +292,7 @@ class FastViTNet(nn.Module):
     def __init__(self, dim: int = 16, depth: int = 2, classes: int = 10, seed: int = 0) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.stem = nn.Sequential(ConvBN(3, dim // 2, 3, 2, 1), nn.GELU(), ConvBN(dim // 2, dim, 3, 2, 1))
+        self.stem = conv_stem(dim)
         self.blocks = nn.Sequential(*(RepMixerBlock(dim) for _ in range(depth)))
         self.head = ClassifierHead(dim, classes, distillation=False)
         randomize(self, seed)
@@ -297,11 +302,5 @@ class FastViTNet(nn.Module):
 
     @torch.no_grad()
     def deploy(self) -> nn.Sequential:
-        first, act, second = self.stem
-        stem = [
-            conv_from(*fused_conv_bn(first), first.conv),
-            act,
-            conv_from(*fused_conv_bn(second), second.conv),
-        ]
         blocks = [block.deploy() for block in self.blocks]
-        return nn.Sequential(*stem, *blocks, self.head.deploy()).eval()
+        return nn.Sequential(*deployed_stem(self.stem), *blocks, self.head.deploy()).eval()
