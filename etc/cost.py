@@ -175,10 +175,28 @@ class Decision:
     added: float  # added MACs / the merged form's MACs
     total: float  # the model's MACs after the rewrite / the merged form's
     accepted: bool
-    reason: str
+    reason: str  # why it was declined, or why it was accepted over the budget (empty: within the budget)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class BudgetReport:
+    """The cost budget of one run, as ``OptimizeReport.budget`` gives it: the limit, the merged form's MACs and
+    the result's (counted at ``size``; the ratios are MAC ratios), and every widening decision in order."""
+
+    max_growth: float
+    size: tuple[int, int]
+    merged_macs: int
+    final_macs: int | None
+    growth: float | None  # final_macs / merged_macs
+    decisions: list[Decision]
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["size"] = list(self.size)
+        return out
 
 
 class CostBudget:
@@ -259,10 +277,22 @@ class CostBudget:
             self.accepted.update(widening.seeds)
             if over and widening.asked:
                 self.asked_over.add(rule)
+            if over:
+                reason = self._why_over(figure, widening.asked, credit)
         self._record(
             Decision(rule, node, widening.what, self.ratio(added), self.ratio(after), accepted, reason)
         )
-        return reason or None
+        return None if accepted else reason
+
+    def _why_over(self, figure: str, asked: bool, credit: int) -> str:
+        """Why a widening over the budget was accepted anyway: an option asked for it, or it pays for itself."""
+        over = f"{figure}, over the {self.max_growth:g}x budget"
+        if asked:
+            return f"{over}; accepted because an option asked for it"
+        return (
+            f"{over}; accepted because the non-plain ops it removes save {self.ratio(credit):.2f}x on the NPU "
+            "cost model, at least what it adds"
+        )
 
     def _record(self, decision: Decision) -> None:
         for i, d in enumerate(self.decisions):
@@ -298,15 +328,14 @@ class CostBudget:
                 return
         model.metadata_props.add(key=BASELINE_KEY, value=value)
 
+    def report(self) -> BudgetReport:
+        growth = self.ratio(self.final) if self.final is not None else None
+        return BudgetReport(
+            self.max_growth, self.size, self.baseline, self.final, growth, list(self.decisions)
+        )
+
     def as_dict(self) -> dict:
-        return {
-            "max_growth": self.max_growth,
-            "size": list(self.size),
-            "merged_macs": self.baseline,
-            "final_macs": self.final,
-            "growth": self.ratio(self.final) if self.final is not None else None,
-            "decisions": [d.as_dict() for d in self.decisions],
-        }
+        return self.report().as_dict()
 
 
 # ---------------------------------------------------------------- what the widening rules declare

@@ -467,7 +467,8 @@ def _quantize(plain, calib_patches: int):
     except ImportError as exc:
         return None, f"unavailable (etc.quant cannot be imported: {exc})"
     try:
-        return quantize(plain, calib="samples", scale=SCALE, num=calib_patches, target="native"), "ok"
+        int8, _ = quantize(plain, calib="samples", scale=SCALE, num=calib_patches, target="native")
+        return int8, "ok"
     except Exception as exc:  # the demo reports any quantizer failure and carries on
         msg = str(exc).splitlines()[0][:200] if str(exc) else ""
         return None, f"unavailable ({type(exc).__name__}: {msg})"

@@ -27,3 +27,18 @@ def cell(value: object) -> str:
             return f"{value:.2e}"
         return f"{value:.4g}"
     return str(value)
+
+
+def json_safe(value: object) -> object:
+    """``value`` with tuples as lists, numpy scalars as Python numbers and non-finite floats as None (identical
+    outputs have an infinite PSNR: None means "no error to measure"), so ``json.dumps(allow_nan=False)`` takes it."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        value = item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -153,7 +153,8 @@ def quantize(
     """
     from etc.errors import EtcError
     from etc.frontends.onnx_io import load, save
-    from etc.quant.quantizer import quantize_with_report
+    from etc.quant.config import QuantConfig
+    from etc.quant.quantizer import quantize_with_config
     from etc.runtime import input_specs
 
     if output.resolve() == model.resolve():
@@ -166,9 +167,7 @@ def quantize(
     bar = progress_bar("calibrating", not as_json)
     started = time.perf_counter()
     try:
-        qmodel, report = quantize_with_report(
-            source,
-            calib,
+        config = QuantConfig(
             scale=scale,
             method=method,
             num=num,
@@ -186,7 +185,9 @@ def quantize(
             prelu_to_relu=prelu_to_relu,
             input_ranges=ranges,
             seed=seed,
-            progress=bar.update if bar is not None else None,
+        )
+        qmodel, report = quantize_with_config(
+            source, calib, config, progress=bar.update if bar is not None else None
         )
     finally:
         if bar is not None:
