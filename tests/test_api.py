@@ -42,7 +42,15 @@ def test_every_public_error_is_an_attribute_of_etc(name):
 
 def test_dir_lists_the_lazy_names_before_they_are_used():
     listed = dir(etc)
-    for name in ("optimize", "quantize", "verify", "QuantConfig", "QuantReport", "OptimizeReport", *PUBLIC_ERRORS):
+    for name in (
+        "optimize",
+        "quantize",
+        "verify",
+        "QuantConfig",
+        "QuantReport",
+        "OptimizeReport",
+        *PUBLIC_ERRORS,
+    ):
         assert name in listed, name
     assert "Any" not in listed and "annotations" not in listed
     for name in etc.__all__:
@@ -81,8 +89,8 @@ def test_identical_outputs_give_null_psnr_in_the_report_json():
 
 
 def test_remaining_op_says_the_budget_declined_its_rewrite():
-    from etc.zoo.published.cost import MODELS
     from etc.frontends.torch import export
+    from etc.zoo.published.cost import MODELS
 
     model = export(MODELS["compact"](), exporter="legacy", dynamic_hw=True)
     _, tight = etc.optimize(model, max_growth=1.0, verify=False)
