@@ -220,7 +220,7 @@ def _constant_nodes_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
 @dataclass
 class QuantState:
     """What the steps share: the float model as it is rewritten, the calibration feeds, the QDQ plan, the ranges,
-    the weight grids and, at the end, the QDQ model. ``clips`` is counted once per model a step produces."""
+    the weight grids and, at the end, the QDQ model. ``clips`` is counted once per float model a step produces."""
 
     config: QuantConfig
     calib: str | os.PathLike | Sequence[np.ndarray]
@@ -240,7 +240,12 @@ class QuantState:
     _clips: tuple[dict[str, float], dict[str, tuple[float, float]]] | None = None
 
     def set_model(self, model: onnx.ModelProto) -> None:
-        self.model, self._clips = model, None
+        """The model a step produced. Until the ranges are chosen it is the float model being rewritten, whose
+        clip structures are counted again when next asked for; after that only weights are rounded, and the
+        clip structures stay those of the float model the ranges came from."""
+        self.model = model
+        if self.plan is None:
+            self._clips = None
 
     @property
     def clips(self) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
@@ -472,11 +477,12 @@ STEPS: tuple[QuantStep, ...] = (
 def run_steps(state: QuantState, steps: Sequence[QuantStep] = STEPS) -> QuantState:
     """Runs ``steps`` in order on ``state``, each timed into ``state.report.steps``."""
     for step in steps:
-        ran = step.wanted(state)
+        if not step.wanted(state):
+            state.report.steps.append(StepTime(step.name, False, 0.0))
+            continue
         started = time.perf_counter()
-        if ran:
-            step.run(state)
-        state.report.steps.append(StepTime(step.name, ran, time.perf_counter() - started))
+        step.run(state)
+        state.report.steps.append(StepTime(step.name, True, time.perf_counter() - started))
     return state
 
 
