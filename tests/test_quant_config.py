@@ -88,12 +88,17 @@ def test_quantize_returns_the_model_and_a_report_that_keeps_every_field(rng):
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in qmodel.graph.node}
     data = json.loads(json.dumps(report.as_dict(), allow_nan=False))
     assert set(data) == {f.name for f in dataclasses.fields(report)}
-    assert data["config"]["split"] == 2 and data["split"] and set(data["split"][0]) == {
-        "tensor",
-        "channels",
-        "added",
-        "max_copies",
-    }
+    assert (
+        data["config"]["split"] == 2
+        and data["split"]
+        and set(data["split"][0])
+        == {
+            "tensor",
+            "channels",
+            "added",
+            "max_copies",
+        }
+    )
     assert data["steps"] and data["methods"] and data["ranges"]
     _, clipped = _run(rng)
     assert clipped.capped and json.loads(json.dumps(clipped.as_dict()))["capped"] == clipped.capped
@@ -105,7 +110,9 @@ def test_every_step_is_listed_in_order_with_its_time_and_whether_it_ran(rng):
     ran = {s.name: s.ran for s in report.steps}
     assert ran["calibrate"] and ran["ranges"] and ran["rounding"] and ran["write"] and ran["equalize"]
     assert not ran["split"] and not ran["stagger"] and not ran["bias correction"] and not ran["finetune"]
-    assert all(s.seconds >= 0 for s in report.steps) and all(s.seconds == 0 for s in report.steps if not s.ran)
+    assert all(s.seconds >= 0 for s in report.steps) and all(
+        s.seconds == 0 for s in report.steps if not s.ran
+    )
     assert report.seconds == pytest.approx(sum(s.seconds for s in report.steps))
     _, nearest = _run(rng, rounding="nearest")
     assert not {s.name: s.ran for s in nearest.steps}["rounding"]
