@@ -84,9 +84,11 @@ class ModelCost:
 
 
 def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelCost:
-    """MACs, params, bytes moved and the estimated NPU time of ``model`` for an H x W = ``size`` input."""
-    from etc.info import count_params, static_shapes
+    """MACs, params, bytes moved and the estimated NPU time of ``model`` for an H x W = ``size`` input; a QDQ
+    model is costed as the integer model it is (etc.info.integer_view: its Q/DQ nodes are not ops)."""
+    from etc.info import count_params, integer_view, static_shapes
 
+    model, _ = integer_view(model)
     params = count_params(model)
     nodes = [n for n in model.graph.node if n.op_type != "Constant"]
     shapes = static_shapes(model, size)

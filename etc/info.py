@@ -11,6 +11,7 @@ from etc.graph import op_histogram
 from etc.runtime import concrete_shape, input_specs
 
 PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ModelInfo:
     non_plain: dict[str, int] = field(default_factory=dict)
     depth: int = 0  # nodes on the longest input-to-output path
     forks: int = 0  # tensors read by more than one node (each a branch point an NPU must buffer)
+    qdq: dict[str, int] = field(default_factory=dict)  # Q/DQ nodes of a QDQ model, not counted above
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -103,16 +105,84 @@ def count_macs(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> in
     return None if None in macs else sum(macs)  # type: ignore[arg-type]
 
 
+def integer_view(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """A QDQ model as the integer model it stands for, and the Q/DQ nodes that were left out.
+
+    QuantizeLinear/DequantizeLinear only mark where tensors are int8 (a runtime fuses them into the integer
+    kernels), so counting them as ops would make an INT8 model look less plain and slower than its FP32 source.
+    Here a DequantizeLinear of a constant becomes that constant's dequantized float value (same shape, so the
+    MACs and parameters stay), and a QuantizeLinear -> DequantizeLinear pair becomes a plain connection. A model
+    without Q/DQ nodes is returned as is.
+    """
+    qdq = {op: n for op, n in op_histogram(model).items() if op in QDQ_OPS}
+    if not qdq:
+        return model, {}
+    inits = {i.name: i for i in model.graph.initializer}
+    alias: dict[str, str] = {}
+    values: list[onnx.TensorProto] = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            alias[node.output[0]] = node.input[0]
+        elif node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            values.append(onnx.numpy_helper.from_array(_dequantized(node, inits), node.output[0]))
+        elif node.op_type == "DequantizeLinear":
+            alias[node.output[0]] = node.input[0]
+
+    def source(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for node in model.graph.node:
+        if node.op_type in QDQ_OPS:
+            continue
+        kept = out.graph.node.add()
+        kept.CopyFrom(node)
+        for i, name in enumerate(kept.input):
+            kept.input[i] = source(name)
+    used = {t for n in out.graph.node for t in n.input}
+    for value in out.graph.output:
+        value.name = source(value.name)
+    keep = [i for i in out.graph.initializer if i.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend([*keep, *(v for v in values if v.name in used)])
+    del out.graph.value_info[:]
+    return out, qdq
+
+
+def _dequantized(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarray:
+    """(q - zero point) * scale of a DequantizeLinear of constants, per tensor or along its ``axis``."""
+    q = onnx.numpy_helper.to_array(inits[node.input[0]]).astype(np.float64)
+    scale = onnx.numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+    zero = (
+        onnx.numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+        if len(node.input) > 2 and node.input[2] in inits
+        else np.zeros_like(scale)
+    )
+    if scale.ndim == 1 and scale.size > 1 and q.ndim > 1:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % q.ndim
+        shape = [1] * q.ndim
+        shape[axis] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((q - zero) * scale).astype(np.float32)
+
+
 def model_info(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelInfo:
+    """The facts of ``model``; a QDQ model's are those of the integer model it is (:func:`integer_view`)."""
     from etc.frontends.onnx_io import opset_of
 
+    given = model
+    model, qdq = integer_view(model)
     ops = op_histogram(model)
     nodes = sum(ops.values())
     plain = sum(n for op, n in ops.items() if op in PLAIN_OPS)
-    inits = {i.name for i in model.graph.initializer}
+    inits = {i.name for i in given.graph.initializer}
     return ModelInfo(
-        inputs=_value_info([v for v in model.graph.input if v.name not in inits]),
-        outputs=_value_info(model.graph.output),
+        inputs=_value_info([v for v in given.graph.input if v.name not in inits]),
+        outputs=_value_info(given.graph.output),
         opset=opset_of(model),
         ops=ops,
         nodes=nodes,
@@ -122,6 +192,7 @@ def model_info(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> Mo
         plain_share=plain / nodes if nodes else 1.0,
         non_plain={op: n for op, n in ops.items() if op not in PLAIN_OPS},
         **topology(model),
+        qdq=qdq,
     )
 
 
