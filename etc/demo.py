@@ -511,11 +511,12 @@ def _row(name, model, size, latency, psnrs, int8_status) -> GraphRow:
     from etc.info import model_info
 
     info = model_info(model, size)
+    written = {**info.ops, **info.qdq}  # the graph as written: an INT8 row lists its Q/DQ nodes too
     return GraphRow(
         graph=name,
         precision=precision,
-        ops=info.nodes,
-        op_types=dict(sorted(info.ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        ops=sum(written.values()),
+        op_types=dict(sorted(written.items(), key=lambda kv: (-kv[1], kv[0]))),
         params=info.params,
         macs=info.macs,
         latency_ms=latency.get(name),
