@@ -389,7 +389,7 @@ def quantized(
     out, failed = {}, {}
     for key, model in models.items():
         try:
-            out[key] = quantize(model, "samples", scale=scale)
+            out[key], _ = quantize(model, "samples", scale=scale)
         except Exception as exc:
             failed[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
             print(f"quantize {key} failed: {failed[key]}", flush=True)
@@ -470,7 +470,7 @@ def stage_latency(args: argparse.Namespace, results: dict) -> str:
         "anchor + clamp; ECBSR: ECB branches split from the deploy weights, + clamp), legacy exporter, dynamic "
         f"H/W. onnxruntime CPU, default graph optimizations, {args.threads} threads, input 1x3x{LATENCY_HW[0]}x"
         f"{LATENCY_HW[1]}, median of {runs} runs after a warm-up. etc align4 = `fold,rep,et` with "
-        "`align_channels=4` (conv widths rounded up to multiples of 4, as the official plain forms). INT8 = `etc.quant.quantize(model, 'samples')` "
+        "`align_channels=4` (conv widths rounded up to multiples of 4, as the official plain forms). INT8 = `etc.quantize(model, 'samples')[0]` "
         "of that same variant (QDQ). Speed-ups are against the original in FP32.\n\n"
         + markdown_table(header, rows)
     )

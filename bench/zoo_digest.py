@@ -59,7 +59,7 @@ def digests() -> dict[str, str]:
                 out[f"{key} {passes} align={align}"] = _digest(result)
     for key in ("espcn/small", "etds/small"):
         plain = run_pipeline(models[key], "fold,rep,et").model
-        out[f"{key} quantize"] = _digest(quantize(plain, calib="samples", num=8))
+        out[f"{key} quantize"] = _digest(quantize(plain, calib="samples", num=8)[0])
     return out
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from etc.cost import BudgetReport
 from etc.frontends.onnx_io import as_model
 from etc.pipeline import Dump, Instrument, NumericCheck, Options, Pass, PipelineResult, run_pipeline
 
@@ -34,19 +35,45 @@ class OptimizeReport:
         return list(self.pipeline.notes)
 
     @property
-    def budget(self) -> dict | None:
-        """The cost budget's figures and every accepted or declined widening (None when nothing widened)."""
-        return self.pipeline.budget.as_dict() if self.pipeline.budget is not None else None
+    def budget(self) -> BudgetReport | None:
+        """The cost budget's figures and every accepted or declined widening (None when no widening pass ran)."""
+        return self.pipeline.budget.report() if self.pipeline.budget is not None else None
 
     def cost_dict(self) -> dict:
         return {
             "target": self.target,
             "before": self.cost_before.as_dict() if self.cost_before else None,
             "after": self.cost_after.as_dict() if self.cost_after else None,
-            "budget": self.budget,
+            "budget": self.budget.as_dict() if self.budget is not None else None,
             "cpu": self.cpu.as_dict() if self.cpu else None,
             "notes": self.notes,
         }
+
+    def to_dict(self) -> dict:
+        """Everything the report holds as plain JSON values: facts, passes, hits, declines, remaining ops,
+        verification and cost (non-finite numbers become None, so a strict parser reads ``to_json``)."""
+        from etc.text import json_safe
+
+        v = self.verification
+        return json_safe(
+            {
+                "before": self.before.as_dict(),
+                "after": self.after.as_dict(),
+                "passes": [vars(r) for r in self.pipeline.records],
+                "rounds": self.pipeline.rounds,
+                "rule_hits": dict(self.pipeline.hits),
+                "declines": [vars(d) for d in self.pipeline.declines],
+                "remaining": list(self.remaining),
+                "verification": v.as_dict() if v is not None else None,
+                "cost": self.cost_dict(),
+            }
+        )
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """``to_dict`` as strict JSON (no NaN or Infinity)."""
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
 
 def optimize(
@@ -116,7 +143,7 @@ def optimize(
         report.verification = verify_models(
             model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol
         )
-    report.remaining = remaining_ops(result.model)
+    report.remaining = remaining_ops(result.model, report.budget, cpu.chosen if cpu is not None else None)
     return result.model, report
 
 
@@ -174,16 +201,34 @@ WHY_NOT_PLAIN = {
 }
 
 
-def remaining_ops(model: onnx.ModelProto) -> list[str]:
-    """One line per non-plain op type left, with the reason it stays."""
+def remaining_ops(
+    model: onnx.ModelProto, budget: BudgetReport | None = None, cpu_choice: str | None = None
+) -> list[str]:
+    """One line per non-plain op type left, with the reason it stays: a rewrite the cost budget declined at one
+    of its nodes (``budget``), the form ``--target cpu`` chose (``cpu_choice``), else why no rewrite applies."""
     from etc.cost import PLAIN_OPS
     from etc.graph import op_histogram
 
+    names: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        names.setdefault(node.op_type, set()).update([node.name, *node.output[:1]])
     lines = []
     for op, count in op_histogram(model).items():
         if op in PLAIN_OPS:
             continue
-        why = WHY_NOT_PLAIN.get(op, "no equivalent rewrite in the selected passes")
+        declined = [
+            d for d in (budget.decisions if budget else []) if not d.accepted and d.node in names.get(op, ())
+        ]
+        if declined:
+            d = declined[0]
+            why = f"the rewrite exists ({d.rule}) but the cost budget declined it: {d.reason}"
+        elif cpu_choice not in (None, "plain"):
+            why = (
+                f"--target cpu kept the '{cpu_choice}' form, measured faster on this CPU "
+                f"({WHY_NOT_PLAIN.get(op, 'the plain form was slower')})"
+            )
+        else:
+            why = WHY_NOT_PLAIN.get(op, "no equivalent rewrite in the selected passes")
         lines.append(f"{op} x{count}: {why}")
     return lines
 

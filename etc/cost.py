@@ -33,10 +33,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from etc.graph import channels_of, const_value, input_at, is_graph_output, producer
+from etc.graph import channels_of, const_value, input_at, is_graph_output, op_histogram, producer
 from etc.shapes import static_shapes
 
 PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 NPU_MACS_PER_S = 0.8e12  # INT8 MAC throughput, fitted to ABPN_ET x3 (10.6 GMACs in 13.7 ms)
 NPU_SLOW_BYTES_PER_S = 4.5e9  # non-plain ops' memory traffic, fitted to ABPN x3 as trained (20.5 ms)
 NPU_OP_OVERHEAD_S = 20e-6  # per-op dispatch (assumed)
@@ -88,6 +89,71 @@ def count_params(model: onnx.ModelProto) -> int:
     return total
 
 
+def integer_view(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """A QDQ model as the integer model it stands for, and the Q/DQ nodes that were left out.
+
+    QuantizeLinear/DequantizeLinear only mark where tensors are int8 (a runtime fuses them into the integer
+    kernels), so counting them as ops would make an INT8 model look less plain and slower than its FP32 source.
+    Here a DequantizeLinear of a constant becomes that constant's dequantized float value (same shape, so the
+    MACs and parameters stay), and a QuantizeLinear -> DequantizeLinear pair becomes a plain connection. A model
+    without Q/DQ nodes is returned as is.
+    """
+    qdq = {op: n for op, n in op_histogram(model).items() if op in QDQ_OPS}
+    if not qdq:
+        return model, {}
+    inits = {i.name: i for i in model.graph.initializer}
+    alias: dict[str, str] = {}
+    values: list[onnx.TensorProto] = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            alias[node.output[0]] = node.input[0]
+        elif node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            values.append(onnx.numpy_helper.from_array(_dequantized(node, inits), node.output[0]))
+        elif node.op_type == "DequantizeLinear":
+            alias[node.output[0]] = node.input[0]
+
+    def source(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for node in model.graph.node:
+        if node.op_type in QDQ_OPS:
+            continue
+        kept = out.graph.node.add()
+        kept.CopyFrom(node)
+        for i, name in enumerate(kept.input):
+            kept.input[i] = source(name)
+    used = {t for n in out.graph.node for t in n.input}
+    for value in out.graph.output:
+        value.name = source(value.name)
+    keep = [i for i in out.graph.initializer if i.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend([*keep, *(v for v in values if v.name in used)])
+    del out.graph.value_info[:]
+    return out, qdq
+
+
+def _dequantized(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarray:
+    """(q - zero point) * scale of a DequantizeLinear of constants, per tensor or along its ``axis``."""
+    q = onnx.numpy_helper.to_array(inits[node.input[0]]).astype(np.float64)
+    scale = onnx.numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+    zero = (
+        onnx.numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+        if len(node.input) > 2 and node.input[2] in inits
+        else np.zeros_like(scale)
+    )
+    if scale.ndim == 1 and scale.size > 1 and q.ndim > 1:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % q.ndim
+        shape = [1] * q.ndim
+        shape[axis] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((q - zero) * scale).astype(np.float32)
+
+
 @dataclass
 class ModelCost:
     """A model's cost at one input size (``bytes_moved``: activations read and written by every op, in the
@@ -106,7 +172,9 @@ class ModelCost:
 
 
 def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelCost:
-    """MACs, params, bytes moved and the estimated NPU time of ``model`` for an H x W = ``size`` input."""
+    """MACs, params, bytes moved and the estimated NPU time of ``model`` for an H x W = ``size`` input; a QDQ
+    model is costed as the integer model it is (:func:`integer_view`: its Q/DQ nodes are not ops)."""
+    model, _ = integer_view(model)
     params = count_params(model)
     nodes = [n for n in model.graph.node if n.op_type != "Constant"]
     shapes = static_shapes(model, size)
@@ -210,10 +278,28 @@ class Decision:
     added: float  # added MACs / the merged form's MACs
     total: float  # the model's MACs after the rewrite / the merged form's
     accepted: bool
-    reason: str
+    reason: str  # why it was declined, or why it was accepted over the budget (empty: within the budget)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class BudgetReport:
+    """The cost budget of one run, as ``OptimizeReport.budget`` gives it: the limit, the merged form's MACs and
+    the result's (counted at ``size``; the ratios are MAC ratios), and every widening decision in order."""
+
+    max_growth: float
+    size: tuple[int, int]
+    merged_macs: int
+    final_macs: int | None
+    growth: float | None  # final_macs / merged_macs
+    decisions: list[Decision]
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["size"] = list(self.size)
+        return out
 
 
 class CostBudget:
@@ -294,10 +380,22 @@ class CostBudget:
             self.accepted.update(widening.seeds)
             if over and widening.asked:
                 self.asked_over.add(rule)
+            if over:
+                reason = self._why_over(figure, widening.asked, credit)
         self._record(
             Decision(rule, node, widening.what, self.ratio(added), self.ratio(after), accepted, reason)
         )
-        return reason or None
+        return None if accepted else reason
+
+    def _why_over(self, figure: str, asked: bool, credit: int) -> str:
+        """Why a widening over the budget was accepted anyway: an option asked for it, or it pays for itself."""
+        over = f"{figure}, over the {self.max_growth:g}x budget"
+        if asked:
+            return f"{over}; accepted because an option asked for it"
+        return (
+            f"{over}; accepted because the non-plain ops it removes save {self.ratio(credit):.2f}x on the NPU "
+            "cost model, at least what it adds"
+        )
 
     def _record(self, decision: Decision) -> None:
         for i, d in enumerate(self.decisions):
@@ -333,15 +431,14 @@ class CostBudget:
                 return
         model.metadata_props.add(key=BASELINE_KEY, value=value)
 
+    def report(self) -> BudgetReport:
+        growth = self.ratio(self.final) if self.final is not None else None
+        return BudgetReport(
+            self.max_growth, self.size, self.baseline, self.final, growth, list(self.decisions)
+        )
+
     def as_dict(self) -> dict:
-        return {
-            "max_growth": self.max_growth,
-            "size": list(self.size),
-            "merged_macs": self.baseline,
-            "final_macs": self.final,
-            "growth": self.ratio(self.final) if self.final is not None else None,
-            "decisions": [d.as_dict() for d in self.decisions],
-        }
+        return self.report().as_dict()
 
 
 # ---------------------------------------------------------------- what the widening rules declare

@@ -439,7 +439,8 @@ def _quantize(plain, calib_patches: int):
     except ImportError as exc:
         return None, f"unavailable (etc.quant cannot be imported: {exc})"
     try:
-        return quantize(plain, calib="samples", scale=SCALE, num=calib_patches, target="native"), "ok"
+        int8, _ = quantize(plain, calib="samples", scale=SCALE, num=calib_patches, target="native")
+        return int8, "ok"
     except Exception as exc:  # the demo reports any quantizer failure and carries on
         msg = str(exc).splitlines()[0][:200] if str(exc) else ""
         return None, f"unavailable ({type(exc).__name__}: {msg})"
@@ -482,11 +483,12 @@ def _row(name, model, size, latency, psnrs, int8_status) -> GraphRow:
     from etc.info import model_info
 
     info = model_info(model, size)
+    written = {**info.ops, **info.qdq}  # the graph as written: an INT8 row lists its Q/DQ nodes too
     return GraphRow(
         graph=name,
         precision=precision,
-        ops=info.nodes,
-        op_types=dict(sorted(info.ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        ops=sum(written.values()),
+        op_types=dict(sorted(written.items(), key=lambda kv: (-kv[1], kv[0]))),
         params=info.params,
         macs=info.macs,
         latency_ms=latency.get(name),

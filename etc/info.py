@@ -6,12 +6,22 @@ from dataclasses import asdict, dataclass, field
 
 import onnx
 
-from etc.cost import PLAIN_OPS, count_params, node_macs
+from etc.cost import PLAIN_OPS, QDQ_OPS, count_params, integer_view, node_macs
 from etc.frontends.onnx_io import opset_of
 from etc.graph import op_histogram
 from etc.shapes import static_shapes
 
-__all__ = ["PLAIN_OPS", "ModelInfo", "count_macs", "count_params", "model_info", "static_shapes", "topology"]
+__all__ = [
+    "PLAIN_OPS",
+    "QDQ_OPS",
+    "ModelInfo",
+    "count_macs",
+    "count_params",
+    "integer_view",
+    "model_info",
+    "static_shapes",
+    "topology",
+]
 
 
 @dataclass
@@ -28,6 +38,7 @@ class ModelInfo:
     non_plain: dict[str, int] = field(default_factory=dict)
     depth: int = 0  # nodes on the longest input-to-output path
     forks: int = 0  # tensors read by more than one node (each a branch point an NPU must buffer)
+    qdq: dict[str, int] = field(default_factory=dict)  # Q/DQ nodes of a QDQ model, not counted above
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,13 +67,16 @@ def count_macs(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> in
 
 
 def model_info(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelInfo:
+    """The facts of ``model``; a QDQ model's are those of the integer model it is (:func:`integer_view`)."""
+    given = model
+    model, qdq = integer_view(model)
     ops = op_histogram(model)
     nodes = sum(ops.values())
     plain = sum(n for op, n in ops.items() if op in PLAIN_OPS)
-    inits = {i.name for i in model.graph.initializer}
+    inits = {i.name for i in given.graph.initializer}
     return ModelInfo(
-        inputs=_value_info([v for v in model.graph.input if v.name not in inits]),
-        outputs=_value_info(model.graph.output),
+        inputs=_value_info([v for v in given.graph.input if v.name not in inits]),
+        outputs=_value_info(given.graph.output),
         opset=opset_of(model),
         ops=ops,
         nodes=nodes,
@@ -72,6 +86,7 @@ def model_info(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> Mo
         plain_share=plain / nodes if nodes else 1.0,
         non_plain={op: n for op, n in ops.items() if op not in PLAIN_OPS},
         **topology(model),
+        qdq=qdq,
     )
 
 

@@ -43,12 +43,15 @@ class DeclineNote:
 
 @dataclass(frozen=True)
 class HitSite:
-    """Where a rule fired: the pass, the rule, and the name and op type of the node it matched at."""
+    """Where a rule fired: the pass, the rule, the name and op type of the node it matched at, and the tensors
+    that node read and wrote then (so a node the pass itself created can still be placed in a drawn graph)."""
 
     pass_name: str
     rule: str
     node: str
     op: str
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -59,8 +62,16 @@ class Tracer:
     hits: list[HitSite] = field(default_factory=list)
     declines: list[DeclineNote] = field(default_factory=list)
 
-    def hit(self, pass_name: str, rule: str, node: str, op: str) -> None:
-        self.hits.append(HitSite(pass_name, rule, node, op))
+    def hit(
+        self,
+        pass_name: str,
+        rule: str,
+        node: str,
+        op: str,
+        inputs: tuple[str, ...] = (),
+        outputs: tuple[str, ...] = (),
+    ) -> None:
+        self.hits.append(HitSite(pass_name, rule, node, op, inputs, outputs))
 
     def decline(self, pass_name: str, rule: str, node: str, reason: str) -> None:
         """Records a decline unless the same one was recorded lately (a rule re-offered the node each sweep)."""

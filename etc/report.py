@@ -1,8 +1,10 @@
 """A self-contained HTML report of one optimization: what the graph looked like, what changed, and the proof.
 
-Sections: summary (nodes, params, MACs, plain share), the graph before and after side by side (SVG drawn here,
-no graphviz needed), op histograms, passes with their rule hits and the nodes each rule fired at, declined
-rewrites, the verification table and latency (onnxruntime CPU, graph optimizations on).
+Sections: summary (nodes, params, MACs, plain share, and the one input size and thread count every figure is
+for), the graph before and after side by side (stacked on narrow screens; SVG drawn here, no graphviz needed;
+zoom buttons and a node index that links to each box), op histograms, passes with their rule hits linked to the
+drawn node each fired at (or its nearest drawn ancestor, for nodes an earlier pass created), declined rewrites,
+cost and budget decisions, the verification table and latency (onnxruntime CPU, graph optimizations on).
 
 The graph picture is a layered drawing of the op graph (a small Sugiyama layout)::
 
@@ -12,7 +14,8 @@ The graph picture is a layered drawing of the op graph (a small Sugiyama layout)
     x        = pulled towards the neighbours' mean, then pushed apart to keep order and spacing
 
 Constant nodes and initializers are not drawn; Conv boxes carry "kxk Cin->Cout", DepthToSpace its blocksize and
-mode. The file holds no script and no external reference, so it can be mailed or archived as is.
+mode. The file holds no script and no external reference, so it can be mailed or archived as is: zooming is
+radio buttons and CSS, a rule hit is a link to a box that CSS highlights (``:target``).
 
     recorder = HitRecorder()
     plain, report = etc.optimize("model.onnx", instruments=[recorder])
@@ -24,6 +27,7 @@ from __future__ import annotations
 import html
 import itertools
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +40,8 @@ from etc.cost import PLAIN_OPS
 from etc.pipeline import HitSite, Instrument, PassContext, PassResult
 
 MAX_DRAWN_NODES = 1500
-LATENCY_SIZE = (64, 64)
+LATENCY_THREADS = 1
+ZOOMS = (1, 2)  # zoom levels offered besides "fit", as multiples of the drawing's natural size
 
 
 # ---------------------------------------------------------------- rule hit locations
@@ -49,6 +54,7 @@ class PassHit:
     step: int
     pass_name: str
     site: HitSite
+    anchor: str = ""  # the input graph's node standing for site.node (itself, or its nearest ancestor there)
 
 
 class HitRecorder(Instrument):
@@ -62,17 +68,81 @@ class HitRecorder(Instrument):
         self.sites: list[PassHit] = []
         self._ctx: PassContext | None = None
         self._start = 0
+        self._source: SourceIndex | None = None
+        self._input: onnx.ModelProto | None = None
 
     def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         self.sites = []
         self._ctx = ctx
+        self._source = SourceIndex(model)
 
     def before_pass(self, pass_name: str, model: onnx.ModelProto) -> None:
         self._start = len(self._ctx.tracer.hits) if self._ctx is not None else 0
+        self._input = model
 
     def after_pass(self, pass_name: str, result: PassResult, step: int) -> None:
-        if result.modified and self._ctx is not None:
-            self.sites.extend(PassHit(step, pass_name, site) for site in self._ctx.tracer.hits[self._start :])
+        if not result.modified or self._ctx is None:
+            return
+        seen = [m for m in (self._input, result.model) if m is not None]
+        new = self._ctx.tracer.hits[self._start :]
+        for site in new:
+            anchor = self._source.nearest(site, seen, new) if self._source is not None else ""
+            self.sites.append(PassHit(step, pass_name, site, anchor))
+
+
+def node_id(node: onnx.NodeProto) -> str:
+    """How hits and boxes name a node: its name, or its first output's when it has none (as the tracer does)."""
+    return node.name or (node.output[0] if node.output else "")
+
+
+class SourceIndex:
+    """The drawn boxes of the input graph, to find the one a hit stands for: the node itself when the input graph
+    draws it, else its nearest ancestor there (a node or a graph input), walking up the inputs through the models
+    a pass saw (a node an earlier pass created reads tensors that lead back to the input graph); a node with no
+    drawn ancestor (a Constant, which is not drawn) stands for its nearest drawn reader."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        inits = {i.name for i in model.graph.initializer}
+        self.inputs = [v.name for v in model.graph.input if v.name not in inits]
+        self.ids = {node_id(n) for n in model.graph.node if n.op_type != "Constant"} | set(self.inputs)
+        self.model = model
+
+    def nearest(self, site: HitSite, models: Sequence[onnx.ModelProto], hits: Sequence[HitSite] = ()) -> str:
+        """The id of the input graph's box nearest above the hit's node (breadth first), else the nearest below,
+        else "" (node ids as :func:`node_id` gives them, graph inputs by name). A node the pass created and
+        replaced again is in none of ``models``: the tensors ``hits`` of the same pass recorded stand for it."""
+        name = site.node
+        if name in self.ids:
+            return name
+        nodes: dict[str, onnx.NodeProto] = {
+            h.node: onnx.helper.make_node(h.op, list(h.inputs), list(h.outputs), name=h.node)
+            for h in (*hits, site)
+        }
+        for model in (*reversed(models), self.model):  # the input graph, then the pass's input, win
+            nodes.update((node_id(n), n) for n in model.graph.node)
+        producers: dict[str, list[str]] = {t: [t] for t in self.inputs}
+        readers: dict[str, list[str]] = {}
+        for key, node in nodes.items():
+            for tensor in node.output:
+                producers.setdefault(tensor, []).append(key)
+            for tensor in node.input:
+                readers.setdefault(tensor, []).append(key)
+        up = self._walk(name, lambda n: n.input, producers, nodes)
+        return up or self._walk(name, lambda n: n.output, readers, nodes)
+
+    def _walk(self, name: str, tensors, neighbours: Mapping[str, list[str]], nodes, limit: int = 2000) -> str:
+        """Breadth first from ``name`` along ``tensors`` of each node to ``neighbours``: the first drawn id."""
+        queue, seen = [name], {name}
+        while queue and len(seen) < limit:
+            node = nodes.get(queue.pop(0))
+            for tensor in tensors(node) if node is not None else ():
+                for key in neighbours.get(tensor, ()):
+                    if key in self.ids:
+                        return key
+                    if key not in seen:
+                        seen.add(key)
+                        queue.append(key)
+        return ""
 
 
 # ---------------------------------------------------------------- graph layout
@@ -176,7 +246,7 @@ def _graph_boxes(model: onnx.ModelProto) -> tuple[dict[str, Box], list[tuple[str
         kind = "plain" if node.op_type in PLAIN_OPS else "other"
         ins = ", ".join(i for i in node.input if i and i not in consts) or "-"
         tip = f"{node.name or '(unnamed)'}: {node.op_type}\n{ins} → {', '.join(node.output)}"
-        boxes[key] = Box(key, node.op_type, kind, node_detail(node, consts), tip, node_name=node.name)
+        boxes[key] = Box(key, node.op_type, kind, node_detail(node, consts), tip, node_name=node_id(node))
         for out in node.output:
             made_by[out] = key
         order.append(key)
@@ -388,9 +458,20 @@ def graph_svg(
         )
     for box in lay.boxes.values():
         if box.kind != "dummy":
-            parts.append(_box_svg(box, marks.get(box.node_name, ()) if box.node_name else ()))
+            rules = marks.get(box.node_name, ()) if box.node_name else ()
+            parts.append(_box_svg(box, rules, box_anchor(ident, box.key)))
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def box_anchor(ident: str, key: str) -> str:
+    """The HTML id of a drawn node or input box: the graph's id and the box key (``n:5`` -> ``graph-before-n5``,
+    ``in:x`` -> ``graph-before-in-x``); "" for outputs and routing points."""
+    if key.startswith("n:"):
+        return f"{ident}-n{key[2:]}"
+    if key.startswith("in:"):
+        return f"{ident}-in-" + re.sub(r"[^A-Za-z0-9_-]", "_", key[3:])
+    return ""
 
 
 def _edge_path(lay: Layout, chain: Sequence[str]) -> str:
@@ -414,13 +495,14 @@ def _edge_path(lay: Layout, chain: Sequence[str]) -> str:
     return " ".join(d)
 
 
-def _box_svg(box: Box, rules: Sequence[str]) -> str:
+def _box_svg(box: Box, rules: Sequence[str], anchor: str = "") -> str:
     esc = html.escape
     x, y = box.x - box.width / 2, _y(box.layer) - BOX_H / 2
     radius = BOX_H / 2 if box.kind in ("input", "output") else 5
     cls = f"node {box.kind}" + (" hit" if rules else "")
+    ident = f' id="{esc(anchor)}"' if anchor else ""
     out = [
-        f'<g class="{cls}" data-op="{esc(box.label) if box.kind in ("plain", "other") else ""}">',
+        f'<g class="{cls}"{ident} data-op="{esc(box.label) if box.kind in ("plain", "other") else ""}">',
         f"<title>{esc(box.tooltip)}</title>",
         f'<rect x="{x:.1f}" y="{y:.1f}" width="{box.width:.1f}" height="{BOX_H:.0f}" rx="{radius:.0f}" '
         f'fill="{_FILL[box.kind]}" stroke="{_STROKE[box.kind]}" stroke-width="{2.2 if rules else 1.2}"/>',
@@ -478,7 +560,7 @@ def histogram_svg(before: Mapping[str, int], after: Mapping[str, int]) -> str:
 
 
 def latency_ms(
-    model: onnx.ModelProto, size: tuple[int, int] = LATENCY_SIZE, runs: int = 7, threads: int = 1
+    model: onnx.ModelProto, size: tuple[int, int], runs: int = 7, threads: int = LATENCY_THREADS
 ) -> float | None:
     """Median wall time of one inference in ms (onnxruntime CPU, graph optimizations on), or None if it fails."""
     from etc import runtime
@@ -492,20 +574,39 @@ def latency_ms(
         return None
 
 
+def input_shape_text(model: onnx.ModelProto, size: tuple[int, int]) -> str:
+    """The shape of the input the figures are for, as ``1×3×360×640`` (H×W text when it cannot be built)."""
+    from etc import runtime
+
+    try:
+        feeds = runtime.make_inputs(runtime.input_specs(model), size=size)
+        return ", ".join("×".join(str(d) for d in v.shape) for v in feeds.values())
+    except Exception:
+        return f"H×W {size[0]}×{size[1]}"
+
+
 # ---------------------------------------------------------------- the page
 
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-width:1600px}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-width:1600px;overflow-wrap:anywhere}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;
-vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.pair{display:grid;grid-template-columns:1fr 1fr;gap:16px}.pair figure{margin:0;border:1px solid #ddd;
-padding:8px;overflow:auto;max-height:90vh}figcaption{font-weight:600;margin-bottom:6px}
-svg.graph{max-width:100%;height:auto}svg text{font-family:system-ui,sans-serif;text-anchor:middle}
+table{border-collapse:collapse;margin:6px 0;max-width:100%}td,th{border:1px solid #ddd;padding:3px 8px;
+text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f4f4f4}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:16px}.pair figure{margin:0;
+border:1px solid #ddd;padding:8px;overflow:auto;max-height:90vh;min-width:0}figcaption{font-weight:600;
+margin-bottom:6px}.zoom{font-size:12px;margin-right:10px}.zoom+label{font-size:12px;margin-right:8px}
+svg.graph{display:block;max-width:100%;height:auto}svg.histogram{max-width:100%;height:auto}
+svg text{font-family:system-ui,sans-serif;text-anchor:middle}
 svg text.op{font-size:12px;font-weight:600}svg text.detail{font-size:10px;fill:#444}
 svg text.badge{font-size:10px;fill:#fff;font-weight:700}svg text.oplabel{font-size:12px;text-anchor:end}
 svg text.count,svg text.legend{font-size:11px;text-anchor:start}.ok{color:#2d7a1f;font-weight:600}
 .fail{color:#b3261e;font-weight:600}.note{color:#555}code{font-size:12px}.sites{font-size:12px}
+g.node:target rect{stroke:#3867d6;stroke-width:5}details.find ul{columns:16em;font-size:12px;padding-left:18px}
+a{color:#1f4fb8}
+@media (max-width:900px){body{margin:8px}.pair{grid-template-columns:minmax(0,1fr)}
+td,th{padding:2px 4px}}
 """
 
 
@@ -543,7 +644,8 @@ def _human(n) -> str:
 
 @dataclass
 class ReportInputs:
-    """Everything the page shows, gathered once."""
+    """Everything the page shows, gathered once. ``size`` is the one input H×W of every figure (the report's
+    model facts, costs and latency), ``threads`` the one onnxruntime thread count of every timing."""
 
     title: str
     before: onnx.ModelProto
@@ -551,6 +653,8 @@ class ReportInputs:
     report: object  # etc.api.OptimizeReport
     sites: list[PassHit] = field(default_factory=list)
     latency: dict[str, float | None] = field(default_factory=dict)
+    size: tuple[int, int] = (360, 640)
+    threads: int = LATENCY_THREADS
 
 
 def render_report(
@@ -561,13 +665,14 @@ def render_report(
     sites: Sequence[PassHit] = (),
     title: str = "model",
     measure_latency: bool = True,
-    latency_size: tuple[int, int] = LATENCY_SIZE,
 ) -> str:
-    """The HTML page for an optimization (``report`` is the OptimizeReport from ``etc.optimize``)."""
+    """The HTML page for an optimization (``report`` is the OptimizeReport from ``etc.optimize``). Latency is
+    measured at the size of the report's model facts and costs, so every figure is for one input."""
+    size = tuple(report.before.size)
     latency = {}
     if measure_latency:
-        latency = {"before": latency_ms(source, latency_size), "after": latency_ms(result, latency_size)}
-    data = ReportInputs(title, source, result, report, list(sites), latency)
+        latency = {"before": latency_ms(source, size), "after": latency_ms(result, size)}
+    data = ReportInputs(title, source, result, report, list(sites), latency, size)  # type: ignore[arg-type]
     sections = [
         _summary(data),
         _graphs(data),
@@ -576,12 +681,13 @@ def render_report(
         _declines(data),
         _cost(data),
         _verification(data),
-        _latency(data, latency_size),
+        _latency(data),
     ]
     esc = html.escape
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>ETC report: {esc(title)}</title><style>{_CSS}</style></head><body>\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>ETC report: {esc(title)}</title><style>{_CSS}{_zoom_css(data)}</style></head><body>\n"
         f"<h1>ETC report: {esc(title)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
 
@@ -591,7 +697,7 @@ def _summary(d: ReportInputs) -> str:
     rows = [
         ["nodes", b.nodes, a.nodes],
         ["parameters", _human(b.params), _human(a.params)],
-        [f"MACs @{b.size[0]}x{b.size[1]}", _human(b.macs), _human(a.macs)],
+        ["MACs", _human(b.macs), _human(a.macs)],
         ["plain share (Conv/Relu/DepthToSpace)", f"{b.plain_share:.0%}", f"{a.plain_share:.0%}"],
         ["opset", b.opset, a.opset],
     ]
@@ -601,30 +707,101 @@ def _summary(d: ReportInputs) -> str:
         if remaining
         else '<p class="ok">Only Conv, Relu and DepthToSpace remain.</p>'
     )
-    return (
-        '<section id="summary"><h2>Summary</h2>' + _table(["", "before", "after"], rows) + tail + "</section>"
+    conditions = (
+        f'<p id="conditions">Every figure in this report is for one input of '
+        f"<b>{html.escape(input_shape_text(d.before, d.size))}</b> (MACs, bytes, the NPU estimate, latency); "
+        f"every timing is onnxruntime on this CPU with <b>{d.threads} thread{'s' if d.threads > 1 else ''}"
+        "</b>. Budget figures are MAC ratios, the same at any input size.</p>"
     )
+    return (
+        '<section id="summary"><h2>Summary</h2>'
+        + conditions
+        + _table(["", "before", "after"], rows)
+        + tail
+        + "</section>"
+    )
+
+
+def _graph_ids(model: onnx.ModelProto, ident: str) -> dict[str, str]:
+    """{node id (etc.report.node_id) or graph input name: HTML id of its box} for the boxes of ``model``."""
+    inits = {i.name for i in model.graph.initializer}
+    ids = {v.name: box_anchor(ident, f"in:{v.name}") for v in model.graph.input if v.name not in inits}
+    ids.update(
+        (node_id(n), box_anchor(ident, f"n:{i}"))
+        for i, n in enumerate(model.graph.node)
+        if n.op_type != "Constant"
+    )
+    return ids
 
 
 def _graphs(d: ReportInputs) -> str:
     marks: dict[str, list[str]] = {}
     for hit in d.sites:
-        rules = marks.setdefault(hit.site.node, [])
+        rules = marks.setdefault(hit.anchor or hit.site.node, [])
         name = f"{hit.pass_name}/{hit.site.rule}"
         if name not in rules:
             rules.append(name)
-    before = graph_svg(d.before, ident="graph-before", marks=marks)
-    after = graph_svg(d.after, ident="graph-after")
     legend = (
         '<p class="note">Green: Conv, Relu, DepthToSpace; orange: everything else. A blue badge marks a node '
-        "of the input graph where rules fired (hover for their names and for node names).</p>"
+        "of the input graph where rules fired, or the nearest one above a node an earlier pass created (hover "
+        "for rule and node names; a rule hit below links to its box). Zoom with fit / 100% / 200%; find a node "
+        "by name or op in the index under each graph (the browser's find searches it).</p>"
     )
+    figures = [
+        _figure("before", "graph-before", d.before, d.report.before.nodes, marks),
+        _figure("after", "graph-after", d.after, d.report.after.nodes, {}),
+    ]
     return (
-        '<section id="graphs"><h2>Graph</h2>' + legend + '<div class="pair">'
-        f"<figure><figcaption>before ({d.report.before.nodes} nodes)</figcaption>{before}</figure>"
-        f"<figure><figcaption>after ({d.report.after.nodes} nodes)</figcaption>{after}</figure>"
-        "</div></section>"
+        '<section id="graphs"><h2>Graph</h2>'
+        + legend
+        + '<div class="pair">'
+        + "".join(figures)
+        + "</div></section>"
     )
+
+
+def _figure(label: str, ident: str, model: onnx.ModelProto, nodes: int, marks) -> str:
+    """One graph with its zoom buttons (radio inputs styled by _zoom_css) and its node index."""
+    esc = html.escape
+    radios = []
+    for zoom in ("fit", *ZOOMS):
+        rid = f"{ident}-zoom-{zoom}"
+        checked = " checked" if zoom == "fit" else ""
+        text = "fit" if zoom == "fit" else f"{zoom * 100}%"
+        radios.append(
+            f'<input type="radio" class="zoom" name="{ident}-zoom" id="{rid}"{checked}>'
+            f'<label for="{rid}">{text}</label>'
+        )
+    ids = _graph_ids(model, ident)
+    consts = proto.constants(model)
+    items = [
+        f'<li><a href="#{esc(ids[node_id(n)])}">{esc(node_id(n) or "(unnamed)")}</a> {esc(n.op_type)} '
+        f"{esc(node_detail(n, consts))}</li>"
+        for n in sorted(
+            (n for n in model.graph.node if n.op_type != "Constant"), key=lambda n: (n.op_type, node_id(n))
+        )
+        if node_id(n) in ids
+    ]
+    index = f'<details class="find"><summary>find a node ({len(items)})</summary><ul>{"".join(items)}</ul></details>'
+    return (
+        f"<figure><figcaption>{label} ({nodes} nodes)</figcaption>{''.join(radios)}"
+        f"{graph_svg(model, ident=ident, marks=marks)}{index}</figure>"
+    )
+
+
+def _zoom_css(d: ReportInputs) -> str:
+    """Per graph, the drawing at 1x and 2x its natural size when that zoom button is checked (else it fits)."""
+    rules = []
+    for ident, model in (("graph-before", d.before), ("graph-after", d.after)):
+        if sum(1 for n in model.graph.node if n.op_type != "Constant") > MAX_DRAWN_NODES:
+            continue
+        lay = layout(model)
+        for zoom in ZOOMS:
+            rules.append(
+                f"#{ident}-zoom-{zoom}:checked~#{ident}{{max-width:none;width:{lay.width * zoom:.0f}px;"
+                f"height:{lay.height * zoom:.0f}px}}"
+            )
+    return "\n".join(rules)
 
 
 def _histograms(d: ReportInputs) -> str:
@@ -651,12 +828,15 @@ def _passes(d: ReportInputs) -> str:
     where: dict[str, list[PassHit]] = {}
     for hit in d.sites:
         where.setdefault(f"{hit.pass_name}/{hit.site.rule}", []).append(hit)
+    boxes = _graph_ids(d.before, "graph-before")
     hit_rows = []
     for rule, count in sorted(pipeline.hits.items(), key=lambda kv: (-kv[1], kv[0])):
         found = where.get(rule, [])
-        hit_rows.append([rule, count, _Raw(_sites_html(found) if found else "(location not recorded)")])
+        hit_rows.append(
+            [rule, count, _Raw(_sites_html(found, boxes) if found else "(location not recorded)")]
+        )
     hits = (
-        _table(["rule", "hits", "where (step: node [op])"], hit_rows, numeric=(1,))
+        _table(["rule", "hits", "where (step: node [op]), linked to the drawn node"], hit_rows, numeric=(1,))
         if hit_rows
         else "<p>No rule fired.</p>"
     )
@@ -666,9 +846,19 @@ def _passes(d: ReportInputs) -> str:
     )
 
 
-def _sites_html(hits: Sequence[PassHit], shown: int = 8) -> str:
+def _site_html(hit: PassHit, boxes: Mapping[str, str]) -> str:
+    """One hit as a link to its drawn box: the node itself, or (marked "above") the nearest drawn ancestor."""
     esc = html.escape
-    items = [f"<code>{h.step}: {esc(h.site.node or '(unnamed)')} [{esc(h.site.op)}]</code>" for h in hits]
+    text = f"{hit.step}: {esc(hit.site.node or '(unnamed)')} [{esc(hit.site.op)}]"
+    target = boxes.get(hit.anchor or hit.site.node)
+    if target is None:
+        return f"<code>{text}</code>"
+    above = "" if hit.anchor in ("", hit.site.node) else f" (drawn above it: {esc(hit.anchor)})"
+    return f'<a href="#{esc(target)}"><code>{text}</code></a>{above}'
+
+
+def _sites_html(hits: Sequence[PassHit], boxes: Mapping[str, str], shown: int = 8) -> str:
+    items = [_site_html(h, boxes) for h in hits]
     head = ", ".join(items[:shown])
     if len(items) <= shown:
         return f'<span class="sites">{head}</span>'
@@ -698,45 +888,21 @@ def _cost(d: ReportInputs) -> str:
         return "-" if value is None else f"{value:.2f} ms"
 
     rows = [
-        [f"MACs @{b.size[0]}x{b.size[1]}", _human(b.macs), _human(a.macs)],
+        ["MACs", _human(b.macs), _human(a.macs)],
         ["parameters", _human(b.params), _human(a.params)],
         ["bytes moved (INT8)", _human(b.bytes_moved), _human(a.bytes_moved)],
         ["ops", b.ops, a.ops],
         ["NPU estimate", ms(b.npu_ms), ms(a.npu_ms)],
     ]
     if b.cpu_ms is not None or a.cpu_ms is not None:
-        rows.append(["CPU measured (onnxruntime, 1 thread)", ms(b.cpu_ms), ms(a.cpu_ms)])
+        rows.append(["CPU measured (onnxruntime, --target cpu)", ms(b.cpu_ms), ms(a.cpu_ms)])
     parts = [_table(["", "before", "after"], rows, numeric=(1, 2))]
     parts.append(
         '<p class="note">NPU estimate: MACs, bytes moved by non-plain ops and a per-op overhead, with constants '
         "fitted to the ETDS paper's Dimensity 8100 figures (etc.cost); it ranks forms, it does not predict "
         "another device.</p>"
     )
-    budget = report.budget
-    if budget is not None:
-        decisions = [
-            [
-                x["rule"],
-                x["node"],
-                _Raw(
-                    '<span class="ok">accepted</span>'
-                    if x["accepted"]
-                    else '<span class="fail">declined</span>'
-                ),
-                x["reason"] or x["what"],
-                f"{x['total']:.2f}x",
-            ]
-            for x in budget["decisions"]
-        ]
-        growth = budget.get("growth")
-        head = (
-            f"<p>Budget: {budget['max_growth']:g}x the merged form's MACs (beyond it only a rewrite that pays for itself "
-            f"on the NPU cost model); the result is at "
-            f"{growth:.2f}x.</p>"
-            if growth is not None
-            else ""
-        )
-        parts.append(head + _table(["rule", "node", "decision", "what / why", "cost after"], decisions))
+    parts.append(_budget_html(report.budget))
     if getattr(report, "cpu", None) is not None:
         cpu = report.cpu
         rows = [
@@ -751,6 +917,40 @@ def _cost(d: ReportInputs) -> str:
     if notes:
         parts.append('<ul class="fail">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     return '<section id="cost"><h2>Cost</h2>' + "".join(parts) + "</section>"
+
+
+def _budget_html(budget) -> str:
+    """The widening budget (etc.cost.BudgetReport): its limit, one row per decision with its reason (accepted
+    over the budget says why too), and a last row for the result, whose ratio the sentence above quotes."""
+    if budget is None or not budget.decisions:
+        return '<p id="budget">Budget: no widening rewrite was considered.</p>'
+    rows = [
+        [
+            x.rule,
+            x.node,
+            _Raw('<span class="ok">accepted</span>' if x.accepted else '<span class="fail">declined</span>'),
+            x.reason or f"{x.what} (within the budget)",
+            f"{x.total:.2f}x",
+        ]
+        for x in budget.decisions
+    ]
+    head = (
+        f'<p id="budget">Budget: widening rewrites may take the model to {budget.max_growth:g}x the merged '
+        "form's MACs; beyond it only a rewrite that pays for itself on the NPU cost model, or one an option asked "
+        "for, each saying why."
+    )
+    if budget.growth is not None:
+        rows.append(
+            [
+                "result",
+                "(after every pass)",
+                "",
+                "the model as written, rewrites that declare no cost included",
+                f"{budget.growth:.2f}x",
+            ]
+        )
+        head += f" The result is at {budget.growth:.2f}x (last row)."
+    return head + "</p>" + _table(["rule", "node", "decision", "what / why", "MACs after / merged"], rows)
 
 
 def _verification(d: ReportInputs) -> str:
@@ -779,7 +979,7 @@ def _verification(d: ReportInputs) -> str:
     )
 
 
-def _latency(d: ReportInputs, size: tuple[int, int]) -> str:
+def _latency(d: ReportInputs) -> str:
     if not d.latency:
         return '<section id="latency"><h2>Latency</h2><p class="note">not measured</p></section>'
     b, a = d.latency.get("before"), d.latency.get("after")
@@ -791,11 +991,20 @@ def _latency(d: ReportInputs, size: tuple[int, int]) -> str:
             "-" if not (a and b) else f"{b / a:.2f}×",
         ]
     ]
+    warning = ""
+    if a and b and b / a < 1:
+        warning = (
+            f'<p class="fail" id="slower">The result ran {a / b:.2f}× slower than the input here. The plain form '
+            "is made for NPUs (see the NPU estimate); on this CPU `--target cpu` keeps the fastest form, never "
+            "one slower than the input.</p>"
+        )
     return (
         '<section id="latency"><h2>Latency</h2>'
         + _table(["", "before", "after", "speed-up"], rows, numeric=(1, 2, 3))
-        + f'<p class="note">onnxruntime CPU, graph optimizations on, 1 thread, input H×W {size[0]}×{size[1]}, '
-        "median of 7 runs after one warm-up. A rough figure on this machine, not a benchmark.</p></section>"
+        + warning
+        + '<p class="note">At the input and thread count stated in the summary; onnxruntime CPU, graph '
+        "optimizations on, median of 7 runs after one warm-up. A rough figure on this machine, not a "
+        "benchmark.</p></section>"
     )
 
 

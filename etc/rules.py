@@ -164,7 +164,8 @@ def apply_rules(
                     continue
                 if isinstance(found, Match):
                     if tracer is not None:
-                        tracer.hit(pass_name, rule.rule_name, _where(node), node.op)
+                        tensors = (tuple(t.name for t in node.inputs), tuple(t.name for t in node.outputs))
+                        tracer.hit(pass_name, rule.rule_name, _where(node), node.op, *tensors)
                     created_from = len(graph.nodes)
                     rule.rewrite(ctx, found)
                     retire_unread(graph, found.nodes)

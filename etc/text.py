@@ -27,3 +27,23 @@ def cell(value: object) -> str:
             return f"{value:.2e}"
         return f"{value:.4g}"
     return str(value)
+
+
+def json_safe(value: object) -> object:
+    """``value`` as strict JSON types: tuples and sets as lists, numpy scalars and arrays as Python values,
+    objects with ``as_dict`` expanded, non-finite floats as None (identical outputs have an infinite PSNR: None
+    means "no error to measure") and anything else unknown as its string, so ``json.dumps(allow_nan=False)``
+    takes it."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "as_dict"):
+        return json_safe(value.as_dict())
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return json_safe(value.tolist())
+    return str(value)

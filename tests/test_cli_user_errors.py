@@ -303,11 +303,11 @@ def test_every_json_output_loads_with_a_strict_parser(capsys, x2, images, tmp_pa
         assert isinstance(strict_loads(out), dict | list), args
 
 
-def test_strict_json_turns_non_finite_numbers_into_null():
-    from etc.commands.common import strict_json
+def test_json_safe_turns_non_finite_numbers_into_null():
+    from etc.text import json_safe
 
     payload = {"a": float("inf"), "b": [float("nan"), np.float32(2.5), np.float64("-inf")], "c": (1, "x")}
-    assert strict_json(payload) == {"a": None, "b": [None, 2.5, None], "c": [1, "x"]}
+    assert json_safe(payload) == {"a": None, "b": [None, 2.5, None], "c": [1, "x"]}
 
 
 # ---------------------------------------------------------------- progress
@@ -511,13 +511,13 @@ def test_quantize_sensitivity_ranks_every_quantized_conv(capsys, images, tmp_pat
     args = ["quantize", src, "-o", tmp_path / "q.onnx", "--calib", images, "--num", "2", "--patch", "16"]
     code, out, err = cli(capsys, *args, "--no-summary", "--sensitivity", "--json")
     assert code == 0, err
-    table = strict_loads(out)["sensitivity"]
-    layers = table["layers"]
+    payload = strict_loads(out)
+    layers, base = payload["sensitivity"], payload["sensitivity_base"]
     assert sorted((r["node"], r["tensor"]) for r in layers) == [("Conv_0", "c1"), ("Conv_2", "c2")]
     gains = [r["gain_db"] for r in layers]
     assert gains == sorted(gains, reverse=True)
     for row in layers:
-        assert row["gain_db"] == pytest.approx(row["psnr_float"] - table["all_int8_psnr"])
+        assert row["gain_db"] == pytest.approx(row["psnr_float"] - base)
     code, out, err = cli(capsys, *args, "--no-summary", "--sensitivity")
     assert code == 0 and "per-layer sensitivity" in out and "kept float" in out, err
 

@@ -318,6 +318,8 @@ def test_leaner_than_compares_onnxruntime_graphs():
 
     base = OptimizedGraph(Counter({"Conv": 10, "Gelu": 3, "ReorderInput": 2}), 2)
     assert leaner_than(OptimizedGraph(Counter({"Conv": 8, "Gelu": 3, "ReorderInput": 2}), 2), base)
-    assert not leaner_than(OptimizedGraph(Counter({"Conv": 8, "Erf": 3, "ReorderInput": 2}), 2), base)  # Gelu lost
+    assert not leaner_than(
+        OptimizedGraph(Counter({"Conv": 8, "Erf": 3, "ReorderInput": 2}), 2), base
+    )  # Gelu lost
     assert not leaner_than(OptimizedGraph(Counter({"Conv": 8, "Gelu": 3, "ReorderInput": 2}), 1), base)
     assert not leaner_than(base, base)

@@ -147,8 +147,8 @@ def test_eval_warns_only_where_the_kernel_cannot_run_an_int32_target_model(rng):
 
     model = _chain(rng, c=8)
     images = [rng.uniform(0, 1, size=(1, 3, 12, 10)).astype(np.float32) for _ in range(4)]
-    q32 = quantizer.quantize(model, images, scale=1, num=4, rounding="nearest")
-    qavx = quantizer.quantize(model, images, scale=1, num=4, rounding="nearest", target="x86-avx2")
+    q32, _ = quantizer.quantize(model, images, scale=1, num=4, rounding="nearest")
+    qavx, _ = quantizer.quantize(model, images, scale=1, num=4, rounding="nearest", target="x86-avx2")
     saturating = kernels.kernel_saturates_pairs()
     assert (_target_warning(q32, optimize=True) is not None) == saturating
     assert _target_warning(q32, optimize=False) is None and _target_warning(qavx, optimize=True) is None

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from etc.errors import EtcError
+from etc.text import json_safe
 from etc.text import table as table  # re-exported: the commands print their tables with it
 
 INPUT_RANGE_HELP = (
@@ -88,25 +89,7 @@ def json_option(func):
 
 def echo_json(payload: object) -> None:
     """``payload`` as strict JSON: infinities and NaN become null (documented in JSON_HELP)."""
-    click.echo(json.dumps(strict_json(payload), indent=2, allow_nan=False))
-
-
-def strict_json(value: object) -> object:
-    """``value`` with every float that is not finite replaced by None, numpy scalars and arrays made plain,
-    objects with ``as_dict`` expanded and anything else unknown turned into its string."""
-    if isinstance(value, dict):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [strict_json(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "as_dict"):
-        return strict_json(value.as_dict())
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return strict_json(value.tolist())
-    return str(value)
+    click.echo(json.dumps(json_safe(payload), indent=2, allow_nan=False))
 
 
 # ---------------------------------------------------------------- output paths

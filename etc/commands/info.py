@@ -50,6 +50,9 @@ def info(model: Path, size: str, input_shapes: tuple[str, ...], as_json: bool) -
         f"NPU     {npu} estimated (etc.cost: constants fitted to the ETDS paper's Dimensity 8100 figures)"
     )
     click.echo(f"plain   {facts.plain_share:.0%} of nodes are Conv/Relu/DepthToSpace")
+    if facts.qdq:
+        marks = ", ".join(f"{op} x{n}" for op, n in facts.qdq.items())
+        click.echo(f"int8    QDQ model, counted as the integer model it is ({marks} not counted as ops)")
     click.echo(f"depth   {facts.depth} nodes on the longest path; {facts.forks} branch points")
     click.echo(table([[op, n] for op, n in facts.ops.items()], ["op", "count"]))
 

@@ -31,7 +31,8 @@ from etc.commands.shapes import input_shape_option, with_input_shapes
     "--passes",
     default="fold,rep,et",
     show_default=True,
-    help="Comma-separated pipeline, run in order and repeated until nothing changes. See `etc passes`.",
+    help="Comma-separated passes to run. They run in the fixed phase order (cleanup, merge, widen, finish), "
+    "whatever order they are named in, and the list repeats until nothing changes. See `etc passes`.",
 )
 @input_range_option
 @input_shape_option
@@ -270,11 +271,11 @@ def _report_text(report, explain: bool, output) -> str:
         parts.append("declined rewrites:\n" + "\n".join(lines))
         budget = report.budget
         if budget is not None:
-            head = f"cost decisions (budget {budget['max_growth']:g}x the merged form's MACs):"
+            head = f"cost decisions (budget {budget.max_growth:g}x the merged form's MACs):"
             lines = [
-                f"  {'accepted' if d['accepted'] else 'declined'} {d['rule']} at {d['node']}: "
-                + (d["reason"] or f"{d['what']} (to {d['total']:.2f}x)")
-                for d in budget["decisions"]
+                f"  {'accepted' if d.accepted else 'declined'} {d.rule} at {d.node}: "
+                + (d.reason or f"{d.what} (to {d.total:.2f}x)")
+                for d in budget.decisions
             ] or ["  no widening rewrite was considered"]
             parts.append(head + "\n" + "\n".join(lines))
     parts.append(f"wrote {output}" if output else "no -o given: nothing written")

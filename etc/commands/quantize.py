@@ -139,7 +139,7 @@ QUANTIZED_OPS = (
 )
 @click.option(
     "--exclude",
-    "excluded",
+    "exclude",
     multiple=True,
     metavar="NODE[,NODE...]",
     help="Keep these nodes in float (node names or their output tensors; --sensitivity ranks the candidates): "
@@ -178,7 +178,7 @@ def quantize(
     prelu_to_relu: bool,
     input_ranges: tuple[str, ...],
     seed: int,
-    excluded: tuple[str, ...],
+    exclude: tuple[str, ...],
     sensitivity: bool,
     threads: int,
     as_json: bool,
@@ -201,7 +201,8 @@ def quantize(
     from etc import runtime
     from etc.errors import EtcError
     from etc.frontends.onnx_io import load, save
-    from etc.quant.quantizer import quantize_with_report
+    from etc.quant.config import QuantConfig
+    from etc.quant.quantizer import quantize_with_config
     from etc.runtime import input_specs
 
     if output.resolve() == model.resolve():
@@ -213,16 +214,14 @@ def quantize(
     source = runnable_model(loaded, model, quiet=as_json)
     scale = model_scale(source, model, scale)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
-    exclude = _excluded_nodes(source, excluded, model)
+    exclude = _excluded_nodes(source, exclude, model)
     patch = _patch_for(source, patch, model)
     if summary:
         _check_patch_for_metrics(patch, scale)
     bar = StageProgress("quantize", not as_json, unit="step")
     started = time.perf_counter()
     try:
-        qmodel, report = quantize_with_report(
-            source,
-            calib,
+        config = QuantConfig(
             scale=scale,
             method=method,
             num=num,
@@ -240,10 +239,10 @@ def quantize(
             prelu_to_relu=prelu_to_relu,
             input_ranges=ranges,
             seed=seed,
-            progress=bar,
-            exclude=exclude,
-            sensitivity=_sensitivity_patches(calib, scale, patch, seed) if sensitivity else None,
+            exclude=tuple(exclude),
+            sensitivity=sensitivity,
         )
+        qmodel, report = quantize_with_config(source, calib, config, progress=bar)
     except BaseException:
         bar.close(last=None)
         raise
@@ -373,14 +372,6 @@ def _excluded_nodes(model, values: tuple[str, ...], path: Path) -> list[str]:
                 f"{', ...' if len(convs) == 6 else ''}; --sensitivity lists the quantized ones)"
             )
     return names
-
-
-def _sensitivity_patches(calib: str, scale: int, patch: int, seed: int) -> list:
-    """Held-out LR patches of the calibration images (other crops than calibration's), as model inputs."""
-    from etc.quant.calib import to_nchw
-    from etc.quant.summary import heldout_pairs
-
-    return [to_nchw(p.lr) for p in heldout_pairs(calib, scale, num=8, patch=patch, seed=seed + 2000)]
 
 
 def _sensitivity_text(report) -> str:

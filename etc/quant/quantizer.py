@@ -1,37 +1,46 @@
 """``etc.quantize``: FP32-exact equalization, calibration, error-compensating rounding, bias correction, QDQ.
 
-Steps, each on the float model unless said otherwise:
+Quantization is a list of named steps over one :class:`QuantState`, run in order like the pass pipeline; each
+step is timed and listed in ``QuantReport.steps``. Each works on the float model unless said otherwise:
 
-0. PReLU/LeakyReLU become ReLU on doubled channels (the ``prelu`` pass, exact: prelu(z) = relu(z) -
-   α·relu(-z), checked in onnxruntime like every pass), so every Conv fuses with a ReLU into one int8 kernel
-   whose output is non-negative and spends the whole uint8 range, instead of a float PReLU between two
-   quantized tensors (a signed tensor before the PReLU, the layer quantized twice; ECBSR_ET figures in
-   bench/RESULTS.md); ``prelu_to_relu=False`` keeps them;
-1. calibration patches from DIV2K-style folders or the bundled photos (:mod:`etc.quant.calib`);
-2. clip structures: a ReLU output read only by a 1x1 Conv whose rows are ``relu(b_o - w_o·t_c)`` (the clamp of
-   ETDS/ABPN_ET/ECBSR_ET, Conv1x1(-I, 1)+ReLU) cannot tell values above ``b_o / w_o`` apart, so its range is
-   capped there exactly, and that Conv's output range is exactly [0, max b_o];
-3. equalization (:mod:`etc.quant.equalize`), run as the ``equalize`` pass under the pipeline's NumericCheck
-   instrument, so a transform that changed the FP32 function stops the run; opt-in (``split`` > 1, more MACs):
-   channel copies first, rescaled 1, 1 - s, 1 - 2s, ... afterwards (:mod:`etc.quant.stagger`, same check) so
-   that their uint8 roundings differ and average out;
-4. per-tensor ranges (``--method``; ``auto`` picks per tensor, each channel's error weighted by how strongly
-   the next layer reads it, :func:`etc.quant.observe.consumer_weights`; a kept PReLU's input by the error after its slopes,
-   :mod:`etc.quant.prelu_ranges`), QDQ placement (:mod:`etc.quant.qdq`);
-5. weights: by default each Conv, in order, refitted to the FP32 output from the quantized input it reads and
-   rounded with GPTQ (:mod:`etc.quant.refit`); ``rounding="gptq"`` rounds the FP32 weights with GPTQ only
-   (:mod:`etc.quant.rounding`); ``rounding="reconstruct"`` refits, then learns each block's rounding against the
-   FP32 block output (:mod:`etc.quant.reconstruct`); the ``target`` decides whether the int8 weights must respect the x86 AVX2 pair
-   limit (:mod:`etc.quant.kernels`);
-6. bias correction: Conv by Conv in topological order, the mean output error of the QDQ model against the float
-   model on the calibration patches is added back to the bias;
-7. opt-in: ranges rescaled by the output error (:mod:`etc.quant.search`), bounded fine-tuning of the int8
-   weights and biases (:mod:`etc.quant.finetune`). The target is written to the model's metadata_props.
+* ``prelu``: PReLU/LeakyReLU become ReLU on doubled channels (the ``prelu`` pass, exact: prelu(z) = relu(z) -
+  α·relu(-z), checked in onnxruntime like every pass), so every Conv fuses with a ReLU into one int8 kernel
+  whose output is non-negative and spends the whole uint8 range, instead of a float PReLU between two
+  quantized tensors (a signed tensor before the PReLU, the layer quantized twice); ``prelu_to_relu=False``
+  keeps them;
+* ``prepare``: Constant nodes become initializers, every node gets a name and every Conv a bias; the scale is
+  measured when not given;
+* ``calibrate``: calibration patches from DIV2K-style folders or the bundled photos (:mod:`etc.quant.calib`);
+* clip structures (:func:`clip_structures`, counted once per model a step produces): a ReLU output read only
+  by a 1x1 Conv whose rows are ``relu(b_o - w_o·t_c)`` (the clamp of ETDS/ABPN_ET/ECBSR_ET,
+  Conv1x1(-I, 1)+ReLU) cannot tell values above ``b_o / w_o`` apart, so its range is capped there exactly,
+  and that Conv's output range is exactly [0, max b_o];
+* ``split`` (opt-in, more MACs): channel copies (:mod:`etc.quant.split`, or bought under a MAC budget,
+  :mod:`etc.quant.split_budget`); ``equalize`` (:mod:`etc.quant.equalize`) and ``stagger`` (copies rescaled 1,
+  1 - s, 1 - 2s, ... so that their uint8 roundings differ, :mod:`etc.quant.stagger`): exact passes run under
+  the pipeline's NumericCheck instrument, so a transform that changed the FP32 function stops the run;
+* ``ranges``: per-tensor ranges (``method``; ``auto`` picks per tensor, each channel's error weighted by how
+  strongly the next layer reads it, :func:`etc.quant.observe.consumer_weights`; a kept PReLU's input by the
+  error after its slopes, :mod:`etc.quant.prelu_ranges`), QDQ placement (:mod:`etc.quant.qdq`);
+* ``rounding``: by default each Conv, in order, refitted to the FP32 output from the quantized input it reads
+  and rounded with GPTQ (:mod:`etc.quant.refit`); ``gptq`` rounds the FP32 weights with GPTQ only
+  (:mod:`etc.quant.rounding`); ``reconstruct`` refits, then learns each block's rounding against the FP32
+  block output (:mod:`etc.quant.reconstruct`); the ``target`` decides whether the int8 weights must respect
+  the x86 AVX2 pair limit (:mod:`etc.quant.kernels`);
+* ``bias correction``: Conv by Conv in topological order, the mean output error of the QDQ model against the
+  float model on the calibration patches is added back to the bias;
+* ``range search``, ``finetune`` (opt-in): ranges rescaled by the output error (:mod:`etc.quant.search`),
+  bounded fine-tuning of the int8 weights and biases (:mod:`etc.quant.finetune`);
+* ``sensitivity`` (opt-in): the per-layer table, output PSNR with each quantized Conv kept float
+  (:mod:`etc.quant.sensitivity`); nodes named in ``exclude`` stay float throughout (:func:`etc.quant.qdq.plan_qdq`);
+* ``write``: the QDQ model; the target is written to its metadata_props.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -43,11 +52,23 @@ from etc import proto
 from etc.cost import conv_macs_per_pixel
 from etc.errors import BadModelError
 from etc.quant import observe, qdq
+from etc.quant.config import BUDGET_MAX_COPIES, ROUNDINGS, QuantConfig
+
+__all__ = ["BUDGET_MAX_COPIES", "ROUNDINGS", "QuantConfig", "QuantReport", "quantize", "quantize_with_report"]
+
+
+@dataclass
+class StepTime:
+    """One quantization step: its name, whether it ran (False: its option is off) and its wall time."""
+
+    name: str
+    ran: bool
+    seconds: float
 
 
 @dataclass
 class QuantReport:
-    """What quantization decided, for the CLI and the benchmarks."""
+    """What quantization decided, for the CLI and the benchmarks; ``as_dict`` gives every field as plain JSON."""
 
     scale: int
     calib: str
@@ -56,9 +77,9 @@ class QuantReport:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     methods: dict[str, str] = field(default_factory=dict)
     capped: dict[str, float] = field(default_factory=dict)
-    equalized: list = field(default_factory=list)
-    split: list = field(default_factory=list)
-    staggered: list = field(default_factory=list)
+    equalized: list = field(default_factory=list)  # etc.quant.equalize.EqualizeRecord per equalized tensor
+    split: list = field(default_factory=list)  # etc.quant.split.SplitRecord per widened tensor
+    staggered: list = field(default_factory=list)  # etc.quant.stagger.StaggerRecord per staggered tensor
     equalize_max_abs: float = 0.0
     bias_corrected: int = 0
     rounding: str = "refit"
@@ -71,33 +92,31 @@ class QuantReport:
     blocks: list = field(default_factory=list)  # etc.quant.reconstruct.BlockResult per block (reconstruct)
     sensitivity: list = field(default_factory=list)  # etc.quant.sensitivity.LayerSensitivity, when asked
     sensitivity_base: float = 0.0  # all-INT8 output PSNR (dB against FP32) the sensitivity gains start from
+    steps: list[StepTime] = field(default_factory=list)  # every step in order, timed
+    config: QuantConfig | None = None  # the options it ran with
 
     def as_dict(self) -> dict:
-        return {
-            "scale": self.scale,
-            "calib": self.calib,
-            "patches": self.patches,
-            "method": self.method,
-            "ranges": {k: list(v) for k, v in self.ranges.items()},
-            "methods": self.methods,
-            "capped": self.capped,
-            "equalized": [vars(r) for r in self.equalized],
-            "split": [vars(r) for r in self.split],
-            "staggered": [vars(r) for r in self.staggered],
-            "equalize_max_abs": self.equalize_max_abs,
-            "bias_corrected": self.bias_corrected,
-            "rounding": self.rounding,
-            "target": self.target,
-            "finetune": self.finetune,
-            "prelu_to_relu": self.prelu_to_relu,
-            "ops": self.ops,
-            "sensitivity": {
-                "all_int8_psnr": self.sensitivity_base,
-                "layers": [r.as_dict() for r in self.sensitivity],
-            }
-            if self.sensitivity
-            else None,
-        }
+        """Every field, as values a strict JSON encoder takes (records as dicts, tuples as lists)."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out["config"] = self.config.as_dict() if self.config is not None else None
+        return out
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.steps)
+
+
+def _plain(value):
+    """``value`` with dataclasses as dicts, then as JSON types (etc.text.json_safe)."""
+    from etc.text import json_safe
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return json_safe(value)
 
 
 # ---------------------------------------------------------------- helpers
@@ -206,10 +225,327 @@ def _constant_nodes_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+# ---------------------------------------------------------------- the steps
+
+
+@dataclass
+class QuantState:
+    """What the steps share: the float model as it is rewritten, the calibration feeds, the QDQ plan, the ranges,
+    the weight grids and, at the end, the QDQ model. ``clips`` is counted once per float model a step produces."""
+
+    config: QuantConfig
+    calib: str | os.PathLike | Sequence[np.ndarray]
+    model: onnx.ModelProto
+    report: QuantReport
+    target: str  # the resolved deployment target
+    safe_u8s8: bool | str
+    progress: Callable[[int], None] | None = None
+    base_macs: int = 0  # conv MACs of the model as given (the split budget's reference)
+    feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
+    in_name: str = ""
+    plan: qdq.QdqPlan | None = None
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    float_model: onnx.ModelProto | None = None  # the float model the weights were rounded from
+    grids: dict[str, np.ndarray] = field(default_factory=dict)
+    qmodel: onnx.ModelProto | None = None
+    _clips: tuple[dict[str, float], dict[str, tuple[float, float]]] | None = None
+
+    def set_model(self, model: onnx.ModelProto) -> None:
+        """The model a step produced. Until the ranges are chosen it is the float model being rewritten, whose
+        clip structures are counted again when next asked for; after that only weights are rounded, and the
+        clip structures stay those of the float model the ranges came from."""
+        self.model = model
+        if self.plan is None:
+            self._clips = None
+
+    @property
+    def clips(self) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+        """({tensor: exact cap}, {conv output: exact range}) of the current model (:func:`clip_structures`)."""
+        if self._clips is None:
+            self._clips = clip_structures(self.model)
+        return self._clips
+
+    @property
+    def caps(self) -> dict[str, float]:
+        return self.clips[0]
+
+    @property
+    def build(self) -> dict:
+        """The keyword arguments of qdq.build_qdq shared by every step that builds the QDQ model."""
+        return dict(per_channel=self.config.per_channel, safe_u8s8=self.safe_u8s8, grids=self.grids)
+
+
+@dataclass(frozen=True)
+class QuantStep:
+    """A named step of the flow; ``wanted`` says from the options (and what earlier steps did) whether it runs."""
+
+    name: str
+    run: Callable[[QuantState], None]
+    wanted: Callable[[QuantState], bool] = lambda state: True
+
+
+def _relu_form_step(state: QuantState) -> None:
+    model, state.report.prelu_to_relu = relu_form(state.model, state.config.input_ranges)
+    state.set_model(model)
+
+
+def _prepare_step(state: QuantState) -> None:
+    state.set_model(named_nodes(state.model))
+    state.report.scale = state.config.scale or infer_scale(state.model)
+
+
+def _calibrate_step(state: QuantState) -> None:
+    from etc.quant.calib import calibration_patches
+    from etc.runtime import input_specs
+
+    config, calib = state.config, state.calib
+    _stage(state.progress, "reading calibration images", None)
+    if isinstance(calib, (str, os.PathLike)):
+        patches = calibration_patches(
+            calib, state.report.scale, num=config.num, patch=config.patch, seed=config.seed
+        )
+        state.report.calib = str(calib)
+    else:
+        patches, state.report.calib = [np.asarray(p, dtype=np.float32) for p in calib], "arrays"
+    state.in_name = input_specs(state.model)[0].name
+    state.feeds = [{state.in_name: p} for p in patches]
+    state.report.patches = len(state.feeds)
+
+
+def _split_step(state: QuantState) -> None:
+    config = state.config
+    if config.split_budget is not None:
+        model, state.report.split = _split_budget(
+            state.model,
+            state.feeds,
+            state.caps,
+            state.base_macs,
+            config.split_budget,
+            config.most_copies,
+            config.input_ranges,
+        )
+    else:
+        model, state.report.split = _split(state.model, state.caps, config.split, config.input_ranges)
+    state.set_model(model)
+
+
+def _equalize_step(state: QuantState) -> None:
+    config = state.config
+    # a budget buys few copies: weigh activation noise as without them (measured better)
+    with_copies = config.split > 1 and config.split_budget is None
+    act_weight = ACT_WEIGHT_WITH_COPIES if with_copies else ACT_WEIGHT_NO_COPIES
+    _stage(state.progress, "equalizing", 2 * len(state.feeds))
+    model, state.report.equalized, state.report.equalize_max_abs = _equalize(
+        state.model, state.feeds, state.caps, config.input_ranges, state.progress, act_weight
+    )
+    state.set_model(model)
+
+
+def _has_copies(state: QuantState) -> bool:
+    """Whether the float model holds channel copies to stagger: ``split`` asked for them or the budget bought some."""
+    return state.config.split > 1 or bool(state.report.split)
+
+
+def _stagger_step(state: QuantState) -> None:
+    model, state.report.staggered = _stagger(
+        state.model, state.caps, state.config.stagger, state.config.input_ranges
+    )
+    state.set_model(model)
+
+
+def _ranges_step(state: QuantState) -> None:
+    """Per-tensor ranges of every quantized activation (exact, capped or observed) and of the graph inputs."""
+    config, report, model = state.config, state.report, state.model
+    caps, exact = state.clips
+    plan = state.plan = qdq.plan_qdq(model, frozenset(config.exclude))
+    _stage(state.progress, "calibrating ranges", 2 * len(state.feeds))
+    stats = observe.collect(
+        model, state.feeds, plan.own, state.progress, observe.consumer_weights(model, plan.own)
+    )
+    ranges: dict[str, tuple[float, float]] = {}
+    for name in plan.own:
+        if name in exact:
+            ranges[name], report.methods[name] = exact[name], "exact"
+            continue
+        lo, hi = observe.choose_range(stats[name], config.method)
+        report.methods[name] = config.method if config.method != "auto" else _which(stats[name], (lo, hi))
+        if name in caps and caps[name] < hi:
+            hi, report.methods[name] = caps[name], "cap"
+            report.capped[name] = hi
+        ranges[name] = (lo, hi)
+    for name in plan.inputs:
+        ranges[name] = tuple((config.input_ranges or {}).get(name, (0.0, 1.0)))  # type: ignore[assignment]
+    if config.method == "auto":
+        from etc.quant.prelu_ranges import prelu_input_ranges
+
+        for name, chosen in prelu_input_ranges(model, plan, state.feeds).items():
+            ranges[name], report.methods[name] = chosen, "prelu"
+    state.ranges = report.ranges = ranges
+    state.float_model = model
+
+
+def _rounding_step(state: QuantState) -> None:
+    """The weights rounded to their int8 grids: GPTQ on the FP32 weights, or refitted (and reconstructed)."""
+    config, plan = state.config, state.plan
+    assert plan is not None
+    if config.rounding == "gptq":
+        _stage(state.progress, "rounding weights (gptq)", None)
+        model, state.grids = _gptq(state.model, plan, state.feeds, config.per_channel, state.safe_u8s8)
+        state.set_model(model)
+        return
+    from etc.quant.reconstruct import reconstruct
+    from etc.quant.refit import FitProblem, refit
+
+    problem = FitProblem(
+        state.model,
+        state.model,
+        plan,
+        state.ranges,
+        state.feeds,
+        config.per_channel,
+        state.safe_u8s8,
+        skip_inputs=frozenset(state.caps),
+    )
+    steps = _rounding_steps(config.rounding, len(problem.fittable()))
+    _stage(state.progress, f"rounding weights ({config.rounding})", steps)
+    if config.rounding == "refit":
+        fitted = refit(problem, state.progress)
+    else:
+        fitted = reconstruct(problem, progress=state.progress)
+        state.report.blocks = fitted[2]
+    state.grids = fitted[1]
+    state.set_model(fitted[0])
+
+
+def _bias_correction_step(state: QuantState) -> None:
+    assert state.plan is not None
+    model, state.report.bias_corrected = _bias_correct(
+        state.model, state.plan, state.ranges, state.feeds, state.caps, state.build, state.progress
+    )
+    state.set_model(model)
+
+
+def _range_search_step(state: QuantState) -> None:
+    from etc.quant.search import search_ranges
+
+    report, plan = state.report, state.plan
+    assert plan is not None and state.float_model is not None
+    out_name = state.model.graph.output[0].name
+    reference = [v[out_name] for v in observe.run_tensors(state.float_model, state.feeds, [out_name])]
+    movable = [n for n in plan.own if report.methods.get(n) not in ("exact", "cap")]
+    _stage(state.progress, "searching ranges", len(movable))
+    state.ranges, report.search_before, report.search_after = search_ranges(
+        state.model, plan, state.ranges, state.feeds, reference, movable, state.build, progress=state.progress
+    )
+    report.ranges = state.ranges
+
+
+def _finetune_step(state: QuantState) -> None:
+    from etc.quant.finetune import finetune
+
+    config, plan = state.config, state.plan
+    assert plan is not None and state.float_model is not None
+    _stage(state.progress, f"fine-tuning (up to {config.finetune_steps} steps)", None)
+    train, held = _finetune_sets(
+        state.calib, state.report.scale, config.num, config.patch, config.seed, state.feeds, state.in_name
+    )
+    tuned, state.report.finetune = finetune(
+        state.model,
+        plan,
+        state.ranges,
+        state.grids,
+        train,
+        held,
+        state.float_model,
+        state.build,
+        steps=config.finetune_steps,
+        seed=config.seed,
+    )
+    if tuned is not None:
+        state.set_model(tuned)
+
+
+def _sensitivity_step(state: QuantState) -> None:
+    """The per-layer table (:mod:`etc.quant.sensitivity`): output PSNR with each quantized Conv kept float, on
+    held-out patches of the calibration images (the calibration patches when ``calib`` is arrays)."""
+    from etc.quant.sensitivity import layer_sensitivity
+
+    plan, config = state.plan, state.config
+    assert plan is not None and state.float_model is not None
+    _stage(state.progress, "per-layer sensitivity", len(plan.convs))
+    held = [{state.in_name: p} for p in _sensitivity_patches(state)] or state.feeds
+    state.report.sensitivity_base, state.report.sensitivity = layer_sensitivity(
+        state.float_model,
+        state.model,
+        plan,
+        state.ranges,
+        state.build,
+        held,
+        exclude=frozenset(config.exclude),
+        progress=state.progress,
+    )
+
+
+def _sensitivity_patches(state: QuantState) -> list[np.ndarray]:
+    """Held-out LR patches of the calibration images (other crops than calibration's), as model inputs."""
+    if not isinstance(state.calib, (str, os.PathLike)):
+        return []
+    from etc.quant.calib import to_nchw
+    from etc.quant.summary import heldout_pairs
+
+    config = state.config
+    pairs = heldout_pairs(state.calib, state.report.scale, num=8, patch=config.patch, seed=config.seed + 2000)
+    return [to_nchw(p.lr) for p in pairs]
+
+
+def _write_step(state: QuantState) -> None:
+    from etc.quant import kernels as targets
+
+    assert state.plan is not None
+    _stage(state.progress, "building the QDQ model", None)
+    qmodel = qdq.build_qdq(state.model, state.plan, state.ranges, **state.build)
+    targets.record(qmodel, state.target, state.config.target)
+    ops: dict[str, int] = {}
+    for node in qmodel.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    state.report.ops, state.qmodel = ops, qmodel
+
+
+STEPS: tuple[QuantStep, ...] = (
+    QuantStep("prelu", _relu_form_step, lambda s: s.config.prelu_to_relu),
+    QuantStep("prepare", _prepare_step),
+    QuantStep("calibrate", _calibrate_step),
+    QuantStep("split", _split_step, lambda s: s.config.split_budget is not None or s.config.split > 1),
+    QuantStep("equalize", _equalize_step, lambda s: s.config.equalize),
+    QuantStep("stagger", _stagger_step, lambda s: s.config.stagger > 0 and _has_copies(s)),
+    QuantStep("ranges", _ranges_step),
+    QuantStep("rounding", _rounding_step, lambda s: s.config.rounding != "nearest"),
+    QuantStep("bias correction", _bias_correction_step, lambda s: s.config.bias_correction),
+    QuantStep("range search", _range_search_step, lambda s: s.config.range_search),
+    QuantStep("finetune", _finetune_step, lambda s: s.config.finetune_steps > 0 and bool(s.grids)),
+    QuantStep(
+        "sensitivity", _sensitivity_step, lambda s: s.config.sensitivity and bool(s.plan and s.plan.convs)
+    ),
+    QuantStep("write", _write_step),
+)
+
+
+def run_steps(state: QuantState, steps: Sequence[QuantStep] = STEPS) -> QuantState:
+    """Runs ``steps`` in order on ``state``, each timed into ``state.report.steps``."""
+    for step in steps:
+        if not step.wanted(state):
+            state.report.steps.append(StepTime(step.name, False, 0.0))
+            continue
+        started = time.perf_counter()
+        step.run(state)
+        state.report.steps.append(StepTime(step.name, True, time.perf_counter() - started))
+    return state
+
+
 # ---------------------------------------------------------------- main entry
 
 
-def quantize_with_report(
+def quantize(
     model_or_path: onnx.ModelProto | str | os.PathLike,
     calib: str | os.PathLike | Sequence[np.ndarray] = "samples",
     *,
@@ -231,166 +567,62 @@ def quantize_with_report(
     prelu_to_relu: bool = True,
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     seed: int = 0,
+    exclude: tuple[str, ...] = (),
+    sensitivity: bool = False,
+    config: QuantConfig | None = None,
     progress: Callable[[int], None] | None = None,
-    exclude: Sequence[str] = (),
-    sensitivity: Sequence[np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, QuantReport]:
-    """The INT8 QDQ model and what was decided. ``calib`` is a dataset spec or a list of (1, 3, h, w) arrays.
+    """Quantizes a float model to INT8 QDQ and returns ``(model, report)``, like ``etc.optimize``.
 
-    ``split`` is the most copies of a dominant channel (1 = off), ``stagger`` the scale step between copies
-    (0 = identical copies). ``split_budget`` (e.g. 1.05) instead buys copies by estimated benefit per added MAC
-    until the conv MACs reach that multiple of the FP32 model's (:mod:`etc.quant.split_budget`; at most ``split``
-    copies when ``split`` > 1, else 2). ``target`` is the kernel the model is made for (:mod:`etc.quant.kernels`: ``int32``
-    exact accumulation, ``x86-avx2`` pair limit, ``native`` probes this CPU); ``safe_u8s8`` overrides the
-    weight-grid constraint the target implies. Nodes named in ``exclude`` (node names or output tensors of
-    the given model) stay float (:func:`etc.quant.qdq.plan_qdq`). ``sensitivity`` (held-out (1, 3, h, w)
-    arrays, e.g. :func:`etc.quant.summary.heldout_pairs` LR patches) asks for the per-layer table of
-    :mod:`etc.quant.sensitivity` in ``report.sensitivity``. ``progress`` is called with the number of steps done; when it
+    ``model_or_path`` is an ``onnx.ModelProto`` or a path; ``calib`` a dataset spec (a folder, a name under
+    $ETC_DATA, or "samples", the photos bundled with scikit-image) or a list of (1, 3, h, w) float arrays. The
+    options below are the fields of :class:`etc.quant.config.QuantConfig` (the command line's options); pass
+    them as keywords or as one ``config``, not both. ``progress`` is called with the number of steps done; when it
     also has a ``stage(name, total)`` method it is told when each stage starts and how many steps it has
-    (etc.commands.progress.StageProgress)."""
+    (etc.commands.progress.StageProgress). The report (:class:`QuantReport`) holds the ranges and how each was chosen, what equalization,
+    splitting and rounding did, the ops written and every step's time. Raises BadModelError on a bad option,
+    EquivalenceError when an exact rewrite changed the FP32 outputs.
+
+    Options (name=default: meaning; generated from QuantConfig):
+    """
+    given = {k: v for k, v in locals().items() if k in _CONFIG_FIELDS}
+    changed = sorted(k for k, v in given.items() if v != _CONFIG_DEFAULTS[k])
+    if config is None:
+        config = QuantConfig(**given)
+    elif changed:
+        raise TypeError(f"quantize: pass {', '.join(changed)} inside config, not beside it")
+    return quantize_with_config(model_or_path, calib, config, progress)
+
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(QuantConfig)}
+_CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(QuantConfig)}
+quantize.__doc__ = (quantize.__doc__ or "").rstrip() + "\n" + QuantConfig.docs() + "\n"
+quantize_with_report = quantize  # the earlier name of the same function
+
+
+def quantize_with_config(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    calib: str | os.PathLike | Sequence[np.ndarray],
+    config: QuantConfig,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[onnx.ModelProto, QuantReport]:
+    """``quantize`` with its options in one QuantConfig: checks them, then runs :data:`STEPS`."""
     from etc.frontends.onnx_io import as_model
     from etc.quant import kernels as targets
-    from etc.quant.calib import calibration_patches
 
-    resolved = targets.resolve(target)
-    if safe_u8s8 is None:
-        safe_u8s8 = targets.safe_mode(resolved)
-    if method not in observe.METHODS:
-        raise BadModelError(
-            f"unknown calibration method '{method}'; choose from {', '.join(observe.METHODS)}"
-        )
-    most_copies = (split if split > 1 else BUDGET_MAX_COPIES) if split_budget is not None else split
-    if stagger < 0 or (most_copies - 1) * stagger >= 1:
-        raise BadModelError(
-            f"stagger {stagger} with split {most_copies}: need 0 <= stagger < 1 / (split - 1)"
-        )
-    if split_budget is not None and split_budget < 1:
-        raise BadModelError(f"split budget {split_budget}: need a MAC multiple >= 1")
-    if rounding not in ROUNDINGS:
-        raise BadModelError(f"unknown rounding '{rounding}'; choose from {', '.join(ROUNDINGS)}")
+    resolved = targets.resolve(config.target)
+    config.validate()
+    safe_u8s8 = targets.safe_mode(resolved) if config.safe_u8s8 is None else config.safe_u8s8
     model = as_model(model_or_path)
-    base_macs = conv_macs_per_pixel(model)
-    rewritten = 0
-    if prelu_to_relu:
-        model, rewritten = relu_form(model, input_ranges)
-    model = _ensure_named(_constant_nodes_to_initializers(model))
-    scale = scale or infer_scale(model)
-    _stage(progress, "reading calibration images", None)
-    if isinstance(calib, (str, os.PathLike)):
-        patches = calibration_patches(calib, scale, num=num, patch=patch, seed=seed)
-        calib_name = str(calib)
-    else:
-        patches, calib_name = [np.asarray(p, dtype=np.float32) for p in calib], "arrays"
-    from etc.runtime import input_specs
-
-    in_name = input_specs(model)[0].name
-    feeds = [{in_name: p} for p in patches]
     report = QuantReport(
-        scale, calib_name, len(feeds), method, rounding=rounding, target=resolved, prelu_to_relu=rewritten
+        config.scale or 0, "", 0, config.method, rounding=config.rounding, target=resolved, config=config
     )
-
-    caps, exact = clip_structures(model)
-    if split_budget is not None:
-        model, report.split = _split_budget(
-            model, feeds, caps, base_macs, split_budget, most_copies, input_ranges
-        )
-        caps, exact = clip_structures(model)
-    elif split > 1:
-        model, report.split = _split(model, caps, split, input_ranges)
-        caps, exact = clip_structures(model)
-    copied = split > 1 or bool(report.split)
-    if equalize:  # a budget buys few copies: weigh activation noise as without them (measured better)
-        act_weight = ACT_WEIGHT_WITH_COPIES if split > 1 and split_budget is None else ACT_WEIGHT_NO_COPIES
-        _stage(progress, "equalizing", 2 * len(feeds))
-        model, report.equalized, report.equalize_max_abs = _equalize(
-            model, feeds, caps, input_ranges, progress, act_weight
-        )
-        caps, exact = clip_structures(model)
-    if copied and stagger > 0:
-        model, report.staggered = _stagger(model, caps, stagger, input_ranges)
-        caps, exact = clip_structures(model)
-    plan = qdq.plan_qdq(model, frozenset(exclude))
-    _stage(progress, "calibrating ranges", 2 * len(feeds))
-    stats = observe.collect(model, feeds, plan.own, progress, observe.consumer_weights(model, plan.own))
-    ranges: dict[str, tuple[float, float]] = {}
-    for name in plan.own:
-        if name in exact:
-            ranges[name], report.methods[name] = exact[name], "exact"
-            continue
-        lo, hi = observe.choose_range(stats[name], method)
-        report.methods[name] = method if method != "auto" else _which(stats[name], (lo, hi))
-        if name in caps and caps[name] < hi:
-            hi, report.methods[name] = caps[name], "cap"
-            report.capped[name] = hi
-        ranges[name] = (lo, hi)
-    for name in plan.inputs:
-        ranges[name] = tuple((input_ranges or {}).get(name, (0.0, 1.0)))  # type: ignore[assignment]
-    if method == "auto":
-        from etc.quant.prelu_ranges import prelu_input_ranges
-
-        for name, chosen in prelu_input_ranges(model, plan, feeds).items():
-            ranges[name], report.methods[name] = chosen, "prelu"
-    report.ranges = ranges
-    float_model = model
-    grids: dict[str, np.ndarray] = {}
-    if rounding == "gptq":
-        _stage(progress, "rounding weights (gptq)", None)
-        model, grids = _gptq(model, plan, feeds, per_channel, safe_u8s8)
-    elif rounding in ("refit", "reconstruct"):
-        from etc.quant.reconstruct import reconstruct
-        from etc.quant.refit import FitProblem, refit
-
-        problem = FitProblem(
-            model, model, plan, ranges, feeds, per_channel, safe_u8s8, skip_inputs=frozenset(caps)
-        )
-        _stage(progress, f"rounding weights ({rounding})", _rounding_steps(rounding, len(problem.fittable())))
-        fitted = refit(problem, progress) if rounding == "refit" else reconstruct(problem, progress=progress)
-        model, grids = fitted[0], fitted[1]
-        if rounding == "reconstruct":
-            report.blocks = fitted[2]
-    build = dict(per_channel=per_channel, safe_u8s8=safe_u8s8, grids=grids)
-    if bias_correction:
-        model, report.bias_corrected = _bias_correct(model, plan, ranges, feeds, caps, build, progress)
-    if range_search:
-        from etc.quant.search import search_ranges
-
-        out_name = model.graph.output[0].name
-        reference = [v[out_name] for v in observe.run_tensors(float_model, feeds, [out_name])]
-        movable = [n for n in plan.own if report.methods.get(n) not in ("exact", "cap")]
-        _stage(progress, "searching ranges", len(movable))
-        ranges, report.search_before, report.search_after = search_ranges(
-            model, plan, ranges, feeds, reference, movable, build, progress=progress
-        )
-        report.ranges = ranges
-    if finetune_steps > 0 and grids:
-        from etc.quant.finetune import finetune
-
-        _stage(progress, f"fine-tuning (up to {finetune_steps} steps)", None)
-        train, held = _finetune_sets(calib, scale, num, patch, seed, feeds, in_name)
-        tuned, report.finetune = finetune(
-            model, plan, ranges, grids, train, held, float_model, build, steps=finetune_steps, seed=seed
-        )
-        model = tuned if tuned is not None else model
-    if sensitivity is not None and plan.convs:
-        from etc.quant.sensitivity import layer_sensitivity
-
-        _stage(progress, "per-layer sensitivity", len(plan.convs))
-        held = [{in_name: np.asarray(p, np.float32)} for p in sensitivity] or feeds
-        report.sensitivity_base, report.sensitivity = layer_sensitivity(
-            float_model, model, plan, ranges, build, held, exclude=frozenset(exclude), progress=progress
-        )
-    _stage(progress, "building the QDQ model", None)
-    qmodel = qdq.build_qdq(model, plan, ranges, **build)
-    targets.record(qmodel, resolved, target)
-    report.ops = {}
-    for node in qmodel.graph.node:
-        report.ops[node.op_type] = report.ops.get(node.op_type, 0) + 1
-    return qmodel, report
-
-
-def quantize(model_or_path, calib="samples", **kwargs) -> onnx.ModelProto:
-    """INT8 QDQ model of ``model_or_path`` calibrated on ``calib`` (see :func:`quantize_with_report`)."""
-    return quantize_with_report(model_or_path, calib, **kwargs)[0]
+    state = QuantState(
+        config, calib, model, report, resolved, safe_u8s8, progress, base_macs=conv_macs_per_pixel(model)
+    )
+    run_steps(state)
+    assert state.qmodel is not None
+    return state.qmodel, report
 
 
 PRELU_OPS = ("PRelu", "LeakyRelu")
@@ -399,10 +631,6 @@ PRELU_OPS = ("PRelu", "LeakyRelu")
 # bench/RESULTS.md, "Quantizer design measurements").
 ACT_WEIGHT_WITH_COPIES = 16.0
 ACT_WEIGHT_NO_COPIES = 6.0
-BUDGET_MAX_COPIES = (
-    2  # copies per channel under split_budget when split is not given (etc.quant.split_budget)
-)
-ROUNDINGS = ("refit", "gptq", "nearest", "reconstruct")
 
 
 def relu_form(

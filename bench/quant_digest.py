@@ -1,0 +1,98 @@
+"""Digests of the INT8 models ``etc.quantize`` writes under each of its options: the check that a refactor of the
+quantization flow changed no output byte (``bench.zoo_digest`` covers the default options only).
+
+Small zoo models (random weights, seeded) are made plain with ``fold,rep,et`` and quantized on 4 bundled-photo
+patches with one option changed at a time; each result's SHA-256 over its deterministic serialization is printed
+as JSON. ``--compare FILE`` compares against an earlier run's JSON and exits 1 on any difference; ``--variants``
+runs some of them. The per-block time limit of ``rounding="reconstruct"`` (etc.quant.reconstruct.Settings.seconds)
+stops the optimisation after a load-dependent number of steps, so it is lifted here: the digest then depends on
+the code only.
+
+    python -m bench.quant_digest > before.json
+    ... change the code ...
+    python -m bench.quant_digest --compare before.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import warnings
+
+import onnx
+
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "minmax": {"method": "minmax"},
+    "per-tensor": {"per_channel": False},
+    "no-equalize": {"equalize": False},
+    "split2": {"split": 2},
+    "split3-nostagger": {"split": 3, "stagger": 0.0},
+    "split-budget": {"split_budget": 1.05},
+    "gptq": {"rounding": "gptq"},
+    "nearest": {"rounding": "nearest"},
+    "reconstruct": {"rounding": "reconstruct"},
+    "no-bias": {"bias_correction": False},
+    "range-search": {"range_search": True},
+    "finetune": {"finetune_steps": 3},
+    "avx2": {"target": "x86-avx2"},
+    "keep-prelu": {"prelu_to_relu": False},
+}
+MODELS = ("espcn", "etds", "ecbsr")
+
+
+def _digest(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def _quantize(model, **options):
+    from etc.quant import quantizer
+
+    out = quantizer.quantize_with_report(model, "samples", num=4, patch=32, **options)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def digests(variants: list[str] | None = None) -> dict[str, str]:
+    import dataclasses
+
+    from etc import zoo
+    from etc.frontends.torch import export
+    from etc.pipeline import run_pipeline
+    from etc.quant import reconstruct
+
+    reconstruct.DEFAULT = dataclasses.replace(reconstruct.DEFAULT, seconds=float("inf"))
+    out: dict[str, str] = {}
+    for name in MODELS:
+        small = {} if name == "espcn" else {"M": 2, "C": 8}
+        model = export(zoo.build(name, scale=2, seed=1, **small), exporter="legacy", dynamic_hw=True)
+        plain = run_pipeline(model, "fold,rep,et").model
+        for variant, options in VARIANTS.items():
+            if variants is None or variant in variants:
+                out[f"{name} {variant}"] = _digest(_quantize(plain, **options))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", help="an earlier run's JSON; exit 1 on any difference")
+    parser.add_argument("--variants", help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    now = digests(args.variants.split(",") if args.variants else None)
+    if not args.compare:
+        json.dump(now, sys.stdout, indent=1, sort_keys=True)
+        print()
+        return 0
+    with open(args.compare) as f:
+        before = json.load(f)
+    changed = sorted(k for k in now if before.get(k) != now.get(k))
+    for key in changed:
+        print(f"DIFFERENT {key}: {before.get(key)} -> {now.get(key)}")
+    print(f"{len(now)} outputs, {len(changed)} different")
+    return 1 if changed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
