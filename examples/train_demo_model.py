@@ -3,7 +3,7 @@
     python examples/train_demo_model.py                      # writes etc/data/demo_x2.npz
     python examples/train_demo_model.py --steps 200 --out /tmp/w.npz
 
-Data: scikit-image's bundled photos etc.demo.TRAIN_PHOTOS; etc.demo.EVAL_PHOTOS are held out and only
+Data: scikit-image's bundled photos etc.tools.demo.TRAIN_PHOTOS; etc.tools.demo.EVAL_PHOTOS are held out and only
 evaluated. LR = PIL antialiased bicubic downscale x2 of the uint8 photo. Random 48x48 LR patches (96x96 HR) with
 flips and 90-degree turns, L1 loss, Adam (lr 5e-4) with a cosine decay over 4000 steps. The loss is computed with
 every ECB re-parameterized on the fly (fast_forward: same function, 4 convs instead of 36); the gradients reach
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from etc import demo
+from etc.tools import demo
 
 
 def patches(pairs, rng: np.random.Generator, batch: int, size: int, scale: int):

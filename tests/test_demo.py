@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from filelock import FileLock
 
-from etc import demo
+from etc.tools import demo
 
 PLAIN = {"Conv", "Relu", "DepthToSpace"}
 
@@ -55,7 +55,7 @@ def test_reading_the_weights_needs_no_torch():
 
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from etc import demo\n"
+        "from etc.tools import demo\n"
         "config, arrays = demo.load_weights()\n"
         "print(config['scale'], len(arrays))"
     )

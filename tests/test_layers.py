@@ -53,8 +53,7 @@ LAYERS: dict[str, str] = {
     "etc.zoo": API,
     "etc.frontends.torch": API,
     "etc.adapters": API,
-    "etc.report": API,
-    "etc.demo": API,
+    "etc.tools.report": API,
     "etc.tools": API,
     "etc.commands": CLI,
     "etc.cli": CLI,
@@ -231,9 +230,9 @@ def test_the_scanner_sees_function_local_and_relative_imports(tmp_path):
         ("etc.passes.fold", "etc.quant.qdq", True),
         ("etc.frontends.onnx_io", "etc.frontends.torch", True),
         ("etc.frontends.torch", "etc.frontends.onnx_io", False),
-        ("etc.demo", "etc.commands.common", True),
+        ("etc.tools.demo", "etc.commands.common", True),
         ("etc.commands.quantize", "etc.quant.quantizer", False),
-        ("etc.api", "etc.report", False),
+        ("etc.api", "etc.tools.report", False),
     ],
 )
 def test_the_layer_map_orders_modules(src, dst, against):

@@ -24,8 +24,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import etc
 from etc.graph import op_histogram
-from etc.report import HitRecorder, graph_svg, layout, render_report, write_report
 from etc.testing import random_conv_weights
+from etc.tools.report import HitRecorder, graph_svg, layout, render_report, write_report
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -310,7 +310,7 @@ def test_public_api_names_stay_functions_after_their_namesake_submodules_load():
     import importlib
 
     importlib.import_module("etc.verification")
-    importlib.import_module("etc.report")
+    importlib.import_module("etc.tools.report")
     model = conv_bn_relu()
     plain, report = etc.optimize(model, passes="fold", verify=False)
     assert callable(etc.verify) and etc.verify(model, plain).equivalent

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import etc
 from etc.cli import cli
-from etc.report import HitRecorder, ReportInputs, SourceIndex, node_id, render_report
+from etc.tools.report import HitRecorder, ReportInputs, SourceIndex, node_id, render_report
 from tests.test_report import conv_bn_relu
 
 
@@ -63,7 +63,7 @@ def test_no_widening_considered_is_said_in_the_cost_section():
 
 
 def test_a_slower_result_is_flagged_and_a_faster_one_is_not():
-    from etc.report import _latency
+    from etc.tools.report import _latency
 
     model = conv_bn_relu()
     plain, report = etc.optimize(model, verify=False)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import etc
-from etc.report import HitRecorder, render_report
+from etc.tools.report import HitRecorder, render_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 pytestmark = pytest.mark.skipif(

@@ -49,9 +49,9 @@ def demo(
 
     Exit codes: 0 ok, 1 the optimized graph is not equivalent.
     """
-    from etc import demo as demo_lib
     from etc.commands.common import check_writable_folder, echo_json, parse_size
     from etc.errors import EquivalenceError, EtcError
+    from etc.tools import demo as demo_lib
 
     hw = parse_size(size)
     if out_dir is not None:

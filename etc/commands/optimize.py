@@ -172,7 +172,7 @@ def optimize(
         click.echo(f"{model}: optimizing with passes {','.join(pass_names)}; assuming {shown}", err=True)
     recorder = None
     if report_path is not None:
-        from etc.report import HitRecorder
+        from etc.tools.report import HitRecorder
 
         recorder = HitRecorder()
     try:
@@ -205,7 +205,7 @@ def optimize(
     if output is not None:
         save(result, output)
     if report_path is not None:
-        from etc.report import write_report
+        from etc.tools.report import write_report
 
         try:
             write_report(report_path, source, result, report, sites=recorder.sites, title=model.name)

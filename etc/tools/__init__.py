@@ -1,1 +1,2 @@
-"""Tools built on the compiler: the differential fuzzer (fuzz)."""
+"""Tools built on the compiler: the demo (demo), the HTML report (report, with its graph layout in layout) and
+the differential fuzzer (fuzz)."""
