@@ -24,6 +24,7 @@ LAYERS: dict[str, str] = {
     "etc.graph": CORE,
     "etc.convmath": CORE,
     "etc.runtime": CORE,
+    "etc.htp": CORE,
     "etc.timing": CORE,
     "etc.rules": CORE,
     "etc.pipeline": CORE,
