@@ -113,3 +113,73 @@ def test_without_onnxruntime_qnn_the_error_names_the_extra(monkeypatch):
     with pytest.raises(htp.HtpUnavailableError, match=r"install etc-onnx\[htp\]") as caught:
         htp.cycles(_sr_net(), size=SIZE)
     assert caught.value.exit_code == 2
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    from etc.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out, captured.err
+
+
+@needs_qnn
+def test_info_on_htp_shows_placement_and_cycles_per_op(tmp_path, capsys):
+    path = tmp_path / "sr.onnx"
+    onnx.save(_sr_net(), path)
+    code, out, _ = _cli(capsys, "info", str(path), "--device", "htp", "--htp-size", "16x16", "--json")
+    assert code == 0
+    import json
+
+    facts = json.loads(out)["htp"]
+    assert all(n["on_htp"] for n in facts["placement"]["nodes"])
+    assert facts["cycles"]["total"] > 0 and facts["cycles"]["per_op"]["Conv"] > 0
+
+
+@needs_qnn
+def test_info_on_htp_names_the_refused_node(tmp_path, capsys):
+    path = tmp_path / "erf.onnx"
+    onnx.save(_sr_net("Erf"), path)
+    code, out, _ = _cli(capsys, "info", str(path), "--device", "htp", "--htp-size", "16x16")
+    assert code == 0
+    assert "refused: odd_one (Erf): Operators of type `Erf` are not supported" in out
+
+
+@needs_qnn
+def test_verify_on_htp_reports_the_difference_from_cpu(tmp_path, capsys):
+    path = tmp_path / "sr.onnx"
+    onnx.save(_sr_net(), path)
+    code, out, _ = _cli(capsys, "verify", str(path), str(path), "--device", "htp", "--seeds", "1")
+    assert code == 0
+    line = next(text for text in out.splitlines() if text.startswith("HTP: candidate max abs"))
+    assert float(line.split()[4]) < 2e-2
+
+
+def test_htp_options_without_onnxruntime_qnn_exit_2_with_the_install_hint(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "sr.onnx"
+    onnx.save(_sr_net(), path)
+    real_import = builtins.__import__
+
+    def no_qnn(name, *args, **kwargs):
+        if name.startswith("onnxruntime_qnn"):
+            raise ImportError("No module named 'onnxruntime_qnn'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_qnn)
+    code, _, err = _cli(capsys, "info", str(path), "--device", "htp")
+    assert code == 2
+    assert "install etc-onnx[htp]" in err and "Traceback" not in err
+
+
+@needs_qnn
+def test_eval_on_htp_adds_the_difference_from_cpu(tmp_path, capsys):
+    import json
+
+    path = tmp_path / "sr.onnx"
+    onnx.save(_sr_net(), path)
+    code, out, _ = _cli(capsys, "eval", str(path), "--device", "htp", "--limit", "1", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    assert [r["model"] for r in payload["rows"]] == ["bicubic", str(path)]
+    assert 0 <= payload["htp_max_abs_vs_cpu"][str(path)] < 2e-2

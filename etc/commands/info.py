@@ -6,18 +6,22 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, parse_size, table
+from etc.commands.common import device_option, echo_json, htp_size_option, parse_size, table
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--size", default="360x640", show_default=True, help="Input HxW used to count MACs.")
+@device_option
+@htp_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
-def info(model: Path, size: str, as_json: bool) -> None:
+def info(model: Path, size: str, device: str, htp_size: str, as_json: bool) -> None:
     """Show inputs, outputs, opset, op histogram, parameters, MACs, bytes moved, estimated NPU time and
     plainness of MODEL.
 
     Plainness is the share of nodes that are Conv, Relu or DepthToSpace, the ops mobile NPUs run fastest.
+    With --device htp it also shows which nodes Qualcomm's HTP accepts (QNN's reason for each refused one)
+    and the simulated HTP cycles at --htp-size, in total and per op type.
     """
     from etc.cost import model_cost
     from etc.frontends.onnx_io import load
@@ -26,8 +30,13 @@ def info(model: Path, size: str, as_json: bool) -> None:
     loaded = load(model)
     facts = model_info(loaded, parse_size(size))
     cost = model_cost(loaded, parse_size(size))
+    htp_text, htp_json = [], None
+    if device == "htp":
+        from etc.commands.common import htp_lines
+
+        htp_text, htp_json = htp_lines(loaded, parse_size(htp_size))
     if as_json:
-        echo_json({**facts.as_dict(), "cost": cost.as_dict()})
+        echo_json({**facts.as_dict(), "cost": cost.as_dict(), **({"htp": htp_json} if htp_json else {})})
         return
     for kind, values in (("input", facts.inputs), ("output", facts.outputs)):
         for v in values:
@@ -44,3 +53,5 @@ def info(model: Path, size: str, as_json: bool) -> None:
     click.echo(f"plain   {facts.plain_share:.0%} of nodes are Conv/Relu/DepthToSpace")
     click.echo(f"depth   {facts.depth} nodes on the longest path; {facts.forks} branch points")
     click.echo(table([[op, n] for op, n in facts.ops.items()], ["op", "count"]))
+    for line in htp_text:
+        click.echo(line)

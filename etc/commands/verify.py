@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, input_range_option, parse_input_ranges, runnable_model, table
+from etc.commands.common import (
+    device_option,
+    echo_json,
+    input_range_option,
+    parse_input_ranges,
+    runnable_model,
+    table,
+)
 
 
 @click.command()
@@ -24,6 +31,7 @@ from etc.commands.common import echo_json, input_range_option, parse_input_range
     help="Also compare on the images in this folder (RGB scaled to [0, 1]).",
 )
 @click.option("--seeds", type=int, default=2, show_default=True, help="Random input sets per spatial size.")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(
     reference: Path,
@@ -33,6 +41,7 @@ def verify(
     rtol: float,
     images: Path | None,
     seeds: int,
+    device: str,
     as_json: bool,
 ) -> None:
     """Check that CANDIDATE computes the same function as REFERENCE.
@@ -41,6 +50,11 @@ def verify(
     input ranges at several spatial sizes (odd ones included: border bugs hide at even sizes), and optionally
     on real images. Exit codes: 0 equivalent, 1 not equivalent, 2 bad input (including a reference onnxruntime
     cannot run), 3 internal error.
+
+    With --device htp, CANDIDATE also runs on Qualcomm's HTP (every node on the NPU) on the same random inputs;
+    the report adds its max abs difference from onnxruntime CPU (the same model) and from REFERENCE. HTP's
+    arithmetic is not the CPU's (FP32 graphs run in reduced precision, INT8 requantizes its own way), so these
+    figures are shown, and the verdict stays onnxruntime's.
     """
     from etc.frontends.onnx_io import load
     from etc.runtime import input_specs
@@ -51,8 +65,9 @@ def verify(
     )
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(a)])
     report = verify_models(a, b, input_ranges=ranges, atol=atol, rtol=rtol, images=images, seeds=seeds)
+    on_htp = _htp_differences(a, b, ranges) if device == "htp" else None
     if as_json:
-        echo_json(report.as_dict())
+        echo_json({**report.as_dict(), **({"htp": on_htp} if on_htp else {})})
     else:
         rows = [
             [r["output"], r["max_abs"], r["max_rel"], r["psnr"], "ok" if r["ok"] else "FAIL"]
@@ -60,5 +75,32 @@ def verify(
         ]
         click.echo(table(rows, ["output", "max abs", "max rel", "PSNR dB", "verdict"]))
         click.echo(f"{len(report.probes)} probes: {', '.join(sorted(set(report.probes)))}")
+        if on_htp:
+            click.echo(
+                f"HTP: candidate max abs {on_htp['vs_cpu']:.3g} from onnxruntime CPU, "
+                f"{on_htp['vs_reference']:.3g} from the reference, over {on_htp['inputs']} inputs "
+                f"({', '.join(on_htp['sizes'])})"
+            )
         click.echo("equivalent" if report.equivalent else f"NOT equivalent (atol {atol:g}, rtol {rtol:g})")
     sys.exit(0 if report.equivalent else 1)
+
+
+def _htp_differences(reference, candidate, ranges) -> dict:
+    """max |HTP - CPU| of the candidate, and max |candidate on HTP - reference on CPU|, on seeded inputs."""
+    import numpy as np
+
+    from etc import htp, runtime
+
+    feeds = runtime.input_sets(candidate, ranges)
+    runner = htp.Runner(candidate)
+    ref_session = runtime.session(reference)
+    worst_ref = 0.0
+    for feed in feeds:
+        outputs = runner(feed)
+        expected = runtime.run(ref_session, feed)
+        for name, value in outputs.items():
+            if name in expected and expected[name].shape == value.shape:
+                diff = np.abs(value.astype(np.float64) - expected[name].astype(np.float64))
+                worst_ref = max(worst_ref, float(diff.max()))
+    sizes = [f"{s[0]}x{s[1]}" for s in runner.sessions]
+    return {"vs_cpu": runner.max_abs, "vs_reference": worst_ref, "inputs": len(feeds), "sizes": sizes}
