@@ -212,6 +212,55 @@ def byte_worth(names=("ECBSR M4C16 x4", "ABPN M4C28 x3", "ETDS M4C32 x2"), runs:
     return out
 
 
+DECISIONS = Path(__file__).with_name("htp_decisions.json")
+DECIDE_ORDER = (
+    "published ECBSR M4C16 x4 (ReLU)",
+    "ECBSR M4C16 x4",
+    "ETDS M4C32 x2",
+    "ABPN M4C28 x3",
+    "ETDS M6C32 x2",
+    "ETDS M4C32 x4",
+    "ETDS M4C32 x3",
+    "ETDS M6C32 x3",
+    "ETDS M6C32 x4",
+)
+
+
+def decide(args) -> None:
+    """ETC's default output against the merged, the carried (budget 2x: the official conversion's decisions)
+    and the official plain forms, INT8 and FP32, in interleaved rounds (the load drifts; every form sees it)."""
+    from etc import htp
+    from etc.frontends.torch import export
+    from etc.pipeline import Options, run_pipeline
+
+    warnings.filterwarnings("ignore")
+    data = json.loads(DECISIONS.read_text()) if DECISIONS.exists() else {}
+    catalog = pretrained_models()
+    wanted = [w for w in args.only.split(",") if w]
+    for name in DECIDE_ORDER:
+        if wanted and not any(w.lower() in name.lower() for w in wanted):
+            continue
+        train_builder, official_builder = catalog[name]
+        train = export(train_builder(), exporter="legacy", dynamic_hw=True)
+        fp32 = {
+            "merged": run_pipeline(train, "fold,rep").model,
+            "etc": run_pipeline(train, "fold,rep,et").model,
+            "carried": run_pipeline(train, "fold,rep,et", options=Options(max_growth=2.0)).model,
+            "official": export(official_builder(), exporter="legacy", dynamic_hw=True),
+        }
+        graphs = {("fp32", k): m for k, m in fp32.items()}
+        graphs.update({("int8", k): int8(m) for k, m in fp32.items()})
+        cycles: dict[str, list[int]] = {f"{p} {k}": [] for p, k in graphs}
+        for _ in range(args.rounds):
+            for (precision, form), model in graphs.items():
+                cycles[f"{precision} {form}"].append(htp.cycles(model, size=SIZE, runs=3).total)
+        same = {k: fp32[k].SerializeToString() == fp32["etc"].SerializeToString() for k in fp32}
+        data[name] = {"cycles": cycles, "same_as_etc": same, "load": os.getloadavg()[0]}
+        DECISIONS.write_text(json.dumps(data, indent=1, sort_keys=True))
+        med = {k: int(np.median(v)) for k, v in cycles.items()}
+        print(name, med, same, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,11 +269,16 @@ def main() -> None:
     m.add_argument("--sessions", type=int, default=2)
     m.add_argument("--runs", type=int, default=5)
     sub.add_parser("bytes")
+    d = sub.add_parser("decide")
+    d.add_argument("--only", default="")
+    d.add_argument("--rounds", type=int, default=3)
     r = sub.add_parser("report")
     r.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.command == "measure":
         measure(args)
+    elif args.command == "decide":
+        decide(args)
     elif args.command == "bytes":
         byte_worth()
     else:

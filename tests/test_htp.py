@@ -183,3 +183,33 @@ def test_eval_on_htp_adds_the_difference_from_cpu(tmp_path, capsys):
     payload = json.loads(out)
     assert [r["model"] for r in payload["rows"]] == ["bicubic", str(path)]
     assert 0 <= payload["htp_max_abs_vs_cpu"][str(path)] < 2e-2
+
+
+def test_target_htp_never_picks_a_form_slower_than_the_input_or_the_merged_form():
+    from etc.target import HtpMeasured, decide_htp
+
+    rows = [
+        HtpMeasured("plain", 120, 900),  # fewer FP32 cycles, but slower than the merged form in INT8
+        HtpMeasured("plain-kept", 95, 1000),
+        HtpMeasured("merged", 100, 800),
+        HtpMeasured("input", 300, 2000),
+    ]
+    assert decide_htp(rows)[0] == "merged"  # 95 and 100 tie within the margin; merged has fewer FP32 cycles
+    rows[1] = HtpMeasured("plain-kept", 60, 1000)
+    assert decide_htp(rows) == ("plain-kept", "fewest INT8 cycles")
+    # A training-time input whose INT8 form cannot run is compared in FP32.
+    rows = [HtpMeasured("plain", 50, 900), HtpMeasured("merged", 70, 800), HtpMeasured("input", None, 850)]
+    assert decide_htp(rows)[0] == "merged"
+    assert decide_htp([HtpMeasured("plain", None, 1), HtpMeasured("input", None, 2)])[0] == "input"
+
+
+@needs_qnn
+def test_target_htp_measures_every_candidate_on_htp():
+    from etc.target import choose_for_htp
+
+    choice = choose_for_htp({"merged": _sr_net(), "input": _sr_net("Relu")}, size=(16, 16), rounds=1)
+    assert [c.name for c in choice.candidates] == ["merged", "input"]
+    assert all(c.int8 and c.int8 > 0 and c.fp32 and c.fp32 > 0 for c in choice.candidates)
+    by_name = {c.name: c for c in choice.candidates}
+    assert choice.chosen == "input" or by_name[choice.chosen].int8 <= by_name["input"].int8
+    assert choice.summary().startswith(f"--target htp chose '{choice.chosen}'")
