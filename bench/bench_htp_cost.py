@@ -226,6 +226,50 @@ DECIDE_ORDER = (
 )
 
 
+def decision_table() -> str:
+    """Markdown: ETC's default output against the merged, carried and official forms (from ``decide``)."""
+    if not DECISIONS.exists():
+        return ""
+    data = json.loads(DECISIONS.read_text())
+    rows = []
+    for name, entry in data.items():
+        med = {k: float(np.median(v)) for k, v in entry["cycles"].items()}
+        for precision in ("int8", "fp32"):
+            m, e, c, o = (med[f"{precision} {f}"] for f in ("merged", "etc", "carried", "official"))
+            rows.append(
+                [
+                    name,
+                    precision.upper(),
+                    f"{m:.3g}",
+                    f"{c:.3g}",
+                    f"{e:.3g}",
+                    f"{o:.3g}",
+                    f"{e / o:.2f}",
+                    f"{e / m:.2f}",
+                    "merged"
+                    if entry["same_as_etc"]["merged"]
+                    else ("carried" if entry["same_as_etc"]["carried"] else "neither"),
+                    f"{entry['load']:.0f}",
+                ]
+            )
+    header = [
+        "model",
+        "precision",
+        "merged",
+        "carried (--max-growth 2)",
+        "ETC default",
+        "official plain",
+        "default / official",
+        "default / merged",
+        "default is",
+        "load",
+    ]
+    return (
+        "`python -m bench.bench_htp_cost decide` (median of 3 interleaved rounds of 3 runs, 1x3x64x64, INT8 by "
+        "etc.quant.quantize's graph):\n\n" + markdown_table(header, rows)
+    )
+
+
 def decide(args) -> None:
     """ETC's default output against the merged, the carried (budget 2x: the official conversion's decisions)
     and the official plain forms, INT8 and FP32, in interleaved rounds (the load drifts; every form sees it)."""
@@ -378,6 +422,7 @@ def report(args) -> None:
                     "yes" if held_out(name) else "",
                 ]
             )
+    decisions = decision_table()
     meta = data.get("_meta", {})
     body = (
         f"`python -m bench.bench_htp_cost measure --sessions 1 --runs 4` then `report`; {meta.get('machine', '')}; "
@@ -386,6 +431,8 @@ def report(args) -> None:
         + "\n".join(lines)
         + "\n\n"
         + markdown_table(header, table)
+        + "\n\n"
+        + decisions
     )
     print(body)
     if not args.no_write:
