@@ -226,6 +226,42 @@ DECIDE_ORDER = (
 )
 
 
+def placement_rows() -> list[list[str]]:
+    """Every zoo model's ETC output (fold,rep,et; x2, random weights, default sizes) on HTP, FP32 and INT8:
+    'all on HTP' or each refused node with QNN's reason."""
+    from etc import htp, zoo
+    from etc.frontends.torch import export
+    from etc.pipeline import run_pipeline
+
+    rows = []
+    for name in zoo.available():
+        model = run_pipeline(export(zoo.build(name, scale=2, seed=1), exporter="legacy"), "fold,rep,et").model
+        cells = [name]
+        for precision in ("fp32", "int8"):
+            try:
+                graph = model if precision == "fp32" else int8(model)
+                found = htp.placement(graph, size=SIZE)
+                cells.append("all on HTP" if found.all_on_htp else found.summary()[:200])
+            except Exception as exc:
+                cells.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:150]}")
+        rows.append(cells)
+        print(" | ".join(cells), flush=True)
+    return rows
+
+
+def placement(args) -> None:
+    warnings.filterwarnings("ignore")
+    rows = placement_rows()
+    body = (
+        "`python -m bench.bench_htp_cost placement`; onnxruntime-qnn 2.7.0 HTP, CPU fallback disabled, 1x3x64x64; "
+        "ETC's default output (fold,rep,et) of every zoo model (x2, random weights, default sizes) and its INT8 "
+        "QDQ form (etc.quant.quantize's graph).\n\n" + markdown_table(["model", "FP32", "INT8"], rows)
+    )
+    print(body)
+    if not args.no_write:
+        write_section("htp: placement of the zoo", body)
+
+
 def decision_table() -> str:
     """Markdown: ETC's default output against the merged, carried and official forms (from ``decide``)."""
     if not DECISIONS.exists():
@@ -313,6 +349,8 @@ def main() -> None:
     m.add_argument("--sessions", type=int, default=2)
     m.add_argument("--runs", type=int, default=5)
     sub.add_parser("bytes")
+    pl = sub.add_parser("placement")
+    pl.add_argument("--no-write", action="store_true")
     d = sub.add_parser("decide")
     d.add_argument("--only", default="")
     d.add_argument("--rounds", type=int, default=3)
@@ -323,6 +361,8 @@ def main() -> None:
         measure(args)
     elif args.command == "decide":
         decide(args)
+    elif args.command == "placement":
+        placement(args)
     elif args.command == "bytes":
         byte_worth()
     else:
