@@ -193,12 +193,14 @@ def choose_for_htp(
     from etc.errors import EtcError
 
     measured: list[HtpMeasured] = []
-    seen: set[bytes] = set()
+    seen: dict[bytes, HtpMeasured] = {}
     for name, model in candidates.items():
         data = model.SerializeToString(deterministic=True)
-        if data in seen and name not in ("input", "merged"):
+        if data in seen:  # the same graph is measured once (a second measurement would only add noise)
+            if name in ("input", "merged"):
+                first = seen[data]
+                measured.append(HtpMeasured(name, first.int8, first.fp32, f"same graph as '{first.name}'"))
             continue
-        seen.add(data)
         fp32, note = _htp_cycles(model, size, rounds)
         try:
             quantized = htp_int8_form(model)
@@ -208,6 +210,7 @@ def choose_for_htp(
             quantized, note = None, f"INT8: {type(exc).__name__}"
         int8, int8_note = _htp_cycles(quantized, size, rounds)
         measured.append(HtpMeasured(name, int8, fp32, note or int8_note))
+        seen[data] = measured[-1]
     chosen, rule = decide_htp(measured)
     return HtpChoice(chosen, rule, size, measured)
 
