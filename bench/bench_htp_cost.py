@@ -214,8 +214,8 @@ def byte_worth(names=("ECBSR M4C16 x4", "ABPN M4C28 x3", "ETDS M4C32 x2"), runs:
 
 DECISIONS = Path(__file__).with_name("htp_decisions.json")
 DECIDE_ORDER = (
-    "published ECBSR M4C16 x4 (ReLU)",
     "ECBSR M4C16 x4",
+    "published ECBSR M4C16 x4 (ReLU)",
     "ETDS M4C32 x2",
     "ABPN M4C28 x3",
     "ETDS M6C32 x2",
@@ -301,7 +301,7 @@ def decision_table() -> str:
         "load",
     ]
     return (
-        "`python -m bench.bench_htp_cost decide` (median of 3 interleaved rounds of 3 runs, 1x3x64x64, INT8 by "
+        "`python -m bench.bench_htp_cost decide` (median of 2 interleaved rounds of 3 runs, 1x3x64x64, INT8 by "
         "etc.quant.quantize's graph):\n\n" + markdown_table(header, rows)
     )
 
@@ -310,7 +310,7 @@ def decide(args) -> None:
     """ETC's default output against the merged, the carried (budget 2x: the official conversion's decisions)
     and the official plain forms, INT8 and FP32, in interleaved rounds (the load drifts; every form sees it)."""
     from etc import htp
-    from etc.frontends.torch import export
+    from etc.frontends.torch import example_input, export
     from etc.pipeline import Options, run_pipeline
 
     warnings.filterwarnings("ignore")
@@ -321,12 +321,15 @@ def decide(args) -> None:
         if wanted and not any(w.lower() in name.lower() for w in wanted):
             continue
         train_builder, official_builder = catalog[name]
-        train = export(train_builder(), exporter="legacy", dynamic_hw=True)
+        # Static 64x64 exports: HTP needs static shapes, and published ECBSR's legacy dynamic export bakes its
+        # traced size into an Expand.
+        example = example_input(*SIZE)
+        train = export(train_builder(), example, exporter="legacy", dynamic_hw=False)
         fp32 = {
             "merged": run_pipeline(train, "fold,rep").model,
             "etc": run_pipeline(train, "fold,rep,et").model,
             "carried": run_pipeline(train, "fold,rep,et", options=Options(max_growth=2.0)).model,
-            "official": export(official_builder(), exporter="legacy", dynamic_hw=True),
+            "official": export(official_builder(), example, exporter="legacy", dynamic_hw=False),
         }
         graphs = {("fp32", k): m for k, m in fp32.items()}
         graphs.update({("int8", k): int8(m) for k, m in fp32.items()})
@@ -353,7 +356,7 @@ def main() -> None:
     pl.add_argument("--no-write", action="store_true")
     d = sub.add_parser("decide")
     d.add_argument("--only", default="")
-    d.add_argument("--rounds", type=int, default=3)
+    d.add_argument("--rounds", type=int, default=2)
     r = sub.add_parser("report")
     r.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
