@@ -131,11 +131,14 @@ def optimize(
     if target == "cpu":
         cpu = choose_cpu_candidate(model, result, passes, options)
         result.notes.append(cpu.summary())
+    elif target == "htp":
+        cpu = choose_cpu_candidate(model, result, passes, options, htp=True)
+        result.notes.append(cpu.summary())
     report = OptimizeReport(
         model_info(model, size), model_info(result.model, size), result, target=target, cpu=cpu
     )
     report.cost_before, report.cost_after = model_cost(model, size), model_cost(result.model, size)
-    if cpu is not None:
+    if cpu is not None and target == "cpu":
         by_name = {c.name: c for c in cpu.candidates}
         report.cost_before.cpu_ms = by_name["input"].ms
         report.cost_after.cpu_ms = by_name[cpu.chosen].ms
@@ -147,15 +150,18 @@ def optimize(
     return result.model, report
 
 
-TARGETS = ("npu", "cpu")
+TARGETS = ("npu", "cpu", "htp")
 
 
-def choose_cpu_candidate(model: onnx.ModelProto, result: PipelineResult, passes, options: Options):
-    """Builds the --target cpu candidates, measures them and puts the chosen one in ``result.model``."""
+def choose_cpu_candidate(
+    model: onnx.ModelProto, result: PipelineResult, passes, options: Options, htp: bool = False
+):
+    """Builds the --target cpu candidates, measures them (on HTP with ``htp``, for --target htp) and puts the
+    chosen one in ``result.model``."""
     import dataclasses
 
     from etc.pipeline import get_pass
-    from etc.target import choose_for_cpu
+    from etc.target import choose_for_cpu, choose_for_htp
 
     named = [get_pass(p) if isinstance(p, str) else p for p in _flat(passes)]
     candidates = {"plain": result.model}
@@ -165,7 +171,7 @@ def choose_cpu_candidate(model: onnx.ModelProto, result: PipelineResult, passes,
     if merging:
         candidates["merged"] = run_pipeline(model, merging, options=options).model
     candidates["input"] = model
-    choice = choose_for_cpu(candidates)
+    choice = choose_for_htp(candidates) if htp else choose_for_cpu(candidates)
     result.model = candidates[choice.chosen]
     return choice
 

@@ -137,3 +137,126 @@ def decide(measured: list[Measured]) -> tuple[str, str]:
         pick = min(faster, key=lambda m: (m.ratio, order[m.name]))
         rule = "measured: clearly faster than the fewest-MACs form"
     return pick.name, rule
+
+
+# ---------------------------------------------------------------- --target htp
+
+HTP_SIZE = (64, 64)
+HTP_MARGIN = (
+    0.10  # INT8 cycles closer than this (the simulator's spread under load) are a tie, decided by FP32
+)
+
+
+@dataclass
+class HtpMeasured:
+    name: str
+    int8: int | None  # median HTP cycles of the INT8 QDQ form (None: it could not be built or run)
+    fp32: int | None
+    note: str = ""
+
+
+@dataclass
+class HtpChoice:
+    chosen: str
+    rule: str
+    size: tuple[int, int]
+    candidates: list[HtpMeasured] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        parts = [
+            f"{c.name} INT8 {c.int8 if c.int8 is not None else '-'} / FP32 {c.fp32 if c.fp32 is not None else '-'}"
+            + (f" ({c.note})" if c.note else "")
+            for c in self.candidates
+        ]
+        return f"--target htp chose '{self.chosen}' ({self.rule}); HTP cycles: " + "; ".join(parts)
+
+
+def htp_int8_form(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The INT8 QDQ form whose cycles judge a candidate: etc quantize's graph, calibrated briefly (the cycles
+    depend on the QDQ graph, not on the scales)."""
+    from etc.quant import quantize
+
+    return quantize(model, calib="samples", num=8, equalize=False, rounding="nearest", bias_correction=False)[0]
+
+
+def _htp_cycles(model: onnx.ModelProto | None, size: tuple[int, int], rounds: int) -> tuple[int | None, str]:
+    from etc import htp
+    from etc.errors import EtcError
+
+    if model is None:
+        return None, ""
+    try:
+        runs: list[int] = []
+        for _ in range(rounds):
+            runs += htp.cycles(model, size=size, runs=3).runs
+    except htp.HtpUnavailableError:
+        raise
+    except EtcError as exc:
+        return None, str(exc).splitlines()[0][:160]
+    import numpy as np
+
+    return int(np.median(runs)), ""
+
+
+def choose_for_htp(
+    candidates: dict[str, onnx.ModelProto], *, size: tuple[int, int] = HTP_SIZE, rounds: int = 2
+) -> HtpChoice:
+    """The candidate to return for ``--target htp`` (``candidates`` in preference order; ``input`` and
+    ``merged`` among them).
+
+    Each candidate is quantized (:func:`htp_int8_form`) and both forms are run on HTP at ``size``. The pick has
+    the fewest INT8 cycles among the candidates measured no slower than the input and the merged form (in INT8,
+    or in FP32 when a reference's INT8 form cannot run); INT8 cycles within HTP_MARGIN of the pick's are a tie,
+    won by fewer FP32 cycles, then by the preference order. The input is always allowed.
+    """
+    from etc.errors import EtcError
+
+    measured: list[HtpMeasured] = []
+    seen: dict[bytes, HtpMeasured] = {}
+    for name, model in candidates.items():
+        data = model.SerializeToString(deterministic=True)
+        if data in seen:  # the same graph is measured once (a second measurement would only add noise)
+            if name in ("input", "merged"):
+                first = seen[data]
+                measured.append(HtpMeasured(name, first.int8, first.fp32, f"same graph as '{first.name}'"))
+            continue
+        fp32, note = _htp_cycles(model, size, rounds)
+        try:
+            quantized = htp_int8_form(model)
+        except EtcError as exc:
+            quantized, note = None, f"INT8: {str(exc).splitlines()[0][:120]}"
+        except Exception as exc:  # the quantizer cannot take this form (e.g. a training-time graph)
+            quantized, note = None, f"INT8: {type(exc).__name__}"
+        int8, int8_note = _htp_cycles(quantized, size, rounds)
+        measured.append(HtpMeasured(name, int8, fp32, note or int8_note))
+        seen[data] = measured[-1]
+    chosen, rule = decide_htp(measured)
+    return HtpChoice(chosen, rule, size, measured)
+
+
+def decide_htp(measured: list[HtpMeasured]) -> tuple[str, str]:
+    """(chosen name, rule) from HTP measurements in preference order (see :func:`choose_for_htp`)."""
+    order = {m.name: i for i, m in enumerate(measured)}
+    refs = [m for m in measured if m.name in ("input", "merged")]
+
+    def no_slower(m: HtpMeasured) -> bool:
+        for ref in refs:
+            if m.int8 is not None and ref.int8 is not None:
+                if m.int8 > ref.int8:
+                    return False
+            elif m.fp32 is None or ref.fp32 is None or m.fp32 > ref.fp32:
+                return False
+        return True
+
+    allowed = [m for m in measured if m.name == "input" or (m.int8 is not None and no_slower(m))]
+    with_int8 = [m for m in allowed if m.int8 is not None]
+    if not with_int8:
+        return "input", "no candidate's INT8 form ran on HTP no slower than the input"
+    best = min(m.int8 for m in with_int8)
+    tied = [m for m in with_int8 if m.int8 <= best * (1 + HTP_MARGIN)]
+    pick = min(tied, key=lambda m: (m.fp32 if m.fp32 is not None else 1 << 62, order[m.name]))
+    rule = "fewest INT8 cycles" if len(tied) == 1 else "INT8 cycles tied within the noise; fewest FP32 cycles"
+    return pick.name, rule

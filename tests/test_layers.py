@@ -39,6 +39,7 @@ LAYERS: dict[str, str] = {
     "etc.shapes": ANALYSIS,
     "etc.idioms": ANALYSIS,
     "etc.fusion": ANALYSIS,
+    "etc.htp": ANALYSIS,
     "etc.cost": ANALYSIS,
     "etc.info": ANALYSIS,
     "etc.ranges": ANALYSIS,

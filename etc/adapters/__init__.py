@@ -72,8 +72,9 @@ class PipelineSettings:
         )
         tools: list[Instrument] = [NumericCheck(self.atol, self.rtol)] if self.check else []
         result = run_pipeline(model, self.passes, options=options, instruments=tools)
-        if self.target == "cpu":
-            result.notes.append(choose_cpu_candidate(model, result, self.passes, options).summary())
+        if self.target in ("cpu", "htp"):
+            choice = choose_cpu_candidate(model, result, self.passes, options, htp=self.target == "htp")
+            result.notes.append(choice.summary())
         return result
 
 

@@ -269,3 +269,58 @@ def threads_option(func):
     return click.option(
         "--threads", type=click.IntRange(min=0), default=0, show_default=True, help=THREADS_HELP
     )(func)
+
+
+DEVICE_HELP = (
+    "Where to run: 'cpu' (onnxruntime) or 'htp' (Qualcomm's NPU through onnxruntime-qnn, its graph compiler "
+    "and cycle simulator; needs etc-onnx[htp]). Every node must run on HTP: CPU fallback is disabled."
+)
+
+
+def device_option(func):
+    return click.option(
+        "--device",
+        type=click.Choice(["cpu", "htp"]),
+        default="cpu",
+        show_default=True,
+        help=DEVICE_HELP,
+    )(func)
+
+
+def htp_size_option(func):
+    return click.option(
+        "--htp-size",
+        default="64x64",
+        show_default=True,
+        help="Input HxW for HTP cycles (the simulator takes ~10 s per FP32 run of a small SR net at 180x320).",
+    )(func)
+
+
+def htp_lines(model, size: tuple[int, int], runs: int = 5) -> tuple[list[str], dict]:
+    """Placement table and HTP cycles (total and per op type) of ``model``: printable lines and a JSON dict."""
+    from etc import htp
+
+    found = htp.placement(model, size=size)
+    counts: dict[str, list[int]] = {}
+    for node in found.nodes:
+        on, off = counts.setdefault(node.op, [0, 0])
+        counts[node.op] = [on + node.on_htp, off + (not node.on_htp)]
+    lines = [f"HTP placement at {size[0]}x{size[1]} (CPU fallback disabled):"]
+    lines.append(table([[op, on, off] for op, (on, off) in counts.items()], ["op", "on HTP", "refused"]))
+    payload: dict = {"size": list(size), "placement": found.as_dict()}
+    if not found.all_on_htp:
+        lines += [f"refused: {n.node} ({n.op}): {n.reason}" for n in found.refused]
+        if found.error:
+            lines.append(f"HTP session failed: {found.error}")
+        lines.append("cycles: not measured (HTP cannot run the whole model)")
+        return lines, payload
+    measured = htp.cycles(model, size=size, runs=runs)
+    payload["cycles"] = measured.as_dict()
+    lines.append(
+        f"HTP cycles {measured.total:,} (median of {runs} runs after a warm-up; run-to-run spread "
+        f"{measured.spread:.0%}; per-node floor {measured.floor:,})"
+    )
+    total = max(sum(measured.per_op.values()), 1)
+    rows = [[op, f"{c:,}", f"{c / total:.1%}"] for op, c in measured.per_op.items()]
+    lines.append(table(rows, ["op", "cycles", "share"]))
+    return lines, payload

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, json_option, model_scale, table, threads_option
+from etc.commands.common import device_option, echo_json, json_option, model_scale, table, threads_option
 from etc.commands.progress import StageProgress
 
 
@@ -34,6 +34,7 @@ from etc.commands.progress import StageProgress
     help="Run with onnxruntime graph optimizations (the deployment setting) or exactly as written.",
 )
 @click.option("--per-image", is_flag=True, help="Also list every image.")
+@device_option
 @threads_option
 @json_option
 def evaluate(
@@ -44,6 +45,7 @@ def evaluate(
     limit: int | None,
     optimize: bool,
     per_image: bool,
+    device: str,
     threads: int,
     as_json: bool,
 ) -> None:
@@ -53,6 +55,9 @@ def evaluate(
     with PIL's bicubic. Outputs are rounded to 8 bits before measuring. Exit codes: 0 ok, 2 bad input
     (including a --scale the model disagrees with, and HR images too small for SSIM after the border crop:
     the message gives the smallest size accepted).
+
+    With --device htp the models run on Qualcomm's HTP simulator (one compiled graph per image size; slow on
+    large images, see --limit) and the table adds each model's max abs difference from onnxruntime CPU.
     """
     from etc.errors import EtcError
     from etc.frontends.onnx_io import load
@@ -75,36 +80,51 @@ def evaluate(
     _check_sizes(pairs, scale, data)
     bar = StageProgress("eval", not as_json, unit="model")
     bar.stage(f"evaluating on {len(pairs)} image{'s' if len(pairs) != 1 else ''}", len(models))
+    htp_diff: dict[str, float] = {}
     try:
-        rows = evaluate_models(
-            models,
-            pairs,
-            scale,
-            reference="reference" if reference is not None else None,
-            optimize=optimize,
-            threads=threads,
-            progress=bar,
-        )
+        if device == "htp":
+            rows = _evaluate_on_htp(models, pairs, scale, reference is not None, bar, htp_diff)
+        else:
+            rows = evaluate_models(
+                models,
+                pairs,
+                scale,
+                reference="reference" if reference is not None else None,
+                optimize=optimize,
+                threads=threads,
+                progress=bar,
+            )
     finally:
         bar.close(last=None)
     names = {"model": str(model), "reference": str(reference)}
+    htp_diff = {names[k]: v for k, v in htp_diff.items()}
     for row in rows:
         row.model = names.get(row.model, row.model)
     if as_json:
-        echo_json(
-            {"data": str(data), "scale": scale, "images": len(pairs), "rows": [r.as_dict() for r in rows]}
-        )
+        payload = {
+            "data": str(data),
+            "scale": scale,
+            "images": len(pairs),
+            "rows": [r.as_dict() for r in rows],
+        }
+        if device == "htp":
+            payload["htp_max_abs_vs_cpu"] = htp_diff
+        echo_json(payload)
         return
     header = ["model", "PSNR-Y dB", "SSIM-Y"] + (["dPSNR vs ref"] if reference is not None else [])
+    header += ["HTP vs CPU max abs"] if device == "htp" else []
     lines = []
     for row in rows:
         cells = [row.model, f"{row.psnr:.4f}", f"{row.ssim:.4f}"]
         if reference is not None:
             cells.append(f"{row.delta:+.4f}")
+        if device == "htp":
+            cells.append(f"{htp_diff[row.model]:.4g}" if row.model in htp_diff else "")
         lines.append(cells)
-    click.echo(f"{len(pairs)} images from '{data}', x{scale}, Y channel, {scale}-pixel border crop")
+    where = "on HTP (onnxruntime-qnn)" if device == "htp" else "on onnxruntime CPU"
+    click.echo(f"{len(pairs)} images from '{data}', x{scale}, Y channel, {scale}-pixel border crop, {where}")
     click.echo(table(lines, header))
-    warning = _target_warning(main, optimize)
+    warning = _target_warning(main, optimize) if device == "cpu" else None
     if warning:
         click.echo(warning, err=True)
     if per_image:
@@ -138,3 +158,33 @@ def _target_warning(model, optimize: bool) -> str | None:
         "note: this INT8 model targets exact int32 accumulation, but this CPU's u8s8 kernel adds weight pairs "
         "in saturating int16; use --no-optimize to evaluate the QDQ graph, or quantize with --target native"
     )
+
+
+def _evaluate_on_htp(
+    models, pairs, scale: int, has_reference: bool, bar: StageProgress, max_abs: dict
+) -> list:
+    """evaluate_models' rows with every model run on HTP; ``max_abs`` receives each model's |HTP - CPU|."""
+    import numpy as np
+
+    from etc import htp
+    from etc.quant.calib import to_nchw
+    from etc.quant.evaluate import bicubic_upscale, evaluate_fn
+    from etc.quant.metrics import chw_to_hwc, to_uint8
+
+    rows = [evaluate_fn("bicubic", lambda lr: bicubic_upscale(lr, scale), pairs, scale)]
+    for name, model in models.items():
+        runner = htp.Runner(model)
+        input_name = runner.model.graph.input[0].name
+
+        def upscale(lr, runner=runner, input_name=input_name):
+            out = next(iter(runner({input_name: to_nchw(lr)}).values()))
+            return to_uint8(chw_to_hwc(np.clip(out, 0.0, 1.0)))
+
+        rows.append(evaluate_fn(name, upscale, pairs, scale))
+        max_abs[name] = runner.max_abs
+        bar(1)
+    if has_reference:
+        ref = next(r for r in rows if r.model == "reference")
+        for row in rows:
+            row.delta = row.psnr - ref.psnr
+    return rows

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from etc.commands.common import echo_json, json_option, parse_size, table
+from etc.commands.common import device_option, echo_json, htp_size_option, json_option, parse_size, table
 from etc.commands.shapes import input_shape_option, with_input_shapes
 
 
@@ -19,12 +19,18 @@ from etc.commands.shapes import input_shape_option, with_input_shapes
     help="Input HxW used to count MACs (a model with static H/W, or fixed by --input-shape, uses its own).",
 )
 @input_shape_option
+@device_option
+@htp_size_option
 @json_option
-def info(model: Path, size: str, input_shapes: tuple[str, ...], as_json: bool) -> None:
+def info(
+    model: Path, size: str, input_shapes: tuple[str, ...], device: str, htp_size: str, as_json: bool
+) -> None:
     """Show inputs, outputs, opset, op histogram, parameters, MACs, bytes moved, estimated NPU time and
     plainness of MODEL.
 
     Plainness is the share of nodes that are Conv, Relu or DepthToSpace, the ops mobile NPUs run fastest.
+    With --device htp it also shows which nodes Qualcomm's HTP accepts (QNN's reason for each refused one)
+    and the simulated HTP cycles at --htp-size, in total and per op type.
     """
     from etc.cost import model_cost
     from etc.frontends.onnx_io import load
@@ -34,8 +40,13 @@ def info(model: Path, size: str, input_shapes: tuple[str, ...], as_json: bool) -
     hw = _static_hw(loaded) or parse_size(size)
     facts = model_info(loaded, hw)
     cost = model_cost(loaded, hw)
+    htp_text, htp_json = [], None
+    if device == "htp":
+        from etc.commands.common import htp_lines
+
+        htp_text, htp_json = htp_lines(loaded, parse_size(htp_size))
     if as_json:
-        echo_json({**facts.as_dict(), "cost": cost.as_dict()})
+        echo_json({**facts.as_dict(), "cost": cost.as_dict(), **({"htp": htp_json} if htp_json else {})})
         return
     for kind, values in (("input", facts.inputs), ("output", facts.outputs)):
         for v in values:
@@ -55,6 +66,8 @@ def info(model: Path, size: str, input_shapes: tuple[str, ...], as_json: bool) -
         click.echo(f"int8    QDQ model, counted as the integer model it is ({marks} not counted as ops)")
     click.echo(f"depth   {facts.depth} nodes on the longest path; {facts.forks} branch points")
     click.echo(table([[op, n] for op, n in facts.ops.items()], ["op", "count"]))
+    for line in htp_text:
+        click.echo(line)
 
 
 def _static_hw(model) -> tuple[int, int] | None:

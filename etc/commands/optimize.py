@@ -53,11 +53,13 @@ from etc.commands.shapes import input_shape_option, with_input_shapes
 )
 @click.option(
     "--target",
-    type=click.Choice(["npu", "cpu"]),
+    type=click.Choice(["npu", "cpu", "htp"]),
     default="npu",
     show_default=True,
     help="npu: plain Conv/ReLU/DepthToSpace within the cost budget. cpu: measure the forms ETC can build with "
-    "onnxruntime on this machine and keep the fastest, never one slower than the input.",
+    "onnxruntime on this machine and keep the fastest, never one slower than the input. htp: run those forms, "
+    "quantized to INT8, on Qualcomm's HTP simulator (etc-onnx[htp]) at 64x64 and keep the one with the fewest "
+    "cycles (FP32 cycles break ties), never one slower than the input or the merged form.",
 )
 @click.option(
     "--max-growth",

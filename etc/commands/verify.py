@@ -9,6 +9,7 @@ import click
 
 from etc.commands.common import (
     TOLERANCE,
+    device_option,
     echo_json,
     input_range_option,
     json_option,
@@ -48,6 +49,7 @@ from etc.commands.shapes import input_shape_option, with_input_shapes
     help="Also compare every intermediate tensor whose name both models share (on the first input set) and "
     "name the first, in the reference's order, that diverges beyond the tolerance.",
 )
+@device_option
 @json_option
 def verify(
     reference: Path,
@@ -60,6 +62,7 @@ def verify(
     seeds: int,
     input_files: tuple[Path, ...],
     per_layer: bool,
+    device: str,
     as_json: bool,
 ) -> None:
     """Check that CANDIDATE computes the same function as REFERENCE.
@@ -69,6 +72,11 @@ def verify(
     on real images, or on your own inputs (--inputs). Exit codes: 0 equivalent, 1 not equivalent (outputs of
     different shapes are named with both shapes), 2 bad input (including a model onnxruntime cannot run or a
     negative tolerance), 3 internal error.
+
+    With --device htp, CANDIDATE also runs on Qualcomm's HTP (every node on the NPU) on the same random inputs;
+    the report adds its max abs difference from onnxruntime CPU (the same model) and from REFERENCE. HTP's
+    arithmetic is not the CPU's (FP32 graphs run in reduced precision, INT8 requantizes its own way), so these
+    figures are shown, and the verdict stays onnxruntime's.
     """
     from etc.frontends.onnx_io import load
     from etc.runtime import input_sets, input_specs
@@ -91,8 +99,15 @@ def verify(
     if per_layer:
         feeds = [feed for _, feed in inputs] if inputs else input_sets(a, ranges)[:1]
         layers = first_divergence(a, b, feeds, atol=atol, rtol=rtol)
+    on_htp = _htp_differences(a, b, ranges) if device == "htp" else None
     if as_json:
-        echo_json({**report.as_dict(), "per_layer": layers.as_dict() if layers else None})
+        echo_json(
+            {
+                **report.as_dict(),
+                "per_layer": layers.as_dict() if layers else None,
+                **({"htp": on_htp} if on_htp else {}),
+            }
+        )
     else:
         rows = [
             [r["output"], "-", "-", "-", "FAIL (below)"]
@@ -102,6 +117,12 @@ def verify(
         ]
         click.echo(table(rows, ["output", "max abs", "max rel", "PSNR dB", "verdict"]))
         click.echo(f"{len(report.probes)} probes: {', '.join(sorted(set(report.probes)))}")
+        if on_htp:
+            click.echo(
+                f"HTP: candidate max abs {on_htp['vs_cpu']:.3g} from onnxruntime CPU, "
+                f"{on_htp['vs_reference']:.3g} from the reference, over {on_htp['inputs']} inputs "
+                f"({', '.join(on_htp['sizes'])})"
+            )
         reasons = [r["reason"] for r in report.rows if r.get("reason")]
         if report.equivalent:
             click.echo("equivalent")
@@ -128,3 +149,24 @@ def _layers_text(layers) -> str:
         + "), "
         f"max abs {first['max_abs']:.3g} > tolerance {first['tolerance']:.3g}"
     )
+
+
+def _htp_differences(reference, candidate, ranges) -> dict:
+    """max |HTP - CPU| of the candidate, and max |candidate on HTP - reference on CPU|, on seeded inputs."""
+    import numpy as np
+
+    from etc import htp, runtime
+
+    feeds = runtime.input_sets(candidate, ranges)
+    runner = htp.Runner(candidate)
+    ref_session = runtime.session(reference)
+    worst_ref = 0.0
+    for feed in feeds:
+        outputs = runner(feed)
+        expected = runtime.run(ref_session, feed)
+        for name, value in outputs.items():
+            if name in expected and expected[name].shape == value.shape:
+                diff = np.abs(value.astype(np.float64) - expected[name].astype(np.float64))
+                worst_ref = max(worst_ref, float(diff.max()))
+    sizes = [f"{s[0]}x{s[1]}" for s in runner.sessions]
+    return {"vs_cpu": runner.max_abs, "vs_reference": worst_ref, "inputs": len(feeds), "sizes": sizes}
