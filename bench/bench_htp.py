@@ -29,10 +29,10 @@ def demo_models() -> dict[str, object]:
     """training-time / plain / INT8 forms of the demo model (as ``etc demo`` builds them)."""
     import onnx
 
-    from etc.tools import demo
     from etc.frontends.torch import export
     from etc.pipeline import run_pipeline
     from etc.quant import quantize
+    from etc.tools import demo
 
     train = export(demo.build_model(), dynamic_hw=True)
     plain = run_pipeline(train, "fold,rep,et").model

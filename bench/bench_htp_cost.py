@@ -85,7 +85,9 @@ def forms(train_builder, official_builder) -> dict[str, object]:
 def int8(model):
     from etc.quant import quantize
 
-    return quantize(model, calib="samples", num=8, equalize=False, rounding="nearest", bias_correction=False)[0]
+    return quantize(model, calib="samples", num=8, equalize=False, rounding="nearest", bias_correction=False)[
+        0
+    ]
 
 
 def measure_form(model, sessions: int, runs: int) -> dict:

@@ -179,7 +179,9 @@ def htp_int8_form(model: onnx.ModelProto) -> onnx.ModelProto:
     depend on the QDQ graph, not on the scales)."""
     from etc.quant import quantize
 
-    return quantize(model, calib="samples", num=8, equalize=False, rounding="nearest", bias_correction=False)[0]
+    return quantize(model, calib="samples", num=8, equalize=False, rounding="nearest", bias_correction=False)[
+        0
+    ]
 
 
 def _htp_cycles(model: onnx.ModelProto | None, size: tuple[int, int], rounds: int) -> tuple[int | None, str]:

@@ -296,7 +296,9 @@ def test_ecbsr_image_carry_over_the_budget_is_declined_and_optimizing_again_chan
     assert first.budget.final <= 1.25 * first.budget.baseline
     declined = [d for d in first.budget.decisions if not d.accepted and "carrying" in d.what]
     assert declined and "over the 1.25x budget" in declined[0].reason
-    assert "Add" in {n.op_type for n in first.model.graph.node}  # the anchor's Add stays, as in ECBSR's own form
+    assert "Add" in {
+        n.op_type for n in first.model.graph.node
+    }  # the anchor's Add stays, as in ECBSR's own form
     with warnings.catch_warnings():
         warnings.simplefilter("error", LimitWarning)
         again = optimize(first.model)

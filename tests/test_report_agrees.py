@@ -41,7 +41,9 @@ def test_one_input_size_and_thread_count_stated_once():
 
 def test_budget_sentence_quotes_the_last_row_and_over_budget_rows_say_why():
     model = _export("ecbsr", M=2, C=8)
-    plain, report = etc.optimize(model, verify=False, align_channels=16, max_growth=1.0)  # asked beyond the budget
+    plain, report = etc.optimize(
+        model, verify=False, align_channels=16, max_growth=1.0
+    )  # asked beyond the budget
     page = render_report(model, plain, report, measure_latency=False)
     cost = _section(page, "cost")
     quoted = re.search(r"The result is at (\d+\.\d\d)x \(last row\)", cost).group(1)
