@@ -89,6 +89,8 @@ class PassContext:
     notes: list[str] = field(default_factory=list)
     cache: dict[str, object] = field(default_factory=dict)  # state passes share within one run (e.g. a graph)
     budget: object | None = None  # an etc.cost.CostBudget once a widening phase has started
+    live: Callable[[str], None] | None = None  # progress inside a long pass (a terminal's status line)
+    candidates: int = 0  # nodes offered to rules in this run (rule passes count them)
 
     @property
     def declines(self) -> list[DeclineNote]:
@@ -303,8 +305,23 @@ class NumericCheck(Instrument):
         self.feeds: list[dict] = []
         self.reference: list[dict] = []
         self.worst: dict[str, float] = {}
+        self.seconds = 0.0  # wall time spent checking (sessions, runs, comparisons)
 
     def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None:
+        start = time.perf_counter()
+        try:
+            self._reference(model, ctx)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def after_pass(self, pass_name: str, result: PassResult, step: int) -> None:
+        start = time.perf_counter()
+        try:
+            self._check(pass_name, result)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _reference(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         from etc import runtime
 
         kwargs = {"sizes": self.sizes} if self.sizes else {}
@@ -314,7 +331,7 @@ class NumericCheck(Instrument):
         self.model = model
         self.truth: dict = {}  # float64 outputs, computed only if a float32 comparison needs a second opinion
 
-    def after_pass(self, pass_name: str, result: PassResult, step: int) -> None:
+    def _check(self, pass_name: str, result: PassResult) -> None:
         from etc import runtime
 
         if not result.modified:
@@ -419,13 +436,17 @@ def run_pipeline(
     instruments: Iterable[Instrument] = (),
     max_rounds: int = 8,
     progress: Callable[[str], None] | None = None,
+    live: Callable[[str], None] | None = None,
 ) -> PipelineResult:
     """Runs the passes in their canonical order (:func:`canonical_order`), repeating the list until a round
     changes nothing. Passes of the WIDEN phase and later answer to a cost budget (etc.cost.CostBudget) whose
-    baseline is the model as the first of them sees it (cleaned up and merged). Running out of rounds warns."""
+    baseline is the model as the first of them sees it (cleaned up and merged). Running out of rounds warns.
+
+    ``progress`` gets one line per pass run (pass, round, nodes, candidates offered to rules, rewrites, time);
+    ``live`` gets status updates while a pass runs (for a terminal's status line)."""
     from etc.cost import CostBudget
 
-    ctx = PassContext(options or Options())
+    ctx = PassContext(options or Options(), live=live)
     resolved = canonical_order([get_pass(p) if isinstance(p, str) else p for p in _names_or_passes(passes)])
     timing = Timing()
     tools = [timing, *instruments]
@@ -436,7 +457,7 @@ def run_pipeline(
     hits: dict[str, int] = {}
     step = 0
     rounds = 0
-    for rounds in range(1, max_rounds + 1):  # noqa: B007
+    for rounds in range(1, max_rounds + 1):
         changed = False
         for p in resolved:
             # cleanup passes settle before anything reads their output, so a rewrite that needs several
@@ -445,8 +466,9 @@ def run_pipeline(
             repeats = max_rounds if phase_of(p) == CLEANUP else 1
             for _ in range(repeats):
                 step += 1
-                if progress:
-                    progress(p.name)
+                if live:
+                    live(f"{p.name} (round {rounds}) on {len(model.graph.node)} nodes ...")
+                offered = ctx.candidates
                 for tool in tools:
                     tool.before_pass(p.name, model)
                 if phase_of(p) >= WIDEN:
@@ -457,6 +479,8 @@ def run_pipeline(
                 result, after = run_checked(p, model, ctx, digest)
                 for tool in tools:
                     tool.after_pass(p.name, result, step)
+                if progress:
+                    progress(_progress_line(p.name, rounds, model, ctx.candidates - offered, result, timing))
                 if not result.modified:
                     break
                 for rule, count in result.hits.items():
@@ -490,6 +514,19 @@ def run_pipeline(
         if hits:
             ctx.budget.record(model)
     return PipelineResult(model, timing.records, ctx.declines, hits, rounds, ctx.notes, ctx.budget)
+
+
+def _progress_line(
+    name: str, round_: int, model: onnx.ModelProto, candidates: int, result: PassResult, timing: Timing
+) -> str:
+    """One line about a finished pass run: which, which round, how much it looked at and did, how long."""
+    offered = f", {candidates} candidates offered to rules" if candidates else ""
+    rewrites = sum(result.hits.values())
+    did = f"{rewrites} rewrites" if rewrites else ("changed" if result.modified else "no change")
+    return (
+        f"{name} (round {round_}) on {len(model.graph.node)} nodes{offered}: {did}, "
+        f"{timing.records[-1].seconds:.2f} s"
+    )
 
 
 def _names_or_passes(passes: str | Sequence[str | Pass]) -> list[str | Pass]:

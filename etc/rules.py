@@ -11,6 +11,7 @@ only takes over a node's output need not retire it). A family file ends with ``r
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -137,7 +138,8 @@ def apply_rules(
     hits: dict[str, int] = {}
     ctx = RewriteContext(graph, options)
     tracer = pass_ctx.tracer if pass_ctx is not None else None
-    for _ in range(max_sweeps):
+    status = _Status(pass_ctx, pass_name)
+    for sweep in range(1, max_sweeps + 1):
         changed = False
         queue = deque(graph.nodes)
         # rewrites per sweep; a rule pair undoing each other stops here
@@ -146,7 +148,10 @@ def apply_rules(
             node = queue.popleft()
             if is_retired(node):
                 continue
-            for rule in rules.offered(node.op):
+            offered = rules.offered(node.op)
+            if offered:
+                status.offered(sweep, len(queue), hits)
+            for rule in offered:
                 found = rule.find(ctx, node)
                 if isinstance(found, Match) and not _admitted(pass_ctx, pass_name, rule, node, found):
                     continue
@@ -174,6 +179,27 @@ def apply_rules(
         if _pending(ctx, rules, pass_ctx):
             _limit(pass_ctx, f"pass '{pass_name}' still had rewrites to make after {max_sweeps} sweeps")
     return hits
+
+
+class _Status:
+    """Counts the candidates (nodes offered to rules) of a pass context and, at most twice a second, tells its
+    ``live`` status line where the sweep is."""
+
+    def __init__(self, pass_ctx: PassContext | None, pass_name: str) -> None:
+        self.pass_ctx, self.pass_name = pass_ctx, pass_name
+        self.live = pass_ctx.live if pass_ctx is not None else None
+        self.shown = time.perf_counter()
+
+    def offered(self, sweep: int, left: int, hits: dict[str, int]) -> None:
+        if self.pass_ctx is None:
+            return
+        self.pass_ctx.candidates += 1
+        if self.live is not None and time.perf_counter() - self.shown > 0.5:
+            self.shown = time.perf_counter()
+            self.live(
+                f"{self.pass_name}: sweep {sweep}, {self.pass_ctx.candidates} candidates offered, {left} queued, "
+                f"{sum(hits.values())} rewrites"
+            )
 
 
 def retire_unread(graph: gs.Graph, nodes: Sequence[gs.Node]) -> None:
