@@ -127,6 +127,10 @@ def optimize(
     command names it, exits 1 and writes nothing. A dynamic-H/W model that onnxruntime runs only at its traced
     size is optimized at that size, with a warning naming the node. Exit codes: 0 ok, 1 not equivalent,
     2 bad input (including a model onnxruntime cannot run), 3 internal error (a bug in etc; please report).
+
+    Progress goes to stderr: one line per pass run (round, candidates offered to its rules, rewrites, time),
+    and on a terminal a status line while a pass runs. The report says how much of the time the numeric
+    checking took (timing in --json, whose stdout holds only the JSON).
     """
     from etc import api
     from etc.errors import EquivalenceError, EtcError
