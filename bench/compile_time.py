@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def published() -> list[tuple[str, object, tuple[int, int]]]:
     from etc.zoo.published.ecbsr import PublishedECBSR
     from etc.zoo.published.fastvit import FastViT
     from etc.zoo.published.reparam import SPAN, MobileOneStack
+    from etc.zoo.published.repvit import RepViT
 
     return [
         ("mobileone stack 48/96", MobileOneStack(channels=48, kernel=3, branches=4), (224, 224)),
@@ -44,6 +46,7 @@ def published() -> list[tuple[str, object, tuple[int, int]]]:
         ("edsr-style resblocks", ResBlockSR(), SR_SIZE),
         ("compact sr C64x16", CompactSR(64, 16), SR_SIZE),
         ("fastvit-t8", FastViT(), (256, 256)),
+        ("repvit-m0.9", RepViT(), (224, 224)),
     ]
 
 
@@ -96,13 +99,17 @@ def commands(src: Path, out: Path) -> dict[str, list[str]]:
     }
 
 
-def run_once(command: list[str]) -> tuple[float, str | None]:
-    """Wall seconds of a whole process and its stdout (None when it failed)."""
+def run_once(command: list[str]) -> tuple[float, float, str | None]:
+    """Wall seconds and CPU seconds (user + system, all threads) of a whole process, and its stdout (None when it
+    failed). On a shared machine the CPU figure is the steadier one."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
-    return seconds, done.stdout if done.returncode == 0 else None
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, done.stdout if done.returncode == 0 else None
 
 
 def measure(files, rounds: int, folder: Path) -> list[list[object]]:
@@ -112,22 +119,27 @@ def measure(files, rounds: int, folder: Path) -> list[list[object]]:
     rows = []
     for name, exporter, path in files:
         times: dict[str, list[float]] = {"etc": [], "onnxsim": [], "onnxslim": []}
+        cpus: dict[str, list[float]] = {"etc": [], "onnxsim": [], "onnxslim": []}
         failed: set[str] = set()
         shares: list[float] = []
         cmds = commands(path, folder)
         for _ in range(rounds):
             for index in order.permutation(len(cmds)):
                 tool = list(cmds)[int(index)]
-                seconds, stdout = run_once(cmds[tool])
+                seconds, cpu, stdout = run_once(cmds[tool])
                 if stdout is None:
                     failed.add(tool)
                     continue
                 times[tool].append(seconds)
+                cpus[tool].append(cpu)
                 if tool == "etc":
                     shares.append(json.loads(stdout)["timing"]["checking_share"])
         med = {t: statistics.median(v) if v and t not in failed else None for t, v in times.items()}
+        both = not failed & {"etc", "onnxsim"}
         paired = [a / b for a, b in zip(times["etc"], times["onnxsim"])]
-        ratio = statistics.median(paired) if paired and not failed & {"etc", "onnxsim"} else None
+        ratio = statistics.median(paired) if paired and both else None
+        paired_cpu = [a / b for a, b in zip(cpus["etc"], cpus["onnxsim"])]
+        cpu_ratio = statistics.median(paired_cpu) if paired_cpu and both else None
         nodes = _node_count(path)
         rows.append(
             [
@@ -138,11 +150,28 @@ def measure(files, rounds: int, folder: Path) -> list[list[object]]:
                 _fmt(med["onnxsim"]),
                 _fmt(med["onnxslim"]),
                 f"{ratio:.2f}" if ratio is not None else "-",
+                _fmt(statistics.median(cpus["etc"]) if cpus["etc"] else None),
+                _fmt(
+                    statistics.median(cpus["onnxsim"])
+                    if cpus["onnxsim"] and "onnxsim" not in failed
+                    else None
+                ),
+                f"{cpu_ratio:.2f}" if cpu_ratio is not None else "-",
                 f"{statistics.median(shares):.0%}" if shares else "-",
             ]
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def _summary(rows: list[list[object]], column: int, what: str) -> str:
+    ratios = [float(r[column]) for r in rows if r[column] != "-"]  # type: ignore[arg-type]
+    if not ratios:
+        return f"no {what} ratio"
+    return (
+        f"etc/onnxsim {what} time: worst {max(ratios):.2f}, median {statistics.median(ratios):.2f} over "
+        f"{len(ratios)} files"
+    )
 
 
 def _fmt(seconds: float | None) -> str:
@@ -195,7 +224,8 @@ def main() -> None:
             "(imports, loading, checks and writing included): `etc optimize` with the default passes "
             "fold,rep,et and its numeric checks, `python -m onnxsim in out`, `python -m onnxslim in out`, on "
             "the same static-shape file; medians of the rounds, tools interleaved in a random order per round; "
-            "etc/onnxsim is the median of per-round ratios; checking share is the part of ETC's optimize time "
+            "etc/onnxsim is the median of per-round ratios, of wall time and of CPU time (user + system of the "
+            "process and its threads, the steadier figure on a shared machine); checking share is the part of ETC's optimize time "
             "spent running onnxruntime to check equivalence (per pass and final). The machine was shared "
             f"(load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end, 2 cores).\n\n"
             f"{table}\n\n{summary}.",
