@@ -206,15 +206,13 @@ def main() -> None:
         "onnxsim s",
         "onnxslim s",
         "etc/onnxsim",
+        "etc CPU s",
+        "onnxsim CPU s",
+        "etc/onnxsim CPU",
         "checking share",
     ]
     table = markdown_table(header, rows)
-    ratios = [float(r[6]) for r in rows if r[6] != "-"]
-    summary = (
-        f"worst etc/onnxsim ratio {max(ratios):.2f}, median {statistics.median(ratios):.2f} over {len(ratios)} files"
-        if ratios
-        else "no ratio"
-    )
+    summary = "; ".join(_summary(rows, column, what) for column, what in ((6, "wall"), (9, "CPU")))
     print(table)
     print(summary)
     if not args.no_write:
