@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import onnx
 import onnx_graphsurgeon as gs
 
-from etc.graph import Namer, cleanup, is_retired, retire, to_gs, to_onnx
+from etc.graph import Namer, cleanup, is_retired, retire, shape_view, to_gs, to_onnx
 from etc.pipeline import Options, Pass, PassContext, PassResult
 
 
@@ -307,7 +307,7 @@ def _graph_for(model: onnx.ModelProto, ctx: PassContext) -> gs.Graph:
 def _remember_graph(model: onnx.ModelProto, graph: gs.Graph, ctx: PassContext) -> None:
     """Caches ``graph`` as the graph of ``model``, with tensor shapes re-inferred as a fresh import would see."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(shape_view(model), strict_mode=False, data_prop=True)
     except Exception:
         ctx.cache.pop(_GRAPH_KEY, None)
         return
