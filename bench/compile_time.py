@@ -63,8 +63,8 @@ def export_all(folder: Path, only: str | None) -> list[tuple[str, str, Path]]:
     from etc.frontends.torch import export
 
     files = []
-    jobs = [(n, net, s, "legacy") for n, net, s in zoo_models()]
-    jobs += [(n, net, s, e) for n, net, s in published() for e in ("legacy", "dynamo")]
+    jobs = [(n, net, s, e) for n, net, s in published() for e in ("legacy", "dynamo")]
+    jobs += [(n, net, s, "legacy") for n, net, s in zoo_models()]
     for name, net, (h, w), exporter in jobs:
         if only and only not in name:
             continue
@@ -112,7 +112,7 @@ def run_once(command: list[str]) -> tuple[float, float, str | None]:
     return seconds, cpu, done.stdout if done.returncode == 0 else None
 
 
-def measure(files, rounds: int, folder: Path) -> list[list[object]]:
+def measure(files, rounds: int, folder: Path, on_row=None) -> list[list[object]]:
     import numpy as np
 
     order = np.random.default_rng(0)
@@ -161,6 +161,8 @@ def measure(files, rounds: int, folder: Path) -> list[list[object]]:
             ]
         )
         print(rows[-1], flush=True)
+        if on_row is not None:
+            on_row(rows, len(files))
     return rows
 
 
@@ -193,11 +195,34 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()
+
+    def write(rows: list[list[object]], total: int) -> None:
+        table, summary = _table(rows)
+        partial = "" if len(rows) == total else f" (partial: {len(rows)} of {total} files measured so far)"
+        if not args.no_write:
+            write_section(
+                "compile time vs onnxsim and onnxslim",
+                f"Command: `python -m bench.compile_time --rounds {args.rounds}` ({machine()}){partial}. Whole CLI "
+                "processes (imports, loading, checks and writing included): `etc optimize` with the default passes "
+                "fold,rep,et and its numeric checks, `python -m onnxsim in out`, `python -m onnxslim in out`, on "
+                "the same static-shape file; medians of the rounds, tools interleaved in a random order per round; "
+                "etc/onnxsim is the median of per-round ratios, of wall time and of CPU time (user + system of the "
+                "process and its threads, the steadier figure on a shared machine); checking share is the part of "
+                "ETC's optimize time spent running onnxruntime to check equivalence (per pass and final). The "
+                f"machine was shared (load average {load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+                f"the last row, 2 cores).\n\n{table}\n\n{summary}.",
+            )
+
     with tempfile.TemporaryDirectory(prefix="etc-compile-time-") as tmp:
         folder = Path(tmp)
         files = export_all(folder, args.only)
-        rows = measure(files, args.rounds, folder)
-    load_after = os.getloadavg()
+        rows = measure(files, args.rounds, folder, write)
+    table, summary = _table(rows)
+    print(table)
+    print(summary)
+
+
+def _table(rows: list[list[object]]) -> tuple[str, str]:
     header = [
         "model",
         "exporter",
@@ -211,23 +236,8 @@ def main() -> None:
         "etc/onnxsim CPU",
         "checking share",
     ]
-    table = markdown_table(header, rows)
     summary = "; ".join(_summary(rows, column, what) for column, what in ((6, "wall"), (9, "CPU")))
-    print(table)
-    print(summary)
-    if not args.no_write:
-        write_section(
-            "compile time vs onnxsim and onnxslim",
-            f"Command: `python -m bench.compile_time --rounds {args.rounds}` ({machine()}). Whole CLI processes "
-            "(imports, loading, checks and writing included): `etc optimize` with the default passes "
-            "fold,rep,et and its numeric checks, `python -m onnxsim in out`, `python -m onnxslim in out`, on "
-            "the same static-shape file; medians of the rounds, tools interleaved in a random order per round; "
-            "etc/onnxsim is the median of per-round ratios, of wall time and of CPU time (user + system of the "
-            "process and its threads, the steadier figure on a shared machine); checking share is the part of ETC's optimize time "
-            "spent running onnxruntime to check equivalence (per pass and final). The machine was shared "
-            f"(load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end, 2 cores).\n\n"
-            f"{table}\n\n{summary}.",
-        )
+    return markdown_table(header, rows), summary
 
 
 if __name__ == "__main__":
