@@ -124,8 +124,9 @@ def optimize(
         if live:
             live("verifying the result ...")
         verify_start = time.perf_counter()
+        sessions = (check.session_for(model), check.session_for(result.model)) if check else (None, None)
         report.verification = verify_models(
-            model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol
+            model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol, sessions=sessions
         )
         final_check = time.perf_counter() - verify_start
     report.remaining = remaining_ops(result.model)

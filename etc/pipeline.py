@@ -306,6 +306,7 @@ class NumericCheck(Instrument):
         self.reference: list[dict] = []
         self.worst: dict[str, float] = {}
         self.seconds = 0.0  # wall time spent checking (sessions, runs, comparisons)
+        self.sessions: list[tuple[onnx.ModelProto, object]] = []
 
     def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         start = time.perf_counter()
@@ -327,9 +328,16 @@ class NumericCheck(Instrument):
         kwargs = {"sizes": self.sizes} if self.sizes else {}
         self.feeds = runtime.input_sets(model, ctx.options.input_ranges, seed=self.seed, **kwargs)
         sess = runtime.session(model)
+        self.sessions = [
+            (model, sess)
+        ]  # the input's and the last checked model's, for reuse by the final check
         self.reference = [runtime.run(sess, feed) for feed in self.feeds]
         self.model = model
         self.truth: dict = {}  # float64 outputs, computed only if a float32 comparison needs a second opinion
+
+    def session_for(self, model: onnx.ModelProto):
+        """The session this check already built for ``model`` (the input or the last checked result), or None."""
+        return next((sess for kept, sess in self.sessions if kept is model), None)
 
     def _check(self, pass_name: str, result: PassResult) -> None:
         from etc import runtime
@@ -338,6 +346,7 @@ class NumericCheck(Instrument):
             return
         try:
             sess = runtime.session(result.model)
+            self.sessions[1:] = [(result.model, sess)]
         except Exception as exc:
             raise EquivalenceError(
                 f"pass '{pass_name}' produced a model onnxruntime cannot load: {str(exc).splitlines()[0][:300]}",

@@ -78,12 +78,14 @@ def verify(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     images: str | Path | None = None,
+    sessions: tuple[object | None, object | None] = (None, None),
 ) -> VerifyReport:
     """Runs both models on seeded inputs (several sizes, odd ones included) and optional images.
 
     An output passes when it is within ``atol + rtol * max(range, 1)`` of the reference, or, failing that, when
     it is no further from the float64 result (onnx reference evaluator) than the tolerance plus twice the
     reference's own float32 error (``float64_arbiter`` in the row says this second opinion was needed).
+    ``sessions`` may hand over onnxruntime sessions already built for the two models (None: build one).
     """
     _check_interfaces(model_a, model_b)
     feeds: list[dict] = []
@@ -96,7 +98,8 @@ def verify(
         for feed in image_feeds(model_a, images):
             feeds.append(feed)
             probes.append("image " + "x".join(str(d) for d in next(iter(feed.values())).shape))
-    sess_a, sess_b = runtime.session(model_a), runtime.session(model_b)
+    sess_a = sessions[0] or runtime.session(model_a)
+    sess_b = sessions[1] or runtime.session(model_b)
     names_b = [o.name for o in sess_b.get_outputs()]
     worst: dict[str, runtime.Difference] = {}
     failed: set[str] = set()
