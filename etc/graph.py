@@ -33,7 +33,7 @@ _FLOAT_TYPES = (
 )
 
 
-def shape_view(model: onnx.ModelProto, keep: int = 64) -> onnx.ModelProto:
+def shape_view(model: onnx.ModelProto, keep: int = 4096) -> onnx.ModelProto:
     """A copy for shape inference: float initializers of more than ``keep`` values become graph inputs of the same
     type and shape, so inference (which serializes its input) does not copy the weights. Shapes are the same as
     the model's own: no shape is computed from a float weight's values (small float constants such as Resize

@@ -116,7 +116,7 @@ def test_shape_view_infers_the_same_shapes_without_the_weights():
     y = net.op("Relu", [net.conv(net.conv("input", 3, 16, (3, 3)), 16, 8, (5, 5), stride=(2, 2))])
     scales = net.float_const(np.array([1.0, 1.0, 2.0, 2.0], dtype=np.float32))
     model = net.model(net.op("Resize", [y, "", scales], mode="nearest"))
-    light = shape_view(model)
+    light = shape_view(model, keep=64)
     assert not any(len(init.float_data) + len(init.raw_data) > 64 * 4 for init in light.graph.initializer)
 
     def shapes(m):
