@@ -124,9 +124,14 @@ def optimize(
         if live:
             live("verifying the result ...")
         verify_start = time.perf_counter()
-        sessions = (check.session_for(model), check.session_for(result.model)) if check else (None, None)
+        reuse = {}
+        if check is not None:  # the per-pass check's sessions, and its outputs for an equal probe
+            reuse = {
+                "sessions": (check.session_for(model), check.session_for(result.model)),
+                "known": (check.outputs_for(model), check.outputs_for(result.model)),
+            }
         report.verification = verify_models(
-            model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol, sessions=sessions
+            model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol, **reuse
         )
         final_check = time.perf_counter() - verify_start
     report.remaining = remaining_ops(result.model)

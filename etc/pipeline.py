@@ -306,7 +306,8 @@ class NumericCheck(Instrument):
         self.reference: list[dict] = []
         self.worst: dict[str, float] = {}
         self.seconds = 0.0  # wall time spent checking (sessions, runs, comparisons)
-        self.sessions: list[tuple[onnx.ModelProto, object]] = []
+        # (model, session, outputs per feed) of the input and of the last checked result, for the final check
+        self.kept: list[tuple[onnx.ModelProto, object, list[dict]]] = []
 
     def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         start = time.perf_counter()
@@ -328,16 +329,22 @@ class NumericCheck(Instrument):
         kwargs = {"sizes": self.sizes} if self.sizes else {}
         self.feeds = runtime.input_sets(model, ctx.options.input_ranges, seed=self.seed, **kwargs)
         sess = runtime.session(model)
-        self.sessions = [
-            (model, sess)
-        ]  # the input's and the last checked model's, for reuse by the final check
         self.reference = [runtime.run(sess, feed) for feed in self.feeds]
+        self.kept = [(model, sess, self.reference)]
         self.model = model
         self.truth: dict = {}  # float64 outputs, computed only if a float32 comparison needs a second opinion
 
     def session_for(self, model: onnx.ModelProto):
         """The session this check already built for ``model`` (the input or the last checked result), or None."""
-        return next((sess for kept, sess in self.sessions if kept is model), None)
+        return next((sess for kept, sess, _ in self.kept if kept is model), None)
+
+    def outputs_for(self, model: onnx.ModelProto) -> list[tuple[dict, dict]]:
+        """(feed, outputs) pairs this check already computed for ``model`` (the input or the last checked
+        result); empty for another model."""
+        for kept, _, outputs in self.kept:
+            if kept is model:
+                return list(zip(self.feeds, outputs))
+        return []
 
     def _check(self, pass_name: str, result: PassResult) -> None:
         from etc import runtime
@@ -346,14 +353,16 @@ class NumericCheck(Instrument):
             return
         try:
             sess = runtime.session(result.model)
-            self.sessions[1:] = [(result.model, sess)]
         except Exception as exc:
             raise EquivalenceError(
                 f"pass '{pass_name}' produced a model onnxruntime cannot load: {str(exc).splitlines()[0][:300]}",
                 pass_name,
             ) from None
+        outputs: list[dict] = []
+        self.kept[1:] = [(result.model, sess, outputs)]
         for feed, ref in zip(self.feeds, self.reference):
             got = runtime.run(sess, feed)
+            outputs.append(got)
             for name, want in ref.items():
                 if name not in got:
                     raise EquivalenceError(f"pass '{pass_name}' lost the output '{name}'", pass_name)

@@ -68,6 +68,16 @@ def image_feeds(model: onnx.ModelProto, folder: str | Path, limit: int = 8) -> l
     return feeds
 
 
+def _known_outputs(known: Sequence[tuple[dict, dict]], feed: dict) -> dict | None:
+    """The outputs already computed for an input equal to ``feed`` (same names, shapes, dtypes and values)."""
+    for seen, outputs in known:
+        if seen.keys() == feed.keys() and all(
+            seen[k].dtype == feed[k].dtype and np.array_equal(seen[k], feed[k]) for k in feed
+        ):
+            return outputs
+    return None
+
+
 def verify(
     model_a: onnx.ModelProto,
     model_b: onnx.ModelProto,
@@ -79,13 +89,15 @@ def verify(
     rtol: float = 1e-5,
     images: str | Path | None = None,
     sessions: tuple[object | None, object | None] = (None, None),
+    known: tuple[Sequence[tuple[dict, dict]], Sequence[tuple[dict, dict]]] = ((), ()),
 ) -> VerifyReport:
     """Runs both models on seeded inputs (several sizes, odd ones included) and optional images.
 
     An output passes when it is within ``atol + rtol * max(range, 1)`` of the reference, or, failing that, when
     it is no further from the float64 result (onnx reference evaluator) than the tolerance plus twice the
     reference's own float32 error (``float64_arbiter`` in the row says this second opinion was needed).
-    ``sessions`` may hand over onnxruntime sessions already built for the two models (None: build one).
+    ``sessions`` may hand over onnxruntime sessions already built for the two models (None: build one), and
+    ``known`` (feed, outputs) pairs already computed for them: a probe equal to a known feed is not run again.
     """
     _check_interfaces(model_a, model_b)
     feeds: list[dict] = []
@@ -101,13 +113,14 @@ def verify(
     sess_a = sessions[0] or runtime.session(model_a)
     sess_b = sessions[1] or runtime.session(model_b)
     names_b = [o.name for o in sess_b.get_outputs()]
+    known_a, known_b = known
     worst: dict[str, runtime.Difference] = {}
     failed: set[str] = set()
     arbitrated: set[str] = set()
     truth: dict = {}
     for feed in feeds:
-        out_a = runtime.run(sess_a, feed)
-        out_b = dict(zip(names_b, sess_b.run(names_b, feed)))
+        out_a = _known_outputs(known_a, feed) or runtime.run(sess_a, feed)
+        out_b = _known_outputs(known_b, feed) or dict(zip(names_b, sess_b.run(names_b, feed)))
         for (name, ref), cand in zip(out_a.items(), out_b.values()):
             diff = runtime.compare(ref, cand, name)
             if not diff.within(atol, rtol):
