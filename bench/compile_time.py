@@ -66,7 +66,7 @@ def export_all(folder: Path, only: str | None) -> list[tuple[str, str, Path]]:
     jobs = [(n, net, s, e) for n, net, s in published() for e in ("legacy", "dynamo")]
     jobs += [(n, net, s, "legacy") for n, net, s in zoo_models()]
     for name, net, (h, w), exporter in jobs:
-        if only and only not in name:
+        if only and not any(part in name for part in only.split(",")):
             continue
         example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
         try:
@@ -191,7 +191,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default=None, help="only models whose name contains this")
+    parser.add_argument("--only", default=None, help="only models whose name contains one of these (comma-separated)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()
