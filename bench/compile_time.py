@@ -191,7 +191,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default=None, help="only models whose name contains one of these (comma-separated)")
+    parser.add_argument(
+        "--only", default=None, help="only models whose name contains one of these (comma-separated)"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()

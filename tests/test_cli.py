@@ -63,7 +63,9 @@ def test_optimize_json_report(model_path):
     assert report["verification"]["equivalent"] is True
     timing = report["timing"]
     assert 0.0 < timing["checking_s"] <= timing["total_s"]
-    assert timing["checking_share"] == pytest.approx(timing["checking_s"] / timing["total_s"], rel=0.1, abs=0.01)
+    assert timing["checking_share"] == pytest.approx(
+        timing["checking_s"] / timing["total_s"], rel=0.1, abs=0.01
+    )
     assert out.stderr == ""  # --json: no progress lines
 
 
