@@ -129,6 +129,7 @@ def optimize(
             reuse = {
                 "sessions": (check.session_for(model), check.session_for(result.model)),
                 "known": (check.outputs_for(model), check.outputs_for(result.model)),
+                "truth": check.truth,
             }
         report.verification = verify_models(
             model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol, **reuse

@@ -308,6 +308,7 @@ class NumericCheck(Instrument):
         self.seconds = 0.0  # wall time spent checking (sessions, runs, comparisons)
         # (model, session, outputs per feed) of the input and of the last checked result, for the final check
         self.kept: list[tuple[onnx.ModelProto, object, list[dict]]] = []
+        self.truth: dict = {}
 
     def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         start = time.perf_counter()

@@ -68,14 +68,18 @@ def image_feeds(model: onnx.ModelProto, folder: str | Path, limit: int = 8) -> l
     return feeds
 
 
+def _same_feed(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
+
+
+def _known_feed(known: Sequence[tuple[dict, dict]], feed: dict) -> dict | None:
+    """The known feed object equal to ``feed`` (same names, shapes, dtypes and values), if any."""
+    return next((seen for seen, _ in known if _same_feed(seen, feed)), None)
+
+
 def _known_outputs(known: Sequence[tuple[dict, dict]], feed: dict) -> dict | None:
-    """The outputs already computed for an input equal to ``feed`` (same names, shapes, dtypes and values)."""
-    for seen, outputs in known:
-        if seen.keys() == feed.keys() and all(
-            seen[k].dtype == feed[k].dtype and np.array_equal(seen[k], feed[k]) for k in feed
-        ):
-            return outputs
-    return None
+    """The outputs already computed for an input equal to ``feed``."""
+    return next((outputs for seen, outputs in known if _same_feed(seen, feed)), None)
 
 
 def verify(
@@ -90,6 +94,7 @@ def verify(
     images: str | Path | None = None,
     sessions: tuple[object | None, object | None] = (None, None),
     known: tuple[Sequence[tuple[dict, dict]], Sequence[tuple[dict, dict]]] = ((), ()),
+    truth: dict | None = None,
 ) -> VerifyReport:
     """Runs both models on seeded inputs (several sizes, odd ones included) and optional images.
 
@@ -97,7 +102,8 @@ def verify(
     it is no further from the float64 result (onnx reference evaluator) than the tolerance plus twice the
     reference's own float32 error (``float64_arbiter`` in the row says this second opinion was needed).
     ``sessions`` may hand over onnxruntime sessions already built for the two models (None: build one), and
-    ``known`` (feed, outputs) pairs already computed for them: a probe equal to a known feed is not run again.
+    ``known`` (feed, outputs) pairs already computed for them: a probe equal to a known feed is not run again,
+    and ``truth`` the float64 outputs already computed for those feeds (keyed as etc.runtime.within_rounding keys).
     """
     _check_interfaces(model_a, model_b)
     feeds: list[dict] = []
@@ -117,8 +123,11 @@ def verify(
     worst: dict[str, runtime.Difference] = {}
     failed: set[str] = set()
     arbitrated: set[str] = set()
-    truth: dict = {}
-    for feed in feeds:
+    truth = {} if truth is None else truth
+    for probe in feeds:
+        feed = (
+            _known_feed(known_a, probe) or _known_feed(known_b, probe) or probe
+        )  # its float64 truth is kept
         out_a = _known_outputs(known_a, feed) or runtime.run(sess_a, feed)
         out_b = _known_outputs(known_b, feed) or dict(zip(names_b, sess_b.run(names_b, feed)))
         for (name, ref), cand in zip(out_a.items(), out_b.values()):
