@@ -28,6 +28,7 @@ class OptimizeReport:
     cost_after: object | None = None  # ... of the result
     target: str = "npu"
     cpu: object | None = None  # etc.target.CpuChoice for --target cpu
+    timing: dict = field(default_factory=dict)  # seconds: total, passes, checking (and its share of total)
 
     @property
     def notes(self) -> list[str]:
@@ -94,6 +95,7 @@ def optimize(
     size: tuple[int, int] = (360, 640),
     instruments: Sequence[Instrument] = (),
     progress=None,
+    live=None,
 ) -> tuple[onnx.ModelProto, OptimizeReport]:
     """Rewrites a model with ``passes`` and returns (model, report).
 
@@ -101,8 +103,11 @@ def optimize(
     them); ``verify`` runs the final model against the input at several sizes. Widening rewrites answer to a
     budget: the result costs at most ``max_growth`` times the merged form (etc.cost); grouped convs become dense
     only with ``allow_dense``. ``target="cpu"`` measures the forms ETC can build and returns the fastest, never
-    one slower than the input (etc.target).
+    one slower than the input (etc.target). ``progress`` gets one line per pass run, ``live`` status updates
+    while a pass runs. ``report.timing`` says how much of the time the numeric checking took.
     """
+    import time
+
     from etc.cost import model_cost
     from etc.errors import EtcError
     from etc.info import model_info
@@ -112,6 +117,7 @@ def optimize(
         raise EtcError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
     if max_growth < 1.0:
         raise EtcError("max_growth must be at least 1.0 (the merged form itself)")
+    started = time.perf_counter()
     model = as_model(model_or_path)
     options = Options(
         dict(input_ranges or {}),
@@ -122,11 +128,12 @@ def optimize(
         target=target,
     )
     tools: list[Instrument] = list(instruments)
-    if check_each_pass:
-        tools.append(NumericCheck(atol=atol, rtol=rtol))
+    check = NumericCheck(atol=atol, rtol=rtol) if check_each_pass else None
+    if check is not None:
+        tools.append(check)
     if dump_dir is not None:
         tools.append(Dump(dump_dir))
-    result = run_pipeline(model, passes, options=options, instruments=tools, progress=progress)
+    result = run_pipeline(model, passes, options=options, instruments=tools, progress=progress, live=live)
     cpu = None
     if target == "cpu":
         cpu = choose_cpu_candidate(model, result, passes, options)
@@ -142,12 +149,40 @@ def optimize(
         by_name = {c.name: c for c in cpu.candidates}
         report.cost_before.cpu_ms = by_name["input"].ms
         report.cost_after.cpu_ms = by_name[cpu.chosen].ms
+    final_check = 0.0
     if verify:
+        if live:
+            live("verifying the result ...")
+        verify_start = time.perf_counter()
+        reuse = {}
+        if check is not None:  # the per-pass check's sessions, and its outputs for an equal probe
+            reuse = {
+                "sessions": (check.session_for(model), check.session_for(result.model)),
+                "known": (check.outputs_for(model), check.outputs_for(result.model)),
+                "truth": check.truth,
+            }
         report.verification = verify_models(
-            model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol
+            model, result.model, input_ranges=input_ranges, atol=atol, rtol=rtol, **reuse
         )
+        final_check = time.perf_counter() - verify_start
     report.remaining = remaining_ops(result.model, report.budget, cpu.chosen if cpu is not None else None)
+    report.timing = run_timing(
+        time.perf_counter() - started, result, (check.seconds if check else 0.0) + final_check
+    )
     return result.model, report
+
+
+def run_timing(total: float, result: PipelineResult, checking: float) -> dict:
+    """Where an optimize call's wall time went: passes, numeric checking (per pass and final) and the rest
+    (loading, model facts, costs), in seconds, with the checking's share of the total."""
+    passes = sum(r.seconds for r in result.records)
+    return {
+        "total_s": round(total, 3),
+        "passes_s": round(passes, 3),
+        "checking_s": round(checking, 3),
+        "checking_share": round(checking / total, 3) if total > 0 else 0.0,
+        "other_s": round(max(total - passes - checking, 0.0), 3),
+    }
 
 
 TARGETS = ("npu", "cpu", "htp")

@@ -32,10 +32,12 @@ ones). The model ranks forms; it does not predict another device's milliseconds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from etc.graph import channels_of, const_value, input_at, is_graph_output, op_histogram, producer
 from etc.shapes import static_shapes
@@ -523,11 +525,9 @@ def _carry_chain(ctx, tensor, skips: list, carried: int) -> tuple[int, list[tupl
         shape = _weight_shape(node)
         if shape is None:
             break
-        outs, ins, taps = shape[0], shape[1] * int(node.attrs.get("group", 1)), int(np.prod(shape[2:]))
+        outs, ins, taps = shape[0], shape[1] * int(node.attrs.get("group", 1)), math.prod(shape[2:])
         grown = (
-            carried * ins * taps
-            if unified
-            else (outs + carried) * (ins + carried) * taps - int(np.prod(shape))
+            carried * ins * taps if unified else (outs + carried) * (ins + carried) * taps - math.prod(shape)
         )
         terms.append((grown, node.outputs[0]))
         dense = dense or _is_grouped(node)
@@ -539,7 +539,13 @@ def _carry_chain(ctx, tensor, skips: list, carried: int) -> tuple[int, list[tupl
 
 
 def _weight_shape(node) -> tuple[int, ...] | None:
-    weight = const_value(input_at(node, 1))
+    """The 4-D weight's shape of a Conv, read without loading the values of an initializer (called per step of
+    every carry chain)."""
+    tensor = input_at(node, 1)
+    if isinstance(tensor, gs.Constant):
+        shape = tuple(int(d) for d in tensor.shape)
+        return shape if len(shape) == 4 else None
+    weight = const_value(tensor)
     return tuple(int(d) for d in weight.shape) if weight is not None and weight.ndim == 4 else None
 
 

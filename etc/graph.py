@@ -25,6 +25,35 @@ Node = gs.Node
 Tensor = gs.Tensor
 
 
+_FLOAT_TYPES = (
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+)
+
+
+def shape_view(model: onnx.ModelProto, keep: int = 4096) -> onnx.ModelProto:
+    """A copy for shape inference: float initializers of more than ``keep`` values become graph inputs of the same
+    type and shape, so inference (which serializes its input) does not copy the weights. Shapes are the same as
+    the model's own: no shape is computed from a float weight's values (small float constants such as Resize
+    scales stay initializers)."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    initializers = list(light.graph.initializer)
+    del light.graph.initializer[:]
+    inputs = {value.name for value in light.graph.input}
+    for init in initializers:
+        size = int(np.prod(init.dims)) if init.dims else 1
+        if init.data_type in _FLOAT_TYPES and size > keep and init.name not in inputs:
+            light.graph.input.append(
+                onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+            )
+        else:
+            light.graph.initializer.append(init)
+    return light
+
+
 def to_gs(model: onnx.ModelProto, *, infer_shapes: bool = True) -> gs.Graph:
     """Imports a model into a graphsurgeon graph (shapes inferred when possible)."""
     if infer_shapes:

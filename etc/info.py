@@ -92,24 +92,35 @@ def model_info(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> Mo
 
 def topology(model: onnx.ModelProto) -> dict[str, int]:
     """Depth (longest path, in nodes) and branch points of the dataflow graph; a plain net is a chain."""
-    import networkx as nx
-
-    graph = nx.DiGraph()
-    produced = {}
-    for index, node in enumerate(model.graph.node):
-        graph.add_node(index)
-        for out in node.output:
-            produced[out] = index
+    nodes = model.graph.node
+    produced = {out: index for index, node in enumerate(nodes) for out in node.output}
+    preds = [{produced[name] for name in node.input if name in produced} for node in nodes]
     readers: dict[str, int] = {}
-    for index, node in enumerate(model.graph.node):
+    for node in nodes:
         for name in set(node.input):
-            if name in produced:
-                graph.add_edge(produced[name], index)
             readers[name] = readers.get(name, 0) + 1
     inits = {i.name for i in model.graph.initializer}
     forks = sum(1 for name, n in readers.items() if n > 1 and name not in inits)
-    depth = nx.dag_longest_path_length(graph) + 1 if graph.number_of_nodes() else 0
-    return {"depth": int(depth), "forks": int(forks)}
+    return {"depth": _longest_chain(preds), "forks": int(forks)}
+
+
+def _longest_chain(preds: list[set[int]]) -> int:
+    """Nodes on the longest path of a DAG given each node's predecessors (Kahn order; any node order works)."""
+    succs: list[list[int]] = [[] for _ in preds]
+    waiting = [len(p) for p in preds]
+    for index, before in enumerate(preds):
+        for p in before:
+            succs[p].append(index)
+    depth = [1] * len(preds)
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    while ready:
+        index = ready.pop()
+        for s in succs[index]:
+            depth[s] = max(depth[s], depth[index] + 1)
+            waiting[s] -= 1
+            if waiting[s] == 0:
+                ready.append(s)
+    return max(depth, default=0)
 
 
 def human(n: float | None) -> str:

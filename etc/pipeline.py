@@ -103,6 +103,8 @@ class PassContext:
     notes: list[str] = field(default_factory=list)
     cache: dict[str, object] = field(default_factory=dict)  # state passes share within one run (e.g. a graph)
     budget: CostBudget | None = None  # set once a widening phase has started
+    live: Callable[[str], None] | None = None  # progress inside a long pass (a terminal's status line)
+    candidates: int = 0  # nodes offered to rules in this run (rule passes count them)
 
     @property
     def declines(self) -> list[DeclineNote]:
@@ -308,18 +310,49 @@ class NumericCheck(Instrument):
         self.feeds: list[dict] = []
         self.reference: list[dict] = []
         self.worst: dict[str, float] = {}
+        self.seconds = 0.0  # wall time spent checking (sessions, runs, comparisons)
+        # (model, session, outputs per feed) of the input and of the last checked result, for the final check
+        self.kept: list[tuple[onnx.ModelProto, object, list[dict]]] = []
+        self.truth: dict = {}
 
     def before_pipeline(self, model: onnx.ModelProto, ctx: PassContext) -> None:
+        start = time.perf_counter()
+        try:
+            self._reference(model, ctx)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def after_pass(self, pass_name: str, result: PassResult, step: int) -> None:
+        start = time.perf_counter()
+        try:
+            self._check(pass_name, result)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _reference(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         from etc import runtime
 
         kwargs = {"sizes": self.sizes} if self.sizes else {}
         self.feeds = runtime.input_sets(model, ctx.options.input_ranges, seed=self.seed, **kwargs)
         sess = runtime.session(model)
         self.reference = [runtime.run(sess, feed) for feed in self.feeds]
+        self.kept = [(model, sess, self.reference)]
         self.model = model
         self.truth: dict = {}  # float64 outputs, computed only if a float32 comparison needs a second opinion
 
-    def after_pass(self, pass_name: str, result: PassResult, step: int) -> None:
+    def session_for(self, model: onnx.ModelProto):
+        """The session this check already built for ``model`` (the input or the last checked result), or None."""
+        return next((sess for kept, sess, _ in self.kept if kept is model), None)
+
+    def outputs_for(self, model: onnx.ModelProto) -> list[tuple[dict, dict]]:
+        """(feed, outputs) pairs this check already computed for ``model`` (the input or the last checked
+        result); empty for another model."""
+        for kept, _, outputs in self.kept:
+            if kept is model:
+                return list(zip(self.feeds, outputs))
+        return []
+
+    def _check(self, pass_name: str, result: PassResult) -> None:
         from etc import runtime
 
         if not result.modified:
@@ -331,8 +364,11 @@ class NumericCheck(Instrument):
                 f"pass '{pass_name}' produced a model onnxruntime cannot load: {str(exc).splitlines()[0][:300]}",
                 pass_name,
             ) from None
+        outputs: list[dict] = []
+        self.kept[1:] = [(result.model, sess, outputs)]
         for feed, ref in zip(self.feeds, self.reference):
             got = runtime.run(sess, feed)
+            outputs.append(got)
             for name, want in ref.items():
                 if name not in got:
                     raise EquivalenceError(f"pass '{pass_name}' lost the output '{name}'", pass_name)
@@ -431,13 +467,17 @@ def run_pipeline(
     instruments: Iterable[Instrument] = (),
     max_rounds: int = 8,
     progress: Callable[[str], None] | None = None,
+    live: Callable[[str], None] | None = None,
 ) -> PipelineResult:
     """Runs the passes in their canonical order (:func:`canonical_order`), repeating the list until a round
     changes nothing. Passes of the WIDEN phase and later answer to a cost budget (etc.cost.CostBudget) whose
-    baseline is the model as the first of them sees it (cleaned up and merged). Running out of rounds warns."""
+    baseline is the model as the first of them sees it (cleaned up and merged). Running out of rounds warns.
+
+    ``progress`` gets one line per pass run (pass, round, nodes, candidates offered to rules, rewrites, time);
+    ``live`` gets status updates while a pass runs (for a terminal's status line)."""
     from etc.cost import CostBudget
 
-    ctx = PassContext(options or Options())
+    ctx = PassContext(options or Options(), live=live)
     resolved = canonical_order([get_pass(p) if isinstance(p, str) else p for p in _names_or_passes(passes)])
     timing = Timing()
     tools = [timing, *instruments]
@@ -448,7 +488,7 @@ def run_pipeline(
     hits: dict[str, int] = {}
     step = 0
     rounds = 0
-    for rounds in range(1, max_rounds + 1):  # noqa: B007
+    for rounds in range(1, max_rounds + 1):
         changed = False
         for p in resolved:
             # cleanup passes settle before anything reads their output, so a rewrite that needs several
@@ -457,8 +497,9 @@ def run_pipeline(
             repeats = max_rounds if phase_of(p) == CLEANUP else 1
             for _ in range(repeats):
                 step += 1
-                if progress:
-                    progress(p.name)
+                if live:
+                    live(f"{p.name} (round {rounds}) on {len(model.graph.node)} nodes ...")
+                offered = ctx.candidates
                 for tool in tools:
                     tool.before_pass(p.name, model)
                 if phase_of(p) >= WIDEN:
@@ -469,6 +510,8 @@ def run_pipeline(
                 result, after = run_checked(p, model, ctx, digest)
                 for tool in tools:
                     tool.after_pass(p.name, result, step)
+                if progress:
+                    progress(_progress_line(p.name, rounds, model, ctx.candidates - offered, result, timing))
                 if not result.modified:
                     break
                 for rule, count in result.hits.items():
@@ -502,6 +545,19 @@ def run_pipeline(
         if hits:
             ctx.budget.record(model)
     return PipelineResult(model, timing.records, ctx.declines, hits, rounds, ctx.notes, ctx.budget)
+
+
+def _progress_line(
+    name: str, round_: int, model: onnx.ModelProto, candidates: int, result: PassResult, timing: Timing
+) -> str:
+    """One line about a finished pass run: which, which round, how much it looked at and did, how long."""
+    offered = f", {candidates} candidates offered to rules" if candidates else ""
+    rewrites = sum(result.hits.values())
+    did = f"{rewrites} rewrites" if rewrites else ("changed" if result.modified else "no change")
+    return (
+        f"{name} (round {round_}) on {len(model.graph.node)} nodes{offered}: {did}, "
+        f"{timing.records[-1].seconds:.2f} s"
+    )
 
 
 def _names_or_passes(passes: str | Sequence[str | Pass]) -> list[str | Pass]:

@@ -11,6 +11,7 @@ only takes over a node's output need not retire it). A family file ends with ``r
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import onnx
 import onnx_graphsurgeon as gs
 
-from etc.graph import Namer, cleanup, is_retired, retire, to_gs, to_onnx
+from etc.graph import Namer, cleanup, is_retired, retire, shape_view, to_gs, to_onnx
 from etc.idioms import split_idiom
 from etc.pipeline import Options, Pass, PassContext, PassResult
 
@@ -149,7 +150,8 @@ def apply_rules(
     hits: dict[str, int] = {}
     ctx = RewriteContext(graph, options)
     tracer = pass_ctx.tracer if pass_ctx is not None else None
-    for _ in range(max_sweeps):
+    status = _Status(pass_ctx, pass_name)
+    for sweep in range(1, max_sweeps + 1):
         changed = False
         queue = deque(graph.nodes)
         # rewrites per sweep; a rule pair undoing each other stops here
@@ -158,7 +160,10 @@ def apply_rules(
             node = queue.popleft()
             if is_retired(node):
                 continue
-            for rule in rules.offered(node.op):
+            offered = rules.offered(node.op)
+            if offered:
+                status.offered(sweep, len(queue), hits)
+            for rule in offered:
                 found = rule.find(ctx, node)
                 if isinstance(found, Match) and not _admitted(pass_ctx, pass_name, rule, node, found):
                     continue
@@ -187,6 +192,27 @@ def apply_rules(
         if _pending(ctx, rules, pass_ctx):
             _limit(pass_ctx, f"pass '{pass_name}' still had rewrites to make after {max_sweeps} sweeps")
     return hits
+
+
+class _Status:
+    """Counts the candidates (nodes offered to rules) of a pass context and, at most twice a second, tells its
+    ``live`` status line where the sweep is."""
+
+    def __init__(self, pass_ctx: PassContext | None, pass_name: str) -> None:
+        self.pass_ctx, self.pass_name = pass_ctx, pass_name
+        self.live = pass_ctx.live if pass_ctx is not None else None
+        self.shown = time.perf_counter()
+
+    def offered(self, sweep: int, left: int, hits: dict[str, int]) -> None:
+        if self.pass_ctx is None:
+            return
+        self.pass_ctx.candidates += 1
+        if self.live is not None and time.perf_counter() - self.shown > 0.5:
+            self.shown = time.perf_counter()
+            self.live(
+                f"{self.pass_name}: sweep {sweep}, {self.pass_ctx.candidates} candidates offered, {left} queued, "
+                f"{sum(hits.values())} rewrites"
+            )
 
 
 def retire_unread(graph: gs.Graph, nodes: Sequence[gs.Node]) -> None:
@@ -296,7 +322,7 @@ def _graph_for(model: onnx.ModelProto, ctx: PassContext) -> gs.Graph:
 def _remember_graph(model: onnx.ModelProto, graph: gs.Graph, ctx: PassContext) -> None:
     """Caches ``graph`` as the graph of ``model``, with tensor shapes re-inferred as a fresh import would see."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(shape_view(model), strict_mode=False, data_prop=True)
     except Exception:
         ctx.cache.pop(_GRAPH_KEY, None)
         return

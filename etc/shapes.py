@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import onnx
 
+from etc.graph import shape_view
 from etc.runtime import concrete_shape, input_specs
 
 
 def static_shapes(model: onnx.ModelProto, size: tuple[int, int]) -> dict[str, list[int]] | None:
     """Every tensor's shape with the inputs' dynamic H/W set to ``size`` (0 where unknown), or None."""
-    static = onnx.ModelProto()
-    static.CopyFrom(model)
+    static = shape_view(model)  # the weights' values are not needed to infer shapes
     specs = {s.name: s for s in input_specs(model)}
     for value in static.graph.input:
         if value.name in specs:

@@ -68,6 +68,20 @@ def image_feeds(model: onnx.ModelProto, folder: str | Path, limit: int = 8) -> l
     return feeds
 
 
+def _same_feed(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
+
+
+def _known_feed(known: Sequence[tuple[dict, dict]], feed: dict) -> dict | None:
+    """The known feed object equal to ``feed`` (same names, shapes, dtypes and values), if any."""
+    return next((seen for seen, _ in known if _same_feed(seen, feed)), None)
+
+
+def _known_outputs(known: Sequence[tuple[dict, dict]], feed: dict) -> dict | None:
+    """The outputs already computed for an input equal to ``feed``."""
+    return next((outputs for seen, outputs in known if _same_feed(seen, feed)), None)
+
+
 def verify(
     model_a: onnx.ModelProto,
     model_b: onnx.ModelProto,
@@ -79,6 +93,9 @@ def verify(
     rtol: float = 1e-5,
     images: str | Path | None = None,
     inputs: Sequence[tuple[str, Mapping[str, np.ndarray]]] | None = None,
+    sessions: tuple[object | None, object | None] = (None, None),
+    known: tuple[Sequence[tuple[dict, dict]], Sequence[tuple[dict, dict]]] = ((), ()),
+    truth: dict | None = None,
 ) -> VerifyReport:
     """Runs both models on seeded inputs (several sizes, odd ones included) and optional images.
 
@@ -86,6 +103,9 @@ def verify(
     it is no further from the float64 result (onnx reference evaluator) than the tolerance plus twice the
     reference's own float32 error (``float64_arbiter`` in the row says this second opinion was needed).
     ``inputs`` ((label, feed) pairs, e.g. from :func:`load_npz_inputs`) replace the seeded random inputs.
+    ``sessions`` may hand over onnxruntime sessions already built for the two models (None: build one), and
+    ``known`` (feed, outputs) pairs already computed for them: a probe equal to a known feed is not run again,
+    and ``truth`` the float64 outputs already computed for those feeds (keyed as etc.runtime.within_rounding keys).
     """
     _check_interfaces(model_a, model_b)
     feeds: list[dict] = []
@@ -101,18 +121,23 @@ def verify(
         for feed in image_feeds(model_a, images):
             feeds.append(feed)
             probes.append("image " + "x".join(str(d) for d in next(iter(feed.values())).shape))
-    sess_a, sess_b = runtime.session(model_a), runtime.session(model_b)
+    sess_a = sessions[0] or runtime.session(model_a)
+    sess_b = sessions[1] or runtime.session(model_b)
     names_b = [o.name for o in sess_b.get_outputs()]
+    known_a, known_b = known
     worst: dict[str, runtime.Difference] = {}
     shapes: dict[str, tuple[list[int], list[int]]] = {}
     nonfinite: set[str] = set()
     failed: set[str] = set()
     arbitrated: set[str] = set()
-    truth: dict = {}
-    for index, feed in enumerate(feeds):
+    truth = {} if truth is None else truth
+    for index, probe in enumerate(feeds):
+        feed = (
+            _known_feed(known_a, probe) or _known_feed(known_b, probe) or probe
+        )  # its float64 truth is kept
         try:
-            out_a = runtime.run(sess_a, feed)
-            out_b = dict(zip(names_b, sess_b.run(names_b, feed)))
+            out_a = _known_outputs(known_a, feed) or runtime.run(sess_a, feed)
+            out_b = _known_outputs(known_b, feed) or dict(zip(names_b, sess_b.run(names_b, feed)))
         except Exception as exc:
             if index >= len(inputs or ()):
                 raise

@@ -61,6 +61,25 @@ def test_optimize_json_report(model_path):
     assert report["after"]["ops"] == {"Conv": 1, "Relu": 1}
     assert report["rule_hits"]["fold/identity"] == 1
     assert report["verification"]["equivalent"] is True
+    timing = report["timing"]
+    assert 0.0 < timing["checking_s"] <= timing["total_s"]
+    assert timing["checking_share"] == pytest.approx(
+        timing["checking_s"] / timing["total_s"], rel=0.1, abs=0.01
+    )
+    assert out.stderr == ""  # --json: no progress lines
+
+
+def test_optimize_progress_is_one_line_per_pass_off_a_terminal(model_path):
+    """Not on a terminal: one stderr line per pass run naming the pass, its round, the candidates offered to
+    its rules and what it did; stdout keeps the report, and the report says how long the checking took."""
+    out = run("optimize", str(model_path), "--passes", "fold,rep")
+    assert out.returncode == 0, out.stderr
+    lines = [line.strip() for line in out.stderr.splitlines() if "(round " in line]
+    assert lines[0].startswith("fold (round 1) on ") and "candidates offered to rules" in lines[0]
+    assert any(line.startswith("rep (round ") for line in lines)
+    assert all(line.endswith(" s") for line in lines)
+    assert "\r" not in out.stderr
+    assert "numeric checking" in out.stdout
 
 
 def test_verify_detects_a_different_model(model_path, tmp_path):

@@ -129,3 +129,29 @@ def test_broadcast_over_space_is_refused():
     _, hits, declines = run_family(b.model(out), et_repeat.rules)
     assert not hits
     assert reasons(declines, "broadcast_anchor")
+
+
+def test_repeated_region_is_probed_once(monkeypatch):
+    """Two blocks with the same region under other tensor names: one onnxruntime probe answers both (and a
+    later run), and each gets the right selection conv."""
+    import etc.passes._region as region_module
+
+    calls = []
+    real = region_module._probe_map
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(region_module, "_probe_map", counted)
+    monkeypatch.setattr(region_module, "_PROBED", {})
+    b = GraphBuilder(2)
+    first = b.op("Relu", [b.op("Concat", ["input", "input", "input"], axis=1)])
+    again = b.op("Neg", ["input"])
+    second = b.op("Relu", [b.op("Concat", [again, again, again], axis=1)])
+    model = b.model(b.op("Add", [first, second]))
+    for _ in range(2):
+        result, hits, _ = run_family(model, et_repeat.rules)
+        assert hits["repeat_to_conv"] == 2
+        assert_equivalent(model, result)
+    assert len(calls) == 1

@@ -102,3 +102,29 @@ def test_batchnorm_affine_names_what_is_not_an_inference_affine():
     node.attrs["training_mode"] = 1
     with pytest.raises(ValueError, match="training mode"):
         batchnorm_affine(node)
+
+
+def test_shape_view_infers_the_same_shapes_without_the_weights():
+    """Shape inference on shape_view (big float weights as typed inputs) gives every tensor the shape full
+    inference gives, including a Resize whose small float scales must stay constants."""
+    import onnx
+
+    from etc.graph import shape_view
+    from etc.testing import GraphBuilder
+
+    net = GraphBuilder(3, hw=(17, 19))
+    y = net.op("Relu", [net.conv(net.conv("input", 3, 16, (3, 3)), 16, 8, (5, 5), stride=(2, 2))])
+    scales = net.float_const(np.array([1.0, 1.0, 2.0, 2.0], dtype=np.float32))
+    model = net.model(net.op("Resize", [y, "", scales], mode="nearest"))
+    light = shape_view(model, keep=64)
+    assert not any(len(init.float_data) + len(init.raw_data) > 64 * 4 for init in light.graph.initializer)
+
+    def shapes(m):
+        inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+        return {
+            v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.graph.value_info, *inferred.graph.output]
+        }
+
+    assert shapes(light) == shapes(model)
+    assert shapes(model)[model.graph.output[0].name] == [1, 8, 18, 20]

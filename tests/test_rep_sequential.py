@@ -286,3 +286,113 @@ def test_scale_with_a_non_conv_reader_stays():
     result, ctx = rep(model)
     assert "BatchNormalization" in op_types(result.model)
     assert "not a Conv" in reasons(ctx)
+
+
+# ---------------------------------------------------------------- decide before computing
+
+
+def _count_kernel_algebra(monkeypatch) -> list[int]:
+    """Counts calls of the composition algebra rep_sequential uses (every kernel it builds goes through it)."""
+    import etc.passes.rep_sequential as rep_sequential
+
+    calls: list[int] = []
+    real = rep_sequential.compose_grouped
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rep_sequential, "compose_grouped", counted)
+    return calls
+
+
+def test_declined_composition_does_no_kernel_algebra(monkeypatch):
+    """FastViT's ConvMlp head: depthwise 7x7 -> 1x1 up to 3C. Merged it would be a dense 7x7 (C·3C·49 MACs
+    instead of C·49 + C·3C): declined from the shapes, before any kernel is composed, round after round."""
+    calls = _count_kernel_algebra(monkeypatch)
+    net = rep_net(8)
+    dw = net.conv("x", 8, 8, (7, 7), group=8)
+    model = net.model(net.op("Relu", [net.conv(dw, 8, 24, (1, 1))]))
+    for _ in range(2):
+        result, ctx = rep(model)
+        assert not result.modified
+        assert f"from {8 * 49 + 8 * 24} to {24 * 8 * 49}" in reasons(ctx)
+    assert calls == []
+
+
+def test_scale_into_readers_builds_kernels_only_when_accepted(monkeypatch):
+    """A BN shift before padded readers is declined from the pads, with no kernel built; a pure scale before
+    a dense and a depthwise reader is absorbed by both, one composition per reader."""
+    calls = _count_kernel_algebra(monkeypatch)
+    net = rep_net(4)
+    refused = net.model(_two_readers(net, net.bn("x", 4), 4, (3, 3)))
+    result, ctx = rep(refused)
+    assert "zero-pads the output of a 1x1 with a bias" in reasons(ctx) and calls == []
+    net = rep_net(4)
+    scaled = net.op("Mul", ["x", net.float_const(net.rng.uniform(0.5, 2.0, (1, 4, 1, 1)))])
+    a = net.op("Relu", [net.conv(scaled, 4, 4, (3, 3), group=4)])
+    b = net.op("Relu", [net.conv(scaled, 4, 4, (3, 3))])
+    model = net.model(net.op("Add", [a, b]))
+    result, _ = rep(model)
+    assert "Mul" not in op_types(result.model)
+    assert result.hits == {"scale_into_readers": 1} and len(calls) == 2
+    assert_equivalent(model, result.model)
+
+
+def test_accepted_composition_is_built_once(monkeypatch):
+    calls = _count_kernel_algebra(monkeypatch)
+    net = rep_net(3)
+    model = net.model(net.conv(net.conv("x", 3, 8, (3, 3)), 8, 4, (1, 1)))
+    result, _ = rep(model)
+    assert result.hits == {"compose_sequential": 1} and len(calls) == 1
+    assert_equivalent(model, result.model)
+
+
+@pytest.mark.parametrize(("group", "out"), [(2, 8), (4, 8), (8, 8), (8, 16)])
+def test_grouped_operands_compose_grouped(group, out):
+    """Convs with equal groups (depthwise, and depthwise with a channel multiplier) compose group by group:
+    the merged conv keeps the groups and equals the two at odd sizes."""
+    net = rep_net(8)
+    first = net.conv("x", 8, 8, (1, 1), group=group, bias=False)
+    second = net.conv(first, 8, out, (3, 3), group=group)
+    model = net.model(net.op("Relu", [second]))
+    result, _ = rep(model)
+    assert result.modified and op_types(result.model) == ["Conv", "Relu"]
+    conv = next(n for n in result.model.graph.node if n.op_type == "Conv")
+    assert next(a.i for a in conv.attribute if a.name == "group") == group
+    assert_equivalent(model, result.model, sizes=((9, 11), (6, 7)))
+
+
+def _dense_reference(w0, b0, w1, b1):
+    """The composition written the slow way: per tap of W1, a matrix product over the mid channels."""
+    k1h, k1w = w1.shape[2:]
+    k0h, k0w = w0.shape[2:]
+    weight = np.zeros((w1.shape[0], w0.shape[1], k0h + k1h - 1, k0w + k1w - 1))
+    for sh in range(k1h):
+        for sw in range(k1w):
+            weight[:, :, sh : sh + k0h, sw : sw + k0w] += np.einsum("om,mihw->oihw", w1[:, :, sh, sw], w0)
+    return weight, b1 + np.einsum("omhw,m->o", w1, b0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    groups=st.sampled_from([(1, 1), (2, 2), (4, 4), (4, 1), (1, 4), (4, 2), (2, 4)]),
+    k0=st.sampled_from([(1, 1), (3, 3), (1, 3), (7, 7)]),
+    k1=st.sampled_from([(1, 1), (3, 3), (3, 1)]),
+    out_per_group=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_compose_grouped_matches_dense_algebra(groups, k0, k1, out_per_group, seed):
+    from etc.convmath import compose_grouped, grouped_to_dense
+
+    group0, group1 = groups
+    rng = np.random.default_rng(seed)
+    cin, mid = 4, 4 if 4 in groups else 8
+    out = group1 * out_per_group
+    w0 = rng.normal(size=(mid, cin // group0, *k0))
+    w1 = rng.normal(size=(out, mid // group1, *k1))
+    b0, b1 = rng.normal(size=mid), rng.normal(size=out)
+    weight, bias, group = compose_grouped(w0, group0, b0, w1, group1, b1)
+    want_w, want_b = _dense_reference(grouped_to_dense(w0, group0), b0, grouped_to_dense(w1, group1), b1)
+    np.testing.assert_allclose(grouped_to_dense(weight, group), want_w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bias, want_b, rtol=1e-12, atol=1e-12)

@@ -57,3 +57,23 @@ def test_float64_arbiter_accepts_a_more_accurate_rewrite_and_rejects_a_wrong_one
     assert good.rows[0]["max_abs"] > 1e-5  # float32 alone would call it different
     assert good.equivalent and good.rows[0]["float64_arbiter"]
     assert not verify(cancelling, wrong).equivalent
+
+
+def test_known_outputs_stand_in_for_an_equal_probe_only(rng):
+    """Outputs handed over for a probe equal to one verify makes are used instead of a run (a wrong one is
+    caught, so they are really used); outputs for another input are ignored."""
+    from etc import runtime
+    from etc.verification import VERIFY_SIZES
+
+    m = graph(
+        "output = Conv <pads = [1, 1, 1, 1]> (input, w, b)",
+        w=rng.normal(size=(4, 3, 3, 3)).astype(np.float32),
+        b=np.zeros(4, np.float32),
+    )
+    probe = runtime.input_sets(m, None, sizes=VERIFY_SIZES, seed=0)[0]
+    right = runtime.run(runtime.session(m), probe)
+    wrong = {name: value + 1.0 for name, value in right.items()}
+    assert verify(m, m, known=((), [(probe, right)])).equivalent
+    assert not verify(m, m, known=((), [(probe, wrong)])).equivalent
+    other = {name: value + 0.5 for name, value in probe.items()}
+    assert verify(m, m, known=((), [(other, wrong)])).equivalent

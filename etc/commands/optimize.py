@@ -141,6 +141,10 @@ def optimize(
     size is optimized at that size, with a warning naming the node. Exit codes: 0 ok, 1 not equivalent,
     2 bad input (including a model onnxruntime cannot run and an -o/--report/--dump-dir that cannot be
     written, both checked before the work), 3 internal error (a bug in etc; please report).
+
+    Progress goes to stderr: one line per pass run (round, candidates offered to its rules, rewrites, time),
+    and on a terminal a status line while a pass runs. The report says how much of the time the numeric
+    checking took (timing in --json, whose stdout holds only the JSON).
     """
     from etc import api, runtime
     from etc.errors import EquivalenceError, EtcError
@@ -172,6 +176,7 @@ def optimize(
     )
     if not as_json:
         click.echo(f"{model}: optimizing with passes {','.join(pass_names)}; assuming {shown}", err=True)
+    status = ProgressLines()
     recorder = None
     if report_path is not None:
         from etc.tools.report import HitRecorder
@@ -194,10 +199,13 @@ def optimize(
             dump_dir=dump_dir,
             size=hw,
             instruments=[recorder] if recorder is not None else (),
-            progress=None if as_json else (lambda name: click.echo(f"  running {name} ...", err=True)),
+            progress=None if as_json else status.line,
+            live=None if as_json else status.live,
         )
     except EquivalenceError as exc:
+        status.clear()
         raise EquivalenceError(f"{model}: {exc}; nothing written", exc.pass_name, exc.max_abs) from None
+    status.clear()
     if report.verification is not None and not report.verification.equivalent:
         worst = max(r["max_abs"] for r in report.verification.rows)
         raise EquivalenceError(f"{model}: final verification failed (max abs {worst:.3g}); nothing written")
@@ -221,6 +229,34 @@ def optimize(
         click.echo(_report_text(report, explain, output))
 
 
+class ProgressLines:
+    """Progress on stderr: one line per pass run; on a terminal also a status line rewritten in place while a
+    pass runs (which pass, which sweep, how many candidates)."""
+
+    def __init__(self) -> None:
+        import sys
+
+        self.stream = sys.stderr
+        self.tty = self.stream.isatty()
+        self.shown = False
+
+    def line(self, text: str) -> None:
+        self.clear()
+        click.echo(f"  {text}", err=True)
+
+    def live(self, text: str) -> None:
+        if self.tty:
+            self.stream.write(f"\r\033[K  {text}")
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.shown = False
+
+
 def _report_dict(report, output) -> dict:
     return {
         "output": str(output) if output else None,
@@ -232,6 +268,7 @@ def _report_dict(report, output) -> dict:
         "remaining": report.remaining,
         "verification": report.verification.as_dict() if report.verification else None,
         "cost": report.cost_dict(),
+        "timing": report.timing,
     }
 
 
@@ -257,6 +294,12 @@ def _report_text(report, explain: bool, output) -> str:
         for r in report.pipeline.records
     ]
     parts.append(table(timing, ["pass", "time", "changed", "rule hits"]))
+    if report.timing:
+        t = report.timing
+        parts.append(
+            f"time {t['total_s']:.2f} s: passes {t['passes_s']:.2f} s, numeric checking {t['checking_s']:.2f} s "
+            f"({t['checking_share']:.0%}), loading, facts and costs {t['other_s']:.2f} s"
+        )
     if report.verification is not None:
         v = report.verification
         vrows = [

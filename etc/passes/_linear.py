@@ -96,8 +96,8 @@ class LinearBranch:
         per = channels // group
         scale = np.broadcast_to(self.scale if self.scale is not None else 1.0, (channels,))
         out = np.zeros((channels, per, *self.taps.shape), dtype=np.float64)
-        for o in range(channels):
-            out[o, o % per] = scale[o] * self.taps
+        rows = np.arange(channels)
+        out[rows, rows % per] = scale[:, None, None] * self.taps
         return out
 
     def dense(self, channels: int) -> np.ndarray:

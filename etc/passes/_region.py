@@ -191,10 +191,39 @@ def _dim(value) -> int | None:
     return int(value) if isinstance(value, (int, np.integer)) and value > 0 else None
 
 
-def channel_map(region: Region, channels: int, opset: int, seed: int = 0) -> np.ndarray:
-    """K (out x in) with output = Σ_c K[o, c] input[c]; RegionError when the region is not such a map."""
-    from etc import runtime
+_PROBED: dict[bytes, np.ndarray | str] = {}  # channel maps (or why not) by the probed model's canonical bytes
+_PROBED_LIMIT = 1024
 
+
+def _canonical_key(model: onnx.ModelProto, channels: int, seed: int) -> bytes:
+    """The region model with every tensor and node renamed by order of appearance, serialized: equal for
+    regions that compute the same thing (a net repeats the same region in every block)."""
+    canon = onnx.ModelProto()
+    canon.CopyFrom(model)
+    graph = canon.graph
+    names: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name:
+            return name
+        return names.setdefault(name, f"v{len(names)}")
+
+    for value in [*graph.input, *graph.initializer]:
+        value.name = rename(value.name)
+    for node in graph.node:
+        node.name = ""
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for value in graph.output:
+        value.name = rename(value.name)
+    return canon.SerializeToString(deterministic=True) + f"|{channels}|{seed}".encode()
+
+
+def channel_map(region: Region, channels: int, opset: int, seed: int = 0) -> np.ndarray:
+    """K (out x in) with output = Σ_c K[o, c] input[c]; RegionError when the region is not such a map.
+
+    Probing runs the region once per channel; a region with the same canonical model as one probed before (the
+    same block repeated, or the same region in a later round) reuses that answer."""
     shape = list(region.source.shape or [None] * 4)
     if len(shape) != 4:
         raise RegionError(f"'{region.source.name}' is not 4-D")
@@ -203,6 +232,27 @@ def channel_map(region: Region, channels: int, opset: int, seed: int = 0) -> np.
     sizes = [hw] if all(hw) else list(PROBE_SIZES)
     spatial = [d if d else name for d, name in zip(hw, ("h", "w"))]
     model = region_model(region, batch or "n", channels, spatial, opset)
+    key = _canonical_key(model, channels, seed)
+    known = _PROBED.get(key)
+    if known is None:
+        try:
+            known = _probe_map(model, region, channels, batch, sizes, seed)
+        except RegionError as err:
+            known = str(err)
+        if len(_PROBED) >= _PROBED_LIMIT:
+            _PROBED.clear()
+        _PROBED[key] = known
+    if isinstance(known, str):
+        raise RegionError(known)
+    return known.copy()
+
+
+def _probe_map(
+    model: onnx.ModelProto, region: Region, channels: int, batch: int | None, sizes: list, seed: int
+) -> np.ndarray:
+    """Reads K by running the region model on one-hot channel patterns, then checks it on a random input."""
+    from etc import runtime
+
     try:
         sess = runtime.session(model)
     except Exception as exc:

@@ -4,7 +4,7 @@
     becomes
     x ─► Conv(W, b) ─► y                                                       (at least one of A, B is a Conv)
 
-Weight algebra (etc.convmath.compose_kernels): cross-correlations compose, so with A = (K0, b0) and
+Weight algebra (etc.convmath.compose_grouped): cross-correlations compose, so with A = (K0, b0) and
 B = (K1, b1), W[o, i, u] = Σ_m Σ_{s+t=u} K1[o, m, s]·K0[m, i, t] (kernel k0 + k1 - 1; with a 1x1 on either
 side it is the per-tap product K1·K0) and b = b1 + Σ_{m,s} K1[o, m, s]·b0[m]. BatchNormalization and
 per-channel Mul/Add/Sub/Div are diagonal 1x1 convs; AvgPool k x k is a depthwise conv with taps 1/k².
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.convmath import compose_kernels, dense_to_grouped
+from etc.convmath import compose_grouped
 from etc.graph import ConvSpec, is_graph_output, make_conv, producer, retire
 from etc.passes._linear import (
     AFFINE_OPS,
@@ -43,21 +43,32 @@ from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
 
 @dataclass(frozen=True)
+class Plan:
+    """What composing two linear maps gives, decided from shapes and attributes alone (no kernel algebra):
+    the mid and output channel counts, the merged conv's spec and its multiply-adds per output pixel."""
+
+    mid: int
+    out: int
+    spec: ConvSpec
+    macs: int
+
+
+@dataclass(frozen=True)
 class Composition:
-    """The input x of the first map and the one conv (kernel, bias, spec) computing the composition."""
+    """The input x of the first map, the two maps and their :class:`Plan`; the kernel is built by the rewrite."""
 
     x: gs.Tensor
-    weight: np.ndarray
-    bias: np.ndarray
-    spec: ConvSpec
+    first: LinearBranch
+    second: LinearBranch
+    plan: Plan
 
 
 @dataclass(frozen=True)
 class ScaleAbsorbed:
-    """The input x of the per-channel scale and, per reader Conv in order, the conv absorbing it."""
+    """The per-channel scale and, per reader Conv in order, the reader and the plan of the conv absorbing it."""
 
-    x: gs.Tensor
-    merged: list[tuple[np.ndarray, np.ndarray, ConvSpec]]
+    scale: LinearBranch
+    readers: list[tuple[LinearBranch, Plan]]
 
 
 def _exclusive_path(graph: gs.Graph, first: gs.Node, second: gs.Node) -> bool:
@@ -74,8 +85,9 @@ def _exclusive_path(graph: gs.Graph, first: gs.Node, second: gs.Node) -> bool:
         tensor = users[0].outputs[0]
 
 
-def compose(first: LinearBranch, second: LinearBranch) -> tuple[np.ndarray, np.ndarray, ConvSpec]:
-    """One conv computing ``second(first(x))``; raises Decline naming the exactness condition that fails."""
+def plan(first: LinearBranch, second: LinearBranch) -> Plan:
+    """The conv computing ``second(first(x))``, from shapes and attributes only; raises Decline naming the
+    exactness condition that fails."""
     mid = first.out_channels or second.in_channels
     if mid is None:
         raise Decline("channel count unknown")
@@ -109,23 +121,49 @@ def compose(first: LinearBranch, second: LinearBranch) -> tuple[np.ndarray, np.n
             raise Decline("both convs are dilated kxk")
         dilations.append(a.dilations[axis] if ka > 1 else b.dilations[axis] if kb > 1 else 1)
     strides = b.strides if a.strides == (1, 1) else a.strides
-    ga, gb = first.groups_or(0), second.groups_or(0)
-    group = gb if ga == 0 else ga if gb in (0, ga) else 1
-    weight, bias = compose_kernels(
-        first.dense(mid), first.bias_at(mid), second.dense(mid), second.bias_at(out)
-    )
-    if weight.shape[0] != out:
+    rows = second.weight.shape[0] if second.weight is not None else mid
+    if rows != out:
         raise Decline("channel counts differ")
-    try:
-        weight = dense_to_grouped(weight, max(group, 1))
-    except ValueError:
+    ga, gb = first.groups_or(0), second.groups_or(0)
+    group = max(gb if ga == 0 else ga if gb in (0, ga) else 1, 1)
+    in_channels = first.in_channels or mid
+    if out % group or in_channels % group:
         group = 1
-    spec = ConvSpec(weight.shape[2:], pads, strides, (dilations[0], dilations[1]), max(group, 1))  # type: ignore[arg-type]
-    return weight, bias, spec
+    kernel = (first.kernel[0] + second.kernel[0] - 1, first.kernel[1] + second.kernel[1] - 1)
+    spec = ConvSpec(kernel, pads, strides, (dilations[0], dilations[1]), group)  # type: ignore[arg-type]
+    return Plan(mid, out, spec, out * (in_channels // group) * kernel[0] * kernel[1])
+
+
+def build(
+    first: LinearBranch, second: LinearBranch, planned: Plan
+) -> tuple[np.ndarray, np.ndarray, ConvSpec]:
+    """The kernel, bias and spec of the planned composition (grouped operands stay grouped in the algebra)."""
+    mid = planned.mid
+    group0 = first.groups_or(mid)
+    group1 = second.groups_or(mid)
+    weight, bias, _ = compose_grouped(
+        first.kernel_at(mid, group0),
+        group0,
+        first.bias_at(mid),
+        second.kernel_at(mid, group1),
+        group1,
+        second.bias_at(planned.out),
+        group=planned.spec.group,
+    )
+    return weight, bias, planned.spec
+
+
+def compose(first: LinearBranch, second: LinearBranch) -> tuple[np.ndarray, np.ndarray, ConvSpec]:
+    """One conv computing ``second(first(x))``; raises Decline naming the exactness condition that fails."""
+    return build(first, second, plan(first, second))
 
 
 class ComposeLinear(Rule):
-    """Replaces a Conv/BN/affine/AvgPool followed by another one (one of them a Conv) with one Conv."""
+    """Replaces a Conv/BN/affine/AvgPool followed by another one (one of them a Conv) with one Conv.
+
+    ``match`` decides from shapes (the merged conv's size is known before its kernel); the kernel algebra runs
+    in ``rewrite``, only for an accepted match.
+    """
 
     name = "compose_sequential"
     ops = ("Conv", "AveragePool", *AFFINE_OPS)
@@ -148,26 +186,26 @@ class ComposeLinear(Rule):
             return None
         if not _exclusive_path(ctx.graph, first_node, node):
             raise Decline(f"the output of {first_node.name} is also read elsewhere")
-        weight, bias, spec = compose(first, second)
-        cost = int(np.prod(weight.shape))
-        parts = first.macs(first.out_channels or weight.shape[0]) + second.macs(weight.shape[0])
-        if cost > parts and not joins_sum_with(ctx.graph, node.outputs[0], first.x):
+        planned = plan(first, second)
+        parts = first.macs(first.out_channels or planned.out) + second.macs(planned.out)
+        if planned.macs > parts and not joins_sum_with(ctx.graph, node.outputs[0], first.x):
             raise Decline(
-                f"merging would raise multiply-adds per pixel from {parts} to {cost} and the result joins no "
-                "parallel sum of the same input"
+                f"merging would raise multiply-adds per pixel from {parts} to {planned.macs} and the result "
+                "joins no parallel sum of the same input"
             )
-        return Match([first_node, node], Composition(first.x, weight, bias, spec))
+        return Match([first_node, node], Composition(first.x, first, second, planned))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         first_node, node = match.nodes
         merged: Composition = match.data
+        weight, bias, spec = build(merged.first, merged.second, merged.plan)
         make_conv(
             ctx.graph,
             ctx.namer,
             merged.x,
-            merged.weight,
-            merged.bias,
-            merged.spec,
+            weight,
+            bias,
+            spec,
             output=node.outputs[0],
             name="rep_conv",
         )
@@ -209,28 +247,29 @@ class ScaleIntoReaders(Rule):
         users = readers(tensor)
         if len(users) < 2 or is_graph_output(ctx.graph, tensor):
             return None
-        merged = []
+        planned = []
         for user in users:
             second = linear_branch(user) if user.op == "Conv" else None
             if second is None or second.x is not tensor:
                 raise Decline(f"reader {user.name} is {user.op}, not a Conv with constant weights reading it")
             try:
-                result = compose(first, second)
+                merged = plan(first, second)
             except Decline as why:
                 raise Decline(f"reader {user.name}: {why.reason}") from None
-            if second.weight is None or result[0].size > second.weight.size:
+            if second.weight is None or merged.macs > second.weight.size:
                 raise Decline(f"reader {user.name} would grow")
-            merged.append(result)
-        return Match([node, *users], ScaleAbsorbed(first.x, merged))
+            planned.append((second, merged))
+        return Match([node, *users], ScaleAbsorbed(first, planned))
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
         node, *users = match.nodes
         absorbed: ScaleAbsorbed = match.data
-        for user, (weight, bias, spec) in zip(users, absorbed.merged):
+        for user, (second, planned) in zip(users, absorbed.readers):
+            weight, bias, spec = build(absorbed.scale, second, planned)
             make_conv(
                 ctx.graph,
                 ctx.namer,
-                absorbed.x,
+                absorbed.scale.x,
                 weight,
                 bias,
                 spec,
