@@ -189,7 +189,23 @@ def deployed_stem(stem: nn.Sequential) -> list[nn.Module]:
     return [conv_from(*fused_conv_bn(first), first.conv), act, conv_from(*fused_conv_bn(second), second.conv)]
 
 
-class RepViTNet(nn.Module):
+class StemBlocksHead(nn.Module):
+    """What both nets share: ``stem`` -> ``blocks`` -> ``head``, and the deploy form of each part in turn."""
+
+    stem: nn.Sequential
+    blocks: nn.Sequential
+    head: ClassifierHead
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+    @torch.no_grad()
+    def deploy(self) -> nn.Sequential:
+        blocks = [block.deploy() for block in self.blocks]
+        return nn.Sequential(*deployed_stem(self.stem), *blocks, self.head.deploy()).eval()
+
+
+class RepViTNet(StemBlocksHead):
     """Stem (3x3 s2 conv+BN, GELU, 3x3 s2 conv+BN), ``depth`` RepViT blocks (SE on every other one, as RepViT),
     a classifier head with distillation."""
 
@@ -202,14 +218,6 @@ class RepViTNet(nn.Module):
         self.blocks = nn.Sequential(*(RepViTBlock(dim, 2, 3, se=i % 2 == 0) for i in range(depth)))
         self.head = ClassifierHead(dim, classes, distillation)
         randomize(self, seed)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
-
-    @torch.no_grad()
-    def deploy(self) -> nn.Sequential:
-        blocks = [block.deploy() for block in self.blocks]
-        return nn.Sequential(*deployed_stem(self.stem), *blocks, self.head.deploy()).eval()
 
 
 class LayerScale(nn.Module):
@@ -286,7 +294,7 @@ class RepMixerBlock(nn.Module):
         return nn.Sequential(self.token_mixer.deploy(), Residual(nn.Sequential(self.mlp, self.layer_scale)))
 
 
-class FastViTNet(nn.Module):
+class FastViTNet(StemBlocksHead):
     """Stem (3x3 s2 conv+BN, GELU, 3x3 s2 conv+BN), ``depth`` RepMixer blocks, BatchNorm1d + Linear head."""
 
     def __init__(self, dim: int = 16, depth: int = 2, classes: int = 10, seed: int = 0) -> None:
@@ -296,11 +304,3 @@ class FastViTNet(nn.Module):
         self.blocks = nn.Sequential(*(RepMixerBlock(dim) for _ in range(depth)))
         self.head = ClassifierHead(dim, classes, distillation=False)
         randomize(self, seed)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
-
-    @torch.no_grad()
-    def deploy(self) -> nn.Sequential:
-        blocks = [block.deploy() for block in self.blocks]
-        return nn.Sequential(*deployed_stem(self.stem), *blocks, self.head.deploy()).eval()
