@@ -18,16 +18,16 @@ and, if they overrun the budget, accepted with a warning.
 
 NPU time model (``npu``): time = MACs / NPU_MACS_PER_S + bytes moved by non-plain ops / NPU_SLOW_BYTES_PER_S
 + ops x NPU_OP_OVERHEAD_S. Plain ops (Conv, Relu, DepthToSpace) run fused on the MAC array; anything else
-(Add, Concat, Tile, Clip, Resize, ...) leaves it and moves its inputs and output through memory. The MAC rate
-(0.8 TMAC/s) keeps the ETDS paper's scale (ABPN_ET x3 on a Dimensity 8100, INT8, 10.6 GMACs in 13.7 ms); what
-the other two terms are worth relative to a MAC is measured on Qualcomm's HTP (onnxruntime-qnn's simulator,
-INT8 QDQ, bench/bench_htp_cost.py, bench/RESULTS.md "htp: cycles of the zoo and the npu model"): QNN's per-node
-cycles put one byte through an Add or Concat at 0.54-0.84 conv MACs (ABPN x3, ECBSR x4 merged forms), not the
-~180 MACs the paper's two runtimes implied; a least-squares fit to the zoo's INT8 cycles puts the per-op cost
-at ~2e6 cycles (~5.6e6 MACs), loosely (its held-out error is large, see the bench). The credit a
-widening gets for removing an Add or Concat is therefore small: on HTP a carry that adds MACs to remove an
-Add does not pay (ECBSR M4C16 x4's carried form took 1.9x the official form's INT8 cycles and 1.8x its FP32
-ones). The model ranks forms; it does not predict another device's milliseconds.
+(Add, Concat, Tile, Clip, Resize, ...) leaves it and moves its inputs and output through memory. The constants
+are fitted to the figures the ETDS paper (CVPR 2023, its tables of mobile latency) reports for a Dimensity 8100
+NPU, INT8, 360x640 input: ABPN-M4C28 x3 runs 13.7 ms after ET (10.6 GMACs, plain) -> ~0.8 TMAC/s, and 20.5 ms as
+trained (9.2 GMACs plus ~38 MB moved by its anchor Concat, Add and Clip) -> ~4.5 GB/s for the slow path. The
+per-op overhead (20 us) is an assumed dispatch cost of the order NPU runtimes document, not a measurement. The
+model ranks forms; it does not predict another device's milliseconds. Qualcomm's HTP (etc.htp) prices an Add's
+byte far lower (bench/RESULTS.md, "htp: cycles of the zoo and the npu model"): those terms are measured but not
+the default yet, because with them a declined carry leaves a half-made rewrite (a Concat where an Add was) on
+published nets (Real-ESRGAN's compact net, PLKSR's partial conv) and the simulator's cycles did not repeat on a
+loaded machine; ``--target htp`` measures the candidate forms on HTP itself.
 """
 
 from __future__ import annotations
@@ -45,10 +45,8 @@ from etc.shapes import static_shapes
 PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 NPU_MACS_PER_S = 0.8e12  # INT8 MAC throughput, fitted to ABPN_ET x3 (10.6 GMACs in 13.7 ms)
-HTP_MACS_PER_SLOW_BYTE = 0.7  # HTP INT8: QNN per-node cycles of Add/Concat bytes over conv MACs (0.54-0.84)
-HTP_MACS_PER_OP = 5.6e6  # HTP INT8: per-op term of the fit to the zoo's cycles (2.2e6 / 0.40 cycles), loose
-NPU_SLOW_BYTES_PER_S = NPU_MACS_PER_S / HTP_MACS_PER_SLOW_BYTE  # non-plain ops' memory traffic
-NPU_OP_OVERHEAD_S = HTP_MACS_PER_OP / NPU_MACS_PER_S  # per-op cost
+NPU_SLOW_BYTES_PER_S = 4.5e9  # non-plain ops' memory traffic, fitted to ABPN x3 as trained (20.5 ms)
+NPU_OP_OVERHEAD_S = 20e-6  # per-op dispatch (assumed)
 NPU_BYTES_PER_ELEMENT = 1  # INT8 activations
 REFERENCE_SIZE = (64, 64)  # H x W of dynamic inputs when the budget counts MACs (ratios do not depend on it)
 
@@ -315,10 +313,9 @@ class CostBudget:
 
     A widening within the MAC budget is accepted. One beyond it is accepted only when it pays for itself on the
     NPU model: the non-plain ops it removes (an Add or Concat it merges away, priced at MACS_PER_SLOW_BYTE per
-    byte moved) cost at least the MACs it adds. Measured on HTP, a byte through an Add is worth less than one
-    MAC, so a carry over the budget does not pay: ECBSR M4C16 x4's image carry (1.31x the merged form's MACs)
-    is declined, as HTP measured the carried form 1.9x slower in INT8 than the official form (which keeps the
-    Add), and so is a signed skip carried as relu(s)/relu(-s) through wide layers.
+    byte moved) cost at least the MACs it adds. That keeps ETDS/ABPN/ECBSR's image carry (ECBSR_M4C16's official
+    plain form has 1.37x the MACs of its merged form and is faster on the NPU model) and declines a signed skip
+    carried as relu(s)/relu(-s) through wide layers, whose doubled rows cost far more than the Add they remove.
     """
 
     def __init__(self, model: onnx.ModelProto, options) -> None:

@@ -282,23 +282,16 @@ def test_adapters_take_the_target_and_the_budget(nets):
     assert any(n.startswith("--target cpu chose") for n in cpu.notes)
 
 
-def test_ecbsr_image_carry_over_the_budget_is_declined_and_optimizing_again_changes_nothing():
-    """ECBSR's image carry would take a small net over 1.25x. It used to be paid for by the Add it removes; on
-    HTP an Add's bytes are worth under one MAC each (bench/RESULTS.md, "htp: cycles of the zoo and the npu
-    model": ECBSR M4C16 x4 carried took 1.9x the official form's INT8 cycles), so it is declined with the
-    figure. A second run (as etc quantize makes) adds nothing and has nothing to warn about."""
+def test_optimizing_a_result_that_paid_its_way_over_the_budget_again_does_not_warn():
+    """ECBSR's image carry takes a small net over 1.25x, paid for on the NPU model; the result records the
+    merged form's MACs, and a second run (as etc quantize makes) adds nothing, so it has nothing to warn about."""
     import warnings
 
     from etc import zoo
 
     model = export(zoo.build("ecbsr", scale=2, seed=1, M=2, C=8), exporter="legacy", dynamic_hw=True)
     first = optimize(model)
-    assert first.budget.final <= 1.25 * first.budget.baseline
-    declined = [d for d in first.budget.decisions if not d.accepted and "carrying" in d.what]
-    assert declined and "over the 1.25x budget" in declined[0].reason
-    assert "Add" in {
-        n.op_type for n in first.model.graph.node
-    }  # the anchor's Add stays, as in ECBSR's own form
+    assert first.budget.final > 1.25 * first.budget.baseline  # over the budget, and paid for
     with warnings.catch_warnings():
         warnings.simplefilter("error", LimitWarning)
         again = optimize(first.model)

@@ -38,7 +38,7 @@ import numpy as np
 from etc.quant import evaluate, metrics
 from etc.quant.calib import bicubic_downscale, crop_to_multiple, to_nchw, to_rgb
 
-WEIGHTS = Path(__file__).parent / "data" / "demo_x2.npz"
+WEIGHTS = Path(__file__).parents[1] / "data" / "demo_x2.npz"
 SCALE = 2
 TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "camera", "coffee", "rocket", "motorcycle")
 EVAL_PHOTOS: tuple[str, ...] = ("chelsea",)
