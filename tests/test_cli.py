@@ -63,9 +63,10 @@ def test_optimize_json_report(model_path):
     assert report["verification"]["equivalent"] is True
     timing = report["timing"]
     assert 0.0 < timing["checking_s"] <= timing["total_s"]
-    assert timing["checking_share"] == pytest.approx(
-        timing["checking_s"] / timing["total_s"], rel=0.1, abs=0.01
-    )
+    # the seconds are rounded to 1 ms and the share is computed before rounding: allow for that on short runs
+    seconds, total = timing["checking_s"], timing["total_s"]
+    slack = 0.0005 * (1 + seconds / total) / total + 0.0005
+    assert abs(timing["checking_share"] - seconds / total) <= slack
     assert out.stderr == ""  # --json: no progress lines
 
 
