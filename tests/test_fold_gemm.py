@@ -33,14 +33,23 @@ def _w(rng, *shape):
     return rng.normal(size=shape).astype(np.float32)
 
 
+def _twins(rng) -> dict:
+    """Weights and biases of two parallel Linear layers IN -> OUT (w1, b1, w2, b2)."""
+    return {"w1": _w(rng, OUT, IN), "b1": _w(rng, OUT), "w2": _w(rng, OUT, IN), "b2": _w(rng, OUT)}
+
+
+def _head(text: str, rows: int = 3, **inits):
+    """A head graph from ONNX text: input float[rows, IN], output float[rows, OUT]."""
+    return graph(text, inputs=f"float[{rows},{IN}] input", outputs=f"float[{rows},{OUT}] output", **inits)
+
+
 @pytest.mark.parametrize("trans_b", [0, 1])
 def test_bn_before_gemm_folds(rng, trans_b):
     w = _w(rng, OUT, IN) if trans_b else _w(rng, IN, OUT)
-    m = graph(
+    m = _head(
         "n = BatchNormalization <epsilon = 0.001> (input, gamma, beta, mean, var)\n"
         f"output = Gemm <transB = {trans_b}, alpha = 0.5, beta = 2.0> (n, w, b)",
-        inputs=f"float[3,{IN}] input",
-        outputs=f"float[3,{OUT}] output",
+        rows=3,
         w=w,
         b=_w(rng, OUT),
         **_bn(rng, IN),
@@ -51,10 +60,9 @@ def test_bn_before_gemm_folds(rng, trans_b):
 
 
 def test_bn_before_matmul_folds(rng):
-    m = graph(
+    m = _head(
         "n = BatchNormalization(input, gamma, beta, mean, var)\noutput = MatMul(n, w)",
-        inputs=f"float[3,{IN}] input",
-        outputs=f"float[3,{OUT}] output",
+        rows=3,
         w=_w(rng, IN, OUT),
         **_bn(rng, IN),
     )
@@ -64,10 +72,9 @@ def test_bn_before_matmul_folds(rng):
 
 
 def test_bn_after_gemm_folds(rng):
-    m = graph(
+    m = _head(
         "y = Gemm <transB = 1> (input, w, b)\noutput = BatchNormalization(y, gamma, beta, mean, var)",
-        inputs=f"float[3,{IN}] input",
-        outputs=f"float[3,{OUT}] output",
+        rows=3,
         w=_w(rng, OUT, IN),
         b=_w(rng, OUT),
         **_bn(rng, OUT),
@@ -81,10 +88,9 @@ def test_bn_after_gemm_folds(rng):
     "op, shape", [("Mul", (OUT,)), ("Div", (1, OUT)), ("Add", ()), ("Sub", (OUT,)), ("Div", ())]
 )
 def test_per_feature_constant_after_gemm_folds(rng, op, shape):
-    m = graph(
+    m = _head(
         f"y = Gemm <transB = 1> (input, w, b)\noutput = {op}(y, k)",
-        inputs=f"float[3,{IN}] input",
-        outputs=f"float[3,{OUT}] output",
+        rows=3,
         w=_w(rng, OUT, IN),
         b=_w(rng, OUT),
         k=rng.uniform(0.5, 2, shape).astype(np.float32),
@@ -96,17 +102,13 @@ def test_per_feature_constant_after_gemm_folds(rng, op, shape):
 
 def test_distillation_head_becomes_one_gemm(rng):
     """(head(x) + head_dist(x)) / 2 with BatchNorm1d + Linear in each head, as RepViT writes it."""
-    m = graph(
+    m = _head(
         "n1 = BatchNormalization(input, gamma, beta, mean, var)\n"
         "n2 = BatchNormalization(input, d_gamma, d_beta, d_mean, d_var)\n"
         "y1 = Gemm <transB = 1> (n1, w1, b1)\ny2 = Gemm <transB = 1> (n2, w2, b2)\n"
         "s = Add(y1, y2)\noutput = Div(s, two)",
-        inputs=f"float[2,{IN}] input",
-        outputs=f"float[2,{OUT}] output",
-        w1=_w(rng, OUT, IN),
-        b1=_w(rng, OUT),
-        w2=_w(rng, OUT, IN),
-        b2=_w(rng, OUT),
+        rows=2,
+        **_twins(rng),
         two=np.array(2.0, np.float32),
         **_bn(rng, IN),
         **_bn(rng, IN, "d_"),
@@ -117,10 +119,9 @@ def test_distillation_head_becomes_one_gemm(rng):
 
 
 def test_difference_of_parallel_gemms_folds(rng):
-    m = graph(
+    m = _head(
         "y1 = Gemm <transB = 1> (input, w1, b1)\ny2 = MatMul(input, w2)\noutput = Sub(y1, y2)",
-        inputs=f"float[2,{IN}] input",
-        outputs=f"float[2,{OUT}] output",
+        rows=2,
         w1=_w(rng, OUT, IN),
         b1=_w(rng, OUT),
         w2=_w(rng, IN, OUT),
@@ -149,11 +150,10 @@ def test_bn_on_a_rank_3_input_is_declined(rng):
 
 
 def test_bn_read_elsewhere_is_declined(rng):
-    m = graph(
+    m = _head(
         "n = BatchNormalization(input, gamma, beta, mean, var)\ny = Gemm <transB = 1> (n, w, b)\n"
         "r = Relu(n)\nrs = ReduceSum <keepdims = 1> (r, axes)\noutput = Add(y, rs)",
-        inputs=f"float[2,{IN}] input",
-        outputs=f"float[2,{OUT}] output",
+        rows=2,
         w=_w(rng, OUT, IN),
         b=_w(rng, OUT),
         axes=np.array([1], np.int64),
@@ -190,10 +190,9 @@ def test_gemm_with_computed_weight_is_declined(rng):
 
 
 def test_batch_axis_constant_after_gemm_is_declined(rng):
-    m = graph(
+    m = _head(
         "y = Gemm <transB = 1> (input, w, b)\noutput = Mul(y, k)",
-        inputs=f"float[3,{IN}] input",
-        outputs=f"float[3,{OUT}] output",
+        rows=3,
         w=_w(rng, OUT, IN),
         b=_w(rng, OUT),
         k=rng.uniform(0.5, 2, (3, 1)).astype(np.float32),
@@ -206,10 +205,9 @@ def test_batch_axis_constant_after_gemm_is_declined(rng):
 
 
 def test_division_by_zero_after_gemm_is_declined(rng):
-    m = graph(
+    m = _head(
         "y = Gemm <transB = 1> (input, w, b)\noutput = Div(y, k)",
-        inputs=f"float[3,{IN}] input",
-        outputs=f"float[3,{OUT}] output",
+        rows=3,
         w=_w(rng, OUT, IN),
         b=_w(rng, OUT),
         k=np.array([1, 2, 0, 1, 1], np.float32),
@@ -219,10 +217,9 @@ def test_division_by_zero_after_gemm_is_declined(rng):
 
 
 def test_constant_divided_by_gemm_is_declined(rng):
-    m = graph(
+    m = _head(
         "y = Gemm <transB = 1> (input, w, b)\noutput = Div(k, y)",
-        inputs=f"float[3,{IN}] input",
-        outputs=f"float[3,{OUT}] output",
+        rows=3,
         w=_w(rng, OUT, IN),
         b=_w(rng, OUT),
         k=np.array(2.0, np.float32),
@@ -232,10 +229,9 @@ def test_constant_divided_by_gemm_is_declined(rng):
 
 
 def test_gemm_output_read_elsewhere_is_declined(rng):
-    m = graph(
+    m = _head(
         "y = Gemm <transB = 1> (input, w, b)\ns = Mul(y, k)\noutput = Add(s, y)",
-        inputs=f"float[3,{IN}] input",
-        outputs=f"float[3,{OUT}] output",
+        rows=3,
         w=_w(rng, OUT, IN),
         b=_w(rng, OUT),
         k=rng.uniform(0.5, 2, OUT).astype(np.float32),
@@ -245,15 +241,11 @@ def test_gemm_output_read_elsewhere_is_declined(rng):
 
 
 def test_parallel_gemms_on_different_inputs_are_declined(rng):
-    m = graph(
+    m = _head(
         "r = Relu(input)\ny1 = Gemm <transB = 1> (input, w1, b1)\ny2 = Gemm <transB = 1> (r, w2, b2)\n"
         "output = Add(y1, y2)",
-        inputs=f"float[2,{IN}] input",
-        outputs=f"float[2,{OUT}] output",
-        w1=_w(rng, OUT, IN),
-        b1=_w(rng, OUT),
-        w2=_w(rng, OUT, IN),
-        b2=_w(rng, OUT),
+        rows=2,
+        **_twins(rng),
     )
     folded, declines = _fold(m)
     assert op_types(folded).count("Gemm") == 2
@@ -261,15 +253,11 @@ def test_parallel_gemms_on_different_inputs_are_declined(rng):
 
 
 def test_parallel_gemm_read_elsewhere_is_declined(rng):
-    m = graph(
+    m = _head(
         "y1 = Gemm <transB = 1> (input, w1, b1)\ny2 = Gemm <transB = 1> (input, w2, b2)\n"
         "s = Add(y1, y2)\noutput = Mul(s, y1)",
-        inputs=f"float[2,{IN}] input",
-        outputs=f"float[2,{OUT}] output",
-        w1=_w(rng, OUT, IN),
-        b1=_w(rng, OUT),
-        w2=_w(rng, OUT, IN),
-        b2=_w(rng, OUT),
+        rows=2,
+        **_twins(rng),
     )
     folded, declines = _fold(m)
     assert op_types(folded).count("Gemm") == 2
