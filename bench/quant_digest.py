@@ -16,12 +16,9 @@ the code only.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import sys
 import warnings
 
-import onnx
+from bench.zoo_digest import model_digest, report
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -41,10 +38,6 @@ VARIANTS: dict[str, dict] = {
     "keep-prelu": {"prelu_to_relu": False},
 }
 MODELS = ("espcn", "etds", "ecbsr")
-
-
-def _digest(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
 
 
 def _quantize(model, **options):
@@ -70,7 +63,7 @@ def digests(variants: list[str] | None = None) -> dict[str, str]:
         plain = run_pipeline(model, "fold,rep,et").model
         for variant, options in VARIANTS.items():
             if variants is None or variant in variants:
-                out[f"{name} {variant}"] = _digest(_quantize(plain, **options))
+                out[f"{name} {variant}"] = model_digest(_quantize(plain, **options))
     return out
 
 
@@ -81,17 +74,7 @@ def main() -> int:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     now = digests(args.variants.split(",") if args.variants else None)
-    if not args.compare:
-        json.dump(now, sys.stdout, indent=1, sort_keys=True)
-        print()
-        return 0
-    with open(args.compare) as f:
-        before = json.load(f)
-    changed = sorted(k for k in now if before.get(k) != now.get(k))
-    for key in changed:
-        print(f"DIFFERENT {key}: {before.get(key)} -> {now.get(key)}")
-    print(f"{len(now)} outputs, {len(changed)} different")
-    return 1 if changed else 0
+    return report(now, args.compare, every_key=False)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ PASSES = ("fold,rep,et", "fold,rep,et,depthwise", "fold,rep,et,prelu")
 SEEDED = ("plain", "espcn", "fsrcnn", "abpn", "abpn_et", "ecbsr", "ecbsr_et", "etds", "etds_dual")
 
 
-def _digest(model: onnx.ModelProto) -> str:
+def model_digest(model: onnx.ModelProto) -> str:
+    """The first 16 hex digits of the SHA-256 of the model's deterministic serialization."""
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
 
 
@@ -56,10 +57,10 @@ def digests() -> dict[str, str]:
         for passes in PASSES:
             for align in (1, 4):
                 result = run_pipeline(model, passes, options=Options(align_channels=align)).model
-                out[f"{key} {passes} align={align}"] = _digest(result)
+                out[f"{key} {passes} align={align}"] = model_digest(result)
     for key in ("espcn/small", "etds/small"):
         plain = run_pipeline(models[key], "fold,rep,et").model
-        out[f"{key} quantize"] = _digest(quantize(plain, calib="samples", num=8)[0])
+        out[f"{key} quantize"] = model_digest(quantize(plain, calib="samples", num=8)[0])
     return out
 
 
@@ -68,14 +69,20 @@ def main() -> int:
     parser.add_argument("--compare", help="an earlier run's JSON; exit 1 on any difference")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    now = digests()
-    if not args.compare:
+    return report(digests(), args.compare)
+
+
+def report(now: dict[str, str], compare: str | None, *, every_key: bool = True) -> int:
+    """Prints ``now`` as JSON, or its differences from the JSON file ``compare`` (exit status 1 on any); with
+    ``every_key`` False only the keys of ``now`` are compared (a subset was run)."""
+    if not compare:
         json.dump(now, sys.stdout, indent=1, sort_keys=True)
         print()
         return 0
-    with open(args.compare) as f:
+    with open(compare) as f:
         before = json.load(f)
-    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    keys = before.keys() | now.keys() if every_key else now.keys()
+    changed = sorted(k for k in keys if before.get(k) != now.get(k))
     for key in changed:
         print(f"DIFFERENT {key}: {before.get(key)} -> {now.get(key)}")
     print(f"{len(now)} outputs, {len(changed)} different")
