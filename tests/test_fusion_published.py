@@ -4,8 +4,6 @@ fused convs, one Gemm for the head (BatchNorm1d folded, distillation twins merge
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -13,7 +11,8 @@ torch = pytest.importorskip("torch")
 import etc  # noqa: E402
 from etc.fusion import optimized_graph  # noqa: E402
 from etc.zoo.published.vit import FastViTNet, RepViTNet  # noqa: E402
-from tests.test_rep_zoo import cached_export  # noqa: E402
+from tests.test_published_reparam import ops  # noqa: E402
+from tests.test_published_reparam import training_and_deployed as published_forms  # noqa: E402
 
 EXPORTERS = ["legacy", pytest.param("dynamo", marks=pytest.mark.slow)]
 ODD_SIZES = ((37, 45), (19, 23))
@@ -31,19 +30,8 @@ def forms() -> dict:
 
 def training_and_deployed(request, cache: dict, name: str, exporter: str):
     """(training-form export, deployed-form export, fold,rep,et of the training form), built once."""
-    key = (name, exporter)
-    if key not in cache:
-        net = NETS[name]()
-        train = cached_export(request, net, exporter)
-        deployed = cached_export(request, net.deploy(), exporter)
-        plain, report = etc.optimize(train, "fold,rep,et", size=(64, 64))
-        assert report.verification.equivalent
-        cache[key] = (train, deployed, plain)
-    return cache[key]
-
-
-def ops(model) -> Counter:
-    return Counter(node.op_type for node in model.graph.node if node.op_type != "Constant")
+    _, train, deployed, plain = published_forms(request, cache, name, exporter, NETS, size=(64, 64))
+    return train, deployed, plain
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)

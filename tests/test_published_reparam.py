@@ -60,14 +60,16 @@ def forms() -> dict:
     return {}
 
 
-def training_and_deployed(request, cache: dict, name: str, exporter: str):
-    """(net, training-form export, deployed-form export, fold,rep,et of the training form), built once."""
+def training_and_deployed(request, cache: dict, name: str, exporter: str, nets=None, **options):
+    """(net, training-form export, deployed-form export, fold,rep,et of the training form), built once per
+    (name, exporter); ``nets`` maps names to factories (this file's NETS by default), ``options`` go to
+    etc.optimize."""
     key = (name, exporter)
     if key not in cache:
-        net = NETS[name]()
+        net = (nets or NETS)[name]()
         train = cached_export(request, net, exporter)
         deployed = cached_export(request, net.deploy(), exporter)
-        plain, report = etc.optimize(train, "fold,rep,et")
+        plain, report = etc.optimize(train, "fold,rep,et", **options)
         assert report.verification.equivalent
         cache[key] = (net, train, deployed, plain)
     return cache[key]
