@@ -18,40 +18,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from etc.zoo.published.reparam import ConvBN, SqueezeExcite, randomize_bn
+from etc.zoo.published.reparam import ConvBN, MobileOneBlock, randomize_bn
 
 
-class FastMobileOneBlock(nn.Module):
-    """timm fastvit's MobileOneBlock (training form); ``depthwise`` puts every channel in its own group."""
-
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        kernel: int,
-        stride: int = 1,
-        *,
-        depthwise: bool = False,
-        branches: int = 1,
-        scale_branch: bool = True,
-        act: bool = True,
-        se: bool = False,
-    ) -> None:
-        super().__init__()
-        groups = cin if depthwise else 1
-        self.identity = nn.BatchNorm2d(cout) if cin == cout and stride == 1 else None
-        self.conv_kxk = nn.ModuleList(ConvBN(cin, cout, kernel, stride, groups) for _ in range(branches))
-        self.conv_scale = ConvBN(cin, cout, 1, stride, groups) if kernel > 1 and scale_branch else None
-        self.attn: nn.Module = SqueezeExcite(cout, max(cout // 16, 8)) if se else nn.Identity()
-        self.act: nn.Module = nn.GELU() if act else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.identity(x) if self.identity is not None else 0
-        if self.conv_scale is not None:
-            out = out + self.conv_scale(x)
-        for branch in self.conv_kxk:
-            out = out + branch(x)
-        return self.act(self.attn(out))
+def fast_block(
+    cin: int, cout: int, kernel: int, stride: int = 1, *, gelu: bool = True, **options
+) -> nn.Module:
+    """timm fastvit's MobileOneBlock (training form): GELU or no activation, squeeze-excite reduced to
+    max(cout / 16, 8); ``options`` as :class:`MobileOneBlock` takes them (depthwise, branches, se, scale_branch)."""
+    act = nn.GELU() if gelu else nn.Identity()
+    return MobileOneBlock(cin, cout, kernel, stride, act=act, se_reduced=max(cout // 16, 8), **options)
 
 
 class ReparamLargeKernelConv(nn.Module):
@@ -71,7 +47,7 @@ class PatchEmbed(nn.Sequential):
     """The downsample between stages: a 7x7 stride-2 large-kernel conv then a pointwise MobileOne block."""
 
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(ReparamLargeKernelConv(cin, cout, 7, 2), FastMobileOneBlock(cout, cout, 1))
+        super().__init__(ReparamLargeKernelConv(cin, cout, 7, 2), fast_block(cout, cout, 1))
 
 
 class RepMixer(nn.Module):
@@ -79,10 +55,8 @@ class RepMixer(nn.Module):
 
     def __init__(self, dim: int, kernel: int = 3) -> None:
         super().__init__()
-        self.norm = FastMobileOneBlock(
-            dim, dim, kernel, depthwise=True, branches=0, scale_branch=False, act=False
-        )
-        self.mixer = FastMobileOneBlock(dim, dim, kernel, depthwise=True, act=False)
+        self.norm = fast_block(dim, dim, kernel, depthwise=True, branches=0, scale_branch=False, gelu=False)
+        self.mixer = fast_block(dim, dim, kernel, depthwise=True, gelu=False)
         self.layer_scale = nn.Parameter(0.1 * torch.randn(dim, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,16 +105,16 @@ class FastViT(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         stem = [
-            FastMobileOneBlock(3, dims[0], 3, 2),
-            FastMobileOneBlock(dims[0], dims[0], 3, 2, depthwise=True),
-            FastMobileOneBlock(dims[0], dims[0], 1),
+            fast_block(3, dims[0], 3, 2),
+            fast_block(dims[0], dims[0], 3, 2, depthwise=True),
+            fast_block(dims[0], dims[0], 1),
         ]
         stages: list[nn.Module] = []
         for i, (dim, count) in enumerate(zip(dims, layers)):
             if i > 0:
                 stages.append(PatchEmbed(dims[i - 1], dim))
             stages.extend(RepMixerBlock(dim, ratio) for _ in range(count))
-        final = FastMobileOneBlock(dims[-1], 2 * dims[-1], 3, depthwise=True, se=True)
+        final = fast_block(dims[-1], 2 * dims[-1], 3, depthwise=True, se=True)
         self.features = nn.Sequential(*stem, *stages, final)
         self.head = nn.Linear(2 * dims[-1], classes) if classes else None
         randomize_bn(self, seed)

@@ -64,7 +64,11 @@ class SqueezeExcite(nn.Module):
 
 
 class MobileOneBlock(nn.Module):
-    """Training-time MobileOne block; ``groups == cin`` is the depthwise variant, ``kernel == 1`` pointwise."""
+    """Training-time MobileOne block; ``groups == cin`` is the depthwise variant, ``kernel == 1`` pointwise.
+
+    timm writes it once for MobileOne (ReLU, the defaults here) and once for FastViT (GELU or no activation,
+    squeeze-excite reduced to max(cout / 16, 8), optionally no 1x1 scale branch): ``act``, ``se_reduced`` and
+    ``scale_branch`` cover both."""
 
     def __init__(
         self,
@@ -73,17 +77,20 @@ class MobileOneBlock(nn.Module):
         kernel: int,
         stride: int = 1,
         *,
-        depthwise: bool,
-        branches: int,
+        depthwise: bool = False,
+        branches: int = 1,
         se: bool = False,
+        scale_branch: bool = True,
+        act: nn.Module | None = None,
+        se_reduced: int = 8,
     ) -> None:
         super().__init__()
         self.groups = cin if depthwise else 1
         self.identity = nn.BatchNorm2d(cout) if cin == cout and stride == 1 else None
         self.conv_kxk = nn.ModuleList(ConvBN(cin, cout, kernel, stride, self.groups) for _ in range(branches))
-        self.conv_scale = ConvBN(cin, cout, 1, stride, self.groups) if kernel > 1 else None
-        self.attn: nn.Module = SqueezeExcite(cout) if se else nn.Identity()
-        self.act = nn.ReLU(inplace=True)
+        self.conv_scale = ConvBN(cin, cout, 1, stride, self.groups) if kernel > 1 and scale_branch else None
+        self.attn: nn.Module = SqueezeExcite(cout, se_reduced) if se else nn.Identity()
+        self.act = act if act is not None else nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity_out = self.identity(x) if self.identity is not None else 0
