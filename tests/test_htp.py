@@ -100,7 +100,9 @@ def test_a_refused_op_is_reported_with_qnn_s_reason():
         htp.session(model, size=SIZE)
 
 
-def test_without_onnxruntime_qnn_the_error_names_the_extra(monkeypatch):
+@pytest.fixture
+def without_qnn(monkeypatch):
+    """Every import of onnxruntime_qnn fails, as on a machine without the htp extra."""
     real_import = builtins.__import__
 
     def no_qnn(name, *args, **kwargs):
@@ -109,6 +111,9 @@ def test_without_onnxruntime_qnn_the_error_names_the_extra(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_qnn)
+
+
+def test_without_onnxruntime_qnn_the_error_names_the_extra(without_qnn):
     assert not htp.available()
     with pytest.raises(htp.HtpUnavailableError, match=r"install etc-onnx\[htp\]") as caught:
         htp.cycles(_sr_net(), size=SIZE)
@@ -156,17 +161,9 @@ def test_verify_on_htp_reports_the_difference_from_cpu(tmp_path, capsys):
     assert float(line.split()[4]) < 2e-2
 
 
-def test_htp_options_without_onnxruntime_qnn_exit_2_with_the_install_hint(tmp_path, capsys, monkeypatch):
+def test_htp_options_without_onnxruntime_qnn_exit_2_with_the_install_hint(tmp_path, capsys, without_qnn):
     path = tmp_path / "sr.onnx"
     onnx.save(_sr_net(), path)
-    real_import = builtins.__import__
-
-    def no_qnn(name, *args, **kwargs):
-        if name.startswith("onnxruntime_qnn"):
-            raise ImportError("No module named 'onnxruntime_qnn'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_qnn)
     code, _, err = _cli(capsys, "info", str(path), "--device", "htp")
     assert code == 2
     assert "install etc-onnx[htp]" in err and "Traceback" not in err
