@@ -33,6 +33,7 @@ loaded machine; ``--target htp`` measures the candidate forms on HTP itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -262,7 +263,7 @@ class Widening:
     ``terms`` are (weight elements added, a tensor at the resolution those weights run at); ``removes`` are
     (activation elements per pixel that a non-plain op the rewrite removes reads and writes, a tensor at its
     resolution), its NPU credit; ``seeds`` name the tensors a carry chain rides on (a chain is judged once, at its
-    first step, with its whole estimated cost); ``asked`` marks rewrites the user asked for by an option, which
+    first step, with its whole estimated cost, which ``chain`` computes on demand); ``asked`` marks rewrites the user asked for by an option, which
     are never declined for MACs.
     """
 
@@ -272,6 +273,12 @@ class Widening:
     seeds: tuple[str, ...] = ()
     asked: bool = False
     removes: list[tuple[int, object]] = field(default_factory=list)
+    chain: Callable[[], Widening] | None = field(default=None, repr=False, compare=False)
+
+    def judged(self) -> Widening:
+        """This widening with its whole carry chain's cost (``chain``, walked only when a budget judges a chain
+        it has not judged yet: each later step of an admitted chain skips the walk)."""
+        return self.chain() if self.chain is not None else self
 
 
 @dataclass
@@ -367,6 +374,7 @@ class CostBudget:
         """None when the rewrite may go ahead, else the reason it is declined (with the figure)."""
         if widening.seeds and all(s in self.accepted for s in widening.seeds):
             return None  # the next step of a chain already judged as a whole
+        widening = widening.judged()
         added = self.added_macs(widening)
         after = self.current + added
         over = added > 0 and after > self.max_growth * self.baseline
@@ -494,16 +502,20 @@ def concat_merge_widening(ctx, node, merge, *, carry: bool) -> Widening:
         b.out_channels * (2 if d else 1) for b, d in zip(branches, doubled) if b.bare and b.act is None
     )
     convs_in = [b for b in branches if b.has_conv]
-    steps, chain_terms, chain_dense = (
-        _carry_chain(ctx, convs_in[0].source, [b.part for b in bare], carried)
-        if len(convs_in) == 1
-        else (0, [], False)
-    )
     names = ", ".join(f"'{b.part.name}'" for b in bare)
     signed = " as relu(s), relu(-s)" if any(d for b, d in zip(branches, doubled) if b.bare) else ""
-    what = f"carrying {names} ({carried} channels{signed}) through {steps + 1} conv(s)"
     seeds = tuple(b.part.name for b in bare)
-    return Widening(what, terms + chain_terms, densifies or chain_dense, seeds, removes=removes)
+
+    def whole_chain() -> Widening:
+        steps, chain_terms, chain_dense = (
+            _carry_chain(ctx, convs_in[0].source, [b.part for b in bare], carried)
+            if len(convs_in) == 1
+            else (0, [], False)
+        )
+        what = f"carrying {names} ({carried} channels{signed}) through {steps + 1} conv(s)"
+        return Widening(what, terms + chain_terms, densifies or chain_dense, seeds, removes=removes)
+
+    return Widening(f"carrying {names}", terms, densifies, seeds, removes=removes, chain=whole_chain)
 
 
 def _carry_chain(ctx, tensor, skips: list, carried: int) -> tuple[int, list[tuple[int, object]], bool]:
