@@ -331,9 +331,10 @@ class NumericCheck(Instrument):
 
     def _reference(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         from etc import runtime
+        from etc.shapes import fit_windows
 
-        kwargs = {"sizes": self.sizes} if self.sizes else {}
-        self.feeds = runtime.input_sets(model, ctx.options.input_ranges, seed=self.seed, **kwargs)
+        sizes = self.sizes or fit_windows(model, runtime.DEFAULT_SIZES)
+        self.feeds = runtime.input_sets(model, ctx.options.input_ranges, sizes=sizes, seed=self.seed)
         sess = runtime.session(model)
         self.reference = [runtime.run(sess, feed) for feed in self.feeds]
         self.kept = [(model, sess, self.reference)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import onnx
 
 from etc.graph import shape_view
@@ -31,3 +33,51 @@ def static_shapes(model: onnx.ModelProto, size: tuple[int, int]) -> dict[str, li
     for init in static.graph.initializer:
         shapes[init.name] = list(init.dims)
     return shapes
+
+
+WINDOW_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")
+
+
+def widest_window(model: onnx.ModelProto, reference: tuple[int, int] = (64, 64)) -> tuple[int, int]:
+    """The widest kernel window of the model's Conv/pool layers, in input pixels (a layer after a stride-2
+    downsampling sees twice its extent); (1, 1) when nothing is known."""
+    shapes = static_shapes(model, reference) or {}
+    widest = [1, 1]
+    for node in model.graph.node:
+        if node.op_type not in WINDOW_OPS or not node.input or len(shapes.get(node.input[0], [])) != 4:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        kernel = attrs.get("kernel_shape") or _weight_taps(model, node, shapes)
+        if not kernel or len(kernel) != 2:
+            continue
+        dilations = attrs.get("dilations") or [1, 1]
+        strides = attrs.get("strides") or [1, 1]
+        for axis in (0, 1):
+            here = shapes[node.input[0]][2 + axis]
+            if here <= 0:
+                continue
+            extent = dilations[axis] * (kernel[axis] - 1) + 1
+            if node.op_type == "ConvTranspose":
+                extent = -(-extent // strides[axis])  # input pixels one output window reads
+            widest[axis] = max(widest[axis], -(-extent * reference[axis] // here))
+    return widest[0], widest[1]
+
+
+def _weight_taps(model: onnx.ModelProto, node: onnx.NodeProto, shapes: dict) -> list[int] | None:
+    shape = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    if not shape:
+        shape = next((list(i.dims) for i in model.graph.initializer if i.name == node.input[1]), None)
+    return list(shape[2:]) if shape and len(shape) == 4 else None
+
+
+def fit_windows(model: onnx.ModelProto, sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """``sizes`` grown where needed so that the model's widest window fits with room to spare: every layer then
+    sees pixels its padding reaches and pixels it does not (a rewrite right only in the interior, or only at
+    the border, fails the check). Sizes grow by even steps, so odd sizes stay odd; most models keep ``sizes``."""
+    if not any(s.dynamic_hw for s in input_specs(model)):
+        return tuple(sizes)
+    need = [w + 4 for w in widest_window(model)]
+    grown = []
+    for size in sizes:
+        grown.append(tuple(n + 2 * -(-(m - n) // 2) if n < m else n for n, m in zip(size, need)))
+    return tuple(grown)  # type: ignore[return-value]

@@ -33,6 +33,7 @@ LAYERS: dict[str, str] = {
     "etc.graph": BASE,
     "etc.convmath": BASE,
     "etc.runtime": BASE,
+    "etc.float64": BASE,
     "etc.frontends": BASE,
     "etc.frontends.onnx_io": BASE,
     "etc.proto": BASE,

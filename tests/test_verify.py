@@ -77,3 +77,25 @@ def test_known_outputs_stand_in_for_an_equal_probe_only(rng):
     assert not verify(m, m, known=((), [(probe, wrong)])).equivalent
     other = {name: value + 0.5 for name, value in probe.items()}
     assert verify(m, m, known=((), [(other, wrong)])).equivalent
+
+
+def test_probe_sizes_grow_to_fit_the_widest_window():
+    """A 17x17 conv after a stride-2 conv reads 34 input pixels: the probes grow past that, parity kept, while a
+    3x3 model keeps the default sizes."""
+    from etc import runtime, shapes
+    from etc.testing import GraphBuilder
+
+    small = GraphBuilder(3)
+    small_model = small.model(small.conv("input", 3, 3, 3))
+    assert shapes.widest_window(small_model) == (3, 3)
+    assert shapes.fit_windows(small_model, runtime.DEFAULT_SIZES) == runtime.DEFAULT_SIZES
+
+    b = GraphBuilder(3)
+    down = b.conv("input", 3, 4, 3, stride=2)
+    model = b.model(b.conv(down, 4, 3, (17, 9)))
+    assert shapes.widest_window(model) == (34, 18)
+    sizes = shapes.fit_windows(model, ((17, 23), (16, 16)))
+    assert sizes == ((39, 23), (38, 22))
+    assert all(h % 2 == oh % 2 and w % 2 == ow % 2 for (h, w), (oh, ow) in zip(sizes, ((17, 23), (16, 16))))
+    report = verify(model, model)
+    assert report.equivalent and any("39x23" in p for p in report.probes), report.probes
