@@ -44,6 +44,11 @@ from etc.graph import channels_of, const_value, input_at, is_graph_output, op_hi
 from etc.shapes import static_shapes
 
 PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
+MERGE_ACTIVATIONS = (
+    "Relu",
+    "PRelu",
+    "LeakyRelu",
+)  # what a merge absorbs after a conv, and a carry rides through
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 NPU_MACS_PER_S = 0.8e12  # INT8 MAC throughput, fitted to ABPN_ET x3 (10.6 GMACs in 13.7 ms)
 NPU_SLOW_BYTES_PER_S = 4.5e9  # non-plain ops' memory traffic, fitted to ABPN x3 as trained (20.5 ms)
@@ -526,7 +531,7 @@ def _carry_chain(ctx, tensor, skips: list, carried: int) -> tuple[int, list[tupl
         if any(tensor is s for s in skips) or len(tensor.outputs) != 1 or is_graph_output(ctx.graph, tensor):
             break
         node = producer(tensor)
-        if node is not None and node.op in ("Relu", "PRelu") and len(node.inputs[0].outputs) == 1:
+        if node is not None and node.op in MERGE_ACTIVATIONS and len(node.inputs[0].outputs) == 1:
             node = producer(node.inputs[0])
         if node is None or node.op != "Conv":
             break
@@ -592,7 +597,7 @@ def add_merge_widening(ctx, node, branches: list, sources: list) -> Widening:
 def _is_stream(tensor) -> bool:
     """Produced by a single-reader Conv or act(Conv): a carry absorbs it instead of carrying it."""
     node = producer(tensor)
-    if node is not None and node.op in ("Relu", "PRelu") and len(tensor.outputs) == 1:
+    if node is not None and node.op in MERGE_ACTIVATIONS and len(tensor.outputs) == 1:
         node = producer(node.inputs[0])
     return node is not None and node.op == "Conv" and len(node.outputs[0].outputs) == 1
 
@@ -627,10 +632,22 @@ def selection_widening(node, sizes: list[int], count: int) -> Widening:
     return Widening(f"selecting {sum(sizes)} of {count} channels with 1x1 convs", terms)
 
 
-def copy_widening(output, out_channels: int, in_channels: int) -> Widening:
+def copy_widening(output, out_channels: int, in_channels: int, follow_up: Widening | None = None) -> Widening:
     """What a channel-copying region (Tile, repeat_interleave, Expand, Concat([x]*n)) as a 1x1 conv adds
-    (et_repeat): out x in MACs per pixel, no NPU credit (see :func:`selection_widening`)."""
+    (et_repeat): out x in MACs per pixel, no NPU credit (see :func:`selection_widening`).
+
+    With ``follow_up``, the merge this copy is the first step of (an anchor's residual Add that et_add merges and
+    et_carry carries up the body, seeded by the copied tensor): the copy is judged together with it, its cost
+    being the follow-up's (the copy conv dissolves into the merged conv) and its credit the follow-up's plus the
+    data movement it replaces. Declining the pair leaves the region as it was, never a lone copy conv whose
+    merge is then declined."""
+    what = f"copying {in_channels} channels to {out_channels} with a 1x1 conv"
+    if follow_up is None:
+        return Widening(what, [(out_channels * in_channels, output)])
     return Widening(
-        f"copying {in_channels} channels to {out_channels} with a 1x1 conv",
-        [(out_channels * in_channels, output)],
+        f"{what}, then {follow_up.what}",
+        follow_up.terms,
+        follow_up.densifies,
+        follow_up.seeds,
+        removes=[*follow_up.removes, (in_channels + out_channels, output)],
     )

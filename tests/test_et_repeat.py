@@ -155,3 +155,42 @@ def test_repeated_region_is_probed_once(monkeypatch):
         assert hits["repeat_to_conv"] == 2
         assert_equivalent(model, result)
     assert len(calls) == 1
+
+
+class DepthwiseAnchorSR(nn.Module):
+    """An ABPN-style anchor (repeat_interleave of the image added before PixelShuffle) over a body with a depthwise
+    conv: carrying the image up the body would make that conv dense, which the default budget declines."""
+
+    def __init__(self, scale: int = 2, channels: int = 8) -> None:
+        super().__init__()
+        self.scale = scale
+        self.head = nn.Conv2d(3, channels, 3, padding=1)
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.tail = nn.Conv2d(channels, 3 * scale * scale, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.depthwise(torch.relu(self.head(x))))
+        anchor = torch.repeat_interleave(x, self.scale * self.scale, dim=1)
+        return nn.functional.pixel_shuffle(self.tail(h) + anchor, self.scale)
+
+
+def test_copy_is_judged_with_the_carry_it_starts():
+    """The anchor's copy conv pays only once et_add merges it and et_carry carries the image: when the carry is
+    declined (here: it would densify the depthwise conv), the copy is declined with it, so no lone 1x1 copy conv
+    is left in front of the Add; with --allow-dense both go ahead and the result is plain."""
+    from etc.pipeline import Options, run_pipeline
+
+    torch.manual_seed(0)
+    model = export(DepthwiseAnchorSR(), torch.rand(1, 3, 12, 12), exporter="legacy", dynamic_hw=True)
+    kept = run_pipeline(model, "fold,rep,et")
+    assert "Add" in ops(kept.model)
+    assert not [k for k in conv_kernels(kept.model) if k.shape[2:] == (1, 1)], (
+        "a lone copy conv was left behind"
+    )
+    copy = [d for d in kept.budget.decisions if d.rule == "repeat_to_conv"]
+    assert copy and not copy[0].accepted and "then adding 'input' and carrying it" in copy[0].what
+    assert "dense" in copy[0].reason
+    assert_equivalent(model, kept.model, sizes=((9, 11),))
+    dense = run_pipeline(model, "fold,rep,et", options=Options(allow_dense=True))
+    assert set(ops(dense.model)) == {"Conv", "Relu", "DepthToSpace"}
+    assert_equivalent(model, dense.model, sizes=((9, 11),))

@@ -23,6 +23,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from etc.convmath import grouped_to_dense, identity_kernel, pad_kernel
+from etc.cost import MERGE_ACTIVATIONS
 from etc.graph import (
     ConvSpec,
     channels_of,
@@ -41,7 +42,7 @@ from etc.graph import (
 )
 from etc.rules import Decline, Match, RewriteContext
 
-ACTIVATIONS = ("Relu", "PRelu", "LeakyRelu")
+ACTIVATIONS = MERGE_ACTIVATIONS
 
 
 @dataclass

@@ -23,8 +23,18 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from etc.cost import copy_widening
-from etc.graph import ConvSpec, channels_of, const_value, make_conv, producer, same_spatial, set_channels
+from etc.cost import add_merge_widening, copy_widening
+from etc.graph import (
+    ConvSpec,
+    channels_of,
+    const_value,
+    is_graph_output,
+    make_conv,
+    producer,
+    same_spatial,
+    set_channels,
+)
+from etc.passes._merge import MergeOperand, branch_of, union_sources
 from etc.passes._region import DATA_OPS, Region, RegionError, channel_map, find_region, is_region_exit
 from etc.rules import Decline, Match, RewriteContext, Rule, RuleSet
 
@@ -95,7 +105,8 @@ class RepeatToConv(Rule):
             raise Decline(str(err)) from None
         if kernel.shape[0] == kernel.shape[1] and np.array_equal(kernel, np.eye(channels)):
             raise Decline("the region is the identity (fold removes it)")
-        widening = copy_widening(out, *kernel.shape[:2])  # cost declaration (etc.cost)
+        follow_up = anchor_merge_widening(ctx, out, region.source, kernel)
+        widening = copy_widening(out, *kernel.shape[:2], follow_up)  # cost declaration (etc.cost)
         return Match([producer(out)], ChannelSelection(region, kernel), widening)
 
     def rewrite(self, ctx: RewriteContext, match: Match) -> None:
@@ -113,6 +124,34 @@ class RepeatToConv(Rule):
         )
         set_channels(conv.outputs[0], region.source, kernel.shape[0])
         ctx.__dict__.pop("_repeat_cache", None)
+
+
+def anchor_merge_widening(ctx: RewriteContext, out: gs.Tensor, source: gs.Tensor, kernel: np.ndarray):
+    """The widening of the merge a copy conv at ``out`` would be the first step of, or None.
+
+    That is an anchor: ``Add(Conv(h), copy(x))``, the copy's only reader, which et_add merges into one conv over
+    Concat(h, x) and et_carry then carries x up h's chain (a merge seeded by x). The copy is judged with it
+    (etc.cost.copy_widening), so a declined carry leaves no lone copy conv behind. A merge that carries nothing
+    is judged on its own by et_add (None here)."""
+    readers = out.outputs
+    if len(readers) != 1 or readers[0].op not in ("Add", "Sub") or is_graph_output(ctx.graph, out):
+        return None
+    add = readers[0]
+    if len(add.inputs) != 2 or sum(t is out for t in add.inputs) != 1:
+        return None
+    other = next(t for t in add.inputs if t is not out)
+    if channels_of(other) != kernel.shape[0] or same_spatial(source, other) is not True:  # the copy's size
+        return None
+    try:
+        conv = branch_of(ctx, other, add, activations=False)
+    except Decline:
+        return None
+    if not conv.has_conv or channels_of(source) is None:
+        return None
+    copy = MergeOperand(out, source, kernel[:, :, None, None].astype(np.float64), np.zeros(kernel.shape[0]))
+    branches = [conv, copy] if add.inputs[0] is other else [copy, conv]
+    found = add_merge_widening(ctx, add, branches, union_sources(branches))
+    return found if found.seeds else None
 
 
 class BroadcastAnchor(Rule):
