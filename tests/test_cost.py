@@ -323,3 +323,19 @@ def test_leaner_than_compares_onnxruntime_graphs():
     )  # Gelu lost
     assert not leaner_than(OptimizedGraph(Counter({"Conv": 8, "Gelu": 3, "ReorderInput": 2}), 1), base)
     assert not leaner_than(base, base)
+
+
+def test_an_admitted_carry_chain_is_walked_once(monkeypatch):
+    """The image carried to the end of a long chain: its cost is estimated when the chain is first judged; the
+    later steps of the admitted chain do not walk it again (compile time stays linear in the chain's length)."""
+    from bench.synthetic import synthetic
+    from etc import cost
+    from etc.pipeline import Options, run_pipeline
+
+    walks = []
+    real = cost._carry_chain
+    monkeypatch.setattr(cost, "_carry_chain", lambda *a, **k: walks.append(1) or real(*a, **k))
+    result = run_pipeline(synthetic(300, anchor=True), "fold,rep,et", options=Options(max_growth=4.0))
+    carries = sum(v for k, v in result.hits.items() if k.endswith("carry_skip"))
+    assert carries >= 30, result.hits
+    assert len(walks) <= 2, f"{len(walks)} chain walks for {carries} carry steps"
