@@ -75,6 +75,7 @@ def main() -> None:
             "nodes out",
             "pipeline rounds",
             "seconds",
+            "CPU seconds",
             "first round s",
             "last round s",
         ],
@@ -82,8 +83,8 @@ def main() -> None:
     )
     write_section(
         "etc: compile time vs graph size",
-        f"Command: `python -m bench.scaling_etc --sizes {args.sizes}` ({machine()}; the machine was shared while "
-        f"this ran, load average {load:.1f} on 2 cores at the start). The carried family runs with --max-growth 4 "
+        f"Command: `python -m bench.scaling_etc --sizes {args.sizes}` ({machine()}; load average "
+        f"{load:.1f} on 2 cores at the start). The carried family runs with --max-growth 4 "
         f"(the default budget declines the carry). The last round finds nothing and only "
         f"confirms the fixed point. CPU seconds (this process, all threads) are the steadier figure on a shared "
         f"machine.\n\n{table}\n\n" + "; ".join(growth) + ".",
