@@ -229,17 +229,25 @@ def conv_macs(model: onnx.ModelProto, size: tuple[int, int]) -> tuple[int, dict[
 def conv_macs_per_pixel(model: onnx.ModelProto) -> int:
     """Multiply-accumulates per output pixel of all Convs (stride-1 nets): their weights' elements, read through
     a DequantizeLinear in a QDQ model. Needs no shapes, so it compares a float model with its INT8 form."""
-    inits = {i.name: i for i in model.graph.initializer}
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
+    inferred: dict[str, list[int]] | None = None
     total = 0
     for node in model.graph.node:
         if node.op_type != "Conv":
             continue
         name = node.input[1]
-        if name not in inits and name in producers:
-            name = producers[name].input[0]
-        if name in inits:
-            total += int(np.prod(inits[name].dims))
+        source = producers.get(name)
+        if name not in inits and source is not None and source.op_type == "DequantizeLinear":
+            name = source.input[0]
+        elif name not in inits and source is not None and source.op_type == "Constant":
+            inits[name] = next((list(a.t.dims) for a in source.attribute if a.name == "value"), [])
+        if name not in inits:  # a weight the graph computes (a training-time re-parameterized block)
+            if inferred is None:
+                inferred = static_shapes(model, REFERENCE_SIZE) or {}
+            inits[name] = list(inferred.get(name, []))
+        if inits[name] and 0 not in inits[name]:
+            total += int(np.prod(inits[name]))
     return total
 
 

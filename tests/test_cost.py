@@ -339,3 +339,31 @@ def test_an_admitted_carry_chain_is_walked_once(monkeypatch):
     carries = sum(v for k, v in result.hits.items() if k.endswith("carry_skip"))
     assert carries >= 30, result.hits
     assert len(walks) <= 2, f"{len(walks)} chain walks for {carries} carry steps"
+
+
+def test_macs_per_pixel_reads_computed_and_constant_node_weights():
+    """A training-time export computes its conv weights (re-parameterized blocks: Add of two kernels) or holds
+    them in Constant nodes: both count, as the weight's shape says (this used to raise IndexError)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from etc.cost import conv_macs_per_pixel
+    from etc.testing import GraphBuilder
+
+    b = GraphBuilder(3)
+    a = b.const(np.ones((4, 3, 3, 3), np.float32), "wa")
+    c = b.const(np.ones((4, 3, 3, 3), np.float32), "wb")
+    summed = b.op("Add", [a, c])
+    y = b.op("Conv", ["input", summed], pads=[1, 1, 1, 1])
+    model = b.model(b.conv(y, 4, 2, 1))
+    constant = helper.make_node(
+        "Constant", [], ["wk"], value=numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "wk")
+    )
+    model.graph.node.append(constant)
+    last = model.graph.node[-2]
+    assert last.op_type == "Conv"
+    tail = helper.make_node("Conv", [last.output[0], "wk"], ["z"])
+    model.graph.node.append(tail)
+    model.graph.output[0].name = "z"
+    onnx.checker.check_model(model)
+    assert conv_macs_per_pixel(model) == 4 * 3 * 9 + 2 * 4 + 2 * 2
