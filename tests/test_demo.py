@@ -123,7 +123,7 @@ def test_files_table_json_and_progress(run):
     payload = json.loads(json.dumps(result.as_dict(), default=str))
     assert payload["ok"] is True and payload["rows"][0]["psnr_vs_bicubic"] > 0
     assert demo.DemoResult.from_dict(payload).table() == text
-    assert sum(line.startswith("[") for line in lines) == 7
+    assert sum(line.startswith("[") for line in lines) == 8
     assert all(t > 0 for t in result.seconds.values())
 
 
@@ -133,3 +133,21 @@ def test_cli_rejects_bad_options_without_running():
     res = CliRunner().invoke(command, ["--size", "12by5"])
     assert res.exit_code != 0 and "--size" in str(res.exception or res.output)
     assert "held-out" in CliRunner().invoke(command, ["--help"]).output
+
+
+def test_htp_cycles_column_is_measured_or_says_why_not(result):
+    """With the HTP backend installed every graph gets HTP cycles and the plain and INT8 graphs take fewer than
+    the training-time one; without it the table says how to get the column."""
+    from etc import htp
+
+    table = result.table()
+    assert f"HTP cycles@{result.htp_size[0]}x{result.htp_size[1]}" in table
+    if not htp.available():
+        assert result.htp.startswith("not measured") and "etc-onnx[htp]" in table
+        return
+    assert result.htp == "ok", result.htp
+    cycles = {r.graph: r.htp_cycles for r in result.rows}
+    assert all(isinstance(c, int) and c > 0 for c in cycles.values()), cycles
+    assert cycles["plain"] < cycles["training-time"]
+    assert cycles["plain INT8"] < cycles["plain"]
+    assert "Qualcomm HTP simulator" in table

@@ -43,6 +43,7 @@ SCALE = 2
 TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "camera", "coffee", "rocket", "motorcycle")
 EVAL_PHOTOS: tuple[str, ...] = ("chelsea",)
 LATENCY_SIZE = (180, 320)
+HTP_SIZE = (64, 64)  # the HTP simulator is slow: cycles are counted at this size
 PASSES = "fold,rep,et"
 
 Progress = Callable[[str], None]
@@ -155,6 +156,7 @@ class GraphRow:
     params: int | None = None
     macs: int | None = None
     latency_ms: float | None = None
+    htp_cycles: int | None = None  # Qualcomm HTP simulator, per-node floor at DemoResult.htp_size
     psnr: float | None = None
     note: str = ""
 
@@ -177,6 +179,8 @@ class DemoResult:
     rule_hits: dict[str, int]
     int8: str
     seconds: dict[str, float]
+    htp: str = "not measured"  # "ok", or why the HTP column is empty
+    htp_size: tuple[int, int] = HTP_SIZE
 
     @property
     def ok(self) -> bool:
@@ -201,6 +205,7 @@ class DemoResult:
         rows = [GraphRow(**{k: v for k, v in r.items() if k in names}) for r in data["rows"]]
         kept = {f.name: data[f.name] for f in fields(cls) if f.name not in ("out_dir", "rows")}
         kept["eval_photos"], kept["latency_size"] = tuple(kept["eval_photos"]), tuple(kept["latency_size"])
+        kept["htp_size"] = tuple(kept["htp_size"])
         return cls(out_dir=Path(data["out_dir"]), rows=rows, **kept)
 
     def int8_speed(self) -> float | None:
@@ -221,10 +226,11 @@ class DemoResult:
             "params",
             f"MACs@{h}x{w}",
             "latency ms",
+            f"HTP cycles@{self.htp_size[0]}x{self.htp_size[1]}",
             "PSNR-Y dB",
             "vs bicubic",
         ]
-        rows = [["bicubic (PIL)", "-", "-", "-", "-", "-", _num(self.bicubic_psnr), "-"]]
+        rows = [["bicubic (PIL)", "-", "-", "-", "-", "-", "-", _num(self.bicubic_psnr), "-"]]
         for r in self.rows:
             delta = None if r.psnr is None or self.bicubic_psnr is None else r.psnr - self.bicubic_psnr
             rows.append(
@@ -235,6 +241,7 @@ class DemoResult:
                     "-" if r.params is None else human(r.params),
                     "-" if r.macs is None else human(r.macs),
                     _num(r.latency_ms, "{:.2f}"),
+                    "-" if r.htp_cycles is None else f"{r.htp_cycles:.3g}",
                     _num(r.psnr),
                     "-" if delta is None else f"{delta:+.2f}",
                 ]
@@ -250,6 +257,13 @@ class DemoResult:
         lines.append(
             f"Latency: onnxruntime CPU, graph optimizations enabled, {self.threads} threads, median, 1x3x{h}x{w}."
         )
+        if self.htp == "ok":
+            lines.append(
+                f"HTP cycles: Qualcomm HTP simulator (onnxruntime-qnn), 1x3x{self.htp_size[0]}x{self.htp_size[1]}, "
+                "every node on HTP (no CPU fallback), sum of each node's fewest cycles over 3 runs."
+            )
+        else:
+            lines.append(f"HTP cycles: {self.htp}.")
         if self.verify_max_abs is not None:
             verdict = "passed" if self.verified else "FAILED"
             lines.append(
@@ -324,7 +338,7 @@ def run_demo(
 
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="etc-demo-"))
     out.mkdir(parents=True, exist_ok=True)
-    steps = _Steps(7, progress)
+    steps = _Steps(8, progress)
     steps.say(f"etc demo: output folder {out}")
     files: dict[str, str] = {}
 
@@ -376,7 +390,12 @@ def run_demo(
         latency_runs,
         threads,
     )
+    htp_cycles, htp_status = steps.run(
+        "htp", f"counting HTP cycles at 1x3x{HTP_SIZE[0]}x{HTP_SIZE[1]} (simulator)", _htp_cycles, models
+    )
     rows = [_row(name, model, latency_size, latency, psnrs, int8_status) for name, model in graphs.items()]
+    for row in rows:
+        row.htp_cycles = htp_cycles.get(row.graph)
     return DemoResult(
         out_dir=out,
         files=files,
@@ -392,7 +411,24 @@ def run_demo(
         rule_hits=dict(report.pipeline.hits) if report is not None else {},
         int8=int8_status,
         seconds=steps.seconds,
+        htp=htp_status,
     )
+
+
+def _htp_cycles(models: dict) -> tuple[dict[str, int], str]:
+    """HTP cycles (per-node floor) of each model, and "ok" or why there are none."""
+    from etc import htp
+
+    if not htp.available():
+        return {}, "not measured (the HTP backend is not installed: pip install etc-onnx[htp])"
+    found: dict[str, int] = {}
+    failed: list[str] = []
+    for name, model in models.items():
+        try:
+            found[name] = htp.cycles(model, size=HTP_SIZE, runs=3).floor
+        except Exception as exc:  # a refused op or a QNN error: the row says so, the demo goes on
+            failed.append(f"{name}: {str(exc).splitlines()[0][:160]}")
+    return found, "ok" if not failed else "not measured for " + "; ".join(failed)
 
 
 def _export(net):
