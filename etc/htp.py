@@ -56,6 +56,12 @@ def _qnn():
     return onnxruntime_qnn
 
 
+def require() -> None:
+    """Raises HtpUnavailableError (naming the extra to install) when onnxruntime-qnn is missing: a command
+    asked for HTP checks this before its work."""
+    _qnn()
+
+
 def available() -> bool:
     """True when onnxruntime-qnn imports (does not load the backend)."""
     try:

@@ -169,6 +169,46 @@ def test_htp_options_without_onnxruntime_qnn_exit_2_with_the_install_hint(tmp_pa
     assert "install etc-onnx[htp]" in err and "Traceback" not in err
 
 
+def _branchy_net() -> onnx.ModelProto:
+    """_sr_net with a parallel 1x1 branch added to the first conv (rep merges it): the input is not plain."""
+    model = _sr_net()
+    rng = np.random.default_rng(1)
+    model.graph.initializer.append(
+        numpy_helper.from_array(rng.normal(size=(8, 3, 1, 1)).astype(np.float32), "wp")
+    )
+    conv0 = model.graph.node[0]
+    conv0.output[0] = "c0a"
+    model.graph.node.insert(1, helper.make_node("Conv", ["x", "wp"], ["c0b"], name="conv0_1x1"))
+    model.graph.node.insert(2, helper.make_node("Add", ["c0a", "c0b"], ["c0"], name="sum0"))
+    return model
+
+
+@needs_qnn
+def test_optimize_on_htp_reports_cycles_before_and_after(tmp_path, capsys):
+    import json
+
+    path, out_path = tmp_path / "branchy.onnx", tmp_path / "plain.onnx"
+    onnx.save(_branchy_net(), path)
+    code, out, _ = _cli(
+        capsys, "optimize", str(path), "-o", str(out_path), "--device", "htp", "--htp-size", "16x16", "--json"
+    )
+    assert code == 0
+    cycles = json.loads(out)["htp"]
+    assert cycles["size"] == [16, 16] and cycles["before"] > 0 and cycles["after"] > 0
+    assert cycles["ratio"] == pytest.approx(cycles["after"] / cycles["before"])
+    code, out, _ = _cli(
+        capsys, "optimize", str(path), "-o", str(out_path), "--device", "htp", "--htp-size", "16x16"
+    )
+    assert code == 0 and "HTP cycles at 16x16 (simulator, per-node floor over 3 runs): before" in out
+
+
+def test_optimize_on_htp_without_onnxruntime_qnn_exits_2_before_the_work(tmp_path, capsys, without_qnn):
+    path, out_path = tmp_path / "sr.onnx", tmp_path / "plain.onnx"
+    onnx.save(_sr_net(), path)
+    code, _, err = _cli(capsys, "optimize", str(path), "-o", str(out_path), "--device", "htp")
+    assert code == 2 and "install etc-onnx[htp]" in err and not out_path.exists()
+
+
 @needs_qnn
 def test_eval_on_htp_adds_the_difference_from_cpu(tmp_path, capsys):
     import json

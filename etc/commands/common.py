@@ -296,6 +296,27 @@ def htp_size_option(func):
     )(func)
 
 
+def htp_before_after(before, after, size: tuple[int, int], runs: int = 3) -> tuple[str, dict]:
+    """HTP cycles (per-node floor over ``runs``) of a command's input and output at ``size``: a report line and
+    a JSON dict. A model HTP refuses is named with QNN's reason instead of a figure."""
+    from etc import htp
+
+    counted: dict[str, int | None] = {}
+    refused: dict[str, str] = {}
+    for key, model in (("before", before), ("after", after)):
+        try:
+            counted[key] = htp.cycles(model, size=size, runs=runs).floor
+        except htp.HtpRefusedError as exc:
+            counted[key], refused[key] = None, str(exc).splitlines()[0][:300]
+    payload = {"size": list(size), **counted, **({"refused": refused} if refused else {})}
+    where = f"HTP cycles at {size[0]}x{size[1]} (simulator, per-node floor over {runs} runs):"
+    if refused:
+        return f"{where} " + "; ".join(f"{k}: refused ({v})" for k, v in refused.items()), payload
+    ratio = counted["after"] / counted["before"] if counted["before"] else float("nan")  # type: ignore[operator]
+    payload["ratio"] = ratio
+    return f"{where} before {counted['before']:.4g}, after {counted['after']:.4g} ({ratio:.2f}x)", payload
+
+
 def htp_lines(model, size: tuple[int, int], runs: int = 5) -> tuple[list[str], dict]:
     """Placement table and HTP cycles (total and per op type) of ``model``: printable lines and a JSON dict."""
     from etc import htp

@@ -10,7 +10,10 @@ from etc.commands.common import (
     TOLERANCE,
     check_writable_file,
     check_writable_folder,
+    device_option,
     echo_json,
+    htp_before_after,
+    htp_size_option,
     input_range_option,
     json_option,
     parse_input_ranges,
@@ -102,6 +105,8 @@ from etc.commands.shapes import input_shape_option, with_input_shapes
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write an HTML report: graphs before/after, op histograms, rule hits and where, verification, latency.",
 )
+@device_option
+@htp_size_option
 @threads_option
 @json_option
 def optimize(
@@ -124,6 +129,8 @@ def optimize(
     in_place: bool,
     report_path: Path | None,
     threads: int,
+    device: str,
+    htp_size: str,
     as_json: bool,
 ) -> None:
     """Rewrite MODEL into an equivalent model made of plainer ops.
@@ -141,6 +148,9 @@ def optimize(
     size is optimized at that size, with a warning naming the node. Exit codes: 0 ok, 1 not equivalent,
     2 bad input (including a model onnxruntime cannot run and an -o/--report/--dump-dir that cannot be
     written, both checked before the work), 3 internal error (a bug in etc; please report).
+
+    With --device htp the input and the result also run on Qualcomm's HTP simulator at --htp-size (every node
+    on HTP) and the report gives both cycle counts; a model HTP refuses is named with QNN's reason.
 
     Progress goes to stderr: one line per pass run (round, candidates offered to its rules, rewrites, time),
     and on a terminal a status line while a pass runs. The report says how much of the time the numeric
@@ -168,6 +178,11 @@ def optimize(
         check_writable_file(report_path, "--report")
     if dump_dir is not None:
         check_writable_folder(dump_dir, "--dump-dir")
+    if device == "htp":
+        from etc import htp
+
+        htp.require()
+        parse_size(htp_size)
     runtime.use_threads(threads)
     source = runnable_model(with_input_shapes(load(model), input_shapes), model, quiet=as_json)
     ranges = parse_input_ranges(input_ranges, [s.name for s in input_specs(source)])
@@ -223,10 +238,18 @@ def optimize(
             raise EtcError(f"{report_path}: cannot write --report there ({exc.strerror or exc})") from None
         if not as_json:
             click.echo(f"wrote report {report_path}", err=True)
+    htp_line, htp_json = None, None
+    if device == "htp":
+        htp_line, htp_json = htp_before_after(source, result, parse_size(htp_size))
     if as_json:
-        echo_json({**_report_dict(report, output), "report": str(report_path) if report_path else None})
+        extra = {"htp": htp_json} if htp_json else {}
+        echo_json(
+            {**_report_dict(report, output), "report": str(report_path) if report_path else None, **extra}
+        )
     else:
         click.echo(_report_text(report, explain, output))
+        if htp_line:
+            click.echo(htp_line)
 
 
 class ProgressLines:
