@@ -122,7 +122,9 @@ def test_every_decision_accepted_over_the_budget_says_why(name):
     assert any(d.accepted and d.total > budget.max_growth for d in budget.decisions)
     # the anchor's copy is judged with the carry it starts; over the budget, it goes ahead only by paying its way
     anchor = [d for d in budget.decisions if d.rule == "repeat_to_conv"]
-    assert anchor and all(not d.accepted or "non-plain ops it removes save" in d.reason for d in anchor), anchor
+    assert anchor and all(not d.accepted or "non-plain ops it removes save" in d.reason for d in anchor), (
+        anchor
+    )
     for d in budget.decisions:
         if d.accepted and d.total > budget.max_growth:
             assert "accepted because" in d.reason, d
