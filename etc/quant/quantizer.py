@@ -92,6 +92,14 @@ class QuantReport:
     blocks: list = field(default_factory=list)  # etc.quant.reconstruct.BlockResult per block (reconstruct)
     sensitivity: list = field(default_factory=list)  # etc.quant.sensitivity.LayerSensitivity, when asked
     sensitivity_base: float = 0.0  # all-INT8 output PSNR (dB against FP32) the sensitivity gains start from
+    floor_drop: float | None = None  # held-out drop of the activations alone in uint8 (weights float)
+    a8_drop: float | None = None  # held-out drop of the pure 8-bit model
+    heldout_drop: float | None = None  # held-out drop of the model written (mixed when a16 is on)
+    heldout_patches: int = 0
+    floor_error: str = ""  # why the floor was not measured, when it was asked for and could not be
+    a16: object | None = None  # etc.quant.a16.A16Choice when a16 is not 'none'
+    a16_cycles: dict[str, int] = field(default_factory=dict)  # HTP cycles: a8, mixed, all (a16_cost='htp')
+    a16_htp_drop: dict[str, float] = field(default_factory=dict)  # held-out drop on HTP: a8, mixed
     steps: list[StepTime] = field(default_factory=list)  # every step in order, timed
     config: QuantConfig | None = None  # the options it ran with
 
@@ -248,6 +256,9 @@ class QuantState:
     float_model: onnx.ModelProto | None = None  # the float model the weights were rounded from
     grids: dict[str, np.ndarray] = field(default_factory=dict)
     qmodel: onnx.ModelProto | None = None
+    source: onnx.ModelProto | None = None  # the model as given: the FP32 reference of the held-out drops
+    heldout: list = field(default_factory=list)  # held-out (LR, HR) pairs (etc.quant.summary.heldout_pairs)
+    wide: frozenset[str] = frozenset()  # tensors carried in 16 bits
     _clips: tuple[dict[str, float], dict[str, tuple[float, float]]] | None = None
 
     def set_model(self, model: onnx.ModelProto) -> None:
@@ -292,6 +303,10 @@ def _relu_form_step(state: QuantState) -> None:
 def _prepare_step(state: QuantState) -> None:
     state.set_model(named_nodes(state.model))
     state.report.scale = state.config.scale or infer_scale(state.model)
+    from etc.quant import a16
+
+    if a16.parse(state.config.a16)[0] == "names":  # a bad name fails before the work
+        a16.resolve(state.model, qdq.plan_qdq(state.model, frozenset(state.config.exclude)), state.config.a16)
 
 
 def _calibrate_step(state: QuantState) -> None:
@@ -498,12 +513,114 @@ def _sensitivity_patches(state: QuantState) -> list[np.ndarray]:
     return [to_nchw(p.lr) for p in pairs]
 
 
+def _heldout_step(state: QuantState) -> None:
+    """Held-out (LR, HR) patches of the calibration images, the crops ``etc quantize``'s summary measures on."""
+    from etc.quant.summary import heldout_pairs
+
+    config = state.config
+    state.heldout = heldout_pairs(
+        state.calib, state.report.scale, num=HELDOUT, patch=config.patch, seed=config.seed + 1000
+    )
+    state.report.heldout_patches = len(state.heldout)
+
+
+def _drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
+    from etc.quant.summary import psnr_drop
+
+    assert state.source is not None
+    return psnr_drop(state.source, qmodel, state.heldout, state.report.scale)
+
+
+def _qdq(state: QuantState, wide: frozenset[str] = frozenset()) -> onnx.ModelProto:
+    assert state.plan is not None
+    return qdq.build_qdq(state.model, state.plan, state.ranges, **state.build, wide=wide)
+
+
+def _floor_step(state: QuantState) -> None:
+    """The floor: uint8 activations with the float weights of the model the ranges came from, and the pure
+    8-bit model, both measured on the held-out patches."""
+    assert state.plan is not None and state.float_model is not None
+    _stage(state.progress, "measuring the uint8 floor", None)
+    floor = qdq.build_qdq(state.float_model, state.plan, state.ranges, float_weights=True)
+    try:
+        state.report.floor_drop = _drop(state, floor)
+        state.report.a8_drop = state.report.heldout_drop = _drop(state, _qdq(state))
+    except BadModelError as exc:  # e.g. a model whose output is not an image of the patches' size
+        state.report.floor_drop = state.report.a8_drop = state.report.heldout_drop = None
+        state.report.floor_error = str(exc).splitlines()[0][:200]
+
+
+def _a16_step(state: QuantState) -> None:
+    """Which activations are carried in 16 bits (:mod:`etc.quant.a16`): named, all, or chosen by ``auto``."""
+    from etc.quant import a16
+
+    config, report, plan = state.config, state.report, state.plan
+    assert plan is not None
+    mode, _ = a16.parse(config.a16)
+    if mode != "auto":
+        state.wide = a16.resolve(state.model, plan, config.a16)
+        report.a16 = a16.describe(state.model, plan, mode, state.wide)
+    else:
+        if not state.heldout:
+            raise BadModelError(
+                "--a16 auto measures the held-out PSNR drop: it needs calibration images with their HR "
+                "(a folder, a dataset name or 'samples'), not arrays"
+            )
+        if report.a8_drop is None:
+            report.a8_drop = _drop(state, _qdq(state))
+        tensors = a16.candidates(plan)
+        if config.a16_cost == "htp":
+            cost = a16.htp_cost(lambda wide: _qdq(state, wide))
+        else:
+            cost = lambda wide: a16.estimated_cost(state.model, plan, wide)  # noqa: E731
+        _stage(state.progress, f"choosing 16-bit regions (drop <= {config.max_drop} dB)", len(tensors))
+        chosen, steps, reached = a16.choose(
+            tensors,
+            lambda wide: _drop(state, _qdq(state, wide)),
+            cost,
+            config.max_drop,
+            report.a8_drop,
+            state.progress,
+        )
+        state.wide = chosen
+        report.a16 = choice = a16.describe(state.model, plan, mode, chosen)
+        choice.steps, choice.reached, choice.cost_source = steps, reached, config.a16_cost
+        if steps:
+            report.heldout_drop = steps[-1].after
+    if mode != "auto" and state.heldout and state.wide:
+        report.heldout_drop = _drop(state, _qdq(state, state.wide))
+    if config.a16_cost == "htp":
+        _htp_figures(state)
+
+
+def _htp_figures(state: QuantState) -> None:
+    """HTP cycles (32x32) of the pure 8-bit, the mixed and the all-16-bit models, and the held-out drop on HTP."""
+    from etc import htp
+    from etc.quant import a16
+
+    assert state.plan is not None
+    _stage(state.progress, "HTP cycles and drops", None)
+    everything = a16.resolve(state.model, state.plan, "all")
+    models = {"a8": _qdq(state), "mixed": _qdq(state, state.wide), "all": _qdq(state, everything)}
+    for name, model in models.items():
+        state.report.a16_cycles[name] = htp.median_cycles(model, size=(32, 32), runs=3)
+    if state.heldout and state.source is not None:
+        for name in ("a8", "mixed"):
+            state.report.a16_htp_drop[name] = a16.htp_drop(
+                state.source, models[name], state.heldout, state.report.scale
+            )
+
+
 def _write_step(state: QuantState) -> None:
+    from etc.errors import EtcError
     from etc.quant import kernels as targets
 
     assert state.plan is not None
     _stage(state.progress, "building the QDQ model", None)
-    qmodel = qdq.build_qdq(state.model, state.plan, state.ranges, **state.build)
+    qmodel = _qdq(state, state.wide)
+    errors = qdq.conv_width_errors(qmodel)
+    if errors:
+        raise EtcError("; ".join(errors))
     targets.record(qmodel, state.target, state.config.target)
     ops: dict[str, int] = {}
     for node in qmodel.graph.node:
@@ -526,8 +643,18 @@ STEPS: tuple[QuantStep, ...] = (
     QuantStep(
         "sensitivity", _sensitivity_step, lambda s: s.config.sensitivity and bool(s.plan and s.plan.convs)
     ),
+    QuantStep("heldout", _heldout_step, lambda s: _wants_heldout(s)),
+    QuantStep("floor", _floor_step, lambda s: s.config.floor and bool(s.heldout)),
+    QuantStep("a16", _a16_step, lambda s: s.config.a16.strip() != "none"),
     QuantStep("write", _write_step),
 )
+HELDOUT = 8  # held-out patches of the floor and of a16='auto' (the summary of `etc quantize` takes as many)
+
+
+def _wants_heldout(state: QuantState) -> bool:
+    """Held-out patches are cut when something measures on them and the calibration is a dataset spec."""
+    needed = state.config.floor or state.config.a16.strip() == "auto"
+    return needed and isinstance(state.calib, (str, os.PathLike))
 
 
 def run_steps(state: QuantState, steps: Sequence[QuantStep] = STEPS) -> QuantState:
@@ -569,6 +696,10 @@ def quantize(
     seed: int = 0,
     exclude: tuple[str, ...] = (),
     sensitivity: bool = False,
+    a16: str = "none",
+    max_drop: float = 0.05,
+    a16_cost: str = "estimate",
+    floor: bool = True,
     config: QuantConfig | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[onnx.ModelProto, QuantReport]:
@@ -618,7 +749,15 @@ def quantize_with_config(
         config.scale or 0, "", 0, config.method, rounding=config.rounding, target=resolved, config=config
     )
     state = QuantState(
-        config, calib, model, report, resolved, safe_u8s8, progress, base_macs=conv_macs_per_pixel(model)
+        config,
+        calib,
+        model,
+        report,
+        resolved,
+        safe_u8s8,
+        progress,
+        base_macs=conv_macs_per_pixel(model),
+        source=model,
     )
     run_steps(state)
     assert state.qmodel is not None
