@@ -111,10 +111,13 @@ QUANTIZED_OPS = (
     "x86-avx2 = keep the int16 pair sums of x86 CPUs without VNNI below saturation; native = probe this CPU.",
 )
 @click.option(
-    "--prelu-to-relu/--keep-prelu",
-    default=True,
+    "--prelu-relu/--keep-prelu",
+    "prelu_to_relu",
+    default=False,
     show_default=True,
-    help="Rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact), so every Conv fuses with a ReLU.",
+    help="Rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact, every Conv fuses with a ReLU, but "
+    "2x the channels around each PReLU: more MACs). Off by default: PReLUs are kept (HTP runs them) and the "
+    "report names this alternative with its measured drop and MACs.",
 )
 @click.option(
     "--range-search/--no-range-search",
@@ -367,6 +370,14 @@ def _a16_lines(report) -> list[str]:
     line = floor_line(report)
     if line:
         out.append(line)
+    if report.alternatives:
+        alts = "; ".join(
+            f"{a.option}: "
+            + (f"{a.drop:.3f} dB" if a.drop is not None else "not measured (run it)")
+            + f" at {a.macs_ratio:.2f}x MACs ({a.note})"
+            for a in report.alternatives
+        )
+        out.append(f"{report.prelus} PReLU/LeakyReLU kept (no extra MACs); alternatives: {alts}")
     choice = report.a16
     if choice is None:
         return out
@@ -387,6 +398,11 @@ def _a16_lines(report) -> list[str]:
                     rows,
                     ["16-bit region", "drop alone dB", f"cost ({choice.cost_source})", "before", "after"],
                 )
+            )
+        if choice.refit_drop is not None:
+            kept = "kept" if choice.refit else "not kept: the 8-bit fit was better"
+            out.append(
+                f"weights refitted with these widths: held-out drop {choice.refit_drop:.3f} dB ({kept})"
             )
         if not choice.reached:
             out.append(

@@ -73,6 +73,8 @@ class A16Choice:
     steps: list[A16Step] = field(default_factory=list)
     cost_source: str = ""
     reached: bool = True  # auto: whether the drop got to max_drop
+    refit: bool = False  # auto: weights refitted with the chosen widths (kept when it lowered the drop)
+    refit_drop: float | None = None  # auto: the held-out drop after that refit
 
 
 def candidates(plan: qdq.Plan) -> list[str]:

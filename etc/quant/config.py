@@ -58,7 +58,11 @@ class QuantConfig:
     finetune_steps: int = _opt(0, "bounded fine-tuning steps of the int8 weights and biases (torch); 0 = off")
     target: str = _opt("int32", f"kernel the model is made for, one of {', '.join(TARGETS)}")
     safe_u8s8: bool | str | None = _opt(None, "weight-grid constraint; None = the one the target implies")
-    prelu_to_relu: bool = _opt(True, "rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact)")
+    prelu_to_relu: bool = _opt(
+        False,
+        "rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact, but 2x the channels around each: "
+        "more MACs); False keeps them (HTP has a PReLU op; a16='auto' can carry their inputs in 16 bits)",
+    )
     input_ranges: Mapping[str, tuple[float, float]] | None = _opt(
         None, "{input name: (lo, hi)} of the model inputs; None = (0, 1)"
     )

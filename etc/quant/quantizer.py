@@ -6,8 +6,9 @@ step is timed and listed in ``QuantReport.steps``. Each works on the float model
 * ``prelu``: PReLU/LeakyReLU become ReLU on doubled channels (the ``prelu`` pass, exact: prelu(z) = relu(z) -
   α·relu(-z), checked in onnxruntime like every pass), so every Conv fuses with a ReLU into one int8 kernel
   whose output is non-negative and spends the whole uint8 range, instead of a float PReLU between two
-  quantized tensors (a signed tensor before the PReLU, the layer quantized twice); ``prelu_to_relu=False``
-  keeps them;
+  quantized tensors (a signed tensor before the PReLU, the layer quantized twice). It doubles the channels
+  around each PReLU (more MACs), so it is opt-in (``prelu_to_relu=True``): by default PReLUs are kept, and the
+  report of a PReLU model names the alternatives with their measured drops and MACs (``alternatives`` step);
 * ``prepare``: Constant nodes become initializers, every node gets a name and every Conv a bias; the scale is
   measured when not given;
 * ``calibrate``: calibration patches from DIV2K-style folders or the bundled photos (:mod:`etc.quant.calib`);
@@ -100,6 +101,8 @@ class QuantReport:
     a16: object | None = None  # etc.quant.a16.A16Choice when a16 is not 'none'
     a16_cycles: dict[str, int] = field(default_factory=dict)  # HTP cycles: a8, mixed, all (a16_cost='htp')
     a16_htp_drop: dict[str, float] = field(default_factory=dict)  # held-out drop on HTP: a8, mixed
+    prelus: int = 0  # PReLU/LeakyReLU nodes kept (quantized as they are)
+    alternatives: list = field(default_factory=list)  # Alternative per other way to quantize a PReLU model
     steps: list[StepTime] = field(default_factory=list)  # every step in order, timed
     config: QuantConfig | None = None  # the options it ran with
 
@@ -283,7 +286,9 @@ class QuantState:
     @property
     def build(self) -> dict:
         """The keyword arguments of qdq.build_qdq shared by every step that builds the QDQ model."""
-        return dict(per_channel=self.config.per_channel, safe_u8s8=self.safe_u8s8, grids=self.grids)
+        return dict(
+            per_channel=self.config.per_channel, safe_u8s8=self.safe_u8s8, grids=self.grids, wide=self.wide
+        )
 
 
 @dataclass(frozen=True)
@@ -397,6 +402,10 @@ def _ranges_step(state: QuantState) -> None:
             ranges[name], report.methods[name] = chosen, "prelu"
     state.ranges = report.ranges = ranges
     state.float_model = model
+    from etc.quant import a16
+
+    if a16.parse(config.a16)[0] in ("names", "all"):  # rounding and bias correction see these widths
+        state.wide = a16.resolve(model, plan, config.a16)
 
 
 def _rounding_step(state: QuantState) -> None:
@@ -420,6 +429,7 @@ def _rounding_step(state: QuantState) -> None:
         config.per_channel,
         state.safe_u8s8,
         skip_inputs=frozenset(state.caps),
+        wide=state.wide,
     )
     steps = _rounding_steps(config.rounding, len(problem.fittable()))
     _stage(state.progress, f"rounding weights ({config.rounding})", steps)
@@ -533,7 +543,7 @@ def _drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
 
 def _qdq(state: QuantState, wide: frozenset[str] = frozenset()) -> onnx.ModelProto:
     assert state.plan is not None
-    return qdq.build_qdq(state.model, state.plan, state.ranges, **state.build, wide=wide)
+    return qdq.build_qdq(state.model, state.plan, state.ranges, **{**state.build, "wide": wide})
 
 
 def _floor_step(state: QuantState) -> None:
@@ -558,9 +568,9 @@ def _a16_step(state: QuantState) -> None:
     assert plan is not None
     mode, _ = a16.parse(config.a16)
     if mode != "auto":
-        state.wide = a16.resolve(state.model, plan, config.a16)
         report.a16 = a16.describe(state.model, plan, mode, state.wide)
     else:
+        state.wide = frozenset()
         if not state.heldout:
             raise BadModelError(
                 "--a16 auto measures the held-out PSNR drop: it needs calibration images with their HR "
@@ -582,15 +592,38 @@ def _a16_step(state: QuantState) -> None:
             report.a8_drop,
             state.progress,
         )
-        state.wide = chosen
         report.a16 = choice = a16.describe(state.model, plan, mode, chosen)
         choice.steps, choice.reached, choice.cost_source = steps, reached, config.a16_cost
         if steps:
             report.heldout_drop = steps[-1].after
+        if chosen:
+            _refit_for_widths(state, chosen)
+            choice.reached = report.heldout_drop is not None and report.heldout_drop <= config.max_drop
     if mode != "auto" and state.heldout and state.wide:
         report.heldout_drop = _drop(state, _qdq(state, state.wide))
     if config.a16_cost == "htp":
         _htp_figures(state)
+
+
+def _refit_for_widths(state: QuantState, chosen: frozenset[str]) -> None:
+    """The weights rounded and bias-corrected again with ``chosen`` in 16 bits (auto ranked the regions with the
+    8-bit model's weights, fitted to 8-bit inputs); kept when the held-out drop is lower."""
+    report, choice = state.report, state.report.a16
+    before = (state.model, dict(state.grids), state.wide)
+    state.wide, state.grids = chosen, {}
+    state.set_model(state.float_model)
+    if state.config.rounding != "nearest":
+        _rounding_step(state)
+    if state.config.bias_correction:
+        _bias_correction_step(state)
+    drop = _drop(state, _qdq(state, chosen))
+    choice.refit_drop = drop
+    if report.heldout_drop is None or drop < report.heldout_drop:
+        report.heldout_drop = drop
+        choice.refit = True
+    else:
+        state.model, state.grids, _ = before
+        state.wide = chosen
 
 
 def _htp_figures(state: QuantState) -> None:
@@ -609,6 +642,52 @@ def _htp_figures(state: QuantState) -> None:
             state.report.a16_htp_drop[name] = a16.htp_drop(
                 state.source, models[name], state.heldout, state.report.scale
             )
+
+
+@dataclass
+class Alternative:
+    """Another way to quantize a PReLU model: its option, held-out drop (None: not measured) and MACs ratio."""
+
+    option: str
+    drop: float | None
+    macs_ratio: float
+    note: str = ""
+
+
+def _has_prelu(state: QuantState) -> bool:
+    return any(n.op_type in PRELU_OPS for n in state.model.graph.node)
+
+
+def _alternatives_step(state: QuantState) -> None:
+    """A model whose PReLUs were kept: the doubling (``prelu_to_relu``) quantized with the same options and
+    measured on the same held-out patches, and what ``a16='auto'`` did or would do."""
+    config, report = state.config, state.report
+    assert state.source is not None
+    report.prelus = sum(n.op_type in PRELU_OPS for n in state.model.graph.node)
+    _stage(state.progress, "measuring the PReLU -> ReLU alternative", None)
+    other = dataclasses.replace(config, prelu_to_relu=True, a16="none", floor=False, sensitivity=False)
+    doubled, _ = quantize_with_config(state.source, state.calib, other)
+    base = max(conv_macs_per_pixel(state.source), 1)
+    report.alternatives.append(
+        Alternative(
+            "--prelu-relu",
+            _drop(state, doubled),
+            conv_macs_per_pixel(doubled) / base,
+            "PReLU -> ReLU on doubled channels, pure 8-bit",
+        )
+    )
+    if config.a16.strip() == "auto":
+        report.alternatives.append(
+            Alternative(
+                "--a16 auto", report.heldout_drop, 1.0, "this model: PReLU kept, 16-bit where it pays"
+            )
+        )
+    else:
+        report.alternatives.append(
+            Alternative(
+                "--a16 auto", None, 1.0, f"PReLU kept, inputs in 16 bits to reach {config.max_drop} dB"
+            )
+        )
 
 
 def _write_step(state: QuantState) -> None:
@@ -646,6 +725,11 @@ STEPS: tuple[QuantStep, ...] = (
     QuantStep("heldout", _heldout_step, lambda s: _wants_heldout(s)),
     QuantStep("floor", _floor_step, lambda s: s.config.floor and bool(s.heldout)),
     QuantStep("a16", _a16_step, lambda s: s.config.a16.strip() != "none"),
+    QuantStep(
+        "alternatives",
+        _alternatives_step,
+        lambda s: not s.config.prelu_to_relu and s.config.floor and bool(s.heldout) and _has_prelu(s),
+    ),
     QuantStep("write", _write_step),
 )
 HELDOUT = 8  # held-out patches of the floor and of a16='auto' (the summary of `etc quantize` takes as many)
@@ -691,7 +775,7 @@ def quantize(
     finetune_steps: int = 0,
     target: str = "int32",
     safe_u8s8: bool | str | None = None,
-    prelu_to_relu: bool = True,
+    prelu_to_relu: bool = False,
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     seed: int = 0,
     exclude: tuple[str, ...] = (),
