@@ -737,7 +737,7 @@ HELDOUT = 8  # held-out patches of the floor and of a16='auto' (the summary of `
 
 def _wants_heldout(state: QuantState) -> bool:
     """Held-out patches are cut when something measures on them and the calibration is a dataset spec."""
-    needed = state.config.floor or state.config.a16.strip() == "auto"
+    needed = state.config.floor or state.config.a16.strip() != "none"
     return needed and isinstance(state.calib, (str, os.PathLike))
 
 
