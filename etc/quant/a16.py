@@ -220,7 +220,7 @@ def htp_drop(fp32: onnx.ModelProto, qmodel: onnx.ModelProto, pairs: Sequence, sc
     onnxruntime CPU as the reference, outputs rounded to 8 bits as in :func:`etc.quant.summary.psnr_drop`."""
     from etc import htp
     from etc.quant.calib import to_nchw
-    from etc.quant.evaluate import _runner, evaluate_fn
+    from etc.quant.evaluate import evaluate_fn, evaluate_models
     from etc.quant.metrics import chw_to_hwc, to_uint8
 
     runner = htp.Runner(qmodel)
@@ -230,7 +230,7 @@ def htp_drop(fp32: onnx.ModelProto, qmodel: onnx.ModelProto, pairs: Sequence, sc
         out = next(iter(runner({name: to_nchw(lr)}).values()))
         return to_uint8(chw_to_hwc(np.clip(out, 0.0, 1.0)))
 
-    ref = evaluate_fn("fp32", _runner(fp32, False, 1), pairs, scale)
+    (ref,) = evaluate_models({"fp32": fp32}, pairs, scale, bicubic=False, optimize=False, threads=1)
     got = evaluate_fn("htp", on_htp, pairs, scale)
     return ref.psnr - got.psnr
 
