@@ -305,6 +305,9 @@ def quantize(
                 patch=patch,
                 seed=seed,
                 seconds=time.perf_counter() - started,
+                known_drop=(report.heldout_drop, report.heldout_patches)
+                if report.heldout_drop is not None and report.heldout_patches
+                else None,
             )
         except Exception as exc:  # the model is written; a figure that cannot be measured is reported
             click.echo(

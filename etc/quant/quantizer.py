@@ -261,6 +261,7 @@ class QuantState:
     qmodel: onnx.ModelProto | None = None
     source: onnx.ModelProto | None = None  # the model as given: the FP32 reference of the held-out drops
     heldout: list = field(default_factory=list)  # held-out (LR, HR) pairs (etc.quant.summary.heldout_pairs)
+    heldout_ref: float | None = None  # the FP32 model's mean PSNR-Y on them, measured once
     wide: frozenset[str] = frozenset()  # tensors carried in 16 bits
     _clips: tuple[dict[str, float], dict[str, tuple[float, float]]] | None = None
 
@@ -535,10 +536,13 @@ def _heldout_step(state: QuantState) -> None:
 
 
 def _drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
-    from etc.quant.summary import psnr_drop
+    """The held-out PSNR-Y drop of ``qmodel`` (:func:`etc.quant.summary.psnr_drop`), the FP32 side run once."""
+    from etc.quant.summary import heldout_psnr
 
     assert state.source is not None
-    return psnr_drop(state.source, qmodel, state.heldout, state.report.scale)
+    if state.heldout_ref is None:
+        state.heldout_ref = heldout_psnr(state.source, state.heldout, state.report.scale)
+    return state.heldout_ref - heldout_psnr(qmodel, state.heldout, state.report.scale)
 
 
 def _qdq(state: QuantState, wide: frozenset[str] = frozenset()) -> onnx.ModelProto:
