@@ -242,3 +242,34 @@ def test_cli_a16_names_a_bad_tensor_and_exits_2(tmp_path, capsys):
     assert code == 0, text
     assert "16-bit activations (names): r0, c1, y" in text
     assert _zero_point_types(onnx.load(out))["r0"] == TensorProto.UINT16
+
+
+def test_auto_reranks_after_each_region_and_drops_the_regions_not_needed():
+    from etc.quant.a16 import choose
+
+    drops = {"": 1.0, "a": 0.4, "b": 0.5, "c": 0.95, "ab": 0.3, "ac": 0.1, "bc": 0.02, "abc": 0.0}
+    asked = []
+
+    def drop_of(wide):
+        asked.append(wide)
+        return drops["".join(sorted(wide))]
+
+    chosen, steps, reached, drop = choose("abc", drop_of, lambda wide: float(len(wide)), 0.05, 1.0)
+    # a first (alone it removes the most), then c: next to a it removes more than b does
+    assert [s.tensor for s in steps] == ["a", "c", "b"]
+    assert [s.after for s in steps] == [0.4, 0.1, 0.0]
+    # b alone did not bring the drop under 0.05, but with c it does: a is removed again
+    assert reached and chosen == frozenset("bc") and drop == 0.02
+    assert [s.kept for s in steps] == [False, True, True]
+    assert len(asked) == len(set(asked))  # every mix measured once
+
+
+def test_auto_stops_when_no_region_lowers_the_drop():
+    from etc.quant.a16 import choose
+
+    drops = {"": 1.0, "a": 0.5, "b": 1.2, "ab": 0.6}
+    chosen, steps, reached, drop = choose(
+        "ab", lambda wide: drops["".join(sorted(wide))], lambda wide: 1.0, 0.05, 1.0
+    )
+    assert chosen == frozenset("a") and not reached and drop == 0.5 and len(steps) == 1
+    assert choose("ab", lambda wide: 9.0, lambda wide: 1.0, 0.05, 0.01) == (frozenset(), [], True, 0.01)

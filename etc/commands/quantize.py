@@ -392,14 +392,28 @@ def _a16_lines(report) -> list[str]:
     )
     if choice.mode == "auto":
         rows = [
-            [s.tensor, f"{s.alone:.3f}", f"{s.cost:.4g}", f"{s.before:.3f}", f"{s.after:.3f}"]
+            [
+                s.tensor,
+                f"{s.alone:.3f}",
+                f"{s.cost:.4g}",
+                f"{s.before:.3f}",
+                f"{s.after:.3f}",
+                "yes" if s.kept else "no (not needed)",
+            ]
             for s in choice.steps
         ]
         if rows:
             out.append(
                 table(
                     rows,
-                    ["16-bit region", "drop alone dB", f"cost ({choice.cost_source})", "before", "after"],
+                    [
+                        "16-bit region",
+                        "drop alone dB",
+                        f"added cost ({choice.cost_source})",
+                        "before",
+                        "after",
+                        "kept",
+                    ],
                 )
             )
         if choice.refit_drop is not None:

@@ -12,8 +12,9 @@ write 16-bit tensors (converted down for their 8-bit readers), and data-movement
 keep their input's width. :func:`regions` lists one region per candidate tensor with what it stores in 16 bits
 and the Converts it needs (``etc.quant.qdq.plan_widths``); any union of regions is HTP-legal.
 :func:`resolve` turns ``--a16`` into the set of tensors (``none``, ``all``, names) and refuses names that are not
-a region with the reason; :func:`choose` is ``--a16 auto``: the candidate regions ranked by the held-out PSNR drop
-each removes alone per cost added, then added in that order until the drop is at most ``max_drop``.
+a region with the reason; :func:`choose` is ``--a16 auto``: one region at a time, the one that removes the most
+held-out PSNR drop per cost added next to those already chosen (re-ranked after each), until the drop is at most
+``max_drop``; then each chosen region is removed again if the drop stays within ``max_drop`` without it.
 
 Costs: HTP cycles of the mixed model over the pure 8-bit one (``a16_cost="htp"``, onnxruntime-qnn's simulator at
 32x32), or this module's estimate (``"estimate"``): each 16-bit conv costs ``A16_EXTRA`` more per MAC (measured
@@ -59,6 +60,7 @@ class A16Step:
     cost: float
     before: float
     after: float
+    kept: bool = True  # False: the reverse pass removed it (the drop stayed within max_drop without it)
 
 
 @dataclass
@@ -245,34 +247,54 @@ def choose(
     max_drop: float,
     base_drop: float,
     progress: Callable[[int], None] | None = None,
-) -> tuple[frozenset[str], list[A16Step], bool]:
-    """Greedy: each candidate's drop alone, ranked by drop removed per cost added (free gains first), then added
-    in that order, the drop measured again after each, until it is at most ``max_drop``.
+) -> tuple[frozenset[str], list[A16Step], bool, float]:
+    """Greedy with re-ranking: each round measures every remaining region next to the regions chosen so far and
+    adds the one that removes the most drop per cost it adds (free gains first), until the drop is at most
+    ``max_drop`` or no region lowers it. Then a reverse pass drops every chosen region (latest first) whose
+    removal keeps the drop at most ``max_drop``.
 
-    Returns (chosen tensors, the steps taken, whether max_drop was reached)."""
+    Returns (chosen tensors, the steps taken, whether max_drop was reached, the drop of the chosen tensors); a
+    region removed by the reverse pass keeps its step with ``kept`` False."""
     if base_drop <= max_drop:
-        return frozenset(), [], True
-    scored = []
-    for t in tensors:
-        alone = drop_of(frozenset([t]))
-        gain = base_drop - alone
-        if progress:
-            progress(1)
-        if gain <= 0:
-            continue
-        cost = max(cost_of(frozenset([t])), 1e-9)
-        scored.append((gain / cost, gain, t, alone, cost))
-    scored.sort(key=lambda s: (-s[0], -s[1], s[2]))
-    chosen: set[str] = set()
+        return frozenset(), [], True, base_drop
+    drops: dict[frozenset[str], float] = {frozenset(): base_drop}
+    costs: dict[frozenset[str], float] = {}
+
+    def drop(wide: frozenset[str]) -> float:
+        if wide not in drops:
+            drops[wide] = drop_of(wide)
+            if progress:
+                progress(1)
+        return drops[wide]
+
+    def cost(wide: frozenset[str]) -> float:
+        if wide not in costs:
+            costs[wide] = cost_of(wide) if wide else 0.0
+        return costs[wide]
+
+    chosen: frozenset[str] = frozenset()
     steps: list[A16Step] = []
-    drop = base_drop
-    for _, _, t, alone, cost in scored:
-        after = drop_of(frozenset(chosen | {t}))
-        if after >= drop:
-            continue  # no longer helps next to the regions already chosen
-        steps.append(A16Step(t, alone, cost, drop, after))
-        chosen.add(t)
-        drop = after
-        if drop <= max_drop:
-            return frozenset(chosen), steps, True
-    return frozenset(chosen), steps, False
+    remaining = list(tensors)
+    while remaining and drops[chosen] > max_drop:
+        now, best = drops[chosen], None
+        for t in remaining:
+            gain = now - drop(chosen | {t})
+            if gain <= 0:
+                continue
+            added = max(cost(chosen | {t}) - cost(chosen), 1e-9)
+            key = (gain / added, gain, t)
+            if best is None or key[:2] > best[0][:2]:
+                best = (key, t, added)
+        if best is None:
+            break
+        _, t, added = best
+        steps.append(A16Step(t, drop(frozenset([t])), added, now, drops[chosen | {t}]))
+        chosen = chosen | {t}
+        remaining.remove(t)
+    reached = drops[chosen] <= max_drop
+    if reached:
+        for step in reversed(steps[:-1]):
+            without = chosen - {step.tensor}
+            if drop(without) <= max_drop:
+                chosen, step.kept = without, False
+    return chosen, steps, reached, drops[chosen]

@@ -587,8 +587,8 @@ def _a16_step(state: QuantState) -> None:
             cost = a16.htp_cost(lambda wide: _qdq(state, wide))
         else:
             cost = lambda wide: a16.estimated_cost(state.model, plan, wide)  # noqa: E731
-        _stage(state.progress, f"choosing 16-bit regions (drop <= {config.max_drop} dB)", len(tensors))
-        chosen, steps, reached = a16.choose(
+        _stage(state.progress, f"choosing 16-bit regions (drop <= {config.max_drop} dB)", None)
+        chosen, steps, reached, drop = a16.choose(
             tensors,
             lambda wide: _drop(state, _qdq(state, wide)),
             cost,
@@ -599,7 +599,7 @@ def _a16_step(state: QuantState) -> None:
         report.a16 = choice = a16.describe(state.model, plan, mode, chosen)
         choice.steps, choice.reached, choice.cost_source = steps, reached, config.a16_cost
         if steps:
-            report.heldout_drop = steps[-1].after
+            report.heldout_drop = drop
         if chosen:
             _refit_for_widths(state, chosen)
             choice.reached = report.heldout_drop is not None and report.heldout_drop <= config.max_drop
