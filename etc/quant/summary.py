@@ -84,10 +84,10 @@ def heldout_psnr(model: onnx.ModelProto, pairs: list[ImagePair], scale: int) -> 
     """Mean PSNR-Y of ``model`` on ``pairs`` as :func:`psnr_drop` measures it (optimizations off, one thread,
     8-bit rounded outputs; no SSIM): compute the FP32 side once and subtract each quantized model's."""
     from etc.errors import BadModelError
-    from etc.quant.evaluate import _runner
+    from etc.quant.evaluate import sr_runner
     from etc.quant.metrics import psnr_y
 
-    run = _runner(model, False, 1)
+    run = sr_runner(model, False, 1)
     values = []
     for pair in pairs:
         assert pair.hr is not None, f"{pair.name}: the held-out drop needs HR images"
