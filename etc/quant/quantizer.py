@@ -550,12 +550,16 @@ def _qdq(state: QuantState, wide: frozenset[str] = frozenset()) -> onnx.ModelPro
     return qdq.build_qdq(state.model, state.plan, state.ranges, **{**state.build, "wide": wide})
 
 
-def _floor_step(state: QuantState) -> None:
-    """The floor: uint8 activations with the float weights of the model the ranges came from, and the pure
-    8-bit model, both measured on the held-out patches."""
+def floor_model(state: QuantState) -> onnx.ModelProto:
+    """The floor: uint8 activations (the state's ranges) with the float weights of the model they came from."""
     assert state.plan is not None and state.float_model is not None
+    return qdq.build_qdq(state.float_model, state.plan, state.ranges, float_weights=True)
+
+
+def _floor_step(state: QuantState) -> None:
+    """The floor (:func:`floor_model`) and the pure 8-bit model, both measured on the held-out patches."""
     _stage(state.progress, "measuring the uint8 floor", None)
-    floor = qdq.build_qdq(state.float_model, state.plan, state.ranges, float_weights=True)
+    floor = floor_model(state)
     try:
         state.report.floor_drop = _drop(state, floor)
         state.report.a8_drop = state.report.heldout_drop = _drop(state, _qdq(state))
@@ -826,6 +830,19 @@ def quantize_with_config(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[onnx.ModelProto, QuantReport]:
     """``quantize`` with its options in one QuantConfig: checks them, then runs :data:`STEPS`."""
+    state = quantize_state(model_or_path, calib, config, progress)
+    assert state.qmodel is not None
+    return state.qmodel, state.report
+
+
+def quantize_state(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    calib: str | os.PathLike | Sequence[np.ndarray],
+    config: QuantConfig,
+    progress: Callable[[int], None] | None = None,
+) -> QuantState:
+    """:func:`quantize_with_config` returning the whole state: the plan, ranges, float model and held-out
+    patches besides the written model, for callers that build variants (e.g. the floor model, other widths)."""
     from etc.frontends.onnx_io import as_model
     from etc.quant import kernels as targets
 
@@ -847,9 +864,7 @@ def quantize_with_config(
         base_macs=conv_macs_per_pixel(model),
         source=model,
     )
-    run_steps(state)
-    assert state.qmodel is not None
-    return state.qmodel, report
+    return run_steps(state)
 
 
 PRELU_OPS = ("PRelu", "LeakyRelu")
