@@ -273,3 +273,13 @@ def test_auto_stops_when_no_region_lowers_the_drop():
     )
     assert chosen == frozenset("a") and not reached and drop == 0.5 and len(steps) == 1
     assert choose("ab", lambda wide: 9.0, lambda wide: 1.0, 0.05, 0.01) == (frozenset(), [], True, 0.01)
+
+
+def test_the_reported_drop_is_the_held_out_drop_measured_from_scratch():
+    from etc.quant.summary import heldout_pairs, psnr_drop
+
+    model = _one_wide_channel()
+    qmodel, report = etc.quantize(model, "samples", **QUICK)
+    pairs = heldout_pairs("samples", 2, num=8, patch=32, seed=1000)
+    assert report.heldout_patches == len(pairs) == 8
+    assert report.heldout_drop == pytest.approx(psnr_drop(model, qmodel, pairs, 2), abs=1e-9)
