@@ -283,3 +283,16 @@ def test_the_reported_drop_is_the_held_out_drop_measured_from_scratch():
     pairs = heldout_pairs("samples", 2, num=8, patch=32, seed=1000)
     assert report.heldout_patches == len(pairs) == 8
     assert report.heldout_drop == pytest.approx(psnr_drop(model, qmodel, pairs, 2), abs=1e-9)
+
+
+def test_tensors_in_16_bits_take_their_observed_min_max_not_the_clipped_8_bit_range():
+    model = _one_wide_channel()
+    pct = {**QUICK, "method": "entropy", "floor": False}
+    _, narrow = etc.quantize(model, "samples", **pct)
+    _, wide = etc.quantize(model, "samples", **pct, a16="all")
+    _, minmax = etc.quantize(model, "samples", **{**QUICK, "floor": False})
+    moved = [t for t, m in wide.methods.items() if m == "minmax (16-bit)"]
+    assert moved and set(moved) <= set(wide.a16.wide)
+    for t in moved:
+        assert wide.ranges[t] == pytest.approx(minmax.ranges[t])
+    assert any(narrow.ranges[t] != pytest.approx(wide.ranges[t]) for t in moved)  # entropy clipped them

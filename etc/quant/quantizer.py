@@ -262,6 +262,10 @@ class QuantState:
     source: onnx.ModelProto | None = None  # the model as given: the FP32 reference of the held-out drops
     heldout: list = field(default_factory=list)  # held-out (LR, HR) pairs (etc.quant.summary.heldout_pairs)
     heldout_ref: float | None = None  # the FP32 model's mean PSNR-Y on them, measured once
+    wide_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # min/max ranges for 16 bits
+    narrow_ranges: dict[str, tuple[float, float]] = field(
+        default_factory=dict
+    )  # the 8-bit ranges (the floor)
     wide: frozenset[str] = frozenset()  # tensors carried in 16 bits
     _clips: tuple[dict[str, float], dict[str, tuple[float, float]]] | None = None
 
@@ -401,12 +405,30 @@ def _ranges_step(state: QuantState) -> None:
 
         for name, chosen in prelu_input_ranges(model, plan, state.feeds).items():
             ranges[name], report.methods[name] = chosen, "prelu"
-    state.ranges = report.ranges = ranges
+    state.ranges = state.narrow_ranges = report.ranges = ranges
     state.float_model = model
+    state.wide_ranges = {}
+    for name in plan.own:  # 16 bits: rounding is 256x finer, so clipping outliers no longer pays
+        if name not in exact:
+            lo, hi = observe.choose_range(stats[name], "minmax")
+            state.wide_ranges[name] = (lo, min(hi, caps[name]) if name in caps else hi)
     from etc.quant import a16
 
     if a16.parse(config.a16)[0] in ("names", "all"):  # rounding and bias correction see these widths
         state.wide = a16.resolve(model, plan, config.a16)
+        state.ranges = report.ranges = _ranges_for(state, state.wide)
+        for name in qdq.plan_widths(model, plan, state.wide).wide:
+            if name in state.wide_ranges:
+                report.methods[name] = "minmax (16-bit)"
+
+
+def _ranges_for(state: QuantState, wide: frozenset[str]) -> dict[str, tuple[float, float]]:
+    """The ranges with every tensor stored in 16 bits under ``wide`` at its observed min/max."""
+    assert state.plan is not None
+    if not wide:  # the 8-bit model (names/all replaced state.ranges of their tensors)
+        return state.narrow_ranges if state.wide and state.narrow_ranges else state.ranges
+    stored = qdq.plan_widths(state.model, state.plan, wide).wide
+    return {**state.ranges, **{t: state.wide_ranges[t] for t in stored if t in state.wide_ranges}}
 
 
 def _rounding_step(state: QuantState) -> None:
@@ -547,13 +569,15 @@ def _drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
 
 def _qdq(state: QuantState, wide: frozenset[str] = frozenset()) -> onnx.ModelProto:
     assert state.plan is not None
-    return qdq.build_qdq(state.model, state.plan, state.ranges, **{**state.build, "wide": wide})
+    return qdq.build_qdq(state.model, state.plan, _ranges_for(state, wide), **{**state.build, "wide": wide})
 
 
 def floor_model(state: QuantState) -> onnx.ModelProto:
     """The floor: uint8 activations (the state's ranges) with the float weights of the model they came from."""
     assert state.plan is not None and state.float_model is not None
-    return qdq.build_qdq(state.float_model, state.plan, state.ranges, float_weights=True)
+    return qdq.build_qdq(
+        state.float_model, state.plan, state.narrow_ranges or state.ranges, float_weights=True
+    )
 
 
 def _floor_step(state: QuantState) -> None:
