@@ -35,7 +35,7 @@ VARIANTS: dict[str, dict] = {
     "range-search": {"range_search": True},
     "finetune": {"finetune_steps": 3},
     "avx2": {"target": "x86-avx2"},
-    "keep-prelu": {"prelu_to_relu": False},
+    "prelu-relu": {"prelu_to_relu": True},
 }
 MODELS = ("espcn", "etds", "ecbsr")
 

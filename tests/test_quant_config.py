@@ -22,7 +22,12 @@ from tests.test_quant_equalize import _chain
 
 # options of `etc quantize` that are about the command, not about quantization
 CLI_ONLY = {"model", "output", "calib", "summary", "as_json", "input_ranges", "threads"}
-CHOICES = {"method": qconfig.METHODS, "rounding": qconfig.ROUNDINGS, "target": qconfig.TARGETS}
+CHOICES = {
+    "method": qconfig.METHODS,
+    "rounding": qconfig.ROUNDINGS,
+    "target": qconfig.TARGETS,
+    "a16_cost": qconfig.A16_COSTS,
+}
 
 
 def _fields() -> dict[str, dataclasses.Field]:

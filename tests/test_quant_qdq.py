@@ -150,14 +150,16 @@ def test_prelu_becomes_relu_before_quantizing(rng):
     assert count == 1 and "PRelu" not in [n.op_type for n in relu.graph.node]
     assert_equivalent(model, relu)
     images = [f["x"] for f in feeds]
-    qmodel, report = quantizer.quantize_with_report(model, images, scale=1, num=4, target="native")
+    qmodel, report = quantizer.quantize_with_report(
+        model, images, scale=1, num=4, target="native", prelu_to_relu=True
+    )
     assert report.prelu_to_relu == 1 and "PRelu" not in report.ops
     plan = qdq.plan_qdq(relu)
     assert len(plan.fused) == 2 and len(plan.convs) == 3  # both hidden Convs fuse with a Relu
     ref = runtime.run(model, feeds[0])["c3"]
     got = runtime.run(runtime.session(qmodel, optimize=True), feeds[0])["c3"]
     assert np.abs(ref - got).max() < 0.05 * np.abs(ref).max()
-    _, report = quantizer.quantize_with_report(model, images, scale=1, num=4, prelu_to_relu=False)
+    _, report = quantizer.quantize_with_report(model, images, scale=1, num=4)  # the default keeps PReLU
     assert report.prelu_to_relu == 0 and report.ops["PRelu"] == 1
 
 

@@ -107,9 +107,9 @@ def test_prelu_range_drops_negative_values_the_slope_throws_away(rng):
 def test_prelu_input_ranges_apply_only_to_kept_prelus(rng):
     model = _chain(rng, c=6, act="PRelu")
     images = [rng.uniform(0, 1, size=(1, 3, 15, 13)).astype(np.float32) for _ in range(4)]
-    _, kept = quantizer.quantize_with_report(model, images, scale=1, num=4, prelu_to_relu=False)
+    _, kept = quantizer.quantize_with_report(model, images, scale=1, num=4)  # the default keeps PReLU
     assert kept.methods["c1"] == "prelu" and kept.ranges["c1"][0] < 0 < kept.ranges["c1"][1]
-    _, relu = quantizer.quantize_with_report(model, images, scale=1, num=4)
+    _, relu = quantizer.quantize_with_report(model, images, scale=1, num=4, prelu_to_relu=True)
     assert relu.prelu_to_relu == 1 and "prelu" not in relu.methods.values()
 
 

@@ -111,10 +111,13 @@ QUANTIZED_OPS = (
     "x86-avx2 = keep the int16 pair sums of x86 CPUs without VNNI below saturation; native = probe this CPU.",
 )
 @click.option(
-    "--prelu-to-relu/--keep-prelu",
-    default=True,
+    "--prelu-relu/--keep-prelu",
+    "prelu_to_relu",
+    default=False,
     show_default=True,
-    help="Rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact), so every Conv fuses with a ReLU.",
+    help="Rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact, every Conv fuses with a ReLU, but "
+    "2x the channels around each PReLU: more MACs). Off by default: PReLUs are kept (HTP runs them) and the "
+    "report names this alternative with its measured drop and MACs.",
 )
 @click.option(
     "--range-search/--no-range-search",
@@ -152,6 +155,38 @@ QUANTIZED_OPS = (
     help="End with a per-layer table: the output PSNR against FP32 on held-out patches with every layer INT8, "
     "and with each quantized Conv alone kept float (the gain says which to --exclude).",
 )
+@click.option(
+    "--a16",
+    default="none",
+    show_default=True,
+    metavar="none|all|auto|NAME[,NAME...]",
+    help="Activations carried in 16 bits with 8-bit weights (A16W8, as HTP runs natively; uint16 Q/DQ at "
+    "opset 21): auto = the fewest regions that bring the held-out drop to --max-drop, chosen by drop removed "
+    "per cost added; all = the whole model; or tensor names (the range table lists them). onnxruntime's CPU "
+    "runs a conv between 16-bit tensors in float: judge these models' speed on the NPU.",
+)
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(min=0.0),
+    default=0.05,
+    show_default=True,
+    help="--a16 auto: the held-out PSNR-Y drop (dB) to reach.",
+)
+@click.option(
+    "--a16-cost",
+    type=click.Choice(["estimate", "htp"]),
+    default="estimate",
+    show_default=True,
+    help="What --a16 auto ranks regions by: the cost model's estimate, or HTP cycles (onnxruntime-qnn; also "
+    "reports the cycles of A8, the mixed model and A16W8 everywhere, and the drop on HTP).",
+)
+@click.option(
+    "--floor/--no-floor",
+    default=True,
+    show_default=True,
+    help="Measure the floor: the held-out drop of uint8 activations alone (weights float), printed next to "
+    "the model's drop.",
+)
 @input_range_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patch crops.")
 @threads_option
@@ -180,6 +215,10 @@ def quantize(
     seed: int,
     exclude: tuple[str, ...],
     sensitivity: bool,
+    a16: str,
+    max_drop: float,
+    a16_cost: str,
+    floor: bool,
     threads: int,
     as_json: bool,
 ) -> None:
@@ -241,6 +280,10 @@ def quantize(
             seed=seed,
             exclude=tuple(exclude),
             sensitivity=sensitivity,
+            a16=a16,
+            max_drop=max_drop,
+            a16_cost=a16_cost,
+            floor=floor,
         )
         qmodel, report = quantize_with_config(source, calib, config, progress=bar)
     except BaseException:
@@ -262,6 +305,9 @@ def quantize(
                 patch=patch,
                 seed=seed,
                 seconds=time.perf_counter() - started,
+                known_drop=(report.heldout_drop, report.heldout_patches)
+                if report.heldout_drop is not None and report.heldout_patches
+                else None,
             )
         except Exception as exc:  # the model is written; a figure that cannot be measured is reported
             click.echo(
@@ -304,9 +350,95 @@ def quantize(
         click.echo(f"kept in float (--exclude): {', '.join(exclude)}")
     if report.sensitivity:
         click.echo(_sensitivity_text(report))
+    for line in _a16_lines(report):
+        click.echo(line)
     click.echo(f"wrote {output}")
     for line in figures.lines() if figures else []:
         click.echo(line)
+
+
+def floor_line(report) -> str | None:
+    """ "uint8 activations alone cost X dB here; this model loses Y dB", or None when not measured."""
+    if report.floor_drop is None or report.heldout_drop is None:
+        return None
+    return (
+        f"uint8 activations alone cost {report.floor_drop:.3f} dB here; this model loses "
+        f"{report.heldout_drop:.3f} dB (held-out PSNR-Y on {report.heldout_patches} patches, onnxruntime CPU)"
+    )
+
+
+def _a16_lines(report) -> list[str]:
+    """The floor line and, with --a16, the 16-bit tensors, auto's steps and the HTP figures."""
+    out = []
+    line = floor_line(report)
+    if line:
+        out.append(line)
+    if report.alternatives:
+        alts = "; ".join(
+            f"{a.option}: "
+            + (f"{a.drop:.3f} dB" if a.drop is not None else "not measured (run it)")
+            + f" at {a.macs_ratio:.2f}x MACs ({a.note})"
+            for a in report.alternatives
+        )
+        out.append(f"{report.prelus} PReLU/LeakyReLU kept (no extra MACs); alternatives: {alts}")
+    choice = report.a16
+    if choice is None:
+        return out
+    share = f"{len(choice.wide)}/{choice.candidates}"
+    out.append(
+        f"16-bit activations ({choice.mode}): {', '.join(choice.wide) or 'none'} ({share} tensors stored in 16 "
+        f"bits, {len(choice.converts)} Convert(s)); a conv between 16-bit tensors runs in float on "
+        "onnxruntime's CPU, so CPU latency is not the figure for this model"
+    )
+    if choice.mode == "auto":
+        rows = [
+            [
+                s.tensor,
+                f"{s.alone:.3f}",
+                f"{s.cost:.4g}",
+                f"{s.before:.3f}",
+                f"{s.after:.3f}",
+                "yes" if s.kept else "no (not needed)",
+            ]
+            for s in choice.steps
+        ]
+        if rows:
+            out.append(
+                table(
+                    rows,
+                    [
+                        "16-bit region",
+                        "drop alone dB",
+                        f"added cost ({choice.cost_source})",
+                        "before",
+                        "after",
+                        "kept",
+                    ],
+                )
+            )
+        if choice.refit_drop is not None:
+            kept = "kept" if choice.refit else "not kept: the 8-bit fit was better"
+            out.append(
+                f"weights refitted with these widths: held-out drop {choice.refit_drop:.3f} dB ({kept})"
+            )
+        if not choice.reached:
+            out.append(
+                f"--max-drop {report.config.max_drop}: not reached with {len(choice.steps)} region(s); "
+                f"held-out drop {report.heldout_drop:.3f} dB"
+            )
+        elif not choice.steps:
+            out.append(f"--max-drop {report.config.max_drop}: the pure 8-bit model is within it already")
+    if report.a16_cycles:
+        cyc = report.a16_cycles
+        base = max(cyc.get("a8", 0), 1)
+        out.append(
+            "HTP cycles at 32x32: " + ", ".join(f"{k} {v:.4g} ({v / base:.2f}x)" for k, v in cyc.items())
+        )
+    if report.a16_htp_drop:
+        out.append(
+            "held-out drop on HTP: " + ", ".join(f"{k} {v:.3f} dB" for k, v in report.a16_htp_drop.items())
+        )
+    return out
 
 
 def _patch_for(source, patch: int, path: Path) -> int:

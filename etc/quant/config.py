@@ -19,6 +19,7 @@ from etc.errors import BadModelError
 METHODS = ("auto", "minmax", "percentile", "entropy")
 ROUNDINGS = ("refit", "gptq", "nearest", "reconstruct")
 TARGETS = ("int32", "x86-avx2", "native")
+A16_COSTS = ("estimate", "htp")
 BUDGET_MAX_COPIES = (
     2  # copies per channel under split_budget when split is not given (etc.quant.split_budget)
 )
@@ -57,7 +58,11 @@ class QuantConfig:
     finetune_steps: int = _opt(0, "bounded fine-tuning steps of the int8 weights and biases (torch); 0 = off")
     target: str = _opt("int32", f"kernel the model is made for, one of {', '.join(TARGETS)}")
     safe_u8s8: bool | str | None = _opt(None, "weight-grid constraint; None = the one the target implies")
-    prelu_to_relu: bool = _opt(True, "rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact)")
+    prelu_to_relu: bool = _opt(
+        False,
+        "rewrite PReLU/LeakyReLU as ReLU on doubled channels first (exact, but 2x the channels around each: "
+        "more MACs); False keeps them (HTP has a PReLU op; a16='auto' can carry their inputs in 16 bits)",
+    )
     input_ranges: Mapping[str, tuple[float, float]] | None = _opt(
         None, "{input name: (lo, hi)} of the model inputs; None = (0, 1)"
     )
@@ -67,6 +72,21 @@ class QuantConfig:
     )
     sensitivity: bool = _opt(
         False, "per-layer table in report.sensitivity: output PSNR with each quantized Conv kept float"
+    )
+    a16: str = _opt(
+        "none",
+        "activations carried in 16 bits (A16W8 on HTP): none, all, auto (the fewest regions that bring the "
+        "held-out drop to max_drop) or tensor names separated by commas",
+    )
+    max_drop: float = _opt(0.05, "a16='auto': the held-out PSNR-Y drop (dB) to reach")
+    a16_cost: str = _opt(
+        "estimate",
+        f"what a16='auto' ranks regions by, one of {', '.join(A16_COSTS)}: the cost model's estimate or "
+        "HTP cycles (onnxruntime-qnn)",
+    )
+    floor: bool = _opt(
+        True,
+        "measure the floor: the held-out drop of uint8 activations alone (weights float), next to the model's",
     )
 
     def validate(self) -> None:
@@ -84,6 +104,12 @@ class QuantConfig:
             raise BadModelError(f"split budget {self.split_budget}: need a MAC multiple >= 1")
         if self.rounding not in ROUNDINGS:
             raise BadModelError(f"unknown rounding '{self.rounding}'; choose from {', '.join(ROUNDINGS)}")
+        if self.a16_cost not in A16_COSTS:
+            raise BadModelError(f"unknown a16 cost '{self.a16_cost}'; choose from {', '.join(A16_COSTS)}")
+        if self.max_drop < 0:
+            raise BadModelError(f"max drop {self.max_drop} dB: need a drop >= 0")
+        if not str(self.a16).strip() or not any(n.strip() for n in str(self.a16).split(",")):
+            raise BadModelError(f"a16 '{self.a16}': give none, all, auto or tensor names separated by commas")
 
     @property
     def most_copies(self) -> int:

@@ -44,7 +44,10 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     return np.asarray(Image.fromarray(lr).resize((w * scale, h * scale), Image.BICUBIC), dtype=np.uint8)
 
 
-def _runner(model: onnx.ModelProto | str, optimize: bool, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+def sr_runner(
+    model: onnx.ModelProto | str, optimize: bool, threads: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """LR uint8 HWC -> SR uint8 HWC through one onnxruntime session of ``model`` (outputs clipped and rounded)."""
     from etc import runtime
 
     sess = runtime.session(model, optimize=optimize, threads=threads)
@@ -93,7 +96,7 @@ def evaluate_models(
     if bicubic:
         rows.append(evaluate_fn("bicubic", lambda lr: bicubic_upscale(lr, scale), pairs, scale))
     for name, model in models.items():
-        rows.append(evaluate_fn(name, _runner(model, optimize, threads), pairs, scale))
+        rows.append(evaluate_fn(name, sr_runner(model, optimize, threads), pairs, scale))
         if progress:
             progress(1)
     if reference is not None:

@@ -71,6 +71,8 @@ OWN_OPS = frozenset(
     }
 )
 QMAX = 255  # uint8 activations
+WIDE_QMAX = 65535  # uint16 activations (A16W8)
+WIDE_OPSET = 21  # the first opset whose QuantizeLinear/DequantizeLinear take uint16
 
 
 @dataclass
@@ -168,14 +170,79 @@ def _excluded(node: onnx.NodeProto, exclude: frozenset[str]) -> bool:
 # ---------------------------------------------------------------- parameters
 
 
-def act_params(lo: float, hi: float) -> tuple[np.float32, np.uint8]:
-    """uint8 scale and zero point covering [lo, hi] (lo <= 0 <= hi enforced); zero is exact."""
+def act_params(lo: float, hi: float, bits: int = 8) -> tuple[np.float32, np.uint8 | np.uint16]:
+    """uint8 (``bits`` 16: uint16) scale and zero point covering [lo, hi] (lo <= 0 <= hi enforced); zero is
+    exact. On [0, 1] the uint16 grid (scale 1/65535) holds every uint8 value exactly (q16 = 257 q8)."""
+    qmax, kind = (WIDE_QMAX, np.uint16) if bits == 16 else (QMAX, np.uint8)
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if hi - lo <= 0:
-        return np.float32(1.0), np.uint8(0)
-    scale = np.float32((hi - lo) / QMAX)
-    zp = int(np.clip(np.round(-lo / float(scale)), 0, QMAX))
-    return scale, np.uint8(zp)
+        return np.float32(1.0), kind(0)
+    scale = np.float32((hi - lo) / qmax)
+    zp = int(np.clip(np.round(-lo / float(scale)), 0, qmax))
+    return scale, kind(zp)
+
+
+@dataclass
+class Widths:
+    """Bit widths of a QDQ plan with some tensors carried in 16 bits (:func:`plan_widths`).
+
+    ``stored``: every quantized tensor's width (the width of the node that writes it; a data-movement output
+    keeps its input's); ``reads``: the width each quantizing node (a Conv, with its fused Relu, or an op with
+    its own range) computes at, which is the width it writes and the width it reads every quantized input at;
+    ``converts``: (tensor, width) pairs read at a width other than the stored one, each one DequantizeLinear ->
+    QuantizeLinear pair in the graph (QNN's Convert op)."""
+
+    stored: dict[str, int] = field(default_factory=dict)
+    reads: dict[str, int] = field(default_factory=dict)
+    converts: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def wide(self) -> list[str]:
+        """Tensors stored in 16 bits, in plan order."""
+        return [t for t, b in self.stored.items() if b == 16]
+
+
+def quantizing_output(node: onnx.NodeProto, plan: Plan) -> str | None:
+    """The quantized tensor ``node`` writes with its own range (a Conv's fused Relu output counts), or None for
+    data-movement, fused and float nodes."""
+    if not node.output:
+        return None
+    out = node.output[0]
+    if node.op_type == "Conv" and node.name in plan.convs:
+        out = plan.fused.get(out, out)
+        return out if out in plan.own else None
+    if node.op_type in TIED_OPS and out in plan.tied:
+        return None
+    if node.input and node.input[0] in plan.fused:  # the Relu fused into its Conv
+        return None
+    return out if out in plan.own else None
+
+
+def plan_widths(model: onnx.ModelProto, plan: Plan, wide: frozenset[str] | set[str] = frozenset()) -> Widths:
+    """Which width every tensor and node of ``plan`` gets when the tensors ``wide`` are carried in 16 bits.
+
+    On HTP a conv's input and output have one width, so a node runs in 16 bits when it writes a tensor of
+    ``wide`` or reads one; what it writes is stored in 16 bits, and a reader at the other width gets a Convert.
+    ``wide`` holds graph inputs or tensors with their own range (not data-movement outputs)."""
+    out = Widths()
+    for name in plan.inputs:
+        out.stored[name] = 16 if name in wide else 8
+    seen: set[tuple[str, int]] = set()
+    for node in model.graph.node:
+        q_out = quantizing_output(node, plan)
+        if q_out is None:
+            if node.output and node.output[0] in plan.tied:
+                out.stored[node.output[0]] = out.stored.get(plan.root(node.output[0]), 8)
+            continue
+        ins = [t for t in node.input if t in out.stored]
+        bits = 16 if q_out in wide or any(plan.root(t) in wide for t in ins) else 8
+        out.reads[node.name] = bits
+        out.stored[q_out] = bits
+        for t in ins:
+            if out.stored[t] != bits and (t, bits) not in seen:
+                seen.add((t, bits))
+                out.converts.append((t, bits))
+    return out
 
 
 SAFE_MODES = (True, False, "pairs", "any")
@@ -268,22 +335,29 @@ def build_qdq(
     per_channel: bool = True,
     safe_u8s8: bool | str = True,
     grids: Mapping[str, np.ndarray] | None = None,
+    wide: frozenset[str] | set[str] = frozenset(),
+    float_weights: bool = False,
 ) -> onnx.ModelProto:
     """The QDQ model: ``ranges`` gives (lo, hi) for every tensor of ``plan.inputs`` and ``plan.own``.
 
     ``grids`` fixes the weight scales of some Convs (by node name), e.g. after error-compensating rounding put
-    their float weights on that grid already."""
+    their float weights on that grid already. ``wide`` carries those tensors in 16 bits (uint16 Q/DQ, opset 21;
+    the widths and Converts of :func:`plan_widths`). ``float_weights`` quantizes the activations only: the
+    weights and biases stay float (the floor that activation rounding alone sets)."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise BadModelError(
             f"opset {opset}: per-channel QDQ needs opset 13 or later; re-export with opset 17"
         )
+    widths = plan_widths(model, plan, frozenset(wide))
+    if wide and opset < WIDE_OPSET:
+        model = at_opset(model, WIDE_OPSET)
     consts = constants(model)
-    params: dict[str, tuple[np.float32, np.uint8]] = {}
+    params: dict[str, tuple[np.float32, np.uint8 | np.uint16]] = {}
     for name in [*plan.inputs, *plan.own]:
         if name not in ranges:
             raise KeyError(f"no calibrated range for tensor '{name}'")
-        params[name] = act_params(*ranges[name])
+        params[name] = act_params(*ranges[name], bits=widths.stored.get(name, 8))
     for name in plan.tied:
         params[name] = params[plan.root(name)]
     graph_outputs = {o.name for o in model.graph.output}
@@ -308,13 +382,26 @@ def build_qdq(
         inits.append(numpy_helper.from_array(value, name))
         return name
 
-    def add_pair(src: str, dst: str, name: str) -> None:
-        scale, zp = params[name]
+    def add_pair(src: str, dst: str, name: str, pair=None) -> None:
+        scale, zp = params[name] if pair is None else pair
         s = add_init(f"{name}_scale", np.asarray(scale, dtype=np.float32))
-        z = add_init(f"{name}_zero_point", np.asarray(zp, dtype=np.uint8))
+        z = add_init(f"{name}_zero_point", np.asarray(zp))
         q = fresh(f"{name}_quantized")
         nodes.append(helper.make_node("QuantizeLinear", [src, s, z], [q], name=fresh(f"{name}_Q")))
         nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [dst], name=fresh(f"{name}_DQ")))
+
+    converted: dict[tuple[str, int], str] = {}  # (tensor, width) -> the DQ output of its Convert
+
+    def read_at(name: str, bits: int) -> tuple[str, tuple]:
+        """(tensor a reader at ``bits`` uses, its (scale, zero point)): the stored DQ, or a Convert of it."""
+        if widths.stored.get(name, bits) == bits:
+            return dq_of[name], params[name]
+        pair = act_params(*ranges[plan.root(name)], bits=bits)
+        if (name, bits) not in converted:
+            dst = fresh(f"{name}_dq{bits}")
+            add_pair(dq_of[name], dst, f"{name}_to{bits}", pair)
+            converted[(name, bits)] = dst
+        return converted[(name, bits)], pair
 
     quantized = set(plan.tensors)
     for name in plan.inputs:
@@ -324,15 +411,20 @@ def build_qdq(
     for node in model.graph.node:
         new = onnx.NodeProto()
         new.CopyFrom(node)
+        bits = widths.reads.get(node.name)
+        read_params = {}
         for i, name in enumerate(new.input):
             if name in dq_of:
-                new.input[i] = dq_of[name]
-        if node.name in conv_names and node.input[0] in params:
+                if bits is None:
+                    new.input[i] = dq_of[name]
+                else:
+                    new.input[i], read_params[name] = read_at(name, bits)
+        if node.name in conv_names and node.input[0] in params and not float_weights:
             _quantize_conv_inputs(
                 new,
                 node,
                 consts,
-                params[node.input[0]][0],
+                read_params.get(node.input[0], params[node.input[0]])[0],
                 per_channel,
                 safe_u8s8,
                 add_init,
@@ -363,6 +455,57 @@ def build_qdq(
     del out.graph.value_info[:]
     _drop_unused_initializers(out)
     return out
+
+
+def at_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """``model`` converted to ONNX opset ``version`` (IR version raised to one that allows it)."""
+    from onnx import version_converter
+
+    try:
+        out = version_converter.convert_version(model, version)
+    except Exception as exc:
+        raise BadModelError(
+            f"16-bit activations need opset {version} (uint16 QuantizeLinear/DequantizeLinear) and the model "
+            f"did not convert: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        ) from exc
+    out.ir_version = max(out.ir_version, 10)
+    return out
+
+
+def conv_width_errors(qmodel: onnx.ModelProto) -> list[str]:
+    """One line per Conv of a QDQ model whose activation input and output have different widths (the
+    DequantizeLinear feeding it and the QuantizeLinear after it, or after its only Relu): HTP runs a conv at one
+    width, and a change of width must be a DequantizeLinear -> QuantizeLinear pair (a Convert) between nodes."""
+    producers = {o: n for n in qmodel.graph.node for o in n.output}
+    readers = proto.readers(qmodel)
+    inits = {i.name: i.data_type for i in qmodel.graph.initializer}
+
+    def zp_type(node: onnx.NodeProto | None) -> int | None:
+        if node is None or len(node.input) < 3:
+            return None
+        return inits.get(node.input[2])
+
+    errors = []
+    for node in qmodel.graph.node:
+        if node.op_type != "Conv":
+            continue
+        src = producers.get(node.input[0])
+        out = node.output[0]
+        users = readers.get(out, [])
+        if len(users) == 1 and users[0].op_type == "Relu":
+            out = users[0].output[0]
+            users = readers.get(out, [])
+        q = next((u for u in users if u.op_type == "QuantizeLinear"), None)
+        a = zp_type(src) if src is not None and src.op_type == "DequantizeLinear" else None
+        b = zp_type(q)
+        if a is not None and b is not None and a != b:
+            names = {TensorProto.UINT8: "8-bit", TensorProto.UINT16: "16-bit"}
+            errors.append(
+                f"Conv '{node.name}' would read '{node.input[0]}' in {names.get(a, a)} and write '{out}' in "
+                f"{names.get(b, b)}: on HTP a conv's input and output have the same width (a change of width "
+                "is a DequantizeLinear -> QuantizeLinear pair, QNN's Convert, between two convs)"
+            )
+    return errors
 
 
 def _quantize_conv_inputs(

@@ -6,8 +6,9 @@ step is timed and listed in ``QuantReport.steps``. Each works on the float model
 * ``prelu``: PReLU/LeakyReLU become ReLU on doubled channels (the ``prelu`` pass, exact: prelu(z) = relu(z) -
   α·relu(-z), checked in onnxruntime like every pass), so every Conv fuses with a ReLU into one int8 kernel
   whose output is non-negative and spends the whole uint8 range, instead of a float PReLU between two
-  quantized tensors (a signed tensor before the PReLU, the layer quantized twice); ``prelu_to_relu=False``
-  keeps them;
+  quantized tensors (a signed tensor before the PReLU, the layer quantized twice). It doubles the channels
+  around each PReLU (more MACs), so it is opt-in (``prelu_to_relu=True``): by default PReLUs are kept, and the
+  report of a PReLU model names the alternatives with their measured drops and MACs (``alternatives`` step);
 * ``prepare``: Constant nodes become initializers, every node gets a name and every Conv a bias; the scale is
   measured when not given;
 * ``calibrate``: calibration patches from DIV2K-style folders or the bundled photos (:mod:`etc.quant.calib`);
@@ -92,6 +93,16 @@ class QuantReport:
     blocks: list = field(default_factory=list)  # etc.quant.reconstruct.BlockResult per block (reconstruct)
     sensitivity: list = field(default_factory=list)  # etc.quant.sensitivity.LayerSensitivity, when asked
     sensitivity_base: float = 0.0  # all-INT8 output PSNR (dB against FP32) the sensitivity gains start from
+    floor_drop: float | None = None  # held-out drop of the activations alone in uint8 (weights float)
+    a8_drop: float | None = None  # held-out drop of the pure 8-bit model
+    heldout_drop: float | None = None  # held-out drop of the model written (mixed when a16 is on)
+    heldout_patches: int = 0
+    floor_error: str = ""  # why the floor was not measured, when it was asked for and could not be
+    a16: object | None = None  # etc.quant.a16.A16Choice when a16 is not 'none'
+    a16_cycles: dict[str, int] = field(default_factory=dict)  # HTP cycles: a8, mixed, all (a16_cost='htp')
+    a16_htp_drop: dict[str, float] = field(default_factory=dict)  # held-out drop on HTP: a8, mixed
+    prelus: int = 0  # PReLU/LeakyReLU nodes kept (quantized as they are)
+    alternatives: list = field(default_factory=list)  # Alternative per other way to quantize a PReLU model
     steps: list[StepTime] = field(default_factory=list)  # every step in order, timed
     config: QuantConfig | None = None  # the options it ran with
 
@@ -248,6 +259,14 @@ class QuantState:
     float_model: onnx.ModelProto | None = None  # the float model the weights were rounded from
     grids: dict[str, np.ndarray] = field(default_factory=dict)
     qmodel: onnx.ModelProto | None = None
+    source: onnx.ModelProto | None = None  # the model as given: the FP32 reference of the held-out drops
+    heldout: list = field(default_factory=list)  # held-out (LR, HR) pairs (etc.quant.summary.heldout_pairs)
+    heldout_ref: float | None = None  # the FP32 model's mean PSNR-Y on them, measured once
+    wide_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # min/max ranges for 16 bits
+    narrow_ranges: dict[str, tuple[float, float]] = field(
+        default_factory=dict
+    )  # the 8-bit ranges (the floor)
+    wide: frozenset[str] = frozenset()  # tensors carried in 16 bits
     _clips: tuple[dict[str, float], dict[str, tuple[float, float]]] | None = None
 
     def set_model(self, model: onnx.ModelProto) -> None:
@@ -272,7 +291,9 @@ class QuantState:
     @property
     def build(self) -> dict:
         """The keyword arguments of qdq.build_qdq shared by every step that builds the QDQ model."""
-        return dict(per_channel=self.config.per_channel, safe_u8s8=self.safe_u8s8, grids=self.grids)
+        return dict(
+            per_channel=self.config.per_channel, safe_u8s8=self.safe_u8s8, grids=self.grids, wide=self.wide
+        )
 
 
 @dataclass(frozen=True)
@@ -292,6 +313,10 @@ def _relu_form_step(state: QuantState) -> None:
 def _prepare_step(state: QuantState) -> None:
     state.set_model(named_nodes(state.model))
     state.report.scale = state.config.scale or infer_scale(state.model)
+    from etc.quant import a16
+
+    if a16.parse(state.config.a16)[0] == "names":  # a bad name fails before the work
+        a16.resolve(state.model, qdq.plan_qdq(state.model, frozenset(state.config.exclude)), state.config.a16)
 
 
 def _calibrate_step(state: QuantState) -> None:
@@ -380,8 +405,30 @@ def _ranges_step(state: QuantState) -> None:
 
         for name, chosen in prelu_input_ranges(model, plan, state.feeds).items():
             ranges[name], report.methods[name] = chosen, "prelu"
-    state.ranges = report.ranges = ranges
+    state.ranges = state.narrow_ranges = report.ranges = ranges
     state.float_model = model
+    state.wide_ranges = {}
+    for name in plan.own:  # 16 bits: rounding is 256x finer, so clipping outliers no longer pays
+        if name not in exact:
+            lo, hi = observe.choose_range(stats[name], "minmax")
+            state.wide_ranges[name] = (lo, min(hi, caps[name]) if name in caps else hi)
+    from etc.quant import a16
+
+    if a16.parse(config.a16)[0] in ("names", "all"):  # rounding and bias correction see these widths
+        state.wide = a16.resolve(model, plan, config.a16)
+        state.ranges = report.ranges = _ranges_for(state, state.wide)
+        for name in qdq.plan_widths(model, plan, state.wide).wide:
+            if name in state.wide_ranges:
+                report.methods[name] = "minmax (16-bit)"
+
+
+def _ranges_for(state: QuantState, wide: frozenset[str]) -> dict[str, tuple[float, float]]:
+    """The ranges with every tensor stored in 16 bits under ``wide`` at its observed min/max."""
+    assert state.plan is not None
+    if not wide:  # the 8-bit model (names/all replaced state.ranges of their tensors)
+        return state.narrow_ranges if state.wide and state.narrow_ranges else state.ranges
+    stored = qdq.plan_widths(state.model, state.plan, wide).wide
+    return {**state.ranges, **{t: state.wide_ranges[t] for t in stored if t in state.wide_ranges}}
 
 
 def _rounding_step(state: QuantState) -> None:
@@ -405,6 +452,7 @@ def _rounding_step(state: QuantState) -> None:
         config.per_channel,
         state.safe_u8s8,
         skip_inputs=frozenset(state.caps),
+        wide=state.wide,
     )
     steps = _rounding_steps(config.rounding, len(problem.fittable()))
     _stage(state.progress, f"rounding weights ({config.rounding})", steps)
@@ -498,12 +546,192 @@ def _sensitivity_patches(state: QuantState) -> list[np.ndarray]:
     return [to_nchw(p.lr) for p in pairs]
 
 
+def _heldout_step(state: QuantState) -> None:
+    """Held-out (LR, HR) patches of the calibration images, the crops ``etc quantize``'s summary measures on."""
+    from etc.quant.summary import heldout_pairs
+
+    config = state.config
+    state.heldout = heldout_pairs(
+        state.calib, state.report.scale, num=HELDOUT, patch=config.patch, seed=config.seed + 1000
+    )
+    state.report.heldout_patches = len(state.heldout)
+
+
+def _drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
+    """The held-out PSNR-Y drop of ``qmodel`` (:func:`etc.quant.summary.psnr_drop`), the FP32 side run once."""
+    from etc.quant.summary import heldout_psnr
+
+    assert state.source is not None
+    if state.heldout_ref is None:
+        state.heldout_ref = heldout_psnr(state.source, state.heldout, state.report.scale)
+    return state.heldout_ref - heldout_psnr(qmodel, state.heldout, state.report.scale)
+
+
+def _qdq(state: QuantState, wide: frozenset[str] = frozenset()) -> onnx.ModelProto:
+    assert state.plan is not None
+    return qdq.build_qdq(state.model, state.plan, _ranges_for(state, wide), **{**state.build, "wide": wide})
+
+
+def floor_model(state: QuantState) -> onnx.ModelProto:
+    """The floor: uint8 activations (the state's ranges) with the float weights of the model they came from."""
+    assert state.plan is not None and state.float_model is not None
+    return qdq.build_qdq(
+        state.float_model, state.plan, state.narrow_ranges or state.ranges, float_weights=True
+    )
+
+
+def _floor_step(state: QuantState) -> None:
+    """The floor (:func:`floor_model`) and the pure 8-bit model, both measured on the held-out patches."""
+    _stage(state.progress, "measuring the uint8 floor", None)
+    floor = floor_model(state)
+    try:
+        state.report.floor_drop = _drop(state, floor)
+        state.report.a8_drop = state.report.heldout_drop = _drop(state, _qdq(state))
+    except BadModelError as exc:  # e.g. a model whose output is not an image of the patches' size
+        state.report.floor_drop = state.report.a8_drop = state.report.heldout_drop = None
+        state.report.floor_error = str(exc).splitlines()[0][:200]
+
+
+def _a16_step(state: QuantState) -> None:
+    """Which activations are carried in 16 bits (:mod:`etc.quant.a16`): named, all, or chosen by ``auto``."""
+    from etc.quant import a16
+
+    config, report, plan = state.config, state.report, state.plan
+    assert plan is not None
+    mode, _ = a16.parse(config.a16)
+    if mode != "auto":
+        report.a16 = a16.describe(state.model, plan, mode, state.wide)
+    else:
+        state.wide = frozenset()
+        if not state.heldout:
+            raise BadModelError(
+                "--a16 auto measures the held-out PSNR drop: it needs calibration images with their HR "
+                "(a folder, a dataset name or 'samples'), not arrays"
+            )
+        if report.a8_drop is None:
+            report.a8_drop = _drop(state, _qdq(state))
+        tensors = a16.candidates(plan)
+        if config.a16_cost == "htp":
+            cost = a16.htp_cost(lambda wide: _qdq(state, wide))
+        else:
+            cost = lambda wide: a16.estimated_cost(state.model, plan, wide)  # noqa: E731
+        _stage(state.progress, f"choosing 16-bit regions (drop <= {config.max_drop} dB)", None)
+        chosen, steps, reached, drop = a16.choose(
+            tensors,
+            lambda wide: _drop(state, _qdq(state, wide)),
+            cost,
+            config.max_drop,
+            report.a8_drop,
+            state.progress,
+        )
+        report.a16 = choice = a16.describe(state.model, plan, mode, chosen)
+        choice.steps, choice.reached, choice.cost_source = steps, reached, config.a16_cost
+        if steps:
+            report.heldout_drop = drop
+        if chosen:
+            _refit_for_widths(state, chosen)
+            choice.reached = report.heldout_drop is not None and report.heldout_drop <= config.max_drop
+    if mode != "auto" and state.heldout and state.wide:
+        report.heldout_drop = _drop(state, _qdq(state, state.wide))
+    if config.a16_cost == "htp":
+        _htp_figures(state)
+
+
+def _refit_for_widths(state: QuantState, chosen: frozenset[str]) -> None:
+    """The weights rounded and bias-corrected again with ``chosen`` in 16 bits (auto ranked the regions with the
+    8-bit model's weights, fitted to 8-bit inputs); kept when the held-out drop is lower."""
+    report, choice = state.report, state.report.a16
+    before = (state.model, dict(state.grids), state.wide)
+    state.wide, state.grids = chosen, {}
+    state.set_model(state.float_model)
+    if state.config.rounding != "nearest":
+        _rounding_step(state)
+    if state.config.bias_correction:
+        _bias_correction_step(state)
+    drop = _drop(state, _qdq(state, chosen))
+    choice.refit_drop = drop
+    if report.heldout_drop is None or drop < report.heldout_drop:
+        report.heldout_drop = drop
+        choice.refit = True
+    else:
+        state.model, state.grids, _ = before
+        state.wide = chosen
+
+
+def _htp_figures(state: QuantState) -> None:
+    """HTP cycles (32x32) of the pure 8-bit, the mixed and the all-16-bit models, and the held-out drop on HTP."""
+    from etc import htp
+    from etc.quant import a16
+
+    assert state.plan is not None
+    _stage(state.progress, "HTP cycles and drops", None)
+    everything = a16.resolve(state.model, state.plan, "all")
+    models = {"a8": _qdq(state), "mixed": _qdq(state, state.wide), "all": _qdq(state, everything)}
+    for name, model in models.items():
+        state.report.a16_cycles[name] = htp.median_cycles(model, size=(32, 32), runs=3)
+    if state.heldout and state.source is not None:
+        for name in ("a8", "mixed"):
+            state.report.a16_htp_drop[name] = a16.htp_drop(
+                state.source, models[name], state.heldout, state.report.scale
+            )
+
+
+@dataclass
+class Alternative:
+    """Another way to quantize a PReLU model: its option, held-out drop (None: not measured) and MACs ratio."""
+
+    option: str
+    drop: float | None
+    macs_ratio: float
+    note: str = ""
+
+
+def _has_prelu(state: QuantState) -> bool:
+    return any(n.op_type in PRELU_OPS for n in state.model.graph.node)
+
+
+def _alternatives_step(state: QuantState) -> None:
+    """A model whose PReLUs were kept: the doubling (``prelu_to_relu``) quantized with the same options and
+    measured on the same held-out patches, and what ``a16='auto'`` did or would do."""
+    config, report = state.config, state.report
+    assert state.source is not None
+    report.prelus = sum(n.op_type in PRELU_OPS for n in state.model.graph.node)
+    _stage(state.progress, "measuring the PReLU -> ReLU alternative", None)
+    other = dataclasses.replace(config, prelu_to_relu=True, a16="none", floor=False, sensitivity=False)
+    doubled, _ = quantize_with_config(state.source, state.calib, other)
+    base = max(conv_macs_per_pixel(state.source), 1)
+    report.alternatives.append(
+        Alternative(
+            "--prelu-relu",
+            _drop(state, doubled),
+            conv_macs_per_pixel(doubled) / base,
+            "PReLU -> ReLU on doubled channels, pure 8-bit",
+        )
+    )
+    if config.a16.strip() == "auto":
+        report.alternatives.append(
+            Alternative(
+                "--a16 auto", report.heldout_drop, 1.0, "this model: PReLU kept, 16-bit where it pays"
+            )
+        )
+    else:
+        report.alternatives.append(
+            Alternative(
+                "--a16 auto", None, 1.0, f"PReLU kept, inputs in 16 bits to reach {config.max_drop} dB"
+            )
+        )
+
+
 def _write_step(state: QuantState) -> None:
+    from etc.errors import EtcError
     from etc.quant import kernels as targets
 
     assert state.plan is not None
     _stage(state.progress, "building the QDQ model", None)
-    qmodel = qdq.build_qdq(state.model, state.plan, state.ranges, **state.build)
+    qmodel = _qdq(state, state.wide)
+    errors = qdq.conv_width_errors(qmodel)
+    if errors:
+        raise EtcError("; ".join(errors))
     targets.record(qmodel, state.target, state.config.target)
     ops: dict[str, int] = {}
     for node in qmodel.graph.node:
@@ -526,8 +754,23 @@ STEPS: tuple[QuantStep, ...] = (
     QuantStep(
         "sensitivity", _sensitivity_step, lambda s: s.config.sensitivity and bool(s.plan and s.plan.convs)
     ),
+    QuantStep("heldout", _heldout_step, lambda s: _wants_heldout(s)),
+    QuantStep("floor", _floor_step, lambda s: s.config.floor and bool(s.heldout)),
+    QuantStep("a16", _a16_step, lambda s: s.config.a16.strip() != "none"),
+    QuantStep(
+        "alternatives",
+        _alternatives_step,
+        lambda s: not s.config.prelu_to_relu and s.config.floor and bool(s.heldout) and _has_prelu(s),
+    ),
     QuantStep("write", _write_step),
 )
+HELDOUT = 8  # held-out patches of the floor and of a16='auto' (the summary of `etc quantize` takes as many)
+
+
+def _wants_heldout(state: QuantState) -> bool:
+    """Held-out patches are cut when something measures on them and the calibration is a dataset spec."""
+    needed = state.config.floor or state.config.a16.strip() != "none"
+    return needed and isinstance(state.calib, (str, os.PathLike))
 
 
 def run_steps(state: QuantState, steps: Sequence[QuantStep] = STEPS) -> QuantState:
@@ -564,11 +807,15 @@ def quantize(
     finetune_steps: int = 0,
     target: str = "int32",
     safe_u8s8: bool | str | None = None,
-    prelu_to_relu: bool = True,
+    prelu_to_relu: bool = False,
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     seed: int = 0,
     exclude: tuple[str, ...] = (),
     sensitivity: bool = False,
+    a16: str = "none",
+    max_drop: float = 0.05,
+    a16_cost: str = "estimate",
+    floor: bool = True,
     config: QuantConfig | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[onnx.ModelProto, QuantReport]:
@@ -607,6 +854,19 @@ def quantize_with_config(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[onnx.ModelProto, QuantReport]:
     """``quantize`` with its options in one QuantConfig: checks them, then runs :data:`STEPS`."""
+    state = quantize_state(model_or_path, calib, config, progress)
+    assert state.qmodel is not None
+    return state.qmodel, state.report
+
+
+def quantize_state(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    calib: str | os.PathLike | Sequence[np.ndarray],
+    config: QuantConfig,
+    progress: Callable[[int], None] | None = None,
+) -> QuantState:
+    """:func:`quantize_with_config` returning the whole state: the plan, ranges, float model and held-out
+    patches besides the written model, for callers that build variants (e.g. the floor model, other widths)."""
     from etc.frontends.onnx_io import as_model
     from etc.quant import kernels as targets
 
@@ -618,11 +878,17 @@ def quantize_with_config(
         config.scale or 0, "", 0, config.method, rounding=config.rounding, target=resolved, config=config
     )
     state = QuantState(
-        config, calib, model, report, resolved, safe_u8s8, progress, base_macs=conv_macs_per_pixel(model)
+        config,
+        calib,
+        model,
+        report,
+        resolved,
+        safe_u8s8,
+        progress,
+        base_macs=conv_macs_per_pixel(model),
+        source=model,
     )
-    run_steps(state)
-    assert state.qmodel is not None
-    return state.qmodel, report
+    return run_steps(state)
 
 
 PRELU_OPS = ("PRelu", "LeakyRelu")

@@ -93,6 +93,7 @@ class FitProblem:
     per_channel: bool
     safe_u8s8: bool | str
     skip_inputs: frozenset[str] = frozenset()
+    wide: frozenset[str] = frozenset()  # tensors carried in 16 bits (etc.quant.a16)
 
     def working_copy(self) -> tuple[onnx.ModelProto, list[onnx.NodeProto]]:
         """A copy of ``model`` and its fittable Convs (stride 1, explicit pads, with a bias), in order."""
@@ -113,7 +114,13 @@ class FitProblem:
     ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """(the Conv's input in the QDQ model built so far, one array per feed; its weight; its bias)."""
         qmodel = qdq.build_qdq(
-            out, self.plan, self.ranges, per_channel=self.per_channel, safe_u8s8=self.safe_u8s8, grids=grids
+            out,
+            self.plan,
+            self.ranges,
+            per_channel=self.per_channel,
+            safe_u8s8=self.safe_u8s8,
+            grids=grids,
+            wide=self.wide,
         )
         qnode = next(n for n in qmodel.graph.node if n.name == node.name)
         x_quant = [v[qnode.input[0]] for v in observe.run_tensors(qmodel, self.feeds, [qnode.input[0]])]

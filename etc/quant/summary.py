@@ -80,14 +80,30 @@ def heldout_pairs(spec: str | os.PathLike, scale: int, *, num: int, patch: int, 
     return out
 
 
+def heldout_psnr(model: onnx.ModelProto, pairs: list[ImagePair], scale: int) -> float:
+    """Mean PSNR-Y of ``model`` on ``pairs`` as :func:`psnr_drop` measures it (optimizations off, one thread,
+    8-bit rounded outputs; no SSIM): compute the FP32 side once and subtract each quantized model's."""
+    from etc.errors import BadModelError
+    from etc.quant.evaluate import sr_runner
+    from etc.quant.metrics import psnr_y
+
+    run = sr_runner(model, False, 1)
+    values = []
+    for pair in pairs:
+        assert pair.hr is not None, f"{pair.name}: the held-out drop needs HR images"
+        sr = run(pair.lr)
+        if sr.shape != pair.hr.shape:
+            raise BadModelError(
+                f"output {sr.shape[1]}x{sr.shape[0]} for {pair.name} does not match HR "
+                f"{pair.hr.shape[1]}x{pair.hr.shape[0]}; wrong --scale?"
+            )
+        values.append(psnr_y(sr, pair.hr, scale))
+    return float(np.mean(values))
+
+
 def psnr_drop(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[ImagePair], scale: int) -> float:
     """FP32 PSNR-Y minus INT8 PSNR-Y (mean over ``pairs``), optimizations off, 8-bit rounded outputs."""
-    from etc.quant.evaluate import evaluate_models
-
-    rows = evaluate_models(
-        {"fp32": fp32, "int8": int8}, pairs, scale, reference="fp32", bicubic=False, optimize=False, threads=1
-    )
-    return -float(rows[1].delta)
+    return heldout_psnr(fp32, pairs, scale) - heldout_psnr(int8, pairs, scale)
 
 
 def paired_latency(
@@ -122,14 +138,19 @@ def summarize(
     latency: bool = True,
     latency_size: tuple[int, int] = (360, 640),
     seconds: float = 0.0,
+    known_drop: tuple[float, int] | None = None,
 ) -> Summary:
-    """The figures of the module docstring; ``calib`` None (arrays) skips the held-out drop."""
+    """The figures of the module docstring; ``calib`` None (arrays) skips the held-out drop. ``known_drop``
+    (drop, patches) is the held-out drop the quantizer measured already on these patches (same seed, size
+    and count): it is reported instead of measured again."""
     from etc.quant.kernels import cpu_name_and_flags
 
     out = Summary(seconds=seconds, latency_size=latency_size)
     out.cpu, out.flags = cpu_name_and_flags()
     out.macs_ratio = conv_macs_per_pixel(int8) / max(conv_macs_per_pixel(fp32), 1)
-    if calib is not None and heldout > 0:
+    if known_drop is not None:
+        out.heldout_drop, out.heldout_patches = known_drop
+    elif calib is not None and heldout > 0:
         pairs = heldout_pairs(calib, scale, num=heldout, patch=patch, seed=seed + 1000)
         if pairs:
             out.heldout_drop, out.heldout_patches = psnr_drop(fp32, int8, pairs, scale), len(pairs)

@@ -1,0 +1,298 @@
+"""Mixed 8/16-bit activations (etc.quant.a16, qdq's uint16 Q/DQ) and the uint8 floor of `etc quantize`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import etc
+from etc import htp, runtime
+from etc.errors import BadModelError
+from etc.quant import a16, qdq
+
+needs_qnn = pytest.mark.skipif(
+    not htp.available(), reason="onnxruntime-qnn not installed (pip install .[htp])"
+)
+
+
+def _sr_net() -> onnx.ModelProto:
+    """conv 3->8, relu, conv 8->12, depth-to-space x2 (dynamic H/W)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array((rng.normal(size=(8, 3, 3, 3)) * 0.3).astype(np.float32), "w0"),
+        numpy_helper.from_array(rng.normal(size=8).astype(np.float32) * 0.1, "b0"),
+        numpy_helper.from_array((rng.normal(size=(12, 8, 3, 3)) * 0.2).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=12).astype(np.float32) * 0.1, "b1"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("DepthToSpace", ["c1"], ["y"], name="d2s", blocksize=2, mode="CRD"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "sr",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "H2", "W2"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _ranges(model, plan, feeds) -> dict[str, tuple[float, float]]:
+    from etc.quant import observe
+
+    out = {name: (0.0, 0.0) for name in plan.own}
+    for values in observe.run_tensors(model, feeds, plan.own):
+        for name, v in values.items():
+            lo, hi = out[name]
+            out[name] = (min(lo, float(v.min())), max(hi, float(v.max())))
+    return {**out, **{name: (0.0, 1.0) for name in plan.inputs}}
+
+
+def _quantized(wide: frozenset[str]):
+    model = _sr_net()
+    plan = qdq.plan_qdq(model)
+    feeds = [runtime.make_inputs(runtime.input_specs(model), size=(16, 16), seed=s) for s in range(3)]
+    q = qdq.build_qdq(model, plan, _ranges(model, plan, feeds), wide=wide)
+    return model, plan, q, feeds
+
+
+def _zero_point_types(q: onnx.ModelProto) -> dict[str, int]:
+    """{quantized tensor: zero-point element type} over the QuantizeLinear nodes."""
+    inits = {i.name: i.data_type for i in q.graph.initializer}
+    return {n.input[0]: inits[n.input[2]] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_a16_region_round_trips_through_onnxruntime_cpu():
+    model, _, q8, feeds = _quantized(frozenset())
+    _, _, q16, _ = _quantized(frozenset(["r0"]))
+    assert next(o.version for o in q16.opset_import if o.domain in ("", "ai.onnx")) == 21
+    types = _zero_point_types(q16)
+    assert types["r0"] == TensorProto.UINT16 and types["x"] == TensorProto.UINT8
+    # conv1 reads r0 in 16 bits, so it writes c1 in 16 bits; conv0 reads x through a Convert up
+    assert types["c1"] == TensorProto.UINT16
+    assert sum(n.op_type == "QuantizeLinear" for n in q16.graph.node) == 5  # x, x->16, r0, c1, y
+    assert qdq.conv_width_errors(q16) == []
+    onnx.checker.check_model(q16)
+    errors = {}
+    for name, q in (("a8", q8), ("a16", q16)):
+        errors[name] = max(
+            float(np.abs(runtime.run(q, f)["y"] - runtime.run(model, f)["y"]).max()) for f in feeds
+        )
+    assert errors["a16"] < errors["a8"]  # r0's uint8 rounding gone
+    plan = qdq.plan_qdq(model)
+    exact = qdq.build_qdq(model, plan, _ranges(model, plan, feeds), wide={"x", *plan.own}, float_weights=True)
+    worst = max(float(np.abs(runtime.run(exact, f)["y"] - runtime.run(model, f)["y"]).max()) for f in feeds)
+    assert worst < 2e-4  # 16-bit activations and float weights: the QDQ graph is the model to 1/65535
+
+
+def test_widths_of_a_region_and_of_the_whole_model():
+    model = _sr_net()
+    plan = qdq.plan_qdq(model)
+    (region,) = [r for r in a16.regions(model, plan) if r.tensor == "r0"]
+    assert region.wide == ["r0", "c1", "y"] and region.nodes == ["conv0", "conv1"]
+    assert region.converts == [("x", 16)]
+    everything = a16.resolve(model, plan, "all")
+    assert everything == {"x", "r0", "c1"}
+    assert qdq.plan_widths(model, plan, everything).converts == []
+
+
+@needs_qnn
+def test_a16_region_round_trips_through_htp():
+    model, _, q16, feeds = _quantized(frozenset(["r0"]))
+    assert htp.placement(q16, size=(16, 16)).all_on_htp
+    worst, outputs = htp.max_abs_vs_cpu(q16, feeds[:1])
+    assert outputs["y"].shape == (1, 3, 32, 32)
+    reference = runtime.run(model, feeds[0])["y"]
+    assert float(np.abs(outputs["y"] - reference).max()) < 0.05
+    assert worst < 0.02  # HTP's requantization is not the CPU's, but both read r0 in 16 bits
+
+
+def test_a_region_that_gives_a_node_two_widths_is_refused_with_the_reason():
+    model = _sr_net()
+    plan = qdq.plan_qdq(model)
+    with pytest.raises(BadModelError, match=r"--a16 y: DepthToSpace 'd2s' .* one width.*Name 'c1'"):
+        a16.resolve(model, plan, "y")
+    with pytest.raises(BadModelError, match=r"--a16 c0: Conv 'conv0' and its Relu run as one op.*name 'r0'"):
+        a16.resolve(model, plan, "c0")
+    with pytest.raises(BadModelError, match=r"--a16 nope: no quantized activation tensor.*r0"):
+        a16.resolve(model, plan, "r0,nope")
+    assert a16.resolve(model, plan, "r0, c1") == {"r0", "c1"}
+
+
+def test_a_conv_between_two_widths_without_a_convert_is_named():
+    _, _, q16, _ = _quantized(frozenset(["r0"]))
+    # rewire conv1's output to an 8-bit QuantizeLinear: conv1 would read 16 bits and write 8
+    zp = next(n for n in q16.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "c1").input[2]
+    init = next(i for i in q16.graph.initializer if i.name == zp)
+    init.CopyFrom(numpy_helper.from_array(np.asarray(0, np.uint8), zp))
+    (error,) = qdq.conv_width_errors(q16)
+    assert "Conv 'conv1' would read" in error and "16-bit" in error and "8-bit" in error
+    assert "same width" in error
+
+
+def _one_wide_channel() -> onnx.ModelProto:
+    """conv0 3->4: the image and one channel 20x its sum (a wide uint8 range that crushes the image), relu;
+    conv1 1x1 4->3 reads the image back (not the wide channel), relu; conv2 1x1 3->12 copies each colour to
+    its four phases, depth-to-space x2 (nearest upsampling, the graph output)."""
+    w0 = np.zeros((4, 3, 3, 3), np.float32)
+    for c in range(3):
+        w0[c, c, 1, 1] = 1.0
+    w0[3, :, 1, 1] = 20.0
+    w1 = np.zeros((3, 4, 1, 1), np.float32)
+    for c in range(3):
+        w1[c, c] = 1.0
+    w2 = np.zeros((12, 3, 1, 1), np.float32)
+    for c in range(3):
+        w2[4 * c : 4 * c + 4, c] = 1.0
+    inits = [numpy_helper.from_array(w, n) for w, n in ((w0, "w0"), (w1, "w1"), (w2, "w2"))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("Conv", ["r0", "w1"], ["c1"], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+        helper.make_node("DepthToSpace", ["c2"], ["y"], name="d2s", blocksize=2, mode="CRD"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "H2", "W2"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+QUICK = dict(
+    method="minmax", scale=2, num=4, patch=32, equalize=False, rounding="nearest", bias_correction=False
+)
+
+
+def test_max_drop_is_honoured_with_the_fewest_regions():
+    model = _one_wide_channel()
+    _, report = etc.quantize(model, "samples", **QUICK, a16="auto", max_drop=0.05)
+    assert report.a8_drop > 1.0  # r0's range crushes the image in uint8
+    choice = report.a16
+    assert choice.reached and choice.tensors == ["r0"]
+    assert report.heldout_drop <= 0.05
+    assert choice.steps[0].before == pytest.approx(report.a8_drop) and choice.steps[-1].after <= 0.05
+    assert len(choice.wide) < choice.candidates
+
+
+def test_max_drop_zero_is_reported_when_not_reached():
+    model = _one_wide_channel()
+    _, report = etc.quantize(model, "samples", **QUICK, a16="auto", max_drop=0.0)
+    assert report.heldout_drop <= report.a8_drop
+    if not report.a16.reached:
+        assert report.heldout_drop > 0.0
+
+
+def test_the_floor_is_computed_and_printed(tmp_path):
+    from click.testing import CliRunner
+
+    from etc.cli import cli
+
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(_one_wide_channel(), src)
+    args = ["quantize", str(src), "-o", str(out), "--num", "4", "--patch", "32", "--method", "minmax"]
+    args += ["--no-equalize", "--rounding", "nearest", "--no-summary"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("uint8 activations alone cost"))
+    import re
+
+    found = re.match(r"uint8 activations alone cost (\S+) dB here; this model loses (\S+) dB", line)
+    assert found, line
+    floor, loses = float(found.group(1)), float(found.group(2))
+    assert floor > 1.0 and loses >= floor - 0.1  # rounding the weights adds to the activations' floor
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    payload = json.loads(result.output)
+    assert payload["floor_drop"] == pytest.approx(floor, abs=1e-3)
+    assert payload["heldout_drop"] == pytest.approx(loses, abs=1e-3)
+
+
+def test_cli_a16_names_a_bad_tensor_and_exits_2(tmp_path, capsys):
+    from etc.cli import main
+
+    def run(*extra: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main([*args, *extra])
+        captured = capsys.readouterr()
+        return int(info.value.code or 0), captured.out, captured.err
+
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(_sr_net(), src)
+    args = ["quantize", str(src), "-o", str(out), "--num", "2", "--patch", "32", "--no-summary"]
+    code, _, err = run("--a16", "r0,nope")
+    assert code == 2 and "--a16 nope" in err and not out.exists()
+    code, _, err = run("--a16", "y")
+    assert code == 2 and "Name 'c1'" in err
+    code, text, _ = run("--a16", "r0", "--no-floor")
+    assert code == 0, text
+    assert "16-bit activations (names): r0, c1, y" in text
+    assert _zero_point_types(onnx.load(out))["r0"] == TensorProto.UINT16
+
+
+def test_auto_reranks_after_each_region_and_drops_the_regions_not_needed():
+    from etc.quant.a16 import choose
+
+    drops = {"": 1.0, "a": 0.4, "b": 0.5, "c": 0.95, "ab": 0.3, "ac": 0.1, "bc": 0.02, "abc": 0.0}
+    asked = []
+
+    def drop_of(wide):
+        asked.append(wide)
+        return drops["".join(sorted(wide))]
+
+    chosen, steps, reached, drop = choose("abc", drop_of, lambda wide: float(len(wide)), 0.05, 1.0)
+    # a first (alone it removes the most), then c: next to a it removes more than b does
+    assert [s.tensor for s in steps] == ["a", "c", "b"]
+    assert [s.after for s in steps] == [0.4, 0.1, 0.0]
+    # b alone did not bring the drop under 0.05, but with c it does: a is removed again
+    assert reached and chosen == frozenset("bc") and drop == 0.02
+    assert [s.kept for s in steps] == [False, True, True]
+    assert len(asked) == len(set(asked))  # every mix measured once
+
+
+def test_auto_stops_when_no_region_lowers_the_drop():
+    from etc.quant.a16 import choose
+
+    drops = {"": 1.0, "a": 0.5, "b": 1.2, "ab": 0.6}
+    chosen, steps, reached, drop = choose(
+        "ab", lambda wide: drops["".join(sorted(wide))], lambda wide: 1.0, 0.05, 1.0
+    )
+    assert chosen == frozenset("a") and not reached and drop == 0.5 and len(steps) == 1
+    assert choose("ab", lambda wide: 9.0, lambda wide: 1.0, 0.05, 0.01) == (frozenset(), [], True, 0.01)
+
+
+def test_the_reported_drop_is_the_held_out_drop_measured_from_scratch():
+    from etc.quant.summary import heldout_pairs, psnr_drop
+
+    model = _one_wide_channel()
+    qmodel, report = etc.quantize(model, "samples", **QUICK)
+    pairs = heldout_pairs("samples", 2, num=8, patch=32, seed=1000)
+    assert report.heldout_patches == len(pairs) == 8
+    assert report.heldout_drop == pytest.approx(psnr_drop(model, qmodel, pairs, 2), abs=1e-9)
+
+
+def test_tensors_in_16_bits_take_their_observed_min_max_not_the_clipped_8_bit_range():
+    model = _one_wide_channel()
+    pct = {**QUICK, "method": "entropy", "floor": False}
+    _, narrow = etc.quantize(model, "samples", **pct)
+    _, wide = etc.quantize(model, "samples", **pct, a16="all")
+    _, minmax = etc.quantize(model, "samples", **{**QUICK, "floor": False})
+    moved = [t for t, m in wide.methods.items() if m == "minmax (16-bit)"]
+    assert moved and set(moved) <= set(wide.a16.wide)
+    for t in moved:
+        assert wide.ranges[t] == pytest.approx(minmax.ranges[t])
+    assert any(narrow.ranges[t] != pytest.approx(wide.ranges[t]) for t in moved)  # entropy clipped them
