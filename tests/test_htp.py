@@ -202,6 +202,31 @@ def test_optimize_on_htp_reports_cycles_before_and_after(tmp_path, capsys):
     assert code == 0 and "HTP cycles at 16x16 (simulator, per-node floor over 3 runs): before" in out
 
 
+@needs_qnn
+def test_quantize_on_htp_reports_fp32_and_int8_cycles(tmp_path, capsys):
+    import json
+
+    path, out_path = tmp_path / "sr.onnx", tmp_path / "int8.onnx"
+    onnx.save(_sr_net(), path)
+    args = [
+        "quantize",
+        str(path),
+        "-o",
+        str(out_path),
+        "--num",
+        "2",
+        "--patch",
+        "32",
+        "--no-summary",
+        "--no-floor",
+    ]
+    code, out, _ = _cli(capsys, *args, "--device", "htp", "--htp-size", "16x16", "--json")
+    assert code == 0
+    cycles = json.loads(out)["htp"]
+    assert cycles["before"] > 0 and cycles["after"] > 0
+    assert cycles["after"] < cycles["before"]  # the INT8 graph runs in fewer cycles than its FP32 source
+
+
 def test_optimize_on_htp_without_onnxruntime_qnn_exits_2_before_the_work(tmp_path, capsys, without_qnn):
     path, out_path = tmp_path / "sr.onnx", tmp_path / "plain.onnx"
     onnx.save(_sr_net(), path)

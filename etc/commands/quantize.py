@@ -9,11 +9,15 @@ import click
 
 from etc.commands.common import (
     check_writable_file,
+    device_option,
     echo_json,
+    htp_before_after,
+    htp_size_option,
     input_range_option,
     json_option,
     model_scale,
     parse_input_ranges,
+    parse_size,
     runnable_model,
     table,
     threads_option,
@@ -189,6 +193,8 @@ QUANTIZED_OPS = (
 )
 @input_range_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patch crops.")
+@device_option
+@htp_size_option
 @threads_option
 @json_option
 def quantize(
@@ -220,6 +226,8 @@ def quantize(
     a16_cost: str,
     floor: bool,
     threads: int,
+    device: str,
+    htp_size: str,
     as_json: bool,
 ) -> None:
     """Quantize MODEL to INT8 QDQ (uint8 activations, int8 weights) calibrated on images.
@@ -236,6 +244,8 @@ def quantize(
     Exit codes: 0 ok, 1 the equalization changed the FP32 outputs, 2 bad input (including a model
     onnxruntime cannot run, an already quantized model, a --scale the model disagrees with, images smaller
     than the patch, an -o that cannot be written; all checked before the work), 3 internal error.
+    With --device htp the FP32 input and the INT8 output also run on Qualcomm's HTP simulator at --htp-size
+    (every node on HTP) and the report gives both cycle counts.
     """
     from etc import runtime
     from etc.errors import EtcError
@@ -247,6 +257,11 @@ def quantize(
     if output.resolve() == model.resolve():
         raise EtcError(f"{output}: -o is the input file; write the INT8 model elsewhere")
     check_writable_file(output, "-o")
+    if device == "htp":
+        from etc import htp
+
+        htp.require()
+        parse_size(htp_size)
     loaded = load(model)
     _refuse_quantized(loaded, model)
     runtime.use_threads(threads)
@@ -314,9 +329,15 @@ def quantize(
                 f"summary unavailable: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}",
                 err=True,
             )
+    htp_line, htp_json = None, None
+    if device == "htp":
+        bar.stage("HTP cycles (simulator)")
+        htp_line, htp_json = htp_before_after(source, qmodel, parse_size(htp_size))
     bar.close()
     if as_json:
         payload = report.as_dict()
+        if htp_json:
+            payload["htp"] = htp_json
         payload["output"] = str(output)
         payload["excluded"] = exclude
         payload["summary"] = figures.as_dict() if figures else None
@@ -355,6 +376,8 @@ def quantize(
     click.echo(f"wrote {output}")
     for line in figures.lines() if figures else []:
         click.echo(line)
+    if htp_line:
+        click.echo(htp_line)
 
 
 def floor_line(report) -> str | None:
