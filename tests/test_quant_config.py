@@ -21,7 +21,17 @@ from etc.quant.config import QuantConfig
 from tests.test_quant_equalize import _chain
 
 # options of `etc quantize` that are about the command, not about quantization
-CLI_ONLY = {"model", "output", "calib", "summary", "as_json", "input_ranges", "threads"}
+CLI_ONLY = {
+    "model",
+    "output",
+    "calib",
+    "summary",
+    "as_json",
+    "input_ranges",
+    "threads",
+    "device",
+    "htp_size",
+}  # device: where the report also counts cycles
 CHOICES = {
     "method": qconfig.METHODS,
     "rounding": qconfig.ROUNDINGS,
