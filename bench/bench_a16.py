@@ -36,7 +36,7 @@ import time
 import warnings
 from pathlib import Path
 
-from bench.bench_quant import MODELS, export, key, maybe_plain
+from bench.bench_quant import MODELS, export, key, maybe_plain, patch_reader
 from bench.common import machine, markdown_table, write_section
 
 WORK = Path(__file__).with_name("_work") / "a16"
@@ -49,26 +49,15 @@ def ort_a16w8(model, patches):
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
+    from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
-
-    from etc.runtime import input_specs
-
-    name = input_specs(model)[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{name: p} for p in patches])
-
-        def get_next(self):
-            return next(self.it, None)
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
         onnx.save(model, src)
         config = get_qnn_qdq_config(
             str(src),
-            Reader(),
+            patch_reader(model, patches),
             activation_type=QuantType.QUInt16,
             weight_type=QuantType.QInt8,
             per_channel=True,

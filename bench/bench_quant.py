@@ -72,9 +72,9 @@ def maybe_plain(model):
     return out, "fold,rep,et (PReLU -> ReLU) -> plain"
 
 
-def ort_default(model, patches):
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def patch_reader(model, patches):
+    """onnxruntime's calibration reader over ``patches``, fed to the model's first input."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     from etc.runtime import input_specs
 
@@ -87,7 +87,14 @@ def ort_default(model, patches):
         def get_next(self):
             return next(self.it, None)
 
+    return Reader()
+
+
+def ort_default(model, patches):
     import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
@@ -95,7 +102,7 @@ def ort_default(model, patches):
         quantize_static(
             str(src),
             str(dst),
-            Reader(),
+            patch_reader(model, patches),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
