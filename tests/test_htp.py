@@ -7,46 +7,16 @@ import builtins
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from etc import htp, runtime
+from tests.sr_nets import tiny_sr_net as _sr_net
 
 needs_qnn = pytest.mark.skipif(
     not htp.available(), reason="onnxruntime-qnn not installed (pip install .[htp])"
 )
 
 SIZE = (17, 23)  # odd, so that a border bug shows
-
-
-def _sr_net(extra_op: str | None = None) -> onnx.ModelProto:
-    """conv 3->8, relu, conv 8->12, depth-to-space x2 (dynamic H/W), optionally followed by one unary op."""
-    rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array((rng.normal(size=(8, 3, 3, 3)) * 0.3).astype(np.float32), "w0"),
-        numpy_helper.from_array(rng.normal(size=8).astype(np.float32) * 0.1, "b0"),
-        numpy_helper.from_array((rng.normal(size=(12, 8, 3, 3)) * 0.2).astype(np.float32), "w1"),
-        numpy_helper.from_array(rng.normal(size=12).astype(np.float32) * 0.1, "b1"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
-        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("DepthToSpace", ["c1"], ["y"], name="d2s", blocksize=2, mode="CRD"),
-    ]
-    out = "y"
-    if extra_op:
-        nodes.append(helper.make_node(extra_op, ["y"], ["z"], name="odd_one"))
-        out = "z"
-    graph = helper.make_graph(
-        nodes,
-        "sr",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 3, "H2", "W2"])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
 
 
 def test_static_copy_fixes_hw_and_reinfers_output_shapes():

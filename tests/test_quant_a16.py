@@ -13,37 +13,12 @@ import etc
 from etc import htp, runtime
 from etc.errors import BadModelError
 from etc.quant import a16, qdq
+from tests.sr_nets import sr_model
+from tests.sr_nets import tiny_sr_net as _sr_net
 
 needs_qnn = pytest.mark.skipif(
     not htp.available(), reason="onnxruntime-qnn not installed (pip install .[htp])"
 )
-
-
-def _sr_net() -> onnx.ModelProto:
-    """conv 3->8, relu, conv 8->12, depth-to-space x2 (dynamic H/W)."""
-    rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array((rng.normal(size=(8, 3, 3, 3)) * 0.3).astype(np.float32), "w0"),
-        numpy_helper.from_array(rng.normal(size=8).astype(np.float32) * 0.1, "b0"),
-        numpy_helper.from_array((rng.normal(size=(12, 8, 3, 3)) * 0.2).astype(np.float32), "w1"),
-        numpy_helper.from_array(rng.normal(size=12).astype(np.float32) * 0.1, "b1"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
-        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("DepthToSpace", ["c1"], ["y"], name="d2s", blocksize=2, mode="CRD"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "sr",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "H2", "W2"])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
 
 
 def _ranges(model, plan, feeds) -> dict[str, tuple[float, float]]:
@@ -162,16 +137,7 @@ def _one_wide_channel() -> onnx.ModelProto:
         helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
         helper.make_node("DepthToSpace", ["c2"], ["y"], name="d2s", blocksize=2, mode="CRD"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "wide",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "H2", "W2"])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return sr_model(nodes, inits, "wide")
 
 
 QUICK = dict(
