@@ -7,7 +7,7 @@ pass ``optimize=False`` to judge the graph as written). Outputs are rounded to u
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,20 +60,29 @@ def sr_runner(
     return run
 
 
-def evaluate_fn(
-    name: str, fn: Callable[[np.ndarray], np.ndarray], pairs: Sequence[ImagePair], scale: int
-) -> EvalRow:
-    per = {}
+def super_resolved(
+    fn: Callable[[np.ndarray], np.ndarray], pairs: Sequence[ImagePair], name: str = ""
+) -> Iterator[tuple[ImagePair, np.ndarray]]:
+    """(pair, SR of its LR) for every pair, each SR checked against its HR's shape (BadModelError naming
+    ``name`` and the photo when they differ: a wrong --scale)."""
+    from etc.errors import BadModelError
+
     for pair in pairs:
         assert pair.hr is not None, f"{pair.name}: evaluation needs HR images"
         sr = fn(pair.lr)
         if sr.shape != pair.hr.shape:
-            from etc.errors import BadModelError
-
             raise BadModelError(
-                f"{name}: output {sr.shape[1]}x{sr.shape[0]} for {pair.name} does not match HR "
-                f"{pair.hr.shape[1]}x{pair.hr.shape[0]}; wrong --scale?"
+                f"{name + ': ' if name else ''}output {sr.shape[1]}x{sr.shape[0]} for {pair.name} does not match "
+                f"HR {pair.hr.shape[1]}x{pair.hr.shape[0]}; wrong --scale?"
             )
+        yield pair, sr
+
+
+def evaluate_fn(
+    name: str, fn: Callable[[np.ndarray], np.ndarray], pairs: Sequence[ImagePair], scale: int
+) -> EvalRow:
+    per = {}
+    for pair, sr in super_resolved(fn, pairs, name):
         per[pair.name] = (psnr_y(sr, pair.hr, scale), ssim_y(sr, pair.hr, scale))
     psnr = float(np.mean([p for p, _ in per.values()]))
     ssim = float(np.mean([s for _, s in per.values()]))

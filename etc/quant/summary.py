@@ -83,22 +83,11 @@ def heldout_pairs(spec: str | os.PathLike, scale: int, *, num: int, patch: int, 
 def heldout_psnr(model: onnx.ModelProto, pairs: list[ImagePair], scale: int) -> float:
     """Mean PSNR-Y of ``model`` on ``pairs`` as :func:`psnr_drop` measures it (optimizations off, one thread,
     8-bit rounded outputs; no SSIM): compute the FP32 side once and subtract each quantized model's."""
-    from etc.errors import BadModelError
-    from etc.quant.evaluate import sr_runner
+    from etc.quant.evaluate import sr_runner, super_resolved
     from etc.quant.metrics import psnr_y
 
     run = sr_runner(model, False, 1)
-    values = []
-    for pair in pairs:
-        assert pair.hr is not None, f"{pair.name}: the held-out drop needs HR images"
-        sr = run(pair.lr)
-        if sr.shape != pair.hr.shape:
-            raise BadModelError(
-                f"output {sr.shape[1]}x{sr.shape[0]} for {pair.name} does not match HR "
-                f"{pair.hr.shape[1]}x{pair.hr.shape[0]}; wrong --scale?"
-            )
-        values.append(psnr_y(sr, pair.hr, scale))
-    return float(np.mean(values))
+    return float(np.mean([psnr_y(sr, pair.hr, scale) for pair, sr in super_resolved(run, pairs)]))
 
 
 def psnr_drop(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[ImagePair], scale: int) -> float:
