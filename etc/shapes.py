@@ -47,7 +47,8 @@ def widest_window(model: onnx.ModelProto, reference: tuple[int, int] = (64, 64))
         if node.op_type not in WINDOW_OPS or not node.input or len(shapes.get(node.input[0], [])) != 4:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        kernel = attrs.get("kernel_shape") or _weight_taps(model, node, shapes)
+        weight = shapes.get(node.input[1], []) if len(node.input) > 1 else []  # initializers are in shapes
+        kernel = attrs.get("kernel_shape") or (weight[2:] if len(weight) == 4 else None)
         if not kernel or len(kernel) != 2:
             continue
         dilations = attrs.get("dilations") or [1, 1]
@@ -61,13 +62,6 @@ def widest_window(model: onnx.ModelProto, reference: tuple[int, int] = (64, 64))
                 extent = -(-extent // strides[axis])  # input pixels one output window reads
             widest[axis] = max(widest[axis], -(-extent * reference[axis] // here))
     return widest[0], widest[1]
-
-
-def _weight_taps(model: onnx.ModelProto, node: onnx.NodeProto, shapes: dict) -> list[int] | None:
-    shape = shapes.get(node.input[1]) if len(node.input) > 1 else None
-    if not shape:
-        shape = next((list(i.dims) for i in model.graph.initializer if i.name == node.input[1]), None)
-    return list(shape[2:]) if shape and len(shape) == 4 else None
 
 
 def fit_windows(model: onnx.ModelProto, sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
