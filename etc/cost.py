@@ -287,6 +287,10 @@ class Widening:
     asked: bool = False
     removes: list[tuple[int, object]] = field(default_factory=list)
     chain: Callable[[], Widening] | None = field(default=None, repr=False, compare=False)
+    steps: int = (
+        0  # later rewrites of the chain this decision covers (carry steps, or the merge that ends it)
+    )
+    continues: tuple[str, ...] = ()  # seeds of an admitted chain whose last step this rewrite can be
 
     def judged(self) -> Widening:
         """This widening with its whole carry chain's cost (``chain``, walked only when a budget judges a chain
@@ -353,7 +357,7 @@ class CostBudget:
         recorded = recorded_baseline(model, self.size)
         if recorded is not None:  # the model is an earlier result: judge against the form it was merged from
             self.baseline = recorded
-        self.accepted: set[str] = set()
+        self.steps_left: dict[str, int] = {}  # seed of an admitted chain -> later steps it may still take
         self.decisions: list[Decision] = []
         self.final: int | None = None
         self.asked_over: set[str] = set()  # rules asked for by an option that went over the budget
@@ -385,7 +389,7 @@ class CostBudget:
 
     def admit(self, widening: Widening, rule: str, node: str) -> str | None:
         """None when the rewrite may go ahead, else the reason it is declined (with the figure)."""
-        if widening.seeds and all(s in self.accepted for s in widening.seeds):
+        if self._continues_chain(widening):
             return None  # the next step of a chain already judged as a whole
         widening = widening.judged()
         added = self.added_macs(widening)
@@ -404,7 +408,7 @@ class CostBudget:
         accepted = not reason
         if accepted:
             self.current = after
-            self.accepted.update(widening.seeds)
+            self.steps_left.update(dict.fromkeys(widening.seeds, widening.steps))
             if over and widening.asked:
                 self.asked_over.add(rule)
             if over:
@@ -413,6 +417,18 @@ class CostBudget:
             Decision(rule, node, widening.what, self.ratio(added), self.ratio(after), accepted, reason)
         )
         return None if accepted else reason
+
+    def _continues_chain(self, widening: Widening) -> bool:
+        """Whether ``widening`` is a later step of a chain admitted as a whole that has steps left (one is used)."""
+        seeds = widening.seeds if widening.seeds and all(s in self.steps_left for s in widening.seeds) else ()
+        seeds = seeds or tuple(s for s in widening.continues if s in self.steps_left)
+        if not seeds:
+            return False
+        if any(self.steps_left[s] <= 0 for s in seeds):
+            return False  # the chain goes on past its estimate: the rest is judged as a chain of its own
+        for s in seeds:
+            self.steps_left[s] -= 1
+        return True
 
     def _why_over(self, figure: str, asked: bool, credit: int) -> str:
         """Why a widening over the budget was accepted anyway: an option asked for it, or it pays for itself."""
@@ -510,7 +526,8 @@ def concat_merge_widening(ctx, node, merge, *, carry: bool) -> Widening:
     removes = [(sum(b.out_channels for b in branches) * 2, out)]  # the Concat reads and writes every channel
     if not carry:
         what = f"merging {len(branches)} branches over {len(sources)} input(s) into one dense conv"
-        return Widening(what, terms, densifies, removes=removes)
+        parts = tuple(b.part.name for b in branches)
+        return Widening(what, terms, densifies, removes=removes, continues=parts)
     carried = sum(
         b.out_channels * (2 if d else 1) for b, d in zip(branches, doubled) if b.bare and b.act is None
     )
@@ -526,7 +543,9 @@ def concat_merge_widening(ctx, node, merge, *, carry: bool) -> Widening:
             else (0, [], False)
         )
         what = f"carrying {names} ({carried} channels{signed}) through {steps + 1} conv(s)"
-        return Widening(what, terms + chain_terms, densifies or chain_dense, seeds, removes=removes)
+        return Widening(
+            what, terms + chain_terms, densifies or chain_dense, seeds, removes=removes, steps=steps
+        )
 
     return Widening(f"carrying {names}", terms, densifies, seeds, removes=removes, chain=whole_chain)
 
@@ -591,6 +610,15 @@ def add_merge_widening(ctx, node, branches: list, sources: list) -> Widening:
     removes = [(3 * rows, node.outputs[0])]  # the Add reads two tensors and writes one
     streams = [t for t in sources if _is_stream(t)]
     riders = [t for t in sources if not _is_stream(t)]
+    dual = _dual_stream_follow_up(streams, riders)
+    if dual is not None:
+        grown, dense, parts = dual
+        names = ", ".join(f"'{t.name}'" for t in parts)
+        what = f"{what}, then merging the convs producing {names} into one (dual stream)"
+        concat = [(2 * sum(channels_of(t) or 0 for t in parts), parts[0])]  # the Concat that merge removes
+        terms.append((grown, parts[0]))
+        seeds = tuple(t.name for t in parts if t in riders or not riders)
+        return Widening(what, terms, densifies or dense, seeds, removes=removes + concat, steps=1)
     if len(streams) != 1 or not riders:
         return Widening(what, terms, densifies, removes=removes)
     carried = sum((channels_of(t) or 0) * (1 if ctx.ranges[t].nonnegative else 2) for t in riders)
@@ -599,7 +627,46 @@ def add_merge_widening(ctx, node, branches: list, sources: list) -> Widening:
     names = ", ".join(f"'{t.name}'" for t in riders)
     signed = " as relu(s), relu(-s)" if any(not ctx.ranges[t].nonnegative for t in riders) else ""
     what = f"adding {names} and carrying it ({carried} channels{signed}) through {steps} conv(s)"
-    return Widening(what, terms + chain, densifies or dense, tuple(t.name for t in riders), removes=removes)
+    seeds = tuple(t.name for t in riders)
+    return Widening(what, terms + chain, densifies or dense, seeds, removes=removes, steps=steps)
+
+
+def _act_conv(tensor):
+    """The Conv producing ``tensor`` directly or through one merge activation, else None."""
+    node = producer(tensor)
+    if node is not None and node.op in MERGE_ACTIVATIONS:
+        node = producer(node.inputs[0])
+    return node if node is not None and node.op == "Conv" else None
+
+
+def _dual_stream_follow_up(streams: list, riders: list) -> tuple[int, bool, list] | None:
+    """(weight elements added, densifies, the parts) of the dual-stream merge (et_dual) that makes the Concat an
+    Add merge leaves disappear, when that merge is what follows: either every input is a stream (the Concat of
+    two streams merges their producers), or one is and each rider is act(Conv(s)) with ``s`` an input of the
+    stream's producer (ETDS: r_i = relu(Conv_r(r_{i-1})) beside y_i = relu(Conv_y(y_{i-1}, r_{i-1}))), which a
+    merge absorbs in place instead of carrying r_i up the body. None otherwise (a carry follows, or nothing)."""
+    from etc.passes._merge import leaves
+
+    if len(streams) != 1 if riders else len(streams) < 2:
+        return None
+    parts = streams + riders
+    convs = [_act_conv(t) for t in parts]
+    if any(c is None for c in convs):
+        return None
+    if riders:
+        inputs = leaves(convs[0].inputs[0])
+        if not all(any(c.inputs[0] is t for t in inputs) for c in convs[1:]):
+            return None
+    sources: list = []
+    for conv in convs:
+        sources += [t for t in leaves(conv.inputs[0]) if not any(t is s for s in sources)]
+    shapes = [_weight_shape(c) for c in convs]
+    if any(s is None for s in shapes):
+        return None
+    kh, kw = max(s[2] for s in shapes), max(s[3] for s in shapes)
+    rows, cols = sum(s[0] for s in shapes), sum(channels_of(t) or 0 for t in sources)
+    grown = rows * cols * kh * kw - sum(math.prod(s) for s in shapes)
+    return grown, any(_is_grouped(c) for c in convs), parts
 
 
 def _is_stream(tensor) -> bool:
@@ -658,4 +725,5 @@ def copy_widening(output, out_channels: int, in_channels: int, follow_up: Wideni
         follow_up.densifies,
         follow_up.seeds,
         removes=[*follow_up.removes, (in_channels + out_channels, output)],
+        steps=follow_up.steps + 1,  # the merge itself, then its carry
     )

@@ -367,3 +367,42 @@ def test_macs_per_pixel_reads_computed_and_constant_node_weights():
     model.graph.output[0].name = "z"
     onnx.checker.check_model(model)
     assert conv_macs_per_pixel(model) == 4 * 3 * 9 + 2 * 4 + 2 * 2
+
+
+def test_a_dual_stream_conversion_is_judged_with_its_merges_at_any_byte_price(monkeypatch):
+    """ETDS's training-time dual stream: each cross-stream Add is judged together with the dual-stream merge that
+    absorbs its residual input (not as a carry up the body), and the bottom merge with the last Add, so the
+    whole conversion goes through whatever an Add's byte is worth. With HTP's price and the chain judged step by
+    step, the bottom merge was declined and the residuals rode up the body (1.98x MACs, two Concats left)."""
+    from etc import cost, zoo
+
+    model = export(zoo.build("etds_dual", scale=4, seed=3, M=5, C=16), exporter="legacy", dynamic_hw=True)
+    merged = run_pipeline(model, "fold,rep").model
+    for price in (cost.MACS_PER_SLOW_BYTE, 0.7):
+        monkeypatch.setattr(cost, "MACS_PER_SLOW_BYTE", price)
+        result = optimize(model)
+        assert set(op.op_type for op in result.model.graph.node) <= PLAIN, price
+        assert mac_ratio(result.model, merged) <= 1.25, price
+        adds = decisions(result, "add_to_conv")
+        assert len(adds) == 6 and all(d["accepted"] and "(dual stream)" in d["what"] for d in adds), adds
+        assert not decisions(result, "dual_stream")  # every merge was a step of an Add's decision
+
+
+def test_a_chain_step_past_its_estimate_is_judged_on_its_own():
+    """A seed admitted for ``steps`` later rewrites takes that many without a decision; the next is judged (and
+    recorded), so a chain that rides further than its estimate cannot grow the model unseen."""
+    from etc.cost import CostBudget, Widening
+
+    b = GraphBuilder(3)
+    model = b.model(b.op("Relu", [b.conv("input", 3, 8)]))
+    budget = CostBudget(model, Options(max_growth=100.0))
+    first = Widening("carrying 's'", seeds=("s",), steps=2)
+    assert budget.admit(first, "carry_skip", "a") is None and len(budget.decisions) == 1
+    for node in ("b", "c"):
+        assert budget.admit(Widening("carrying 's'", seeds=("s",)), "carry_skip", node) is None
+    assert len(budget.decisions) == 1
+    assert budget.admit(Widening("carrying 's'", seeds=("s",)), "carry_skip", "d") is None
+    assert [d.node for d in budget.decisions] == ["a", "d"]
+    ended = Widening("merging", continues=("x", "s"))  # a merge that ends the admitted chain of 's'
+    budget.steps_left["s"] = 1
+    assert budget.admit(ended, "dual_stream", "e") is None and len(budget.decisions) == 2
