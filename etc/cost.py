@@ -40,7 +40,15 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from etc.graph import channels_of, const_value, input_at, is_graph_output, op_histogram, producer
+from etc.graph import (
+    channels_of,
+    concat_leaves,
+    const_value,
+    input_at,
+    is_graph_output,
+    op_histogram,
+    producer,
+)
 from etc.shapes import static_shapes
 
 PLAIN_OPS = frozenset({"Conv", "Relu", "DepthToSpace"})
@@ -645,8 +653,6 @@ def _dual_stream_follow_up(streams: list, riders: list) -> tuple[int, bool, list
     two streams merges their producers), or one is and each rider is act(Conv(s)) with ``s`` an input of the
     stream's producer (ETDS: r_i = relu(Conv_r(r_{i-1})) beside y_i = relu(Conv_y(y_{i-1}, r_{i-1}))), which a
     merge absorbs in place instead of carrying r_i up the body. None otherwise (a carry follows, or nothing)."""
-    from etc.passes._merge import leaves
-
     if len(streams) != 1 if riders else len(streams) < 2:
         return None
     parts = streams + riders
@@ -654,12 +660,12 @@ def _dual_stream_follow_up(streams: list, riders: list) -> tuple[int, bool, list
     if any(c is None for c in convs):
         return None
     if riders:
-        inputs = leaves(convs[0].inputs[0])
+        inputs = concat_leaves(convs[0].inputs[0])
         if not all(any(c.inputs[0] is t for t in inputs) for c in convs[1:]):
             return None
     sources: list = []
     for conv in convs:
-        sources += [t for t in leaves(conv.inputs[0]) if not any(t is s for s in sources)]
+        sources += [t for t in concat_leaves(conv.inputs[0]) if not any(t is s for s in sources)]
     shapes = [_weight_shape(c) for c in convs]
     if any(s is None for s in shapes):
         return None

@@ -92,6 +92,22 @@ def producer(tensor: Tensor) -> Node | None:
     return tensor.inputs[0] if tensor.inputs else None
 
 
+def is_channel_concat(node: Node | None) -> bool:
+    """A Concat along the channel axis of NCHW tensors."""
+    if node is None or node.op != "Concat":
+        return False
+    axis = int(node.attrs.get("axis", 0))
+    return axis == 1 or (axis == -3 and all(t.shape is not None and len(t.shape) == 4 for t in node.outputs))
+
+
+def concat_leaves(tensor: Tensor) -> list[Tensor]:
+    """The tensors a channel Concat joins, flattened through nested channel Concats (else [tensor])."""
+    node = producer(tensor)
+    if not is_channel_concat(node):
+        return [tensor]
+    return [leaf for t in node.inputs for leaf in concat_leaves(t)]
+
+
 def consumers(tensor: Tensor) -> list[Node]:
     """Nodes reading ``tensor`` (each listed once)."""
     seen: list[Node] = []

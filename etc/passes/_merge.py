@@ -27,11 +27,13 @@ from etc.cost import MERGE_ACTIVATIONS
 from etc.graph import (
     ConvSpec,
     channels_of,
+    concat_leaves,
     const_value,
     constant,
     conv_spec,
     conv_weights,
     input_at,
+    is_channel_concat,
     is_graph_output,
     make_conv,
     make_node,
@@ -68,21 +70,6 @@ class MergeOperand:
     @property
     def out_channels(self) -> int:
         return int(self.weight.shape[0])
-
-
-def is_channel_concat(node: gs.Node | None) -> bool:
-    if node is None or node.op != "Concat":
-        return False
-    axis = int(node.attrs.get("axis", 0))
-    return axis == 1 or (axis == -3 and all(t.shape is not None and len(t.shape) == 4 for t in node.outputs))
-
-
-def leaves(tensor: gs.Tensor) -> list[gs.Tensor]:
-    """The tensors a channel Concat joins, flattened through nested channel Concats (else [tensor])."""
-    node = producer(tensor)
-    if not is_channel_concat(node):
-        return [tensor]
-    return [leaf for t in node.inputs for leaf in leaves(t)]
 
 
 def plain_conv_spec(node: gs.Node) -> ConvSpec:
@@ -181,7 +168,7 @@ def union_sources(branches: list[MergeOperand]) -> list[gs.Tensor]:
     """The distinct leaves every branch reads, in first-seen order."""
     out: list[gs.Tensor] = []
     for branch in branches:
-        for leaf in leaves(branch.source):
+        for leaf in concat_leaves(branch.source):
             if not any(leaf is t for t in out):
                 out.append(leaf)
     return out
@@ -203,7 +190,7 @@ def merge_kernels(
         weight = pad_kernel(branch.weight, kh, kw)
         full = np.zeros((weight.shape[0], total, kh, kw))
         col = 0
-        for leaf in leaves(branch.source):
+        for leaf in concat_leaves(branch.source):
             j = next(i for i, t in enumerate(sources) if t is leaf)
             n = counts[j]
             full[:, offsets[j] : offsets[j] + n] += weight[:, col : col + n]
@@ -219,7 +206,7 @@ def union_input(ctx: RewriteContext, branches: list[MergeOperand], sources: list
     if len(sources) == 1:
         return sources[0]
     for branch in branches:
-        got = leaves(branch.source)
+        got = concat_leaves(branch.source)
         if len(got) == len(sources) and all(a is b for a, b in zip(got, sources)):
             return branch.source
     node = make_node(ctx.graph, ctx.namer, "Concat", sources, attrs={"axis": 1}, name="etc_concat")
