@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import re
 
 import numpy as np
 import onnx
@@ -166,10 +167,17 @@ def test_optimize_on_htp_reports_cycles_before_and_after(tmp_path, capsys):
     cycles = json.loads(out)["htp"]
     assert cycles["size"] == [16, 16] and cycles["before"] > 0 and cycles["after"] > 0
     assert cycles["ratio"] == pytest.approx(cycles["after"] / cycles["before"])
+    page = tmp_path / "report.html"
     code, out, _ = _cli(
-        capsys, "optimize", str(path), "-o", str(out_path), "--device", "htp", "--htp-size", "16x16"
+        capsys,
+        *("optimize", str(path), "-o", str(out_path), "--device", "htp", "--htp-size", "16x16"),
+        *("--report", str(page)),
     )
     assert code == 0 and "HTP cycles at 16x16 (simulator, per-node floor over 3 runs): before" in out
+    row = re.search(
+        r"<tr><td>HTP cycles at 16x16 \(simulator, --device htp\)</td>(.*?)</tr>", page.read_text()
+    )
+    assert row is not None and len(re.findall(r"<td[^>]*>[0-9.]+[KMG]?</td>", row.group(1))) == 2, row
 
 
 @needs_qnn

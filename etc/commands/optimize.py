@@ -229,18 +229,20 @@ def optimize(
             click.echo(f"warning: {note}" if not note.startswith("--target") else note, err=True)
     if output is not None:
         save(result, output)
+    htp_line, htp_json = None, None
+    if device == "htp":
+        htp_line, htp_json = htp_before_after(source, result, parse_size(htp_size))
     if report_path is not None:
         from etc.tools.report import write_report
 
         try:
-            write_report(report_path, source, result, report, sites=recorder.sites, title=model.name)
+            write_report(
+                report_path, source, result, report, sites=recorder.sites, title=model.name, htp=htp_json
+            )
         except OSError as exc:
             raise EtcError(f"{report_path}: cannot write --report there ({exc.strerror or exc})") from None
         if not as_json:
             click.echo(f"wrote report {report_path}", err=True)
-    htp_line, htp_json = None, None
-    if device == "htp":
-        htp_line, htp_json = htp_before_after(source, result, parse_size(htp_size))
     if as_json:
         extra = {"htp": htp_json} if htp_json else {}
         echo_json(

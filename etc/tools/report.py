@@ -363,6 +363,7 @@ class ReportInputs:
     latency: dict[str, float | None] = field(default_factory=dict)
     size: tuple[int, int] = (360, 640)
     threads: int = LATENCY_THREADS
+    htp: dict | None = None  # etc.commands.common.htp_before_after's payload (optimize --device htp)
 
 
 def render_report(
@@ -373,14 +374,16 @@ def render_report(
     sites: Sequence[PassHit] = (),
     title: str = "model",
     measure_latency: bool = True,
+    htp: dict | None = None,
 ) -> str:
     """The HTML page for an optimization (``report`` is the OptimizeReport from ``etc.optimize``). Latency is
-    measured at the size of the report's model facts and costs, so every figure is for one input."""
+    measured at the size of the report's model facts and costs, so every figure is for one input; ``htp`` (HTP
+    cycles of both models, measured at their own size) adds a row to the cost table."""
     size = tuple(report.before.size)
     latency = {}
     if measure_latency:
         latency = {"before": latency_ms(source, size), "after": latency_ms(result, size)}
-    data = ReportInputs(title, source, result, report, list(sites), latency, size)  # type: ignore[arg-type]
+    data = ReportInputs(title, source, result, report, list(sites), latency, size, htp=htp)  # type: ignore[arg-type]
     sections = [
         _summary(data),
         _graphs(data),
@@ -604,6 +607,8 @@ def _cost(d: ReportInputs) -> str:
     ]
     if b.cpu_ms is not None or a.cpu_ms is not None:
         rows.append(["CPU measured (onnxruntime, --target cpu)", ms(b.cpu_ms), ms(a.cpu_ms)])
+    if d.htp is not None:
+        rows.append(_htp_row(d.htp))
     parts = [_table(["", "before", "after"], rows, numeric=(1, 2))]
     parts.append(
         '<p class="note">NPU estimate: MACs, bytes moved by non-plain ops and a per-op overhead, with constants '
@@ -632,6 +637,17 @@ def _cost(d: ReportInputs) -> str:
     if notes:
         parts.append('<ul class="fail">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     return '<section id="cost"><h2>Cost</h2>' + "".join(parts) + "</section>"
+
+
+def _htp_row(htp: dict) -> list[str]:
+    """The cost table's row of HTP cycles (simulator, per-node floor), or QNN's reason for a refused model."""
+    h, w = htp["size"]
+    refused = htp.get("refused", {})
+
+    def cell(key: str) -> str:
+        return f"refused: {refused[key]}" if key in refused else _human(htp.get(key))
+
+    return [f"HTP cycles at {h}x{w} (simulator, --device htp)", cell("before"), cell("after")]
 
 
 def _budget_html(budget) -> str:
@@ -732,6 +748,7 @@ def write_report(
     sites: Sequence[PassHit] = (),
     title: str | None = None,
     measure_latency: bool = True,
+    htp: dict | None = None,
 ) -> Path:
     """Writes the HTML report atomically and returns its path."""
     from etc.api import as_model
@@ -739,7 +756,7 @@ def write_report(
     if title is None:
         title = str(source) if not isinstance(source, onnx.ModelProto) else (source.graph.name or "model")
     page = render_report(
-        as_model(source), result, report, sites=sites, title=title, measure_latency=measure_latency
+        as_model(source), result, report, sites=sites, title=title, measure_latency=measure_latency, htp=htp
     )
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
