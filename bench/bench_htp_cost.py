@@ -47,6 +47,7 @@ def pretrained_models() -> dict[str, tuple]:
     for m, c in ((4, 32), (6, 32)):
         for s in (2, 3, 4):
             out[f"ETDS M{m}C{c} x{s}"] = (z("etds_dual", s, M=m, C=c), z("etds", s, M=m, C=c))
+    out["ETDS M5C16 x4"] = (z("etds_dual", 4, M=5, C=16), z("etds", 4, M=5, C=16))
     out["ABPN M4C28 x3"] = (z("abpn", 3), z("abpn_et", 3))
     out["ECBSR M4C16 x4"] = (z("ecbsr_train", 4), z("ecbsr", 4))
     out["published ECBSR M4C16 x4 (ReLU)"] = (published_ecbsr, z("ecbsr", 4))

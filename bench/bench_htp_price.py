@@ -29,6 +29,7 @@ MODELS = (
     "ABPN M4C28 x3",
     "ETDS M4C32 x2",
     "ETDS M4C32 x4",
+    "ETDS M5C16 x4",
 )
 
 

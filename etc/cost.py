@@ -24,10 +24,18 @@ NPU, INT8, 360x640 input: ABPN-M4C28 x3 runs 13.7 ms after ET (10.6 GMACs, plain
 trained (9.2 GMACs plus ~38 MB moved by its anchor Concat, Add and Clip) -> ~4.5 GB/s for the slow path. The
 per-op overhead (20 us) is an assumed dispatch cost of the order NPU runtimes document, not a measurement. The
 model ranks forms; it does not predict another device's milliseconds. Qualcomm's HTP (etc.htp) prices an Add's
-byte far lower (bench/RESULTS.md, "htp: cycles of the zoo and the npu model"): those terms are measured but not
-the default yet, because with them a declined carry leaves a half-made rewrite (a Concat where an Add was) on
-published nets (Real-ESRGAN's compact net, PLKSR's partial conv) and the simulator's cycles did not repeat on a
-loaded machine; ``--target htp`` measures the candidate forms on HTP itself.
+byte far lower (bench/RESULTS.md, "htp: what an Add or Concat byte is worth"), and its INT8 convs cost by output
+channels rounded up to 32-channel slices ("htp: what a conv costs"), so a MAC count misjudges a carry there in
+both directions: three channels carried through a 16x16 conv add 41% of its MACs but 19% of its HTP cycles (only
+its inputs grow), through a 32x32 conv 20% of its MACs but about 120% of its cycles (its outputs spill into a
+second slice). With HTP's byte price alone the budget becomes a hard MAC cap, which declines carries HTP runs
+cheaply; the paper price stays the default until the budget counts padded MACs. ``--target htp`` measures the
+candidate forms on HTP itself.
+
+Chains are judged whole: a carry's first step is judged with the cost of every later step (``Widening.steps``
+rewrites are then admitted without a new decision, one more is judged again), and an Add merge whose Concat a
+dual-stream merge will dissolve (ETDS's cross-stream Adds, an Add of two streams) is judged together with that
+merge, which then continues the decision (``Widening.continues``).
 """
 
 from __future__ import annotations
