@@ -131,6 +131,25 @@ def models(args) -> None:
             _save(data)
 
 
+def features(args) -> None:
+    """Stores etc.cost.htp_features of every measured form (CPU only: the forms are rebuilt, not run)."""
+    from bench.bench_htp_cost import forms, pretrained_models
+    from bench.bench_htp_cost import int8 as int8_form
+    from etc.cost import htp_features, integer_view
+    from etc.shapes import static_shapes
+
+    data = _load()
+    built: dict[str, dict] = {}
+    for key, entry in data.get("models", {}).items():
+        name, form = key.split("|")
+        if name not in built:
+            built[name] = forms(*pretrained_models()[name])
+        plain, _ = integer_view(int8_form(built[name][form]))
+        entry["features"] = htp_features(plain, static_shapes(plain, SIZE) or {})
+        print(key, entry["features"], flush=True)
+    _save(data)
+
+
 DEFAULT_MODELS = (
     "ETDS M4C32 x2",
     "ETDS M4C32 x4",
@@ -164,7 +183,11 @@ def _ops(model) -> dict[str, str]:
     return {n.name: n.op_type for n in model.graph.node}
 
 
-FIT = ("ETDS M4C32 x2", "ABPN M4C28 x3")  # the real models the rate is fitted on; every other one is held out
+FIT = (
+    "ETDS M4C32 x2",
+    "ABPN M4C28 x3",
+    "FSRCNN x3",
+)  # the real models fitted on; every other one is held out
 
 
 def conv_facts(entry: dict) -> tuple[int, int, int]:
@@ -176,6 +199,63 @@ def conv_facts(entry: dict) -> tuple[int, int, int]:
     plain = sum(math.prod(c) for c in entry["convs"].values())
     padded = sum(padded_macs(cin, cout, taps, pixels) for cin, cout, taps, pixels in entry["convs"].values())
     return measured, plain, padded
+
+
+def node_categories(entry: dict) -> dict[str, int]:
+    """A form's node floors summed by what they are: conv, graph input/output, DepthToSpace, float ops with
+    their conversions, anything else."""
+    from etc.htp import onnx_node_of
+
+    sums = dict.fromkeys(("conv", "io", "depth_to_space", "float_op", "other"), 0)
+    for qnn, cycles in entry["nodes"].items():
+        base = onnx_node_of(qnn)
+        op = entry["ops"].get(base, "")
+        if base in entry["convs"]:
+            sums["conv"] += cycles
+        elif op == "DepthToSpace":
+            sums["depth_to_space"] += cycles
+        elif base == "input_Q" or qnn.startswith(("Transpose", "Output", "Input")):
+            sums["io"] += cycles
+        elif op in ("QuantizeLinear", "DequantizeLinear", "PRelu", "Tanh", "Sigmoid"):
+            sums["float_op"] += cycles
+        else:
+            sums["other"] += cycles
+    return sums
+
+
+def fit_rates(entries: list[dict]) -> dict[str, float]:
+    """Cycles per unit of every etc.cost.htp_features term, each from the nodes that do that work."""
+    cats = [node_categories(e) for e in entries]
+    feats = [e["features"] for e in entries]
+    fused = [i for i, f in enumerate(feats) if not f["unfused_macs"]]
+    padded = sum(cats[i]["conv"] for i in fused) / sum(feats[i]["padded_macs"] for i in fused)
+    mixed = [i for i, f in enumerate(feats) if f["unfused_macs"]]
+    unfused = sum(cats[i]["conv"] - padded * feats[i]["padded_macs"] for i in mixed) / sum(
+        feats[i]["unfused_macs"] for i in mixed
+    )
+    rates = {"padded_macs": padded, "unfused_macs": unfused}
+    for key in ("io", "depth_to_space", "float_op"):
+        units = sum(f[key] for f in feats)
+        rates[key] = sum(c[key] for c, f in zip(cats, feats) if f[key]) / units if units else 0.0
+    return rates
+
+
+def estimate_rows(forms: dict[str, dict], rates: dict[str, float]) -> tuple[list[list[str]], list[float]]:
+    from etc.cost import htp_int8_cycles
+
+    rows, errors = [], []
+    for key, entry in forms.items():
+        name, form = key.split("|")
+        measured = sum(entry["nodes"].values())
+        fitted = sum(rates[k] * v for k, v in entry["features"].items()) / measured - 1
+        shipped = htp_int8_cycles(entry["features"]) / measured - 1
+        held = name not in FIT
+        if held:
+            errors.append(abs(shipped))
+        rows.append(
+            [name, form, "yes" if held else "fit", f"{measured:.3g}", f"{fitted:+.0%}", f"{shipped:+.0%}"]
+        )
+    return rows, errors
 
 
 def report(args) -> None:
@@ -234,6 +314,38 @@ def report(args) -> None:
     print(body)
     if not args.no_write:
         write_section("htp: what a conv costs", body)
+    measured = {k: e for k, e in forms.items() if "features" in e}
+    if measured:
+        estimate_section(measured, args)
+
+
+def estimate_section(forms: dict[str, dict], args) -> None:
+    from etc.cost import HTP_CYCLES
+
+    rates = fit_rates([e for k, e in forms.items() if k.split("|")[0] in FIT])
+    rows, errors = estimate_rows(forms, rates)
+    body = "\n\n".join(
+        [
+            "Command: `python -m bench.bench_htp_conv features` then `report` (the node floors of 'htp: what a "
+            "conv costs'). etc.cost.htp_int8_cycles = sum of rate x term over etc.cost.htp_features: conv MACs "
+            f"with C_out padded to {LANES} (fused ReLU or none; or feeding an op HTP runs in float), elements of "
+            "the graph's inputs and outputs, of DepthToSpace outputs and of float-op outputs (PReLU, Tanh, ...). "
+            f"Each rate is fitted on the nodes that do that work in {', '.join(FIT)}; the other models are held out.",
+            markdown_table(
+                ["term", "fitted here", "etc.cost.HTP_CYCLES"],
+                [[k, f"{rates[k]:.3g}", f"{HTP_CYCLES[k]:.3g}"] for k in HTP_CYCLES],
+            ),
+            markdown_table(
+                ["model", "form", "held out", "measured cycles", "error (fitted rates)", "error (etc.cost)"],
+                rows,
+            ),
+            f"Median absolute error of etc.cost's estimate on the {len(errors)} held-out forms: "
+            f"{np.median(errors):.0%}.",
+        ]
+    )
+    print(body)
+    if not args.no_write:
+        write_section("htp: an INT8 estimate", body)
 
 
 def _load() -> dict:
@@ -246,14 +358,14 @@ def _save(data: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["grid", "models", "report"])
+    parser.add_argument("stage", choices=["grid", "models", "features", "report"])
     parser.add_argument("--only", default="")
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--sessions", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    {"grid": grid, "models": models, "report": report}[args.stage](args)
+    {"grid": grid, "models": models, "features": features, "report": report}[args.stage](args)
 
 
 if __name__ == "__main__":

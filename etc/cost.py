@@ -194,6 +194,7 @@ class ModelCost:
     ops: int
     npu_ms: float | None
     cpu_ms: float | None = None  # measured (etc optimize --target cpu), not estimated
+    htp_cycles: float | None = None  # estimated INT8 cycles on Qualcomm's HTP (:func:`htp_int8_cycles`)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -224,7 +225,56 @@ def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> Mo
     if macs is not None:
         seconds = macs / NPU_MACS_PER_S + slow * NPU_BYTES_PER_ELEMENT / NPU_SLOW_BYTES_PER_S
         npu = 1000 * (seconds + len(nodes) * NPU_OP_OVERHEAD_S)
-    return ModelCost(size, macs, params, moved, len(nodes), npu)
+    htp = htp_int8_cycles(htp_features(model, shapes)) if macs is not None else None
+    return ModelCost(size, macs, params, moved, len(nodes), npu, htp_cycles=htp)
+
+
+# ---------------------------------------------------------------- HTP's INT8 cycles, estimated
+
+HTP_LANES = 32  # HTP keeps INT8 activations in 32-channel depth slices: a conv costs by its padded outputs
+HTP_FLOAT_OPS = frozenset({"PRelu", "Tanh", "Sigmoid", "Erf", "Softmax", "HardSigmoid", "HardSwish", "Gelu"})
+# Cycles per unit, fitted by bench.bench_htp_conv (section "htp: an INT8 estimate" of bench/RESULTS.md) on the
+# INT8 forms of ETDS M4C32 x2, ABPN M4C28 x3 and FSRCNN x3, the other seed models held out.
+HTP_CYCLES = {
+    "padded_macs": 0.39,  # a conv with a fused ReLU (or none), per MAC with C_out rounded up to HTP_LANES
+    "unfused_macs": 1.0,  # a conv whose output goes to an op HTP runs in float
+    "io": 76.0,  # per element of the graph's inputs and outputs (quantize, layout change)
+    "depth_to_space": 116.0,  # per output element
+    "float_op": 1630.0,  # per output element of PReLU/Tanh/...: DequantizeLinear -> float op -> QuantizeLinear
+}
+
+
+def htp_features(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, float]:
+    """What the HTP estimate counts in ``model`` (the integer view of a QDQ model) at the sizes ``shapes``."""
+    readers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    out = dict.fromkeys(HTP_CYCLES, 0.0)
+    for node in model.graph.node:
+        elements = _elements(shapes.get(node.output[0])) if node.output else 0
+        if node.op_type == "Conv":
+            weight, shape = inits.get(node.input[1]), shapes.get(node.output[0])
+            if weight is None or not shape:
+                continue
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            cin, cout, taps = weight[1] * group, weight[0], math.prod(weight[2:])
+            padded = math.prod(shape[2:]) * taps * cin * HTP_LANES * math.ceil(cout / HTP_LANES) // group
+            fused = not any(r in HTP_FLOAT_OPS for r in readers.get(node.output[0], []))
+            out["padded_macs" if fused else "unfused_macs"] += padded
+        elif node.op_type == "DepthToSpace":
+            out["depth_to_space"] += elements
+        elif node.op_type in HTP_FLOAT_OPS:
+            out["float_op"] += elements
+    ends = [*model.graph.input, *model.graph.output]
+    out["io"] = float(sum(_elements(shapes.get(v.name)) for v in ends))
+    return out
+
+
+def htp_int8_cycles(features: dict[str, float]) -> float:
+    """Estimated HTP cycles of the INT8 model with these :func:`htp_features`."""
+    return float(sum(HTP_CYCLES[k] * v for k, v in features.items()))
 
 
 def conv_macs(model: onnx.ModelProto, size: tuple[int, int]) -> tuple[int, dict[str, int]]:

@@ -64,6 +64,35 @@ def test_model_cost_counts_macs_bytes_and_the_npu_estimate():
     assert cost_add.npu_ms > cost.npu_ms > 0  # the Add leaves the MAC array
 
 
+def test_htp_estimate_counts_padded_output_channels_and_float_ops():
+    """HTP's INT8 estimate (etc.cost.htp_int8_cycles): a conv costs by its output channels rounded up to 32 (16
+    and 32 outputs cost the same, 33 two slices), a PReLU by its elements through float, and the QDQ model is
+    costed as the integer model it stands for."""
+    from etc.cost import HTP_CYCLES
+    from etc.quant import quantize
+
+    def net(cout: int, act: str = "Relu"):
+        b = GraphBuilder(8, hw=(16, 16))
+        x = b.conv("input", 8, cout)
+        if act == "PRelu":
+            return b.model(b.op("PRelu", [x, b.float_const(np.full((cout, 1, 1), 0.25))]))
+        return b.model(b.op(act, [x]))
+
+    pixels = 16 * 16
+    cycles = {c: model_cost(net(c), (16, 16)).htp_cycles for c in (16, 32, 33)}
+    conv = {c: cycles[c] - HTP_CYCLES["io"] * pixels * (8 + c) for c in cycles}  # without input and output
+    assert (
+        conv[16] == pytest.approx(conv[32]) == pytest.approx(HTP_CYCLES["padded_macs"] * pixels * 9 * 8 * 32)
+    )
+    assert conv[33] == pytest.approx(2 * conv[32])
+    extra = model_cost(net(32, "PRelu"), (16, 16)).htp_cycles - cycles[32]
+    unfused = (HTP_CYCLES["unfused_macs"] / HTP_CYCLES["padded_macs"] - 1) * conv[32]
+    assert extra == pytest.approx(HTP_CYCLES["float_op"] * pixels * 32 + unfused)
+    calib = [np.random.default_rng(i).random((1, 8, 16, 16), dtype=np.float32) for i in range(2)]
+    qdq, _ = quantize(net(32), calib, rounding="nearest", equalize=False, bias_correction=False, floor=False)
+    assert model_cost(qdq, (16, 16)).htp_cycles == pytest.approx(cycles[32])
+
+
 def test_depthwise_residual_is_not_densified_unless_asked(nets):
     model = nets["ghost_bottleneck"]
     merged = run_pipeline(model, "fold,rep").model

@@ -60,6 +60,10 @@ def info(
     click.echo(
         f"NPU     {npu} estimated (etc.cost: constants fitted to the ETDS paper's Dimensity 8100 figures)"
     )
+    htp = "?" if cost.htp_cycles is None else human(cost.htp_cycles)
+    click.echo(
+        f"HTP     {htp} cycles estimated for the INT8 model (etc.cost: fitted to Qualcomm's HTP simulator)"
+    )
     click.echo(f"plain   {facts.plain_share:.0%} of nodes are Conv/Relu/DepthToSpace")
     if facts.qdq:
         marks = ", ".join(f"{op} x{n}" for op, n in facts.qdq.items())

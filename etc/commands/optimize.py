@@ -365,6 +365,7 @@ def cost_rows(before, after) -> list[list[object]]:
     rows = [
         ["(bytes moved, INT8)", human(before.bytes_moved), human(after.bytes_moved)],
         ["(NPU estimate)", ms(before.npu_ms), ms(after.npu_ms)],
+        ["(HTP INT8 cycles, estimate)", human(before.htp_cycles), human(after.htp_cycles)],
     ]
     if before.cpu_ms is not None or after.cpu_ms is not None:
         rows.append(["(CPU measured, 1 thread, --target cpu)", ms(before.cpu_ms), ms(after.cpu_ms)])

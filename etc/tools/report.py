@@ -604,6 +604,7 @@ def _cost(d: ReportInputs) -> str:
         ["bytes moved (INT8)", _human(b.bytes_moved), _human(a.bytes_moved)],
         ["ops", b.ops, a.ops],
         ["NPU estimate", ms(b.npu_ms), ms(a.npu_ms)],
+        ["HTP INT8 cycles (estimate, etc.cost)", _human(b.htp_cycles), _human(a.htp_cycles)],
     ]
     if b.cpu_ms is not None or a.cpu_ms is not None:
         rows.append(["CPU measured (onnxruntime, --target cpu)", ms(b.cpu_ms), ms(a.cpu_ms)])
