@@ -228,3 +228,21 @@ def test_int32_target_matches_the_fused_kernel_only_where_it_accumulates_in_int3
     if kernels.kernel_saturates_pairs():
         pytest.skip("this CPU's u8s8 kernel saturates int16 pairs: only the x86-avx2 target is exact here")
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_the_prelu_doubling_alternative_gives_its_macs_and_estimated_htp_cycles():
+    """A PReLU model's report names the doubling with its MACs (more) and its estimated HTP INT8 cycles (fewer:
+    HTP runs a kept PReLU in float between a DequantizeLinear and a QuantizeLinear)."""
+    from onnx import helper, numpy_helper
+
+    from tests.sr_nets import tiny_sr_net
+
+    model = tiny_sr_net()
+    slope = numpy_helper.from_array(np.full((8, 1, 1), 0.2, np.float32), "slope")
+    model.graph.initializer.append(slope)
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.CopyFrom(helper.make_node("PRelu", ["c0", "slope"], ["r0"], name="prelu0"))
+    _, report = quantizer.quantize_with_report(model, "samples", scale=2, num=4, patch=16)
+    doubling = next(a for a in report.alternatives if a.option == "--prelu-relu")
+    assert doubling.macs_ratio > 1.5
+    assert doubling.htp_ratio is not None and doubling.htp_ratio < 1

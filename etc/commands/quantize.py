@@ -400,7 +400,9 @@ def _a16_lines(report) -> list[str]:
         alts = "; ".join(
             f"{a.option}: "
             + (f"{a.drop:.3f} dB" if a.drop is not None else "not measured (run it)")
-            + f" at {a.macs_ratio:.2f}x MACs ({a.note})"
+            + f" at {a.macs_ratio:.2f}x MACs"
+            + (f", {a.htp_ratio:.2f}x estimated HTP INT8 cycles" if a.htp_ratio is not None else "")
+            + f" ({a.note})"
             for a in report.alternatives
         )
         out.append(f"{report.prelus} PReLU/LeakyReLU kept (no extra MACs); alternatives: {alts}")

@@ -678,12 +678,14 @@ def _htp_figures(state: QuantState) -> None:
 
 @dataclass
 class Alternative:
-    """Another way to quantize a PReLU model: its option, held-out drop (None: not measured) and MACs ratio."""
+    """Another way to quantize a PReLU model: its option, held-out drop (None: not measured), MACs ratio and
+    estimated HTP INT8 cycles ratio (etc.cost.htp_int8_cycles; None: not estimated) to the model quantized."""
 
     option: str
     drop: float | None
     macs_ratio: float
     note: str = ""
+    htp_ratio: float | None = None
 
 
 def _has_prelu(state: QuantState) -> bool:
@@ -706,6 +708,7 @@ def _alternatives_step(state: QuantState) -> None:
             _drop(state, doubled),
             conv_macs_per_pixel(doubled) / base,
             "PReLU -> ReLU on doubled channels, pure 8-bit",
+            _htp_ratio(doubled, state.source),
         )
     )
     if config.a16.strip() == "auto":
@@ -720,6 +723,15 @@ def _alternatives_step(state: QuantState) -> None:
                 "--a16 auto", None, 1.0, f"PReLU kept, inputs in 16 bits to reach {config.max_drop} dB"
             )
         )
+
+
+def _htp_ratio(model: onnx.ModelProto, reference: onnx.ModelProto) -> float | None:
+    """Estimated HTP INT8 cycles of ``model`` over ``reference``'s at 64x64 (etc.cost.htp_int8_cycles): on HTP a
+    kept PReLU runs in float between a DequantizeLinear and a QuantizeLinear, which MACs do not show."""
+    from etc.cost import model_cost
+
+    ours, theirs = model_cost(model, (64, 64)).htp_cycles, model_cost(reference, (64, 64)).htp_cycles
+    return ours / theirs if ours and theirs else None
 
 
 def _write_step(state: QuantState) -> None:
