@@ -108,11 +108,14 @@ QUANTIZED_OPS = (
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True)
 @click.option(
     "--target",
-    type=click.Choice(["int32", "x86-avx2", "native"]),
+    type=click.Choice(["int32", "x86-avx2", "native", "htp"]),
     default="int32",
     show_default=True,
     help="Kernel the model is made for: int32 = exact int32 accumulation (NPUs, TFLite, VNNI and ARM CPUs); "
-    "x86-avx2 = keep the int16 pair sums of x86 CPUs without VNNI below saturation; native = probe this CPU.",
+    "x86-avx2 = keep the int16 pair sums of x86 CPUs without VNNI below saturation; native = probe this CPU; "
+    "htp = Qualcomm HTP (onnxruntime-qnn): PReLU slopes on a uint8 grid (QNN runs a float slope in float, "
+    "slow and off by several steps), 16-bit convs with float16-exact requantization multipliers, and biases "
+    "shifted against HTP's downward rounding. Check it with --device htp.",
 )
 @click.option(
     "--prelu-relu/--keep-prelu",
