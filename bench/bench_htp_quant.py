@@ -1,0 +1,138 @@
+"""``--target htp`` against the default target, on onnxruntime CPU and on the HTP simulator, on the real weights.
+
+    python -m bench.bench_htp_quant [--only etds_M4C32_x2,...] [--htp-size 64] [--no-write] [--render-only]
+
+Per pretrained model of bench.bench_quant.MODELS (the ETDS M4C32/M6C32 x2/x3/x4, ABPN_ET x3 and ECBSR_ET x4
+rows; exported as bench.bench_quant does), calibrated as bench.bench_quant calibrates (32 patches of 64x64 LR of
+the bundled calibration photos), the default ``etc.quantize`` and the same options with ``target="htp"``:
+
+* CPU full: PSNR-Y drop against FP32 on the five evaluation photos at full size (``samples``: astronaut,
+  camera, chelsea, coffee, rocket; disjoint from calibration; onnxruntime CPU, optimizations off: the QDQ graph
+  in exact arithmetic);
+* crops CPU / HTP: the same photos cut to one centre crop of ``--htp-size`` LR pixels each (bench.bench_a16's
+  protocol; the simulator is too slow for full size), the model on onnxruntime CPU and on HTP (CPU fallback
+  disabled) against FP32 on CPU; HTP - CPU is their difference (what HTP's arithmetic costs);
+* cycles: HTP per-node floor (etc.htp.Cycles.floor: each QNN node's fewest cycles over 3 runs, summed) of the
+  INT8 model over the FP32 model's, at ``--htp-size``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+from bench.bench_a16 import centre_crops
+from bench.bench_quant import MODELS, export, key
+from bench.common import machine, markdown_table, write_section
+
+WORK = Path(__file__).with_name("_work") / "htp_quant"
+CACHE = WORK / "results.json"
+TARGETS = ("int32", "htp")
+KEYS = [key(*spec) for spec in MODELS if spec[0] in ("etds", "abpn_et") or spec[:3] == ("ecbsr_et", 4, 16)]
+
+
+def quantized(model, scale: int, target: str):
+    """etc.quantize's defaults (bench.bench_quant's calibration) for ``target``: (QDQ model, seconds)."""
+    from etc.quant.config import QuantConfig
+    from etc.quant.quantizer import quantize_state
+
+    started = time.perf_counter()
+    state = quantize_state(
+        model, "samples", QuantConfig(scale=scale, num=32, patch=64, target=target, floor=False)
+    )
+    return state.qmodel, time.perf_counter() - started
+
+
+def measure(spec, size: int) -> dict:
+    """Drops on CPU (full photos and crops) and on HTP (crops), and cycles, for both targets."""
+    from etc import htp
+    from etc.quant import a16
+    from etc.quant.calib import load_pairs
+    from etc.quant.summary import psnr_drop
+
+    scale = spec[3]
+    model = export(*spec)
+    pairs = load_pairs("samples", scale)
+    crops = centre_crops(pairs, scale, size)
+    fp32_cycles = htp.cycles(model, size=(size, size), runs=3).floor
+    out: dict = {"size": size, "fp32_cycles": fp32_cycles, "targets": {}}
+    for target in TARGETS:
+        q, seconds = quantized(model, scale, target)
+        out["targets"][target] = {
+            "seconds": seconds,
+            "cpu_full": psnr_drop(model, q, pairs, scale),
+            "cpu_crops": psnr_drop(model, q, crops, scale),
+            "htp_crops": a16.htp_drop(model, q, crops, scale),
+            "cycles": htp.cycles(q, size=(size, size), runs=3).floor,
+        }
+    out["load"] = os.getloadavg()[0]
+    return out
+
+
+def render(results: dict) -> str:
+    rows = []
+    for k, r in results.items():
+        row = [k]
+        for target in TARGETS:
+            t = r["targets"][target]
+            row += [
+                f"{t['cpu_full']:.3f}",
+                f"{t['cpu_crops']:.3f} / {t['htp_crops']:.3f}",
+                f"{t['htp_crops'] - t['cpu_crops']:+.3f}",
+                f"{t['cycles'] / r['fp32_cycles']:.3f}",
+            ]
+        rows.append(row)
+    header = ["model"]
+    for target in TARGETS:
+        header += [
+            f"{target}: CPU full",
+            f"{target}: crops CPU / HTP",
+            f"{target}: HTP - CPU",
+            f"{target}: cycles INT8/FP32",
+        ]
+    return markdown_table(header, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated keys, e.g. etds_M4C32_x2")
+    parser.add_argument("--htp-size", type=int, default=64)
+    parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    WORK.mkdir(parents=True, exist_ok=True)
+    results = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    wanted = set(args.only.split(",")) if args.only else None
+    for spec in [] if args.render_only else MODELS:
+        k = key(*spec)
+        if k not in KEYS or (wanted is not None and k not in wanted):
+            continue
+        started = time.perf_counter()
+        results[k] = measure(spec, args.htp_size)
+        CACHE.write_text(json.dumps(results, indent=1))
+        print(f"{k}: {json.dumps(results[k])} ({time.perf_counter() - started:.0f}s)", flush=True)
+    ordered = {k: results[k] for k in KEYS if k in results}
+    sizes = sorted({r["size"] for r in ordered.values()})
+    loads = [r["load"] for r in ordered.values()]
+    body = (
+        f"Command: `python -m bench.bench_htp_quant --htp-size {'/'.join(map(str, sizes)) or 'n/a'}` "
+        f"({machine()}; HTP simulator of onnxruntime-qnn; 1-minute load average after each model "
+        f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f}). Drops in dB of PSNR-Y against FP32; "
+        "calibration: 32 patches of 64x64 LR of the bundled calibration photos. CPU full: the five evaluation "
+        "photos at full size on onnxruntime CPU (optimizations off). Crops: one centre crop of "
+        f"{'/'.join(map(str, sizes)) or 'n/a'} LR pixels per evaluation photo, the same crops on CPU and on HTP "
+        "(CPU fallback disabled). Cycles: HTP per-node floor over 3 runs at the crop size, INT8 over FP32.\n\n"
+        + render(ordered)
+    )
+    print(body)
+    if not args.no_write:
+        write_section("htp: the quantizer's target (--target htp)", body)
+
+
+if __name__ == "__main__":
+    main()
