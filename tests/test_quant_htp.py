@@ -161,6 +161,7 @@ def test_cli_quantize_target_htp(tmp_path):
     args = ["quantize", str(src), "-o", str(dst), "--num", "2", "--patch", "16", "--no-summary", "--no-floor"]
     result = CliRunner().invoke(cli, [*args, "--target", "htp"])
     assert result.exit_code == 0, result.output
+    assert "target htp" in result.output and "PReLU slopes moved onto HTP's uint8 grid" in result.output
     assert kernels.recorded(onnx.load(dst)) == "htp"
 
 

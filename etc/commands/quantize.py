@@ -356,6 +356,11 @@ def quantize(
     click.echo(table(rows, ["tensor", "lo", "hi", "method"]))
     if report.prelu_to_relu:
         click.echo(f"PReLU/LeakyReLU rewritten as ReLU on doubled channels: {report.prelu_to_relu}")
+    if report.slopes_snapped:
+        click.echo(
+            f"PReLU slopes moved onto HTP's uint8 grid before calibration: {report.slopes_snapped} PReLU(s) "
+            "(the FP32 reference keeps the original slopes)"
+        )
     if report.split:
         sp = [[r.tensor, r.channels, r.added, r.max_copies] for r in report.split]
         click.echo(table(sp, ["widened tensor", "channels", "added", "max copies"]))
