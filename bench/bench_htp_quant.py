@@ -12,8 +12,10 @@ the bundled calibration photos), the default ``etc.quantize`` and the same optio
 * crops CPU / HTP: the same photos cut to one centre crop of ``--htp-size`` LR pixels each (bench.bench_a16's
   protocol; the simulator is too slow for full size), the model on onnxruntime CPU and on HTP (CPU fallback
   disabled) against FP32 on CPU; HTP - CPU is their difference (what HTP's arithmetic costs);
-* cycles: HTP per-node floor (etc.htp.Cycles.floor: each QNN node's fewest cycles over 3 runs, summed) of the
-  INT8 model over the FP32 model's, at ``--htp-size``.
+* cycles: HTP per-node floor (etc.htp.Cycles.floor: each QNN node's fewest cycles over the runs, summed) of
+  the INT8 model over the FP32 model's, at ``--htp-size``; ``--cycles-only`` measures them again from the
+  models saved under bench/_work/htp_quant/KEY/ (quantizing them again when missing), median over
+  ``--sessions`` sessions of ``--runs`` runs, and leaves the drops as they are.
 """
 
 from __future__ import annotations
@@ -47,30 +49,62 @@ def quantized(model, scale: int, target: str):
     return state.qmodel, time.perf_counter() - started
 
 
+def saved(spec, target: str, model=None):
+    """The model saved under bench/_work/htp_quant/KEY/ (``fp32`` or a target), saving ``model`` when given."""
+    import onnx
+
+    path = WORK / key(*spec) / f"{target}.onnx"
+    if model is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(path))
+    return onnx.load(str(path)) if path.exists() else None
+
+
+def floor_cycles(model, size: int, runs: int, sessions: int) -> int:
+    """Median over ``sessions`` fresh HTP sessions of the per-node floor over ``runs`` runs."""
+    import numpy as np
+
+    from etc import htp
+
+    return int(np.median([htp.cycles(model, size=(size, size), runs=runs).floor for _ in range(sessions)]))
+
+
 def measure(spec, size: int) -> dict:
     """Drops on CPU (full photos and crops) and on HTP (crops), and cycles, for both targets."""
-    from etc import htp
     from etc.quant import a16
     from etc.quant.calib import load_pairs
     from etc.quant.summary import psnr_drop
 
     scale = spec[3]
-    model = export(*spec)
+    model = saved(spec, "fp32", export(*spec))
     pairs = load_pairs("samples", scale)
     crops = centre_crops(pairs, scale, size)
-    fp32_cycles = htp.cycles(model, size=(size, size), runs=3).floor
+    fp32_cycles = floor_cycles(model, size, 3, 1)
     out: dict = {"size": size, "fp32_cycles": fp32_cycles, "targets": {}}
     for target in TARGETS:
         q, seconds = quantized(model, scale, target)
+        saved(spec, target, q)
         out["targets"][target] = {
             "seconds": seconds,
             "cpu_full": psnr_drop(model, q, pairs, scale),
             "cpu_crops": psnr_drop(model, q, crops, scale),
             "htp_crops": a16.htp_drop(model, q, crops, scale),
-            "cycles": htp.cycles(q, size=(size, size), runs=3).floor,
+            "cycles": floor_cycles(q, size, 3, 1),
         }
     out["load"] = os.getloadavg()[0]
     return out
+
+
+def measure_cycles(spec, result: dict, runs: int, sessions: int) -> None:
+    """``result``'s cycles measured again from the saved models (quantized again when missing)."""
+    size = result["size"]
+    model = saved(spec, "fp32") or saved(spec, "fp32", export(*spec))
+    result["fp32_cycles"] = floor_cycles(model, size, runs, sessions)
+    for target in TARGETS:
+        q = saved(spec, target) or saved(spec, target, quantized(model, spec[3], target)[0])
+        result["targets"][target]["cycles"] = floor_cycles(q, size, runs, sessions)
+    result["cycles_runs"] = [runs, sessions]
+    result["cycles_load"] = os.getloadavg()[0]
 
 
 def render(results: dict) -> str:
@@ -101,6 +135,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated keys, e.g. etds_M4C32_x2")
     parser.add_argument("--htp-size", type=int, default=64)
+    parser.add_argument("--cycles-only", action="store_true", help="measure the cycles again, keep the drops")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--sessions", type=int, default=2)
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -113,20 +150,29 @@ def main() -> None:
         if k not in KEYS or (wanted is not None and k not in wanted):
             continue
         started = time.perf_counter()
-        results[k] = measure(spec, args.htp_size)
+        if args.cycles_only and k in results:
+            measure_cycles(spec, results[k], args.runs, args.sessions)
+        else:
+            results[k] = measure(spec, args.htp_size)
         CACHE.write_text(json.dumps(results, indent=1))
         print(f"{k}: {json.dumps(results[k])} ({time.perf_counter() - started:.0f}s)", flush=True)
     ordered = {k: results[k] for k in KEYS if k in results}
     sizes = sorted({r["size"] for r in ordered.values()})
-    loads = [r["load"] for r in ordered.values()]
+    loads = [r.get("cycles_load", r["load"]) for r in ordered.values()]
+    recounted = {tuple(r["cycles_runs"]) for r in ordered.values() if "cycles_runs" in r}
+    cycles_note = (
+        "; ".join(f"per-node floor over {r} runs, median of {s} sessions" for r, s in sorted(recounted))
+        or "per-node floor over 3 runs"
+    )
+    again = "".join(f" then `--cycles-only --runs {r} --sessions {s}`" for r, s in sorted(recounted))
     body = (
-        f"Command: `python -m bench.bench_htp_quant --htp-size {'/'.join(map(str, sizes)) or 'n/a'}` "
-        f"({machine()}; HTP simulator of onnxruntime-qnn; 1-minute load average after each model "
+        f"Command: `python -m bench.bench_htp_quant --htp-size {'/'.join(map(str, sizes)) or 'n/a'}`{again} "
+        f"({machine()}; HTP simulator of onnxruntime-qnn; 1-minute load average after each model's cycles "
         f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f}). Drops in dB of PSNR-Y against FP32; "
         "calibration: 32 patches of 64x64 LR of the bundled calibration photos. CPU full: the five evaluation "
         "photos at full size on onnxruntime CPU (optimizations off). Crops: one centre crop of "
         f"{'/'.join(map(str, sizes)) or 'n/a'} LR pixels per evaluation photo, the same crops on CPU and on HTP "
-        "(CPU fallback disabled). Cycles: HTP per-node floor over 3 runs at the crop size, INT8 over FP32.\n\n"
+        f"(CPU fallback disabled). Cycles: HTP {cycles_note} at the crop size, INT8 over FP32.\n\n"
         + render(ordered)
     )
     print(body)
