@@ -1,6 +1,7 @@
 """``--target htp`` against the default target, on onnxruntime CPU and on the HTP simulator, on the real weights.
 
     python -m bench.bench_htp_quant [--only etds_M4C32_x2,...] [--htp-size 64] [--no-write] [--render-only]
+    python -m bench.bench_htp_quant --a16 all        (both targets with A16W8 everywhere: own section and cache)
 
 Per pretrained model of bench.bench_quant.MODELS (the ETDS M4C32/M6C32 x2/x3/x4, ABPN_ET x3 and ECBSR_ET x4
 rows; exported as bench.bench_quant does), calibrated as bench.bench_quant calibrates (32 patches of 64x64 LR of
@@ -25,6 +26,7 @@ import json
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.bench_a16 import centre_crops
@@ -32,28 +34,52 @@ from bench.bench_quant import MODELS, export, key
 from bench.common import machine, markdown_table, write_section
 
 WORK = Path(__file__).with_name("_work") / "htp_quant"
-CACHE = WORK / "results.json"
 TARGETS = ("int32", "htp")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The activations' width for both targets: ``none`` (pure 8-bit, the default) or ``all`` (A16W8)."""
+
+    a16: str = "none"
+
+    @property
+    def folder(self) -> Path:
+        return WORK if self.a16 == "none" else WORK / f"a16_{self.a16}"
+
+    @property
+    def cache(self) -> Path:
+        return self.folder / "results.json"
+
+    @property
+    def title(self) -> str:
+        suffix = "" if self.a16 == "none" else f", --a16 {self.a16}"
+        return f"htp: the quantizer's target (--target htp{suffix})"
+
+
 KEYS = [key(*spec) for spec in MODELS if spec[0] in ("etds", "abpn_et") or spec[:3] == ("ecbsr_et", 4, 16)]
 
 
-def quantized(model, scale: int, target: str):
+def quantized(model, scale: int, target: str, setup: Setup):
     """etc.quantize's defaults (bench.bench_quant's calibration) for ``target``: (QDQ model, seconds)."""
     from etc.quant.config import QuantConfig
     from etc.quant.quantizer import quantize_state
 
     started = time.perf_counter()
     state = quantize_state(
-        model, "samples", QuantConfig(scale=scale, num=32, patch=64, target=target, floor=False)
+        model,
+        "samples",
+        QuantConfig(scale=scale, num=32, patch=64, target=target, floor=False, a16=setup.a16),
     )
     return state.qmodel, time.perf_counter() - started
 
 
-def saved(spec, target: str, model=None):
-    """The model saved under bench/_work/htp_quant/KEY/ (``fp32`` or a target), saving ``model`` when given."""
+def saved(spec, target: str, setup: Setup, model=None):
+    """The model saved under bench/_work/htp_quant/[a16_all/]KEY/ (``fp32`` or a target), saving ``model``
+    when given."""
     import onnx
 
-    path = WORK / key(*spec) / f"{target}.onnx"
+    path = setup.folder / key(*spec) / f"{target}.onnx"
     if model is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         onnx.save(model, str(path))
@@ -69,21 +95,21 @@ def floor_cycles(model, size: int, runs: int, sessions: int) -> int:
     return int(np.median([htp.cycles(model, size=(size, size), runs=runs).floor for _ in range(sessions)]))
 
 
-def measure(spec, size: int) -> dict:
+def measure(spec, size: int, setup: Setup) -> dict:
     """Drops on CPU (full photos and crops) and on HTP (crops), and cycles, for both targets."""
     from etc.quant import a16
     from etc.quant.calib import load_pairs
     from etc.quant.summary import psnr_drop
 
     scale = spec[3]
-    model = saved(spec, "fp32", export(*spec))
+    model = saved(spec, "fp32", setup, export(*spec))
     pairs = load_pairs("samples", scale)
     crops = centre_crops(pairs, scale, size)
     fp32_cycles = floor_cycles(model, size, 3, 1)
     out: dict = {"size": size, "fp32_cycles": fp32_cycles, "targets": {}}
     for target in TARGETS:
-        q, seconds = quantized(model, scale, target)
-        saved(spec, target, q)
+        q, seconds = quantized(model, scale, target, setup)
+        saved(spec, target, setup, q)
         out["targets"][target] = {
             "seconds": seconds,
             "cpu_full": psnr_drop(model, q, pairs, scale),
@@ -95,13 +121,15 @@ def measure(spec, size: int) -> dict:
     return out
 
 
-def measure_cycles(spec, result: dict, runs: int, sessions: int) -> None:
+def measure_cycles(spec, result: dict, runs: int, sessions: int, setup: Setup) -> None:
     """``result``'s cycles measured again from the saved models (quantized again when missing)."""
     size = result["size"]
-    model = saved(spec, "fp32") or saved(spec, "fp32", export(*spec))
+    model = saved(spec, "fp32", setup) or saved(spec, "fp32", setup, export(*spec))
     result["fp32_cycles"] = floor_cycles(model, size, runs, sessions)
     for target in TARGETS:
-        q = saved(spec, target) or saved(spec, target, quantized(model, spec[3], target)[0])
+        q = saved(spec, target, setup) or saved(
+            spec, target, setup, quantized(model, spec[3], target, setup)[0]
+        )
         result["targets"][target]["cycles"] = floor_cycles(q, size, runs, sessions)
     result["cycles_runs"] = [runs, sessions]
     result["cycles_load"] = os.getloadavg()[0]
@@ -138,12 +166,14 @@ def main() -> None:
     parser.add_argument("--cycles-only", action="store_true", help="measure the cycles again, keep the drops")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sessions", type=int, default=2)
+    parser.add_argument("--a16", choices=("none", "all"), default="none", help="activations of both targets")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    WORK.mkdir(parents=True, exist_ok=True)
-    results = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    setup = Setup(args.a16)
+    setup.folder.mkdir(parents=True, exist_ok=True)
+    results = json.loads(setup.cache.read_text()) if setup.cache.exists() else {}
     wanted = set(args.only.split(",")) if args.only else None
     for spec in [] if args.render_only else MODELS:
         k = key(*spec)
@@ -151,10 +181,10 @@ def main() -> None:
             continue
         started = time.perf_counter()
         if args.cycles_only and k in results:
-            measure_cycles(spec, results[k], args.runs, args.sessions)
+            measure_cycles(spec, results[k], args.runs, args.sessions, setup)
         else:
-            results[k] = measure(spec, args.htp_size)
-        CACHE.write_text(json.dumps(results, indent=1))
+            results[k] = measure(spec, args.htp_size, setup)
+        setup.cache.write_text(json.dumps(results, indent=1))
         print(f"{k}: {json.dumps(results[k])} ({time.perf_counter() - started:.0f}s)", flush=True)
     ordered = {k: results[k] for k in KEYS if k in results}
     sizes = sorted({r["size"] for r in ordered.values()})
@@ -166,7 +196,8 @@ def main() -> None:
     )
     again = "".join(f" then `--cycles-only --runs {r} --sessions {s}`" for r, s in sorted(recounted))
     body = (
-        f"Command: `python -m bench.bench_htp_quant --htp-size {'/'.join(map(str, sizes)) or 'n/a'}`{again} "
+        f"Command: `python -m bench.bench_htp_quant --htp-size {'/'.join(map(str, sizes)) or 'n/a'}"
+        f"{'' if setup.a16 == 'none' else ' --a16 ' + setup.a16}`{again} "
         f"({machine()}; HTP simulator of onnxruntime-qnn; 1-minute load average after each model's cycles "
         f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f}). Drops in dB of PSNR-Y against FP32; "
         "calibration: 32 patches of 64x64 LR of the bundled calibration photos. CPU full: the five evaluation "
@@ -177,7 +208,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("htp: the quantizer's target (--target htp)", body)
+        write_section(setup.title, body)
 
 
 if __name__ == "__main__":
