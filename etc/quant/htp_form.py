@@ -28,8 +28,6 @@ tensor of real models (bench/RESULTS.md, "htp: the quantizer's target"):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -100,9 +98,3 @@ def fp16_exact_scales(weight_scales: np.ndarray, in_scale: float, out_scale: flo
     low = m16.astype(np.float64) < exact
     m16[low] = np.nextafter(m16[low], np.float16(np.inf))
     return (m16.astype(np.float64) * float(out_scale) / float(in_scale)).astype(np.float32)
-
-
-def slope_inputs(model: onnx.ModelProto) -> Mapping[str, np.ndarray]:
-    """{slope initializer: its values} of the PRelus whose slopes the HTP form stores on a uint8 grid."""
-    consts = {i.name: i for i in model.graph.initializer}
-    return {name: numpy_helper.to_array(consts[name]) for name in set(prelu_slopes(model).values())}
