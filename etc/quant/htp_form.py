@@ -91,10 +91,10 @@ def shifted_bias(qbias: np.ndarray, bias_scale: np.ndarray, out_scale: float, sh
 
 
 def fp16_exact_scales(weight_scales: np.ndarray, in_scale: float, out_scale: float) -> np.ndarray:
-    """Weight scales near ``weight_scales`` whose multipliers s_x·s_w/s_y are float16 numbers (rounded up, so
-    no weight code grows past 127)."""
+    """Weight scales near ``weight_scales`` whose multipliers s_x·s_w/s_y are float16 numbers: the multiplier
+    HTP uses, rounded to nearest as HTP rounds it (rounding every multiplier up instead grows a channel carried
+    through many convs by up to 2^-11 per conv: measured worse on ETDS). The int8 codes of weights on the old
+    grid do not change (|q|·2^-11 < 0.5)."""
     exact = float(in_scale) * np.asarray(weight_scales, dtype=np.float64) / float(out_scale)
     m16 = exact.astype(np.float16)
-    low = m16.astype(np.float64) < exact
-    m16[low] = np.nextafter(m16[low], np.float16(np.inf))
     return (m16.astype(np.float64) * float(out_scale) / float(in_scale)).astype(np.float32)
