@@ -108,11 +108,14 @@ QUANTIZED_OPS = (
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True)
 @click.option(
     "--target",
-    type=click.Choice(["int32", "x86-avx2", "native"]),
+    type=click.Choice(["int32", "x86-avx2", "native", "htp"]),
     default="int32",
     show_default=True,
     help="Kernel the model is made for: int32 = exact int32 accumulation (NPUs, TFLite, VNNI and ARM CPUs); "
-    "x86-avx2 = keep the int16 pair sums of x86 CPUs without VNNI below saturation; native = probe this CPU.",
+    "x86-avx2 = keep the int16 pair sums of x86 CPUs without VNNI below saturation; native = probe this CPU; "
+    "htp = Qualcomm HTP (onnxruntime-qnn): PReLU slopes on a uint8 grid (QNN runs a float slope in float, "
+    "slow and off by several steps), 16-bit convs with float16-exact requantization multipliers, and biases "
+    "shifted against HTP's downward rounding. Check it with --device htp.",
 )
 @click.option(
     "--prelu-relu/--keep-prelu",
@@ -353,6 +356,11 @@ def quantize(
     click.echo(table(rows, ["tensor", "lo", "hi", "method"]))
     if report.prelu_to_relu:
         click.echo(f"PReLU/LeakyReLU rewritten as ReLU on doubled channels: {report.prelu_to_relu}")
+    if report.slopes_snapped:
+        click.echo(
+            f"PReLU slopes moved onto HTP's uint8 grid before calibration: {report.slopes_snapped} PReLU(s) "
+            "(the FP32 reference keeps the original slopes)"
+        )
     if report.split:
         sp = [[r.tensor, r.channels, r.added, r.max_copies] for r in report.split]
         click.echo(table(sp, ["widened tensor", "channels", "added", "max copies"]))

@@ -18,7 +18,7 @@ from etc.errors import BadModelError
 
 METHODS = ("auto", "minmax", "percentile", "entropy")
 ROUNDINGS = ("refit", "gptq", "nearest", "reconstruct")
-TARGETS = ("int32", "x86-avx2", "native")
+TARGETS = ("int32", "x86-avx2", "native", "htp")
 A16_COSTS = ("estimate", "htp")
 BUDGET_MAX_COPIES = (
     2  # copies per channel under split_budget when split is not given (etc.quant.split_budget)

@@ -7,6 +7,10 @@
   int16 (the pairs of :func:`etc.quant.qdq.kernel_pairs`); the weight grids keep every such pair below
   saturation (``safe_u8s8="pairs"``), which costs precision.
 * ``native``: probe this CPU's onnxruntime u8s8 kernel (:func:`kernel_saturates_pairs`) and pick one of the two.
+* ``htp``: Qualcomm's HTP NPU (through onnxruntime-qnn). Its int8 products accumulate exactly, but it
+  requantizes in its own way; the model is written in the form HTP runs entirely and as the graph says
+  (:mod:`etc.quant.htp_form`: uint8 PReLU slopes, float16-exact 16-bit multipliers, a bias shift against its
+  rounding). No constraint on the int8 weights.
 
 The quantized model records the target it was made for in ``metadata_props`` (:data:`METADATA_KEY`).
 """
@@ -21,7 +25,7 @@ import onnx
 
 from etc.errors import BadModelError
 
-TARGETS = ("int32", "x86-avx2", "native")
+TARGETS = ("int32", "x86-avx2", "native", "htp")
 METADATA_KEY = "etc.quant.target"
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
@@ -78,7 +82,7 @@ def kernel_saturates_pairs() -> bool:
 
 
 def resolve(target: str) -> str:
-    """``int32`` or ``x86-avx2``: ``native`` is replaced by what this CPU's kernel does."""
+    """``int32``, ``x86-avx2`` or ``htp``: ``native`` is replaced by what this CPU's kernel does."""
     if target not in TARGETS:
         raise BadModelError(f"unknown target '{target}'; choose from {', '.join(TARGETS)}")
     if target == "native":

@@ -337,13 +337,19 @@ def build_qdq(
     grids: Mapping[str, np.ndarray] | None = None,
     wide: frozenset[str] | set[str] = frozenset(),
     float_weights: bool = False,
+    htp: bool = False,
+    rounding_shift: float = 0.0,
 ) -> onnx.ModelProto:
     """The QDQ model: ``ranges`` gives (lo, hi) for every tensor of ``plan.inputs`` and ``plan.own``.
 
     ``grids`` fixes the weight scales of some Convs (by node name), e.g. after error-compensating rounding put
     their float weights on that grid already. ``wide`` carries those tensors in 16 bits (uint16 Q/DQ, opset 21;
     the widths and Converts of :func:`plan_widths`). ``float_weights`` quantizes the activations only: the
-    weights and biases stay float (the floor that activation rounding alone sets)."""
+    weights and biases stay float (the floor that activation rounding alone sets). ``htp`` writes the form
+    HTP computes as the graph says (:mod:`etc.quant.htp_form`): PReLU slopes as uint8 per-tensor
+    DequantizeLinear (their values must already be on that grid: :func:`etc.quant.htp_form.snap_slopes`) and
+    16-bit Convs with weight scales whose requantization multipliers are float16 numbers;
+    ``rounding_shift`` adds that many output steps to the int32 bias of every Conv writing an 8-bit tensor."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise BadModelError(
@@ -419,7 +425,12 @@ def build_qdq(
                     new.input[i] = dq_of[name]
                 else:
                     new.input[i], read_params[name] = read_at(name, bits)
+        if htp and node.op_type == "PRelu" and len(node.input) > 1 and node.input[1] in consts:
+            new.input[1] = _slope_dq(node.input[1], consts[node.input[1]], add_init, fresh, nodes)
         if node.name in conv_names and node.input[0] in params and not float_weights:
+            written = quantizing_output(node, plan)
+            out_params = params.get(written) if written else None
+            out_bits = widths.stored.get(written, 8) if written else 8
             _quantize_conv_inputs(
                 new,
                 node,
@@ -431,6 +442,7 @@ def build_qdq(
                 fresh,
                 nodes,
                 (grids or {}).get(node.name),
+                _conv_htp(out_params, out_bits, htp, rounding_shift),
             )
         renamed = {}
         for i, name in enumerate(new.output):
@@ -508,14 +520,49 @@ def conv_width_errors(qmodel: onnx.ModelProto) -> list[str]:
     return errors
 
 
+@dataclass(frozen=True)
+class ConvHtp:
+    """What the HTP form changes in one Conv: its output scale, whether its weight scales are chosen so that
+    the requantization multipliers are float16 numbers (16-bit Convs), and the bias shift in output steps."""
+
+    out_scale: float
+    fp16_multipliers: bool
+    shift: float
+
+
+def _conv_htp(out_params, out_bits: int, htp: bool, shift: float) -> ConvHtp | None:
+    """The HTP adjustments of a Conv writing a tensor quantized with ``out_params`` at ``out_bits``."""
+    if out_params is None or not (htp or shift):
+        return None
+    wide = out_bits == 16
+    return ConvHtp(float(out_params[0]), htp and wide, 0.0 if wide else shift)
+
+
+def _slope_dq(name: str, alpha: np.ndarray, add_init, fresh, nodes) -> str:
+    """A uint8 per-tensor DequantizeLinear of a PReLU slope (the form QNN runs as one quantized PReLU)."""
+    from etc.quant.htp_form import slope_grid
+
+    codes, scale, zero = slope_grid(alpha)
+    q, s, z = (
+        add_init(f"{name}_{k}", v) for k, v in (("quantized", codes), ("scale", scale), ("zero_point", zero))
+    )
+    out = fresh(f"{name}_dq")
+    nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out], name=fresh(f"{name}_DQ")))
+    return out
+
+
 def _quantize_conv_inputs(
-    new, node, consts, act_scale, per_channel, safe_u8s8, add_init, fresh, nodes, grid=None
+    new, node, consts, act_scale, per_channel, safe_u8s8, add_init, fresh, nodes, grid=None, htp=None
 ) -> None:
-    """Rewires a Conv's weight and bias through int8/int32 DequantizeLinear nodes."""
+    """Rewires a Conv's weight and bias through int8/int32 DequantizeLinear nodes (``htp``: a ConvHtp)."""
+    from etc.quant import htp_form
+
     weight = consts[node.input[1]]
     if safe_u8s8 and proto.conv_attrs(node).group != 1:
         safe_u8s8 = "any"
     scales = weight_scales(weight, per_channel, safe_u8s8) if grid is None else np.asarray(grid, np.float32)
+    if htp is not None and htp.fp16_multipliers:
+        scales = htp_form.fp16_exact_scales(scales, float(act_scale), htp.out_scale)
     qw = quantize_weight(weight, scales)
     wq = add_init(f"{node.name}_weight_quantized", qw)
     ws = add_init(f"{node.name}_weight_scale", scales)
@@ -528,6 +575,8 @@ def _quantize_conv_inputs(
     if len(node.input) > 2 and node.input[2]:
         bias = consts[node.input[2]]
         qb, bscale = quantize_bias(bias, float(act_scale), scales)
+        if htp is not None and htp.shift:
+            qb = htp_form.shifted_bias(qb, bscale, htp.out_scale, htp.shift)
         bq = add_init(f"{node.name}_bias_quantized", qb)
         bs = add_init(f"{node.name}_bias_scale", bscale)
         bz = add_init(f"{node.name}_bias_zero_point", np.zeros(len(bscale), dtype=np.int32))

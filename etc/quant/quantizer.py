@@ -10,7 +10,8 @@ step is timed and listed in ``QuantReport.steps``. Each works on the float model
   around each PReLU (more MACs), so it is opt-in (``prelu_to_relu=True``): by default PReLUs are kept, and the
   report of a PReLU model names the alternatives with their measured drops and MACs (``alternatives`` step);
 * ``prepare``: Constant nodes become initializers, every node gets a name and every Conv a bias; the scale is
-  measured when not given;
+  measured when not given; for ``target="htp"`` PReLU slopes move onto the uint8 grid HTP runs them on
+  (:mod:`etc.quant.htp_form`);
 * ``calibrate``: calibration patches from DIV2K-style folders or the bundled photos (:mod:`etc.quant.calib`);
 * clip structures (:func:`clip_structures`, counted once per model a step produces): a ReLU output read only
   by a 1x1 Conv whose rows are ``relu(b_o - w_o·t_c)`` (the clamp of ETDS/ABPN_ET/ECBSR_ET,
@@ -34,7 +35,8 @@ step is timed and listed in ``QuantReport.steps``. Each works on the float model
   bounded fine-tuning of the int8 weights and biases (:mod:`etc.quant.finetune`);
 * ``sensitivity`` (opt-in): the per-layer table, output PSNR with each quantized Conv kept float
   (:mod:`etc.quant.sensitivity`); nodes named in ``exclude`` stay float throughout (:func:`etc.quant.qdq.plan_qdq`);
-* ``write``: the QDQ model; the target is written to its metadata_props.
+* ``write``: the QDQ model (``target="htp"``: in HTP's form, with its bias shift); the target is written to its
+  metadata_props.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class QuantReport:
     a16_cycles: dict[str, int] = field(default_factory=dict)  # HTP cycles: a8, mixed, all (a16_cost='htp')
     a16_htp_drop: dict[str, float] = field(default_factory=dict)  # held-out drop on HTP: a8, mixed
     prelus: int = 0  # PReLU/LeakyReLU nodes kept (quantized as they are)
+    slopes_snapped: int = 0  # target htp: PReLU slopes moved onto their uint8 grid before calibration
     alternatives: list = field(default_factory=list)  # Alternative per other way to quantize a PReLU model
     steps: list[StepTime] = field(default_factory=list)  # every step in order, timed
     config: QuantConfig | None = None  # the options it ran with
@@ -292,8 +295,20 @@ class QuantState:
     def build(self) -> dict:
         """The keyword arguments of qdq.build_qdq shared by every step that builds the QDQ model."""
         return dict(
-            per_channel=self.config.per_channel, safe_u8s8=self.safe_u8s8, grids=self.grids, wide=self.wide
+            per_channel=self.config.per_channel,
+            safe_u8s8=self.safe_u8s8,
+            grids=self.grids,
+            wide=self.wide,
+            htp=self.target == "htp",
         )
+
+    @property
+    def rounding_shift(self) -> float:
+        """Output steps added to the 8-bit Convs' biases of the written model (target htp), never seen by the
+        steps that fit weights and biases to the exact arithmetic (they would take the shift back out)."""
+        from etc.quant.htp_form import ROUNDING_SHIFT
+
+        return ROUNDING_SHIFT if self.target == "htp" else 0.0
 
 
 @dataclass(frozen=True)
@@ -312,6 +327,11 @@ def _relu_form_step(state: QuantState) -> None:
 
 def _prepare_step(state: QuantState) -> None:
     state.set_model(named_nodes(state.model))
+    if state.target == "htp":
+        from etc.quant.htp_form import snap_slopes
+
+        snapped, state.report.slopes_snapped = snap_slopes(state.model)
+        state.set_model(snapped)
     state.report.scale = state.config.scale or infer_scale(state.model)
     from etc.quant import a16
 
@@ -569,7 +589,8 @@ def _drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
 
 def _qdq(state: QuantState, wide: frozenset[str] = frozenset()) -> onnx.ModelProto:
     assert state.plan is not None
-    return qdq.build_qdq(state.model, state.plan, _ranges_for(state, wide), **{**state.build, "wide": wide})
+    build = {**state.build, "wide": wide, "rounding_shift": state.rounding_shift}
+    return qdq.build_qdq(state.model, state.plan, _ranges_for(state, wide), **build)
 
 
 def floor_model(state: QuantState) -> onnx.ModelProto:
