@@ -135,7 +135,7 @@ def features(args) -> None:
     """Stores etc.cost.htp_features of every measured form (CPU only: the forms are rebuilt, not run)."""
     from bench.bench_htp_cost import forms, pretrained_models
     from bench.bench_htp_cost import int8 as int8_form
-    from etc.cost import htp_features, integer_view
+    from etc.cost import htp_features, htp_integer_prelus, integer_view
     from etc.shapes import static_shapes
 
     data = _load()
@@ -144,8 +144,11 @@ def features(args) -> None:
         name, form = key.split("|")
         if name not in built:
             built[name] = forms(*pretrained_models()[name])
-        plain, _ = integer_view(int8_form(built[name][form]))
-        entry["features"] = htp_features(plain, static_shapes(plain, SIZE) or {})
+        quantized = int8_form(built[name][form])
+        plain, _ = integer_view(quantized)
+        entry["features"] = htp_features(
+            plain, static_shapes(plain, SIZE) or {}, htp_integer_prelus(quantized)
+        )
         print(key, entry["features"], flush=True)
     _save(data)
 

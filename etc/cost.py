@@ -203,6 +203,7 @@ class ModelCost:
 def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> ModelCost:
     """MACs, params, bytes moved and the estimated NPU time of ``model`` for an H x W = ``size`` input; a QDQ
     model is costed as the integer model it is (:func:`integer_view`: its Q/DQ nodes are not ops)."""
+    integer_prelus = htp_integer_prelus(model)
     model, _ = integer_view(model)
     params = count_params(model)
     nodes = [n for n in model.graph.node if n.op_type != "Constant"]
@@ -225,7 +226,7 @@ def model_cost(model: onnx.ModelProto, size: tuple[int, int] = (360, 640)) -> Mo
     if macs is not None:
         seconds = macs / NPU_MACS_PER_S + slow * NPU_BYTES_PER_ELEMENT / NPU_SLOW_BYTES_PER_S
         npu = 1000 * (seconds + len(nodes) * NPU_OP_OVERHEAD_S)
-    htp = htp_int8_cycles(htp_features(model, shapes)) if macs is not None else None
+    htp = htp_int8_cycles(htp_features(model, shapes, integer_prelus)) if macs is not None else None
     return ModelCost(size, macs, params, moved, len(nodes), npu, htp_cycles=htp)
 
 
@@ -244,12 +245,37 @@ HTP_CYCLES = {
 }
 
 
-def htp_features(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, float]:
-    """What the HTP estimate counts in ``model`` (the integer view of a QDQ model) at the sizes ``shapes``."""
+def htp_integer_prelus(model: onnx.ModelProto) -> frozenset[str]:
+    """Outputs of the PReLUs HTP runs in its integer path: a slope that is the DequantizeLinear of a uint8
+    initializer on one per-tensor grid (the form ``etc quantize --target htp`` writes); any other slope leaves
+    the PReLU in float between a DequantizeLinear and a QuantizeLinear."""
+    inits = {i.name: i for i in model.graph.initializer}
+    made = {o: n for n in model.graph.node for o in n.output}
+    found = set()
+    for node in model.graph.node:
+        dq = made.get(node.input[1]) if node.op_type == "PRelu" and len(node.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+            continue
+        scale = inits.get(dq.input[1]) if len(dq.input) > 1 else None
+        if inits[dq.input[0]].data_type == onnx.TensorProto.UINT8 and scale is not None and not scale.dims:
+            found.add(node.output[0])
+    return frozenset(found)
+
+
+def htp_features(
+    model: onnx.ModelProto, shapes: dict[str, list[int]], integer_prelus: frozenset[str] = frozenset()
+) -> dict[str, float]:
+    """What the HTP estimate counts in ``model`` (the integer view of a QDQ model) at the sizes ``shapes``;
+    ``integer_prelus`` (:func:`htp_integer_prelus` of the QDQ model) run fused, not in float."""
+    floating = {
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type in HTP_FLOAT_OPS and n.output[0] not in integer_prelus
+    }
     readers: dict[str, list[str]] = {}
     for node in model.graph.node:
         for name in node.input:
-            readers.setdefault(name, []).append(node.op_type)
+            readers.setdefault(name, []).append(node.output[0] if node.output else "")
     inits = {i.name: list(i.dims) for i in model.graph.initializer}
     out = dict.fromkeys(HTP_CYCLES, 0.0)
     for node in model.graph.node:
@@ -261,11 +287,11 @@ def htp_features(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[s
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
             cin, cout, taps = weight[1] * group, weight[0], math.prod(weight[2:])
             padded = math.prod(shape[2:]) * taps * cin * HTP_LANES * math.ceil(cout / HTP_LANES) // group
-            fused = not any(r in HTP_FLOAT_OPS for r in readers.get(node.output[0], []))
+            fused = not any(r in floating for r in readers.get(node.output[0], []))
             out["padded_macs" if fused else "unfused_macs"] += padded
         elif node.op_type == "DepthToSpace":
             out["depth_to_space"] += elements
-        elif node.op_type in HTP_FLOAT_OPS:
+        elif node.output and node.output[0] in floating:
             out["float_op"] += elements
     ends = [*model.graph.input, *model.graph.output]
     out["io"] = float(sum(_elements(shapes.get(v.name)) for v in ends))

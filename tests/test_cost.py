@@ -89,8 +89,13 @@ def test_htp_estimate_counts_padded_output_channels_and_float_ops():
     unfused = (HTP_CYCLES["unfused_macs"] / HTP_CYCLES["padded_macs"] - 1) * conv[32]
     assert extra == pytest.approx(HTP_CYCLES["float_op"] * pixels * 32 + unfused)
     calib = [np.random.default_rng(i).random((1, 8, 16, 16), dtype=np.float32) for i in range(2)]
-    qdq, _ = quantize(net(32), calib, rounding="nearest", equalize=False, bias_correction=False, floor=False)
+    fast = {"rounding": "nearest", "equalize": False, "bias_correction": False, "floor": False}
+    qdq, _ = quantize(net(32), calib, **fast)
     assert model_cost(qdq, (16, 16)).htp_cycles == pytest.approx(cycles[32])
+    kept, _ = quantize(net(32, "PRelu"), calib, **fast)  # a float slope: HTP runs the PReLU in float
+    assert model_cost(kept, (16, 16)).htp_cycles == pytest.approx(cycles[32] + extra)
+    snapped, _ = quantize(net(32, "PRelu"), calib, target="htp", **fast)  # a uint8 per-tensor slope: fused
+    assert model_cost(snapped, (16, 16)).htp_cycles == pytest.approx(cycles[32])
 
 
 def test_depthwise_residual_is_not_densified_unless_asked(nets):

@@ -729,7 +729,7 @@ def _alternatives_step(state: QuantState) -> None:
             _drop(state, doubled),
             conv_macs_per_pixel(doubled) / base,
             "PReLU -> ReLU on doubled channels, pure 8-bit",
-            _htp_ratio(doubled, state.source),
+            _htp_ratio(doubled, _qdq(state)),
         )
     )
     if config.a16.strip() == "auto":
