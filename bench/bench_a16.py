@@ -12,8 +12,11 @@ crops to choose on). Rows:
 
 * ``floor``: uint8 activations with the float weights of the default run (``QuantConfig.floor``);
 * ``A8``: ``etc.quantize`` defaults (PReLU kept, pure 8-bit);
-* ``auto``: ``a16="auto"`` with ``--max-drop``; ``16-bit`` is its share of quantized activation tensors stored in
-  16 bits (a region stores its tensor and the outputs of its readers);
+* ``auto``: ``a16="auto"`` with ``--max-drop`` and the default budget (1.25x the 8-bit cycles, estimated; a
+  quarter of the activation tensors); ``16-bit`` is its share of quantized activation tensors stored in 16 bits
+  (a region stores its tensor and the outputs of its readers);
+* ``best1``: the single region (``--a16 NAME`` on the A8 model's weights) with the lowest CPU drop on the
+  evaluation photos, found by trying every region: what one region buys at most, and its cost;
 * ``all``: ``a16="all"`` (A16W8 everywhere);
 * ``ORT``: onnxruntime's QNN flow, ``get_qnn_qdq_config(activation_type=QUInt16, weight_type=QInt8,
   per_channel=True)`` then ``quantize``, on the same 32 patches (docs/GUIDE section 7: per-channel int8 weights
@@ -24,7 +27,9 @@ bench.bench_quant measures (``samples``: astronaut, camera, chelsea, coffee, roc
 scale; 8-bit rounded outputs; onnxruntime optimizations off, so a conv between 16-bit tensors runs in float).
 HTP drop: the same photos cut to one centre crop each of ``--htp-size`` LR pixels (the simulator is too slow for
 full size), the QDQ model on onnxruntime-qnn's HTP simulator against FP32 on CPU; the CPU drop on the same crops
-is given next to it. Cycles: HTP execute cycles at ``--htp-size``, median of 3 runs in one session.
+is given next to it. Cycles: HTP's per-node floor (each node's fewest cycles over 3 runs, summed) at
+``--htp-size``, the least of ``--rounds`` rounds that measure every variant in turn (interleaved, so load hits
+them alike).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from bench.common import machine, markdown_table, write_section
 
 WORK = Path(__file__).with_name("_work") / "a16"
 CACHE = WORK / "results.json"
-VARIANTS = ("a8", "auto", "all", "ort")
+VARIANTS = ("a8", "auto", "best1", "all", "ort")
 
 
 def ort_a16w8(model, patches):
@@ -89,7 +94,7 @@ def cpu_stage(name, m, c, s, *, max_drop: float) -> dict:
     from etc.quant.calib import calibration_patches, load_pairs
     from etc.quant.config import QuantConfig
     from etc.quant.evaluate import evaluate_models
-    from etc.quant.quantizer import floor_model, quantize_state
+    from etc.quant.quantizer import _qdq, floor_model, quantize_state
 
     model = export(name, m, c, s)
     if name in ("abpn", "ecbsr"):
@@ -106,8 +111,10 @@ def cpu_stage(name, m, c, s, *, max_drop: float) -> dict:
     started = time.perf_counter()
     ort = ort_a16w8(model, patches)
     t_ort = time.perf_counter() - started
+    singles = single_regions(model, a8, s)
+    best = min(singles, key=lambda t: singles[t]["cpu"])
     models = {"fp32": model, "floor": floor_model(a8), "a8": a8.qmodel, "auto": auto.qmodel}
-    models |= {"all": whole.qmodel, "ort": ort}
+    models |= {"best1": _qdq(a8, frozenset([best])), "all": whole.qmodel, "ort": ort}
     folder = WORK / key(name, m, c, s)
     folder.mkdir(parents=True, exist_ok=True)
     for k, q in models.items():
@@ -120,16 +127,42 @@ def cpu_stage(name, m, c, s, *, max_drop: float) -> dict:
         "cpu": {r.model: -r.delta for r in rows if r.model != "fp32"},
         "fp32": rows[0].psnr,
         "heldout": {"floor": a8.report.floor_drop, "a8": a8.report.a8_drop, "auto": auto.report.heldout_drop},
+        "median": {"auto": choice.drop, "a8": choice.steps[0].before if choice.steps else choice.drop},
         "reached": choice.reached,
         "wide": f"{len(choice.wide)}/{choice.candidates}",
         "tensors": choice.tensors,
+        "est_auto": 1 + (choice.cost or 0.0),
+        "singles": singles,
+        "best1": best,
         "macs_auto": conv_macs_per_pixel(auto.qmodel) / max(conv_macs_per_pixel(model), 1),
         "seconds": {"a8": t_a8, "auto": t_auto, "ort": t_ort},
     }
 
 
-def htp_stage(k: str, scale: int, size: int) -> dict:
-    """HTP drops on the centre crops (CPU drops on the same crops beside them) and HTP cycles at ``size``."""
+def single_regions(model, state, scale: int) -> dict:
+    """Every region alone on the A8 model's weights: {tensor: CPU drop on the evaluation photos, 16-bit
+    tensors, estimated cycles over A8}."""
+    from etc.quant import a16, qdq
+    from etc.quant.calib import load_pairs
+    from etc.quant.quantizer import _qdq
+    from etc.quant.summary import heldout_psnr
+
+    pairs = load_pairs("samples", scale)
+    ref = heldout_psnr(model, pairs, scale)
+    out = {}
+    for t in [*state.plan.inputs, *a16.candidates(state.plan)]:
+        wide = frozenset([t])
+        out[t] = {
+            "cpu": ref - heldout_psnr(_qdq(state, wide), pairs, scale),
+            "wide": len(qdq.plan_widths(state.model, state.plan, wide).wide),
+            "est": 1 + a16.estimated_cost(state.model, state.plan, wide),
+        }
+    return out
+
+
+def htp_stage(k: str, scale: int, size: int, rounds: int) -> dict:
+    """HTP drops on the centre crops (CPU drops on the same crops beside them) and HTP cycles at ``size``:
+    the per-node floor, the least over ``rounds`` interleaved rounds."""
     import onnx
 
     from etc import htp
@@ -141,14 +174,21 @@ def htp_stage(k: str, scale: int, size: int) -> dict:
     fp32 = onnx.load(str(folder / "fp32.onnx"))
     crops = centre_crops(load_pairs("samples", scale), scale, size)
     out: dict = {"size": size, "crops": len(crops), "htp": {}, "cpu_crops": {}, "cycles": {}, "errors": {}}
-    for name in VARIANTS:
-        q = onnx.load(str(folder / f"{name}.onnx"))
+    out["per_op"] = {}
+    models = {name: onnx.load(str(folder / f"{name}.onnx")) for name in VARIANTS}
+    for name, q in models.items():
         out["cpu_crops"][name] = psnr_drop(fp32, q, crops, scale)
         try:
             out["htp"][name] = a16.htp_drop(fp32, q, crops, scale)
-            out["cycles"][name] = htp.median_cycles(q, size=(size, size), runs=3)
         except Exception as exc:  # a model HTP refuses is reported, not fatal
             out["errors"][name] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+    for _ in range(rounds):
+        for name, q in models.items():
+            if name in out["errors"]:
+                continue
+            measured = htp.cycles(q, size=(size, size), runs=3)
+            if measured.floor < out["cycles"].get(name, float("inf")):
+                out["cycles"][name], out["per_op"][name] = measured.floor, measured.per_op
     return out
 
 
@@ -164,21 +204,39 @@ def _pair(h: dict, name: str) -> str:
     return f"{_f(h.get('cpu_crops', {}).get(name))} / {_f(h.get('htp', {}).get(name))}"
 
 
+def _best1(r: dict) -> tuple[str, str, str]:
+    """(region name, its 16-bit share, its estimated cycle ratio) of the best single region."""
+    name = r.get("best1")
+    if not name:
+        return "n/a", "n/a", "n/a"
+    single = r["singles"][name]
+    total = r["wide"].split("/")[1]
+    return name, f"{single['wide']}/{total}", f"{single['est']:.2f}"
+
+
 def render(results: dict) -> str:
     rows = []
     for k, r in results.items():
         cpu, h = r["cpu"], r.get("htp_run") or {}
         cyc = h.get("cycles", {})
+        med = r.get("median", {})
+        region, share1, est1 = _best1(r)
         rows.append(
             [
                 k,
                 _f(cpu["floor"]),
                 _f(cpu["a8"]),
                 _pair(h, "a8"),
+                f"{_f(med.get('a8'))} -> {_f(med.get('auto'))}",
                 _f(cpu["auto"]),
                 r["wide"] + ("" if r["reached"] else " (not reached)"),
                 _pair(h, "auto"),
-                _ratio(cyc, "auto"),
+                f"{_f(r.get('est_auto'), '.2f')} / {_ratio(cyc, 'auto')}",
+                f"`{region}`",
+                _f(cpu.get("best1")),
+                share1,
+                _pair(h, "best1"),
+                f"{est1} / {_ratio(cyc, 'best1')}",
                 _f(cpu["all"]),
                 _pair(h, "all"),
                 _ratio(cyc, "all"),
@@ -192,10 +250,16 @@ def render(results: dict) -> str:
         "floor CPU",
         "A8 CPU",
         "A8 crops CPU / HTP",
+        "held-out median A8 -> auto",
         "auto CPU",
         "auto 16-bit",
         "auto crops CPU / HTP",
-        "cycles auto/A8",
+        "cycles auto/A8 est / HTP",
+        "best single region",
+        "best1 CPU",
+        "best1 16-bit",
+        "best1 crops CPU / HTP",
+        "cycles best1/A8 est / HTP",
         "all CPU",
         "all crops CPU / HTP",
         "cycles all/A8",
@@ -212,6 +276,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated keys, e.g. etds_M4C32_x2")
     parser.add_argument("--max-drop", type=float, default=0.05)
     parser.add_argument("--htp-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved HTP cycle rounds")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -228,7 +293,7 @@ def main() -> None:
             results[k] = cpu_stage(*spec, max_drop=args.max_drop)
             results[k]["max_drop"] = args.max_drop
         if args.stage in ("htp", "both") and k in results:
-            results[k]["htp_run"] = htp_stage(k, spec[3], args.htp_size)
+            results[k]["htp_run"] = htp_stage(k, spec[3], args.htp_size, args.rounds)
             results[k]["htp_run"]["load"] = os.getloadavg()[0]
         CACHE.write_text(json.dumps(results, indent=1))
         print(
@@ -252,9 +317,13 @@ def main() -> None:
         "(astronaut, camera, chelsea, coffee, rocket; the protocol of bench.bench_quant; onnxruntime CPU, "
         f"optimizations off). HTP columns: one centre crop of {'/'.join(map(str, sizes)) or 'n/a'} LR pixels "
         "per evaluation photo (five crops; the simulator is too slow for full size), CPU drop / HTP drop on "
-        "those same crops; cycles: HTP execute cycles at that size, median of 3 runs. `auto` uses "
-        f"`--max-drop {next(iter(ordered.values()), {}).get('max_drop', args.max_drop)}` on its own 8 held-out "
-        "calibration crops; its 16-bit share counts the quantized activation tensors stored in 16 bits. ORT: "
+        "those same crops; cycles: HTP's per-node floor at that size (each node's fewest cycles over 3 runs, "
+        "summed), the least of 2 rounds that measure every variant in turn. `auto` uses "
+        f"`--max-drop {next(iter(ordered.values()), {}).get('max_drop', args.max_drop)}` on the median drop "
+        "of its 8 held-out 64x64 calibration crops, within the default budget (1.25x the 8-bit cycles as "
+        "estimated, a quarter of the tensors); 'est' is that estimate. 'best1': the single region with the "
+        "lowest CPU drop of all regions tried alone on the A8 weights. 16-bit shares count the quantized "
+        "activation tensors stored in 16 bits. ORT: "
         "`get_qnn_qdq_config(activation_type=QUInt16, weight_type=QInt8, per_channel=True)` + `quantize`.\n\n"
         + render(ordered)
         + ("\n\nHTP refused: " + "; ".join(errors) if errors else "")
