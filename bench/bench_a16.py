@@ -214,6 +214,19 @@ def _best1(r: dict) -> tuple[str, str, str]:
     return name, f"{single['wide']}/{total}", f"{single['est']:.2f}"
 
 
+def _in_budget(r: dict, budget: float = 1.25, share: float = 0.25) -> str:
+    """The lowest CPU drop of a single region within the issue's budget (estimated cycles, 16-bit share), with
+    how many regions fit; 'none fits' when none does."""
+    total = int(r["wide"].split("/")[1])
+    fitting = {
+        t: v for t, v in r.get("singles", {}).items() if v["est"] <= budget and v["wide"] <= share * total
+    }
+    if not fitting:
+        return "none fits"
+    best = min(fitting, key=lambda t: fitting[t]["cpu"])
+    return f"{fitting[best]['cpu']:.3f} (`{best}`, {len(fitting)} fit)"
+
+
 def render(results: dict) -> str:
     rows = []
     for k, r in results.items():
@@ -237,6 +250,7 @@ def render(results: dict) -> str:
                 share1,
                 _pair(h, "best1"),
                 f"{est1} / {_ratio(cyc, 'best1')}",
+                _in_budget(r),
                 _f(cpu["all"]),
                 _pair(h, "all"),
                 _ratio(cyc, "all"),
@@ -260,6 +274,7 @@ def render(results: dict) -> str:
         "best1 16-bit",
         "best1 crops CPU / HTP",
         "cycles best1/A8 est / HTP",
+        "best CPU within 1.25x, 1/4",
         "all CPU",
         "all crops CPU / HTP",
         "cycles all/A8",
