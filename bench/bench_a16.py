@@ -2,7 +2,8 @@
 onnxruntime's own A16W8 flow, on onnxruntime CPU (full-size photos) and on the HTP simulator (crops).
 
     python -m bench.bench_a16 --stage cpu [--only etds_M4C32_x2,...] [--max-drop 0.05]
-    python -m bench.bench_a16 --stage htp [--only ...] [--htp-size 64]
+    python -m bench.bench_a16 --stage htp [--only ...] [--htp-size 64] [--rounds 2]
+    python -m bench.bench_a16 --stage budget [--only ...]   # unions of regions within the issue's budget
     python -m bench.bench_a16 --render-only
 
 Per pretrained model (exported as bench.bench_quant does; anchored ABPN/ECBSR made plain with ``fold,rep,et``
@@ -46,6 +47,9 @@ from bench.common import machine, markdown_table, write_section
 
 WORK = Path(__file__).with_name("_work") / "a16"
 CACHE = WORK / "results.json"
+BUDGET_CACHE = WORK / "budget.json"  # the budget stage's results (its own file: it may run beside another)
+BUDGET = (1.25, 0.25)  # the issue's limits: cycles over A8 (estimated), share of tensors in 16 bits
+MOST_SUBSETS = 64
 VARIANTS = ("a8", "auto", "best1", "all", "ort")
 
 
@@ -160,40 +164,103 @@ def single_regions(model, state, scale: int) -> dict:
     return out
 
 
-def htp_stage(k: str, scale: int, size: int, rounds: int) -> dict:
+def budget_stage(name, m, c, s, singles: dict) -> dict:
+    """Every union of two or more regions that fit the issue's budget alone and together (estimated cycles,
+    16-bit share; at most MOST_SUBSETS, smallest first), measured on the evaluation photos with the A8 weights:
+    the lowest CPU drop any set within the budget reaches, next to the best single region within it."""
+    import itertools
+
+    from etc.quant import a16, qdq
+    from etc.quant.calib import load_pairs
+    from etc.quant.config import QuantConfig
+    from etc.quant.quantizer import _qdq, quantize_state
+    from etc.quant.summary import heldout_psnr
+
+    model = export(name, m, c, s)
+    if name in ("abpn", "ecbsr"):
+        model, _ = maybe_plain(model)
+    state = quantize_state(model, "samples", QuantConfig(scale=s, num=32, patch=64))
+    fits = a16.within(
+        state.model, state.plan, lambda w: a16.estimated_cost(state.model, state.plan, w), *BUDGET
+    )
+    alone = [t for t in singles if fits(frozenset([t]))]
+    subsets = [
+        frozenset(c)
+        for n in range(2, len(alone) + 1)
+        for c in itertools.combinations(alone, n)
+        if fits(frozenset(c))
+    ][:MOST_SUBSETS]
+    pairs = load_pairs("samples", s)
+    ref = heldout_psnr(model, pairs, s)
+    out = {"alone": alone, "subsets": len(subsets), "best": None, "best_drop": None}
+    for wide in subsets:
+        drop = ref - heldout_psnr(_qdq(state, wide), pairs, s)
+        if out["best_drop"] is None or drop < out["best_drop"]:
+            out["best"], out["best_drop"] = sorted(wide), drop
+            out["est"] = 1 + a16.estimated_cost(state.model, state.plan, wide)
+            out["wide"] = len(qdq.plan_widths(state.model, state.plan, wide).wide)
+    return out
+
+
+def htp_stage(k: str, scale: int, size: int, rounds: int, earlier: dict | None = None) -> dict:
     """HTP drops on the centre crops (CPU drops on the same crops beside them) and HTP cycles at ``size``:
-    the per-node floor, the least over ``rounds`` interleaved rounds."""
+    the per-node floor, the least over ``rounds`` interleaved rounds. With ``earlier`` (a previous run of this
+    stage) only the cycles are measured again, each variant keeping the least floor of both runs."""
     import onnx
 
-    from etc import htp
-    from etc.quant import a16
     from etc.quant.calib import load_pairs
-    from etc.quant.summary import psnr_drop
 
     folder = WORK / k
-    fp32 = onnx.load(str(folder / "fp32.onnx"))
-    crops = centre_crops(load_pairs("samples", scale), scale, size)
-    out: dict = {"size": size, "crops": len(crops), "htp": {}, "cpu_crops": {}, "cycles": {}, "errors": {}}
-    out["per_op"] = {}
     models = {name: onnx.load(str(folder / f"{name}.onnx")) for name in VARIANTS}
+    if earlier is None:
+        fp32 = onnx.load(str(folder / "fp32.onnx"))
+        out = htp_drops(fp32, models, centre_crops(load_pairs("samples", scale), scale, size), scale)
+        out |= {"size": size, "cycles": {}, "per_op": {}, "rounds": 0}
+    else:
+        out = earlier
+    for _ in range(rounds):
+        for name, q in models.items():
+            if name not in out["errors"]:
+                _least_cycles(out, name, q, size)
+    out["rounds"] = out.get("rounds", 0) + rounds
+    return out
+
+
+def htp_drops(fp32, models: dict, crops: list, scale: int) -> dict:
+    """{'crops', 'cpu_crops', 'htp', 'errors'}: each model's drop on ``crops`` on CPU and on HTP (a model HTP
+    refuses is reported in 'errors', not fatal)."""
+    from etc.quant import a16
+    from etc.quant.summary import psnr_drop
+
+    out: dict = {"crops": len(crops), "htp": {}, "cpu_crops": {}, "errors": {}}
     for name, q in models.items():
         out["cpu_crops"][name] = psnr_drop(fp32, q, crops, scale)
         try:
             out["htp"][name] = a16.htp_drop(fp32, q, crops, scale)
-        except Exception as exc:  # a model HTP refuses is reported, not fatal
+        except Exception as exc:
             out["errors"][name] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
-    for _ in range(rounds):
-        for name, q in models.items():
-            if name in out["errors"]:
-                continue
-            measured = htp.cycles(q, size=(size, size), runs=3)
-            if measured.floor < out["cycles"].get(name, float("inf")):
-                out["cycles"][name], out["per_op"][name] = measured.floor, measured.per_op
     return out
+
+
+def _least_cycles(out: dict, name: str, model, size: int) -> None:
+    """Measures ``model``'s per-node floor (3 runs) and keeps it in ``out`` when it is the least so far."""
+    from etc import htp
+
+    measured = htp.cycles(model, size=(size, size), runs=3)
+    if measured.floor < out["cycles"].get(name, float("inf")):
+        out["cycles"][name], out["per_op"][name] = measured.floor, measured.per_op
 
 
 def _f(value, fmt: str = ".3f") -> str:
     return "n/a" if value is None else format(value, fmt)
+
+
+def _auto_cycles(r: dict, cyc: dict) -> str:
+    """Estimated / HTP cycles of auto over A8; when auto took no region its model is the A8 model, so the
+    ratio is 1 and the measured one is the noise of measuring one model twice."""
+    if not r["tensors"]:
+        return f"1.00 / 1 (same model; measured {_ratio(cyc, 'auto')})"
+    return f"{_f(r.get('est_auto'), '.2f')} / {_ratio(cyc, 'auto')}"
 
 
 def _ratio(cyc: dict, name: str) -> str:
@@ -214,9 +281,9 @@ def _best1(r: dict) -> tuple[str, str, str]:
     return name, f"{single['wide']}/{total}", f"{single['est']:.2f}"
 
 
-def _in_budget(r: dict, budget: float = 1.25, share: float = 0.25) -> str:
+def _in_budget(r: dict, sets: dict | None, budget: float = 1.25, share: float = 0.25) -> str:
     """The lowest CPU drop of a single region within the issue's budget (estimated cycles, 16-bit share), with
-    how many regions fit; 'none fits' when none does."""
+    how many regions fit ('none fits' when none does), and of the unions the budget stage tried."""
     total = int(r["wide"].split("/")[1])
     fitting = {
         t: v for t, v in r.get("singles", {}).items() if v["est"] <= budget and v["wide"] <= share * total
@@ -224,10 +291,15 @@ def _in_budget(r: dict, budget: float = 1.25, share: float = 0.25) -> str:
     if not fitting:
         return "none fits"
     best = min(fitting, key=lambda t: fitting[t]["cpu"])
-    return f"{fitting[best]['cpu']:.3f} (`{best}`, {len(fitting)} fit)"
+    text = f"{fitting[best]['cpu']:.3f} (`{best}`, {len(fitting)} fit)"
+    if sets and sets.get("best_drop") is not None:
+        text += f"; unions: {sets['best_drop']:.3f} ({len(sets['best'])} regions, best of {sets['subsets']})"
+    elif sets is not None:
+        text += "; no union fits"
+    return text
 
 
-def render(results: dict) -> str:
+def render(results: dict, budgets: dict | None = None) -> str:
     rows = []
     for k, r in results.items():
         cpu, h = r["cpu"], r.get("htp_run") or {}
@@ -244,13 +316,13 @@ def render(results: dict) -> str:
                 _f(cpu["auto"]),
                 r["wide"] + ("" if r["reached"] else " (not reached)"),
                 _pair(h, "auto"),
-                f"{_f(r.get('est_auto'), '.2f')} / {_ratio(cyc, 'auto')}",
+                _auto_cycles(r, cyc),
                 f"`{region}`",
                 _f(cpu.get("best1")),
                 share1,
                 _pair(h, "best1"),
                 f"{est1} / {_ratio(cyc, 'best1')}",
-                _in_budget(r),
+                _in_budget(r, (budgets or {}).get(k)),
                 _f(cpu["all"]),
                 _pair(h, "all"),
                 _ratio(cyc, "all"),
@@ -287,11 +359,14 @@ def render(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=("cpu", "htp", "both"), default="both")
+    parser.add_argument("--stage", choices=("cpu", "htp", "both", "budget"), default="both")
     parser.add_argument("--only", help="comma-separated keys, e.g. etds_M4C32_x2")
     parser.add_argument("--max-drop", type=float, default=0.05)
     parser.add_argument("--htp-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved HTP cycle rounds")
+    parser.add_argument(
+        "--more-cycles", action="store_true", help="htp stage: only more cycle rounds (least floor kept)"
+    )
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -304,12 +379,20 @@ def main() -> None:
         if wanted is not None and k not in wanted:
             continue
         started = time.perf_counter()
+        if args.stage == "budget" and k in results:
+            budgets = json.loads(BUDGET_CACHE.read_text()) if BUDGET_CACHE.exists() else {}
+            budgets[k] = budget_stage(*spec, results[k]["singles"])
+            BUDGET_CACHE.write_text(json.dumps(budgets, indent=1))
+            print(f"{k}: {json.dumps(budgets[k])} ({time.perf_counter() - started:.0f}s)", flush=True)
+            continue
         if args.stage in ("cpu", "both"):
             results[k] = cpu_stage(*spec, max_drop=args.max_drop)
             results[k]["max_drop"] = args.max_drop
         if args.stage in ("htp", "both") and k in results:
-            results[k]["htp_run"] = htp_stage(k, spec[3], args.htp_size, args.rounds)
-            results[k]["htp_run"]["load"] = os.getloadavg()[0]
+            earlier = results[k].get("htp_run") if args.more_cycles else None
+            results[k]["htp_run"] = htp_stage(k, spec[3], args.htp_size, args.rounds, earlier)
+            run = results[k]["htp_run"]
+            run["loads"] = [*run.get("loads", [run["load"]] if "load" in run else []), os.getloadavg()[0]]
         CACHE.write_text(json.dumps(results, indent=1))
         print(
             f"{k}: {json.dumps(results.get(k), default=str)} ({time.perf_counter() - started:.0f}s)",
@@ -317,7 +400,8 @@ def main() -> None:
         )
     ordered = {key(*spec): results[key(*spec)] for spec in MODELS if key(*spec) in results}
     sizes = sorted({r["htp_run"]["size"] for r in ordered.values() if r.get("htp_run")})
-    loads = [r["htp_run"]["load"] for r in ordered.values() if r.get("htp_run")]
+    loads = [x for r in ordered.values() for x in (r.get("htp_run") or {}).get("loads", [])]
+    rounds = sorted({r["htp_run"].get("rounds", 2) for r in ordered.values() if r.get("htp_run")})
     errors = [
         f"{k} {n}: {e}"
         for k, r in ordered.items()
@@ -333,14 +417,15 @@ def main() -> None:
         f"optimizations off). HTP columns: one centre crop of {'/'.join(map(str, sizes)) or 'n/a'} LR pixels "
         "per evaluation photo (five crops; the simulator is too slow for full size), CPU drop / HTP drop on "
         "those same crops; cycles: HTP's per-node floor at that size (each node's fewest cycles over 3 runs, "
-        "summed), the least of 2 rounds that measure every variant in turn. `auto` uses "
+        f"summed), the least of {'/'.join(map(str, rounds)) or 'n/a'} rounds that measure every variant in "
+        "turn. `auto` uses "
         f"`--max-drop {next(iter(ordered.values()), {}).get('max_drop', args.max_drop)}` on the median drop "
         "of its 8 held-out 64x64 calibration crops, within the default budget (1.25x the 8-bit cycles as "
         "estimated, a quarter of the tensors); 'est' is that estimate. 'best1': the single region with the "
         "lowest CPU drop of all regions tried alone on the A8 weights. 16-bit shares count the quantized "
         "activation tensors stored in 16 bits. ORT: "
         "`get_qnn_qdq_config(activation_type=QUInt16, weight_type=QInt8, per_channel=True)` + `quantize`.\n\n"
-        + render(ordered)
+        + render(ordered, json.loads(BUDGET_CACHE.read_text()) if BUDGET_CACHE.exists() else None)
         + ("\n\nHTP refused: " + "; ".join(errors) if errors else "")
     )
     print(body)
