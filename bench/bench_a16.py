@@ -222,7 +222,7 @@ def htp_stage(k: str, scale: int, size: int, rounds: int, earlier: dict | None =
         for name, q in models.items():
             if name not in out["errors"]:
                 _least_cycles(out, name, q, size)
-    out["rounds"] = out.get("rounds", 0) + rounds
+    out["rounds"] = out.get("rounds", 2 if earlier else 0) + rounds  # 2: the default of runs that lacked it
     return out
 
 
@@ -408,9 +408,10 @@ def main() -> None:
         for n, e in (r.get("htp_run") or {}).get("errors", {}).items()
     ]
     body = (
-        f"Commands: `python -m bench.bench_a16 --stage cpu --only ...` then `--stage htp --htp-size "
-        f"{'/'.join(map(str, sizes)) or 'n/a'} --only ...` ({machine()}; 1-minute load average during the HTP "
-        f"stage {min(loads, default=0):.1f}-{max(loads, default=0):.1f}: the machine was shared). "
+        "Commands: `python -m bench.bench_a16 --stage cpu [--only ...]`, then `--stage htp --htp-size "
+        f"{'/'.join(map(str, sizes)) or 'n/a'}`, `--stage htp --more-cycles`, `--stage budget` ({machine()}; "
+        f"1-minute load average at the end of each model's HTP runs {min(loads, default=0):.1f}-"
+        f"{max(loads, default=0):.1f}: the machine was shared with other jobs, and the cycles are noisy). "
         "Calibration as in 'quantize: PSNR and latency': 32 patches of 64x64 LR of the bundled calibration "
         "photos. CPU columns: PSNR-Y drop in dB against FP32 on the five evaluation photos at full size "
         "(astronaut, camera, chelsea, coffee, rocket; the protocol of bench.bench_quant; onnxruntime CPU, "
