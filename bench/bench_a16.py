@@ -48,6 +48,7 @@ from bench.common import machine, markdown_table, write_section
 WORK = Path(__file__).with_name("_work") / "a16"
 CACHE = WORK / "results.json"
 BUDGET_CACHE = WORK / "budget.json"  # the budget stage's results (its own file: it may run beside another)
+AIMET_CACHE = WORK / "aimet.json"  # bench.bench_aimet_amp's results (its own venv), shown when present
 BUDGET = (1.25, 0.25)  # the issue's limits: cycles over A8 (estimated), share of tensors in 16 bits
 MOST_SUBSETS = 64
 VARIANTS = ("a8", "auto", "best1", "all", "ort")
@@ -357,6 +358,34 @@ def render(results: dict, budgets: dict | None = None) -> str:
     return markdown_table(header, rows)
 
 
+def _aimet_part(ordered: dict) -> str:
+    """The peer's paragraph and table when bench.bench_aimet_amp has results, else nothing."""
+    if not AIMET_CACHE.exists():
+        return ""
+    found = json.loads(AIMET_CACHE.read_text())
+    found = {k: found[k] for k in ordered if k in found}
+    return (
+        "\n\nPeer: aimet-onnx 2.42.0 automatic mixed precision (`python -m bench.bench_aimet_amp` in its own "
+        "venv): `choose_mixed_precision` over A8W8/A16W8 per quantizer group, HTP v73 config (per-channel int8 "
+        "conv weights), SQNR ranges, the same 32 calibration patches, allowed drop 0.05 dB on the same median "
+        "of the same 8 held-out crops as ETC's `auto`.\n\n" + render_aimet(found)
+    )
+
+
+def render_aimet(results: dict) -> str:
+    """The aimet-onnx AMP peer (bench.bench_aimet_amp): CPU drop, 16-bit share, crops CPU / HTP, cycles over the
+    A8 model measured in the same rounds."""
+    rows = []
+    for k, r in results.items():
+        if "error" in r:
+            rows.append([k, r["error"], "", "", ""])
+            continue
+        h = r["htp_run"]
+        rows.append([k, _f(r["cpu"]), r["wide"], _pair(h, "aimet"), _ratio(h.get("cycles", {}), "aimet")])
+    header = ["model", "aimet AMP CPU", "16-bit", "crops CPU / HTP", "cycles aimet/A8"]
+    return markdown_table(header, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=("cpu", "htp", "both", "budget"), default="both")
@@ -428,6 +457,7 @@ def main() -> None:
         "`get_qnn_qdq_config(activation_type=QUInt16, weight_type=QInt8, per_channel=True)` + `quantize`.\n\n"
         + render(ordered, json.loads(BUDGET_CACHE.read_text()) if BUDGET_CACHE.exists() else None)
         + ("\n\nHTP refused: " + "; ".join(errors) if errors else "")
+        + _aimet_part(ordered)
     )
     print(body)
     if not args.no_write:
