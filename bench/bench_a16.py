@@ -381,8 +381,11 @@ def render_aimet(results: dict) -> str:
             rows.append([k, r["error"], "", "", ""])
             continue
         h = r["htp_run"]
-        rows.append([k, _f(r["cpu"]), r["wide"], _pair(h, "aimet"), _ratio(h.get("cycles", {}), "aimet")])
-    header = ["model", "aimet AMP CPU", "16-bit", "crops CPU / HTP", "cycles aimet/A8"]
+        crops = _pair(h, "aimet")
+        if "aimet" in h.get("errors", {}):
+            crops += " (HTP refused: " + h["errors"]["aimet"].split(": ", 1)[-1][:90] + ")"
+        rows.append([k, _f(r["cpu"]), r["wide"], crops, _ratio(h.get("cycles", {}), "aimet")])
+    header = ["model", "aimet AMP CPU", "16-bit (its quantizers)", "crops CPU / HTP", "cycles aimet/A8"]
     return markdown_table(header, rows)
 
 
