@@ -345,3 +345,27 @@ def test_auto_prints_what_it_achieved_against_each_limit(tmp_path):
     result = CliRunner().invoke(cli, [*args, "--a16-budget", "4", "--a16-max-share", "1"])
     assert result.exit_code == 0, result.output
     assert "2/4 tensors in 16 bits (0.50, limit 1.0)" in result.output
+
+
+def test_htp_cost_is_the_fraction_of_the_8_bit_floor_added(monkeypatch):
+    from types import SimpleNamespace
+
+    floors = {0: 200, 1: 250, 2: 500}  # per-node floors of the 8-bit model and two mixed ones
+    built = []
+
+    def fake_cycles(model, *, size, runs):
+        assert size == (32, 32) and runs == 3
+        return SimpleNamespace(floor=floors[len(model)])
+
+    monkeypatch.setattr(htp, "cycles", fake_cycles)
+
+    def build(wide):
+        built.append(wide)
+        return list(wide)  # stands for the QDQ model: its length picks the floor
+
+    cost = a16.htp_cost(build)
+    assert built == [frozenset()]  # the 8-bit model, measured once up front
+    assert cost(frozenset(["a"])) == pytest.approx(0.25)
+    assert cost(frozenset(["a", "b"])) == pytest.approx(1.5)
+    fits = a16.within(_sr_net(), qdq.plan_qdq(_sr_net()), cost, 1.3, 1.0)
+    assert fits(frozenset(["r0"])) and not fits(frozenset(["r0", "c1"]))
