@@ -143,22 +143,23 @@ def _one_wide_channel() -> onnx.ModelProto:
 QUICK = dict(
     method="minmax", scale=2, num=4, patch=32, equalize=False, rounding="nearest", bias_correction=False
 )
+LOOSE = dict(a16_budget=4.0, a16_max_share=1.0)  # the tiny net's one region is half its tensors
 
 
 def test_max_drop_is_honoured_with_the_fewest_regions():
     model = _one_wide_channel()
-    _, report = etc.quantize(model, "samples", **QUICK, a16="auto", max_drop=0.05)
+    _, report = etc.quantize(model, "samples", **QUICK, **LOOSE, a16="auto", max_drop=0.05)
     assert report.a8_drop > 1.0  # r0's range crushes the image in uint8
     choice = report.a16
     assert choice.reached and choice.tensors == ["r0"]
-    assert report.heldout_drop <= 0.05
-    assert choice.steps[0].before == pytest.approx(report.a8_drop) and choice.steps[-1].after <= 0.05
+    assert choice.drop <= 0.05 and report.heldout_drop <= 0.05
+    assert choice.steps[0].before > 1.0 and choice.steps[-1].after <= 0.05  # medians (the next tests)
     assert len(choice.wide) < choice.candidates
 
 
 def test_max_drop_zero_is_reported_when_not_reached():
     model = _one_wide_channel()
-    _, report = etc.quantize(model, "samples", **QUICK, a16="auto", max_drop=0.0)
+    _, report = etc.quantize(model, "samples", **QUICK, **LOOSE, a16="auto", max_drop=0.0)
     assert report.heldout_drop <= report.a8_drop
     if not report.a16.reached:
         assert report.heldout_drop > 0.0
@@ -241,6 +242,24 @@ def test_auto_stops_when_no_region_lowers_the_drop():
     assert choose("ab", lambda wide: 9.0, lambda wide: 1.0, 0.05, 0.01) == (frozenset(), [], True, 0.01)
 
 
+def test_auto_skips_regions_over_budget_and_regions_that_gain_too_little():
+    from etc.quant.a16 import MIN_GAIN, choose
+
+    drops = {"": 0.2, "a": 0.0, "b": 0.2 - MIN_GAIN / 2, "c": 0.1, "bc": 0.1 - MIN_GAIN / 2}
+    asked = []
+
+    def drop_of(wide):
+        asked.append("".join(sorted(wide)))
+        return drops["".join(sorted(wide))]
+
+    chosen, steps, reached, drop = choose(
+        "abc", drop_of, lambda wide: 1.0, 0.05, 0.2, fits=lambda wide: "a" not in wide
+    )
+    assert "a" not in "".join(asked)  # over budget: never measured
+    assert chosen == frozenset("c") and not reached and drop == 0.1  # b's gain is below MIN_GAIN both times
+    assert [s.tensor for s in steps] == ["c"]
+
+
 def test_the_reported_drop_is_the_held_out_drop_measured_from_scratch():
     from etc.quant.summary import heldout_pairs, psnr_drop
 
@@ -262,3 +281,91 @@ def test_tensors_in_16_bits_take_their_observed_min_max_not_the_clipped_8_bit_ra
     for t in moved:
         assert wide.ranges[t] == pytest.approx(minmax.ranges[t])
     assert any(narrow.ranges[t] != pytest.approx(wide.ranges[t]) for t in moved)  # entropy clipped them
+
+
+def test_auto_takes_no_region_beyond_the_budget_or_the_share_and_says_so():
+    model = _one_wide_channel()
+    _, report = etc.quantize(model, "samples", **QUICK, a16="auto", max_drop=0.05)  # 1.25x, 1/4
+    choice = report.a16
+    assert choice.tensors == [] and choice.steps == [] and not choice.reached
+    assert choice.drop > 1.0 and choice.cost == 0.0  # the 8-bit model: median drop, no cycles added
+    plan = qdq.plan_qdq(etc.quant.quantizer.named_nodes(model))
+    assert len(qdq.plan_widths(model, plan, frozenset(["r0"])).wide) / choice.candidates > 0.25
+    _, shared = etc.quantize(model, "samples", **QUICK, a16="auto", a16_max_share=1.0, a16_budget=1.0)
+    assert shared.a16.tensors == []  # the share allows r0, one cycle ratio of 1.0 does not
+    _, both = etc.quantize(model, "samples", **QUICK, **LOOSE, a16="auto")
+    assert both.a16.tensors == ["r0"] and 1.0 < 1.0 + both.a16.cost <= 4.0
+
+
+def test_the_estimate_prices_16_bit_convs_converts_and_a_16_bit_output():
+    model = _sr_net()
+    plan = qdq.plan_qdq(model)
+    channels, macs = a16._shape_facts(model)
+    base = sum(macs.values())
+    every = a16.resolve(model, plan, "all")
+    widths = qdq.plan_widths(model, plan, every)
+    out_elems = sum(channels[o.name] for o in model.graph.output)
+    expected = a16.A16_EXTRA * base + a16.OUTPUT_COST * out_elems  # every conv in 16 bits, no Convert
+    assert widths.converts == [] and a16.estimated_cost(model, plan, every) == pytest.approx(expected / base)
+    one = frozenset(["r0"])
+    w1 = qdq.plan_widths(model, plan, one)
+    assert w1.converts == [("x", 16)] and w1.stored["y"] == 16  # conv0 reads x converted up
+    conv16 = sum(macs.get(n, 0.0) for n, b in w1.reads.items() if b == 16)
+    expected = a16.A16_EXTRA * conv16 + a16.CONVERT_COST * channels["x"] + a16.OUTPUT_COST * channels["y"]
+    assert a16.estimated_cost(model, plan, one) == pytest.approx(expected / base)
+    assert conv16 == pytest.approx(base)  # both convs run in 16 bits: only the Convert differs from 'all'
+    assert a16.estimated_cost(model, plan, one) > a16.estimated_cost(model, plan, every)
+
+
+def test_auto_bounds_the_median_crop_drop_not_the_mean():
+    assert a16.median_drop([30.0, 40.0, 50.0], [29.9, 39.95, 47.0]) == pytest.approx(0.1)
+    model = _one_wide_channel()
+    _, report = etc.quantize(model, "samples", **QUICK, **LOOSE, a16="auto", max_drop=0.05)
+    from etc.quant.summary import heldout_pairs, heldout_psnrs
+
+    pairs = heldout_pairs("samples", 2, num=8, patch=32, seed=1000)
+    a8 = etc.quantize(model, "samples", **QUICK)[0]
+    ref = heldout_psnrs(model, pairs, 2)
+    assert report.a16.steps[0].before == pytest.approx(a16.median_drop(ref, heldout_psnrs(a8, pairs, 2)))
+
+
+def test_auto_prints_what_it_achieved_against_each_limit(tmp_path):
+    from click.testing import CliRunner
+
+    from etc.cli import cli
+
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(_one_wide_channel(), src)
+    args = ["quantize", str(src), "-o", str(out), "--num", "4", "--patch", "32", "--method", "minmax"]
+    args += ["--no-equalize", "--rounding", "nearest", "--no-summary", "--no-floor", "--a16", "auto"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "0/4 tensors in 16 bits (0.00, limit 0.25); cycles 1.00x" in result.output
+    assert "not reached within --a16-budget 1.25 and --a16-max-share 0.25" in result.output
+    result = CliRunner().invoke(cli, [*args, "--a16-budget", "4", "--a16-max-share", "1"])
+    assert result.exit_code == 0, result.output
+    assert "2/4 tensors in 16 bits (0.50, limit 1.0)" in result.output
+
+
+def test_htp_cost_is_the_fraction_of_the_8_bit_floor_added(monkeypatch):
+    from types import SimpleNamespace
+
+    floors = {0: 200, 1: 250, 2: 500}  # per-node floors of the 8-bit model and two mixed ones
+    built = []
+
+    def fake_cycles(model, *, size, runs):
+        assert size == (32, 32) and runs == 3
+        return SimpleNamespace(floor=floors[len(model)])
+
+    monkeypatch.setattr(htp, "cycles", fake_cycles)
+
+    def build(wide):
+        built.append(wide)
+        return list(wide)  # stands for the QDQ model: its length picks the floor
+
+    cost = a16.htp_cost(build)
+    assert built == [frozenset()]  # the 8-bit model, measured once up front
+    assert cost(frozenset(["a"])) == pytest.approx(0.25)
+    assert cost(frozenset(["a", "b"])) == pytest.approx(1.5)
+    fits = a16.within(_sr_net(), qdq.plan_qdq(_sr_net()), cost, 1.3, 1.0)
+    assert fits(frozenset(["r0"])) and not fits(frozenset(["r0", "c1"]))

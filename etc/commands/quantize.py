@@ -177,7 +177,23 @@ QUANTIZED_OPS = (
     type=click.FloatRange(min=0.0),
     default=0.05,
     show_default=True,
-    help="--a16 auto: the held-out PSNR-Y drop (dB) to reach.",
+    help="--a16 auto: the held-out PSNR-Y drop (dB) to reach, the median over the held-out crops (the mean "
+    "follows near-flat crops where a fraction of a grey level costs dB).",
+)
+@click.option(
+    "--a16-budget",
+    type=click.FloatRange(min=1.0),
+    default=1.25,
+    show_default=True,
+    help="--a16 auto: the most cycles the mixed model may take, a multiple of the pure 8-bit model's "
+    "(estimated, or measured with --a16-cost htp).",
+)
+@click.option(
+    "--a16-max-share",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    default=0.25,
+    show_default=True,
+    help="--a16 auto: the largest share of the quantized activation tensors stored in 16 bits.",
 )
 @click.option(
     "--a16-cost",
@@ -226,6 +242,8 @@ def quantize(
     sensitivity: bool,
     a16: str,
     max_drop: float,
+    a16_budget: float,
+    a16_max_share: float,
     a16_cost: str,
     floor: bool,
     threads: int,
@@ -300,6 +318,8 @@ def quantize(
             sensitivity=sensitivity,
             a16=a16,
             max_drop=max_drop,
+            a16_budget=a16_budget,
+            a16_max_share=a16_max_share,
             a16_cost=a16_cost,
             floor=floor,
         )
@@ -428,7 +448,7 @@ def _a16_lines(report) -> list[str]:
             [
                 s.tensor,
                 f"{s.alone:.3f}",
-                f"{s.cost:.4g}",
+                f"+{s.cost:.3f}",
                 f"{s.before:.3f}",
                 f"{s.after:.3f}",
                 "yes" if s.kept else "no (not needed)",
@@ -442,7 +462,7 @@ def _a16_lines(report) -> list[str]:
                     [
                         "16-bit region",
                         "drop alone dB",
-                        f"added cost ({choice.cost_source})",
+                        f"added cycles / 8-bit ({choice.cost_source})",
                         "before",
                         "after",
                         "kept",
@@ -454,10 +474,11 @@ def _a16_lines(report) -> list[str]:
             out.append(
                 f"weights refitted with these widths: held-out drop {choice.refit_drop:.3f} dB ({kept})"
             )
+        out.append(_auto_line(report, choice))
         if not choice.reached:
             out.append(
-                f"--max-drop {report.config.max_drop}: not reached with {len(choice.steps)} region(s); "
-                f"held-out drop {report.heldout_drop:.3f} dB"
+                f"--max-drop {report.config.max_drop}: not reached within --a16-budget {choice.budget} and "
+                f"--a16-max-share {choice.max_share} ({len(choice.steps)} region(s) taken)"
             )
         elif not choice.steps:
             out.append(f"--max-drop {report.config.max_drop}: the pure 8-bit model is within it already")
@@ -472,6 +493,18 @@ def _a16_lines(report) -> list[str]:
             "held-out drop on HTP: " + ", ".join(f"{k} {v:.3f} dB" for k, v in report.a16_htp_drop.items())
         )
     return out
+
+
+def _auto_line(report, choice) -> str:
+    """What --a16 auto achieved: its median held-out drop against the 8-bit model's, the 16-bit share and the
+    cycles over the 8-bit model (estimated or measured), each with its limit."""
+    drop = "n/a" if choice.drop is None else f"{choice.drop:.3f}"
+    cycles = "n/a" if choice.cost is None else f"{1 + choice.cost:.2f}x"
+    return (
+        f"--a16 auto: median held-out drop {drop} dB (limit {report.config.max_drop}); "
+        f"{len(choice.wide)}/{choice.candidates} tensors in 16 bits ({choice.share:.2f}, limit {choice.max_share}); "
+        f"cycles {cycles} the 8-bit model's ({choice.cost_source}, limit {choice.budget}x)"
+    )
 
 
 def _patch_for(source, patch: int, path: Path) -> int:

@@ -78,7 +78,15 @@ class QuantConfig:
         "activations carried in 16 bits (A16W8 on HTP): none, all, auto (the fewest regions that bring the "
         "held-out drop to max_drop) or tensor names separated by commas",
     )
-    max_drop: float = _opt(0.05, "a16='auto': the held-out PSNR-Y drop (dB) to reach")
+    max_drop: float = _opt(
+        0.05, "a16='auto': the held-out PSNR-Y drop (dB, median over the held-out crops) to reach"
+    )
+    a16_budget: float = _opt(
+        1.25, "a16='auto': the most cycles the mixed model may take, a multiple of the pure 8-bit model's"
+    )
+    a16_max_share: float = _opt(
+        0.25, "a16='auto': the largest share of the quantized activation tensors stored in 16 bits"
+    )
     a16_cost: str = _opt(
         "estimate",
         f"what a16='auto' ranks regions by, one of {', '.join(A16_COSTS)}: the cost model's estimate or "
@@ -108,6 +116,10 @@ class QuantConfig:
             raise BadModelError(f"unknown a16 cost '{self.a16_cost}'; choose from {', '.join(A16_COSTS)}")
         if self.max_drop < 0:
             raise BadModelError(f"max drop {self.max_drop} dB: need a drop >= 0")
+        if self.a16_budget < 1:
+            raise BadModelError(f"a16 budget {self.a16_budget}: need a multiple of the 8-bit cycles >= 1")
+        if not 0 < self.a16_max_share <= 1:
+            raise BadModelError(f"a16 max share {self.a16_max_share}: need a share in (0, 1]")
         if not str(self.a16).strip() or not any(n.strip() for n in str(self.a16).split(",")):
             raise BadModelError(f"a16 '{self.a16}': give none, all, auto or tensor names separated by commas")
 

@@ -42,6 +42,7 @@ step is timed and listed in ``QuantReport.steps``. Each works on the float model
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -265,6 +266,7 @@ class QuantState:
     source: onnx.ModelProto | None = None  # the model as given: the FP32 reference of the held-out drops
     heldout: list = field(default_factory=list)  # held-out (LR, HR) pairs (etc.quant.summary.heldout_pairs)
     heldout_ref: float | None = None  # the FP32 model's mean PSNR-Y on them, measured once
+    heldout_refs: list[float] | None = None  # the FP32 model's PSNR-Y on each of them (a16='auto')
     wide_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # min/max ranges for 16 bits
     narrow_ranges: dict[str, tuple[float, float]] = field(
         default_factory=dict
@@ -587,6 +589,17 @@ def _drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
     return state.heldout_ref - heldout_psnr(qmodel, state.heldout, state.report.scale)
 
 
+def _median_drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
+    """The median over the held-out patches of each patch's PSNR-Y drop (what a16='auto' bounds by max_drop)."""
+    from etc.quant import a16
+    from etc.quant.summary import heldout_psnrs
+
+    assert state.source is not None
+    if state.heldout_refs is None:
+        state.heldout_refs = heldout_psnrs(state.source, state.heldout, state.report.scale)
+    return a16.median_drop(state.heldout_refs, heldout_psnrs(qmodel, state.heldout, state.report.scale))
+
+
 def _qdq(state: QuantState, wide: frozenset[str] = frozenset()) -> onnx.ModelProto:
     assert state.plan is not None
     build = {**state.build, "wide": wide, "rounding_shift": state.rounding_shift}
@@ -631,37 +644,53 @@ def _a16_step(state: QuantState) -> None:
             )
         if report.a8_drop is None:
             report.a8_drop = _drop(state, _qdq(state))
-        tensors = a16.candidates(plan)
-        if config.a16_cost == "htp":
-            cost = a16.htp_cost(lambda wide: _qdq(state, wide))
-        else:
-            cost = lambda wide: a16.estimated_cost(state.model, plan, wide)  # noqa: E731
-        _stage(state.progress, f"choosing 16-bit regions (drop <= {config.max_drop} dB)", None)
-        chosen, steps, reached, drop = a16.choose(
-            tensors,
-            lambda wide: _drop(state, _qdq(state, wide)),
-            cost,
-            config.max_drop,
-            report.a8_drop,
-            state.progress,
-        )
-        report.a16 = choice = a16.describe(state.model, plan, mode, chosen)
-        choice.steps, choice.reached, choice.cost_source = steps, reached, config.a16_cost
-        if steps:
-            report.heldout_drop = drop
-        if chosen:
-            _refit_for_widths(state, chosen)
-            choice.reached = report.heldout_drop is not None and report.heldout_drop <= config.max_drop
+        _auto_widths(state)
     if mode != "auto" and state.heldout and state.wide:
         report.heldout_drop = _drop(state, _qdq(state, state.wide))
     if config.a16_cost == "htp":
         _htp_figures(state)
 
 
+def _auto_widths(state: QuantState) -> None:
+    """a16='auto': the regions chosen by :func:`etc.quant.a16.choose` on the median held-out drop, within the
+    cycle budget and the 16-bit share; the report gets the choice, its median drop and cost, and the mean
+    held-out drop of the model written (``heldout_drop``, as for every other model)."""
+    from etc.quant import a16
+
+    config, report, plan = state.config, state.report, state.plan
+    assert plan is not None
+    if config.a16_cost == "htp":
+        measured = a16.htp_cost(lambda wide: _qdq(state, wide))
+    else:
+        measured = lambda wide: a16.estimated_cost(state.model, plan, wide)  # noqa: E731
+    cost = functools.lru_cache(maxsize=None)(measured)
+    fits = a16.within(state.model, plan, cost, config.a16_budget, config.a16_max_share)
+    _stage(state.progress, f"choosing 16-bit regions (median drop <= {config.max_drop} dB)", None)
+    base = _median_drop(state, _qdq(state))
+    chosen, steps, reached, drop = a16.choose(
+        a16.candidates(plan),
+        lambda wide: _median_drop(state, _qdq(state, wide)),
+        cost,
+        config.max_drop,
+        base,
+        state.progress,
+        fits,
+    )
+    report.a16 = choice = a16.describe(state.model, plan, "auto", chosen)
+    choice.steps, choice.reached, choice.cost_source, choice.drop = steps, reached, config.a16_cost, drop
+    choice.budget, choice.max_share = config.a16_budget, config.a16_max_share
+    choice.cost = cost(chosen) if chosen else 0.0
+    report.heldout_drop = report.a8_drop
+    if chosen:
+        _refit_for_widths(state, chosen)
+        choice.reached = choice.drop <= config.max_drop
+        report.heldout_drop = _drop(state, _qdq(state, state.wide))
+
+
 def _refit_for_widths(state: QuantState, chosen: frozenset[str]) -> None:
     """The weights rounded and bias-corrected again with ``chosen`` in 16 bits (auto ranked the regions with the
-    8-bit model's weights, fitted to 8-bit inputs); kept when the held-out drop is lower."""
-    report, choice = state.report, state.report.a16
+    8-bit model's weights, fitted to 8-bit inputs); kept when the median held-out drop is lower."""
+    choice = state.report.a16
     before = (state.model, dict(state.grids), state.wide)
     state.wide, state.grids = chosen, {}
     state.set_model(state.float_model)
@@ -669,10 +698,10 @@ def _refit_for_widths(state: QuantState, chosen: frozenset[str]) -> None:
         _rounding_step(state)
     if state.config.bias_correction:
         _bias_correction_step(state)
-    drop = _drop(state, _qdq(state, chosen))
+    drop = _median_drop(state, _qdq(state, chosen))
     choice.refit_drop = drop
-    if report.heldout_drop is None or drop < report.heldout_drop:
-        report.heldout_drop = drop
+    if choice.drop is None or drop < choice.drop:
+        choice.drop = drop
         choice.refit = True
     else:
         state.model, state.grids, _ = before
@@ -847,6 +876,8 @@ def quantize(
     sensitivity: bool = False,
     a16: str = "none",
     max_drop: float = 0.05,
+    a16_budget: float = 1.25,
+    a16_max_share: float = 0.25,
     a16_cost: str = "estimate",
     floor: bool = True,
     config: QuantConfig | None = None,

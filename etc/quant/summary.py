@@ -83,11 +83,16 @@ def heldout_pairs(spec: str | os.PathLike, scale: int, *, num: int, patch: int, 
 def heldout_psnr(model: onnx.ModelProto, pairs: list[ImagePair], scale: int) -> float:
     """Mean PSNR-Y of ``model`` on ``pairs`` as :func:`psnr_drop` measures it (optimizations off, one thread,
     8-bit rounded outputs; no SSIM): compute the FP32 side once and subtract each quantized model's."""
+    return float(np.mean(heldout_psnrs(model, pairs, scale)))
+
+
+def heldout_psnrs(model: onnx.ModelProto, pairs: list[ImagePair], scale: int) -> list[float]:
+    """PSNR-Y of ``model`` on each of ``pairs``, measured as :func:`heldout_psnr` does."""
     from etc.quant.evaluate import sr_runner, super_resolved
     from etc.quant.metrics import psnr_y
 
     run = sr_runner(model, False, 1)
-    return float(np.mean([psnr_y(sr, pair.hr, scale) for pair, sr in super_resolved(run, pairs)]))
+    return [psnr_y(sr, pair.hr, scale) for pair, sr in super_resolved(run, pairs)]
 
 
 def psnr_drop(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[ImagePair], scale: int) -> float:
