@@ -316,7 +316,7 @@ def report(args) -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("htp: what a conv costs", body)
+        write_section("htp: what a conv costs", with_reading("htp: what a conv costs", body))
     measured = {k: e for k, e in forms.items() if "features" in e}
     if measured:
         estimate_section(measured, args)
@@ -325,7 +325,10 @@ def report(args) -> None:
 def estimate_section(forms: dict[str, dict], args) -> None:
     from etc.cost import HTP_CYCLES
 
-    rates = fit_rates([e for k, e in forms.items() if k.split("|")[0] in FIT])
+    fitted = [
+        e for k, e in forms.items() if k.split("|")[0] in FIT and "ConvTranspose" not in e["ops"].values()
+    ]
+    rates = fit_rates(fitted)  # a ConvTranspose is estimated by its padded MACs, not fitted
     rows, errors = estimate_rows(forms, rates)
     body = "\n\n".join(
         [
@@ -348,7 +351,19 @@ def estimate_section(forms: dict[str, dict], args) -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("htp: an INT8 estimate", body)
+        write_section("htp: an INT8 estimate", with_reading("htp: an INT8 estimate", body))
+
+
+def with_reading(title: str, body: str) -> str:
+    """``body`` followed by the hand-written "Reading it." paragraphs the section already has in RESULTS.md."""
+    import re
+
+    from bench.common import RESULTS
+
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    section = re.search(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", text, re.S | re.M)
+    start = section.group(0).find("\nReading it.") if section else -1
+    return body if start < 0 else f"{body}\n{section.group(0)[start:].rstrip()}"
 
 
 def _load() -> dict:

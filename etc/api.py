@@ -138,8 +138,8 @@ def optimize(
     if target == "cpu":
         cpu = choose_cpu_candidate(model, result, passes, options)
         result.notes.append(cpu.summary())
-    elif target == "htp":
-        cpu = choose_cpu_candidate(model, result, passes, options, htp=True)
+    elif target in ("htp", "htp-estimate"):
+        cpu = choose_cpu_candidate(model, result, passes, options, htp=target)
         result.notes.append(cpu.summary())
     report = OptimizeReport(
         model_info(model, size), model_info(result.model, size), result, target=target, cpu=cpu
@@ -185,18 +185,18 @@ def run_timing(total: float, result: PipelineResult, checking: float) -> dict:
     }
 
 
-TARGETS = ("npu", "cpu", "htp")
+TARGETS = ("npu", "cpu", "htp", "htp-estimate")
 
 
 def choose_cpu_candidate(
-    model: onnx.ModelProto, result: PipelineResult, passes, options: Options, htp: bool = False
+    model: onnx.ModelProto, result: PipelineResult, passes, options: Options, htp: str | None = None
 ):
-    """Builds the --target cpu candidates, measures them (on HTP with ``htp``, for --target htp) and puts the
-    chosen one in ``result.model``."""
+    """Builds the --target cpu candidates, measures them (on HTP with ``htp="htp"``, or estimates their HTP INT8
+    cycles with ``htp="htp-estimate"``) and puts the chosen one in ``result.model``."""
     import dataclasses
 
     from etc.pipeline import get_pass
-    from etc.target import choose_for_cpu, choose_for_htp
+    from etc.target import choose_by_htp_estimate, choose_for_cpu, choose_for_htp
 
     named = [get_pass(p) if isinstance(p, str) else p for p in _flat(passes)]
     candidates = {"plain": result.model}
@@ -206,7 +206,10 @@ def choose_cpu_candidate(
     if merging:
         candidates["merged"] = run_pipeline(model, merging, options=options).model
     candidates["input"] = model
-    choice = choose_for_htp(candidates) if htp else choose_for_cpu(candidates)
+    if htp == "htp-estimate":
+        choice = choose_by_htp_estimate(candidates)
+    else:
+        choice = choose_for_htp(candidates) if htp else choose_for_cpu(candidates)
     result.model = candidates[choice.chosen]
     return choice
 

@@ -280,12 +280,17 @@ def htp_features(
     out = dict.fromkeys(HTP_CYCLES, 0.0)
     for node in model.graph.node:
         elements = _elements(shapes.get(node.output[0])) if node.output else 0
-        if node.op_type == "Conv":
-            weight, shape = inits.get(node.input[1]), shapes.get(node.output[0])
-            if weight is None or not shape:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            weight = inits.get(node.input[1]) or shapes.get(node.input[1])  # computed weights have shapes too
+            shape = shapes.get(node.output[0] if node.op_type == "Conv" else node.input[0])
+            if not weight or len(weight) != 4 or not shape:
                 continue
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            cin, cout, taps = weight[1] * group, weight[0], math.prod(weight[2:])
+            if node.op_type == "Conv":  # (C_out, C_in / group, kh, kw), per output pixel
+                cin, cout = weight[1] * group, weight[0]
+            else:  # (C_in, C_out / group, kh, kw), per input pixel
+                cin, cout = weight[0], weight[1] * group
+            taps = math.prod(weight[2:])
             padded = math.prod(shape[2:]) * taps * cin * HTP_LANES * math.ceil(cout / HTP_LANES) // group
             fused = not any(r in floating for r in readers.get(node.output[0], []))
             out["padded_macs" if fused else "unfused_macs"] += padded

@@ -161,6 +161,7 @@ class HtpChoice:
     rule: str
     size: tuple[int, int]
     candidates: list[HtpMeasured] = field(default_factory=list)
+    target: str = "htp"  # or "htp-estimate": the INT8 column is etc.cost.htp_int8_cycles, nothing was run
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -171,7 +172,8 @@ class HtpChoice:
             + (f" ({c.note})" if c.note else "")
             for c in self.candidates
         ]
-        return f"--target htp chose '{self.chosen}' ({self.rule}); HTP cycles: " + "; ".join(parts)
+        what = "HTP cycles" if self.target == "htp" else "estimated HTP INT8 cycles"
+        return f"--target {self.target} chose '{self.chosen}' ({self.rule}); {what}: " + "; ".join(parts)
 
 
 def htp_int8_form(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -262,3 +264,39 @@ def decide_htp(measured: list[HtpMeasured]) -> tuple[str, str]:
     pick = min(tied, key=lambda m: (m.fp32 if m.fp32 is not None else 1 << 62, order[m.name]))
     rule = "fewest INT8 cycles" if len(tied) == 1 else "INT8 cycles tied within the noise; fewest FP32 cycles"
     return pick.name, rule
+
+
+# ---------------------------------------------------------------- --target htp-estimate
+
+ESTIMATE_MARGIN = 0.03  # a less preferred form must be estimated at least this much cheaper to be picked
+
+
+def choose_by_htp_estimate(
+    candidates: dict[str, onnx.ModelProto], *, size: tuple[int, int] = HTP_SIZE
+) -> HtpChoice:
+    """The candidate to return for ``--target htp-estimate`` (``candidates`` in preference order; ``input`` and
+    ``merged`` among them), judged by etc.cost.htp_int8_cycles at ``size`` without running anything.
+
+    The pick is the first candidate in preference order whose estimate is within ESTIMATE_MARGIN of the fewest,
+    among those estimated no dearer than the input and the merged form; a form that cannot be estimated (its
+    sizes unknown) is not picked.
+    """
+    from etc.cost import model_cost
+
+    measured = [
+        HtpMeasured(name, _estimate(model_cost(m, size).htp_cycles), None) for name, m in candidates.items()
+    ]
+    refs = [m.int8 for m in measured if m.name in ("input", "merged") and m.int8 is not None]
+    allowed = [m for m in measured if m.int8 is not None and all(m.int8 <= r for r in refs)]
+    if not allowed:
+        return HtpChoice("input", "no form could be estimated", size, measured, "htp-estimate")
+    best = min(m.int8 for m in allowed)
+    pick = next(m for m in allowed if m.int8 <= best * (1 + ESTIMATE_MARGIN))
+    rule = (
+        "fewest estimated INT8 cycles" if pick.int8 == best else f"within {ESTIMATE_MARGIN:.0%} of the fewest"
+    )
+    return HtpChoice(pick.name, rule, size, measured, "htp-estimate")
+
+
+def _estimate(cycles: float | None) -> int | None:
+    return None if cycles is None else round(cycles)

@@ -72,8 +72,9 @@ class PipelineSettings:
         )
         tools: list[Instrument] = [NumericCheck(self.atol, self.rtol)] if self.check else []
         result = run_pipeline(model, self.passes, options=options, instruments=tools)
-        if self.target in ("cpu", "htp"):
-            choice = choose_cpu_candidate(model, result, self.passes, options, htp=self.target == "htp")
+        if self.target in ("cpu", "htp", "htp-estimate"):
+            htp = self.target if self.target != "cpu" else None
+            choice = choose_cpu_candidate(model, result, self.passes, options, htp=htp)
             result.notes.append(choice.summary())
         return result
 

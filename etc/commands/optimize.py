@@ -56,13 +56,15 @@ from etc.commands.shapes import input_shape_option, with_input_shapes
 )
 @click.option(
     "--target",
-    type=click.Choice(["npu", "cpu", "htp"]),
+    type=click.Choice(["npu", "cpu", "htp", "htp-estimate"]),
     default="npu",
     show_default=True,
     help="npu: plain Conv/ReLU/DepthToSpace within the cost budget. cpu: measure the forms ETC can build with "
     "onnxruntime on this machine and keep the fastest, never one slower than the input. htp: run those forms, "
     "quantized to INT8, on Qualcomm's HTP simulator (etc-onnx[htp]) at 64x64 and keep the one with the fewest "
-    "cycles (FP32 cycles break ties), never one slower than the input or the merged form.",
+    "cycles (FP32 cycles break ties), never one slower than the input or the merged form. htp-estimate: the "
+    "same choice by etc.cost's INT8 cycle estimate for HTP (padded channels, float PReLUs; nothing is run, "
+    "seconds instead of minutes); a less plain form must be estimated 3% cheaper.",
 )
 @click.option(
     "--max-growth",

@@ -617,11 +617,12 @@ def _cost(d: ReportInputs) -> str:
         "another device.</p>"
     )
     parts.append(_budget_html(report.budget))
-    if getattr(report, "cpu", None) is not None and getattr(report, "target", "") == "htp":
+    if getattr(report, "cpu", None) is not None and getattr(report, "target", "") in ("htp", "htp-estimate"):
         htp_choice = report.cpu
         rows = [[c.name, str(c.int8 or "-"), str(c.fp32 or "-"), c.note] for c in htp_choice.candidates]
         parts.append(
-            f"<p>--target htp chose <b>{html.escape(htp_choice.chosen)}</b> ({html.escape(htp_choice.rule)}).</p>"
+            f"<p>--target {html.escape(report.target)} chose <b>{html.escape(htp_choice.chosen)}</b> "
+            f"({html.escape(htp_choice.rule)}).</p>"
             + _table(["form", "HTP INT8 cycles", "HTP FP32 cycles", "note"], rows, numeric=(1, 2))
         )
     elif getattr(report, "cpu", None) is not None:
