@@ -265,12 +265,10 @@ class QuantState:
     qmodel: onnx.ModelProto | None = None
     source: onnx.ModelProto | None = None  # the model as given: the FP32 reference of the held-out drops
     heldout: list = field(default_factory=list)  # held-out (LR, HR) pairs (etc.quant.summary.heldout_pairs)
-    heldout_ref: float | None = None  # the FP32 model's mean PSNR-Y on them, measured once
-    heldout_refs: list[float] | None = None  # the FP32 model's PSNR-Y on each of them (a16='auto')
+    heldout_refs: list[float] | None = None  # the FP32 model's PSNR-Y on each of them, measured once
     wide_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # min/max ranges for 16 bits
-    narrow_ranges: dict[str, tuple[float, float]] = field(
-        default_factory=dict
-    )  # the 8-bit ranges (the floor)
+    # the 8-bit ranges (the floor)
+    narrow_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     wide: frozenset[str] = frozenset()  # tensors carried in 16 bits
     _clips: tuple[dict[str, float], dict[str, tuple[float, float]]] | None = None
 
@@ -579,14 +577,21 @@ def _heldout_step(state: QuantState) -> None:
     state.report.heldout_patches = len(state.heldout)
 
 
-def _drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
-    """The held-out PSNR-Y drop of ``qmodel`` (:func:`etc.quant.summary.psnr_drop`), the FP32 side run once."""
-    from etc.quant.summary import heldout_psnr
+def _fp32_psnrs(state: QuantState) -> list[float]:
+    """The FP32 model's PSNR-Y on each held-out patch, run once and kept for every drop measured against it."""
+    from etc.quant.summary import heldout_psnrs
 
     assert state.source is not None
-    if state.heldout_ref is None:
-        state.heldout_ref = heldout_psnr(state.source, state.heldout, state.report.scale)
-    return state.heldout_ref - heldout_psnr(qmodel, state.heldout, state.report.scale)
+    if state.heldout_refs is None:
+        state.heldout_refs = heldout_psnrs(state.source, state.heldout, state.report.scale)
+    return state.heldout_refs
+
+
+def _drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
+    """The held-out PSNR-Y drop of ``qmodel``: mean over the patches (:func:`etc.quant.summary.psnr_drop`)."""
+    from etc.quant.summary import heldout_psnr
+
+    return float(np.mean(_fp32_psnrs(state))) - heldout_psnr(qmodel, state.heldout, state.report.scale)
 
 
 def _median_drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
@@ -594,10 +599,7 @@ def _median_drop(state: QuantState, qmodel: onnx.ModelProto) -> float:
     from etc.quant import a16
     from etc.quant.summary import heldout_psnrs
 
-    assert state.source is not None
-    if state.heldout_refs is None:
-        state.heldout_refs = heldout_psnrs(state.source, state.heldout, state.report.scale)
-    return a16.median_drop(state.heldout_refs, heldout_psnrs(qmodel, state.heldout, state.report.scale))
+    return a16.median_drop(_fp32_psnrs(state), heldout_psnrs(qmodel, state.heldout, state.report.scale))
 
 
 def _qdq(state: QuantState, wide: frozenset[str] = frozenset()) -> onnx.ModelProto:
