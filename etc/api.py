@@ -135,11 +135,8 @@ def optimize(
         tools.append(Dump(dump_dir))
     result = run_pipeline(model, passes, options=options, instruments=tools, progress=progress, live=live)
     cpu = None
-    if target == "cpu":
-        cpu = choose_cpu_candidate(model, result, passes, options)
-        result.notes.append(cpu.summary())
-    elif target in ("htp", "htp-estimate"):
-        cpu = choose_cpu_candidate(model, result, passes, options, htp=target)
+    if target != "npu":
+        cpu = choose_cpu_candidate(model, result, passes, options, target)
         result.notes.append(cpu.summary())
     report = OptimizeReport(
         model_info(model, size), model_info(result.model, size), result, target=target, cpu=cpu
@@ -189,10 +186,11 @@ TARGETS = ("npu", "cpu", "htp", "htp-estimate")
 
 
 def choose_cpu_candidate(
-    model: onnx.ModelProto, result: PipelineResult, passes, options: Options, htp: str | None = None
+    model: onnx.ModelProto, result: PipelineResult, passes, options: Options, target: str = "cpu"
 ):
-    """Builds the --target cpu candidates, measures them (on HTP with ``htp="htp"``, or estimates their HTP INT8
-    cycles with ``htp="htp-estimate"``) and puts the chosen one in ``result.model``."""
+    """Builds the candidate forms (``plain``, ``plain-kept``, ``merged``, ``input``), judges them for ``target``
+    (``cpu``: latency measured here; ``htp``: cycles on the HTP simulator; ``htp-estimate``: etc.cost's HTP
+    estimate) and puts the chosen one in ``result.model``."""
     import dataclasses
 
     from etc.pipeline import get_pass
@@ -206,10 +204,8 @@ def choose_cpu_candidate(
     if merging:
         candidates["merged"] = run_pipeline(model, merging, options=options).model
     candidates["input"] = model
-    if htp == "htp-estimate":
-        choice = choose_by_htp_estimate(candidates)
-    else:
-        choice = choose_for_htp(candidates) if htp else choose_for_cpu(candidates)
+    choose = {"cpu": choose_for_cpu, "htp": choose_for_htp, "htp-estimate": choose_by_htp_estimate}[target]
+    choice = choose(candidates)
     result.model = candidates[choice.chosen]
     return choice
 

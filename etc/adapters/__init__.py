@@ -72,9 +72,8 @@ class PipelineSettings:
         )
         tools: list[Instrument] = [NumericCheck(self.atol, self.rtol)] if self.check else []
         result = run_pipeline(model, self.passes, options=options, instruments=tools)
-        if self.target in ("cpu", "htp", "htp-estimate"):
-            htp = self.target if self.target != "cpu" else None
-            choice = choose_cpu_candidate(model, result, self.passes, options, htp=htp)
+        if self.target != "npu":
+            choice = choose_cpu_candidate(model, result, self.passes, options, self.target)
             result.notes.append(choice.summary())
         return result
 
