@@ -384,9 +384,8 @@ class Widening:
     asked: bool = False
     removes: list[tuple[int, object]] = field(default_factory=list)
     chain: Callable[[], Widening] | None = field(default=None, repr=False, compare=False)
-    steps: int = (
-        0  # later rewrites of the chain this decision covers (carry steps, or the merge that ends it)
-    )
+    # later rewrites of the chain this decision covers (carry steps, or the merge that ends it)
+    steps: int = 0
     continues: tuple[str, ...] = ()  # seeds of an admitted chain whose last step this rewrite can be
 
     def judged(self) -> Widening:
@@ -765,11 +764,12 @@ def _dual_stream_follow_up(streams: list, riders: list) -> tuple[int, bool, list
 
 
 def _is_stream(tensor) -> bool:
-    """Produced by a single-reader Conv or act(Conv): a carry absorbs it instead of carrying it."""
-    node = producer(tensor)
-    if node is not None and node.op in MERGE_ACTIVATIONS and len(tensor.outputs) == 1:
-        node = producer(node.inputs[0])
-    return node is not None and node.op == "Conv" and len(node.outputs[0].outputs) == 1
+    """Produced by a single-reader Conv or act(Conv) (the activation's output single-reader too): a carry absorbs
+    it instead of carrying it."""
+    conv = _act_conv(tensor)
+    if conv is None or len(conv.outputs[0].outputs) != 1:
+        return False
+    return conv.outputs[0] is tensor or len(tensor.outputs) == 1
 
 
 def prelu_widening(conv, users: list, count: int) -> Widening:
