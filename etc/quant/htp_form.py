@@ -38,7 +38,8 @@ ROUNDING_SHIFT = 0.04
 
 
 def slope_grid(alpha: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
-    """(uint8 codes, scale, zero point) of one PReLU's slopes on a per-tensor grid covering [min, max] and 0."""
+    """(uint8 codes, scale, zero point) of one PReLU's slopes on a per-tensor grid covering [min, max] and 0: the
+    grid of etc.quant.qdq.act_params, computed here because qdq imports this module (no import cycle)."""
     a = np.asarray(alpha, dtype=np.float64)
     lo, hi = min(float(a.min()), 0.0), max(float(a.max()), 0.0)
     if hi - lo <= 0:
